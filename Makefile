@@ -1,0 +1,57 @@
+# Every target installs what it needs on first use and is a no-op install the second time.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# The stamp changes whenever pyproject.toml does, so dependency edits reinstall exactly once.
+DEPS_STAMP := $(VENV)/.deps-$(shell sha1sum pyproject.toml | cut -c1-12)
+SYSTEM_STAMP := .cache/system-deps.ok
+PROFILE ?= default
+MARK ?=
+PYTEST_ARGS ?=
+
+.PHONY: help canary rollback status test test-unit test-integration test-e2e lint setup system-deps
+
+help:
+	@echo "make canary [PROFILE=quick]  run a canary rollout (embedded stack unless a cluster is configured)"
+	@echo "make rollback                restore 100% traffic to baseline"
+	@echo "make status                  show the current rollout state"
+	@echo "make test [MARK=expr]        run the test suite (all tiers, or one: MARK=integration)"
+	@echo "make lint                    ruff and mypy"
+
+$(DEPS_STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.deps-* && touch $@
+
+$(SYSTEM_STAMP): scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh
+	@mkdir -p $(dir $@) && touch $@
+
+setup: $(DEPS_STAMP) $(SYSTEM_STAMP)
+
+system-deps: $(SYSTEM_STAMP)
+
+canary: setup
+	$(PY) -m rollout run --profile $(PROFILE)
+
+rollback: setup
+	$(PY) -m rollout rollback --reason "$${REASON:-make rollback}"
+
+status: setup
+	$(PY) -m rollout status
+
+test: setup
+	$(PY) -m pytest $(if $(MARK),-m "$(MARK)") $(PYTEST_ARGS)
+
+test-unit: MARK = not integration and not e2e and not k8s
+test-unit: test
+test-integration: MARK = integration
+test-integration: test
+test-e2e: MARK = e2e
+test-e2e: test
+
+lint: $(DEPS_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
