@@ -9,7 +9,8 @@ PROFILE ?= default
 MARK ?=
 PYTEST_ARGS ?=
 
-.PHONY: help canary rollback status test test-unit test-integration test-e2e lint setup system-deps
+.PHONY: help canary rollback status test test-unit test-integration test-e2e lint setup system-deps \
+	bench-mm bench-gates bench-loadtest images
 
 help:
 	@echo "make canary [PROFILE=quick]  run a canary rollout (embedded stack unless a cluster is configured)"
@@ -17,6 +18,7 @@ help:
 	@echo "make status                  show the current rollout state"
 	@echo "make test [MARK=expr]        run the test suite (all tiers, or one: MARK=integration)"
 	@echo "make lint                    ruff and mypy"
+	@echo "make bench-mm|bench-gates|bench-loadtest   benchmarks (BENCH_ARGS=...)"
 
 $(DEPS_STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -55,3 +57,16 @@ lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+
+# Benchmarks: each prints a side-by-side table and writes it under reports/.
+bench-mm: setup
+	$(PY) -m mminputs.bench $(BENCH_ARGS)
+
+bench-gates: setup
+	$(PY) -m gates.bench $(BENCH_ARGS)
+
+bench-loadtest: setup
+	$(PY) -m loadtest.bench $(BENCH_ARGS)
+
+images:
+	bash images/build.sh
