@@ -1,0 +1,66 @@
+"""The one traffic-router interface every router implements (local proxy, Gateway API HTTPRoute)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+ARMS = ("baseline", "canary")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Percent of new requests each arm receives; the two always sum to 100."""
+
+    baseline: int
+    canary: int
+
+    def __post_init__(self) -> None:
+        for arm in ARMS:
+            value = getattr(self, arm)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
+                raise ValueError(f"weight {arm}={value!r} must be an integer percent in 0..100")
+        if self.baseline + self.canary != 100:
+            raise ValueError(f"weights baseline={self.baseline} canary={self.canary} must sum to 100")
+
+    @classmethod
+    def for_canary(cls, canary_percent: int) -> Weights:
+        return cls(baseline=100 - canary_percent, canary=canary_percent)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"baseline": self.baseline, "canary": self.canary}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Weights:
+        missing = [arm for arm in ARMS if arm not in data]
+        if missing:
+            raise ValueError(f"weights {data!r} lack key(s) {missing}")
+        return cls(baseline=data["baseline"], canary=data["canary"])
+
+
+class WeightCheck(enum.Enum):
+    """Answer of `verify_weights`: the router can also say it cannot tell (yet)."""
+
+    MATCHES = "matches"
+    DIFFERS = "differs"
+    UNKNOWN = "unknown"
+
+
+class RouterUnavailable(RuntimeError):
+    """The router cannot be reached or refused the change; the message says which and why."""
+
+
+class TrafficRouter(Protocol):
+    """Moves traffic between the arms. Implementations are one file each under `rollout/routers/`."""
+
+    name: str
+
+    def set_weights(self, baseline: int, canary: int) -> None:
+        """Route new requests in these percentages; in-flight requests finish where they started."""
+
+    def get_weights(self) -> Weights:
+        """The weights the router is configured with now."""
+
+    def verify_weights(self, expected: Weights) -> WeightCheck:
+        """Whether the weights in effect are `expected`; UNKNOWN when the router cannot tell."""
