@@ -64,3 +64,6 @@ class TrafficRouter(Protocol):
 
     def verify_weights(self, expected: Weights) -> WeightCheck:
         """Whether the weights in effect are `expected`; UNKNOWN when the router cannot tell."""
+
+    def describe(self) -> dict:
+        """What to persist so `routers.router_from_description` can rebuild this router later."""

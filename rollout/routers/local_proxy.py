@@ -62,11 +62,47 @@ def start_local_proxy(spec: LocalProxySpec, weights: Weights, *, log_path: Path)
 
 
 class LocalProxyRouter:
+    """Talks to the proxy's admin endpoint. Given the proxy's spec and process, it also restarts a dead
+    proxy on the same ports with the weights being set, so rollback works after any crash."""
+
     name = "local"
 
-    def __init__(self, *, admin_url: str, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        admin_url: str,
+        timeout_s: float = 5.0,
+        spec: LocalProxySpec | None = None,
+        process: ProcessRef | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.admin_url = admin_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.spec = spec
+        self.process = process
+        self.log_path = log_path
+
+    @classmethod
+    def for_process(cls, spec: LocalProxySpec, process: ProcessRef, log_path: Path) -> LocalProxyRouter:
+        return cls(admin_url=spec.admin_url, spec=spec, process=process, log_path=log_path)
+
+    def describe(self) -> dict:
+        return {
+            "kind": "local",
+            "admin_url": self.admin_url,
+            "spec": None if self.spec is None else self.spec.as_dict(),
+            "process": None if self.process is None else self.process.as_dict(),
+            "log_path": None if self.log_path is None else str(self.log_path),
+        }
+
+    @classmethod
+    def from_description(cls, data: dict) -> LocalProxyRouter:
+        return cls(
+            admin_url=data["admin_url"],
+            spec=None if data.get("spec") is None else LocalProxySpec.from_dict(data["spec"]),
+            process=None if data.get("process") is None else ProcessRef.from_dict(data["process"]),
+            log_path=None if data.get("log_path") is None else Path(data["log_path"]),
+        )
 
     def _call(self, method: str, body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
@@ -86,9 +122,24 @@ class LocalProxyRouter:
         except (OSError, ValueError) as exc:
             raise RouterUnavailable(f"local router {self.admin_url} unreachable: {exc}") from exc
 
+    def _restartable(self) -> bool:
+        return (
+            self.spec is not None
+            and self.log_path is not None
+            and (self.process is None or not is_alive(self.process))
+        )
+
     def set_weights(self, baseline: int, canary: int) -> None:
         weights = Weights(baseline=baseline, canary=canary)
-        answer = self._call("PUT", weights.as_dict())
+        try:
+            answer = self._call("PUT", weights.as_dict())
+        except RouterUnavailable:
+            if not self._restartable():
+                raise
+            assert self.spec is not None and self.log_path is not None
+            # The proxy died (or was never started here): start it again, already at these weights.
+            self.process = start_local_proxy(self.spec, weights, log_path=self.log_path)
+            answer = self._call("GET")
         if Weights.from_dict(answer) != weights:
             raise RouterUnavailable(f"local router answered {answer} after being set to {weights.as_dict()}")
 

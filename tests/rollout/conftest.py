@@ -10,6 +10,8 @@ from rollout.routers.base import Weights
 from rollout.routers.local_proxy import LocalProxySpec, start_local_proxy
 
 HERE = Path(__file__).parent
+# Test helpers (stand-ins at the rollout's own interfaces) import as `rollout_fakes` under importlib mode.
+sys.path.insert(0, str(HERE))
 
 
 @pytest.fixture

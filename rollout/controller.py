@@ -1,0 +1,302 @@
+"""The rollout state machine: one `advance()` per interval, one `rollback()`.
+
+Every call re-derives what to do from the persisted state (Argo's reconcile shape), so an orchestrator
+killed at any point and started again converges: the intent (step, start time) is saved before the
+router is touched, and the router is re-checked against the intent on every call.
+Only a failed gate (or a failed hook) reverts; an inconclusive evaluation holds the step and reverts only
+after `max_inconclusive` in a row past the bake; nothing but a pass promotes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from rollout.gating import GateEvaluator, GateResult
+from rollout.hooks import Hook, run_hooks
+from rollout.plan import Phase, Profile
+from rollout.routers.base import RouterUnavailable, TrafficRouter, WeightCheck, Weights
+from rollout.state import RolloutState, StateStore
+
+BASELINE_ONLY = Weights(baseline=100, canary=0)
+Progress = Callable[[RolloutState, str], None]
+
+
+def _quiet(_state: RolloutState, _message: str) -> None:
+    pass
+
+
+def new_state(
+    *, run_id: str, profile: Profile, router: TrafficRouter, stack: dict[str, Any], now: float
+) -> RolloutState:
+    from dataclasses import asdict
+
+    return RolloutState(
+        run_id=run_id,
+        profile=asdict(profile),
+        phase=Phase.INITIALIZING,
+        step_index=0,
+        started_at=now,
+        router=router.describe(),
+        stack=stack,
+    )
+
+
+def rollback_locked(
+    state: RolloutState | None,
+    *,
+    router: TrafficRouter,
+    hooks: tuple[Hook, ...],
+    who: str,
+    reason: str,
+    outcome: Phase,
+    now: float,
+) -> RolloutState | None:
+    """Restore 100% baseline and record who and why. The caller holds the store's lock and saves.
+
+    Idempotent: a second call finds the router already at 100/0, records the request, runs no hooks.
+    Raises RouterUnavailable (after nothing was recorded as done) when traffic could not be restored.
+    """
+    before: dict[str, int] | str
+    try:
+        before = router.get_weights().as_dict()
+    except RouterUnavailable as exc:
+        before = f"unknown ({exc})"
+    router.set_weights(BASELINE_ONLY.baseline, BASELINE_ONLY.canary)
+    check = router.verify_weights(BASELINE_ONLY)
+    if check is WeightCheck.DIFFERS:
+        raise RouterUnavailable(f"router {router.name} still differs from 100/0 after rollback")
+    if state is None:
+        return None
+    changed = before != BASELINE_ONLY.as_dict() or not state.phase.terminal
+    state = replace(state, router=router.describe()).with_event(
+        now, "rollback", who=who, reason=reason, weights_before=before, verified=check.value, changed=changed
+    )
+    if not state.phase.terminal:
+        state = replace(
+            state, phase=outcome, outcome=outcome.value, reason=reason, decided_by=who, finished_at=now
+        )
+    if changed:
+        context = _hook_context(state, reason=reason)
+        for result in run_hooks(hooks, "rollback", context):
+            state = state.with_event(now, "hook", step=state.step_index, **result.as_dict())
+    return state
+
+
+def _hook_context(state: RolloutState, **extra: Any) -> dict[str, Any]:
+    return {
+        "run_id": state.run_id,
+        "phase": state.phase.value,
+        "step": state.step_index,
+        "canary_weight": state.current_canary_weight,
+        **extra,
+    }
+
+
+class RolloutController:
+    def __init__(
+        self,
+        *,
+        store: StateStore,
+        router: TrafficRouter,
+        gates: GateEvaluator,
+        hooks: tuple[Hook, ...] = (),
+        clock: Callable[[], float] = time.time,
+        progress: Progress = _quiet,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.gates = gates
+        self.hooks = hooks
+        self.clock = clock
+        self.progress = progress
+        self._previous: dict[int, list[Any]] = {}  # this process's evaluator objects per step
+
+    def load(self) -> RolloutState:
+        state = self.store.load()
+        if state is None:
+            raise RuntimeError(f"no rollout state at {self.store.describe()}; start one with `rollout run`")
+        return state
+
+    def advance(self) -> RolloutState:
+        with self.store.locked():
+            state = self.load()
+            if state.phase.terminal:
+                return state
+            state = self._advance(state)
+            self.store.save(state)
+            return state
+
+    def rollback(self, *, who: str, reason: str, outcome: Phase = Phase.ABORTED) -> RolloutState | None:
+        with self.store.locked():
+            state = self.store.load()
+            state = rollback_locked(
+                state,
+                router=self.router,
+                hooks=self.hooks,
+                who=who,
+                reason=reason,
+                outcome=outcome,
+                now=self.clock(),
+            )
+            if state is not None:
+                self.store.save(state)
+                self.progress(state, f"rolled back to 100% baseline by {who}: {reason}")
+            return state
+
+    # -- one interval -------------------------------------------------------------------------------
+    def _advance(self, state: RolloutState) -> RolloutState:
+        now = self.clock()
+        if state.phase is Phase.INITIALIZING:
+            return self._enter_step(state, 0, now)
+        state = self._converge(state, now)
+        if state.phase.terminal:
+            return state
+        profile = state.profile
+        assert state.step_started_at is not None
+        elapsed = now - state.step_started_at
+        if elapsed < profile["settle_s"]:
+            return state
+        result = self._evaluate(state, now)
+        state = self._record(state, result, now)
+        weight = state.current_canary_weight
+        if result.verdict == "fail":
+            failed = ", ".join(result.gates_with("fail")) or "unnamed gate"
+            return self._revert(state, f"gate(s) {failed} failed at {weight}% canary", now)
+        bake_s = profile["bake_s"][state.step_index]
+        if result.verdict == "inconclusive":
+            if elapsed < bake_s:
+                self.progress(state, f"inconclusive at {weight}% during the bake: holding")
+                return state
+            count = state.inconclusive_count + 1
+            state = replace(state, inconclusive_count=count)
+            unsure = ", ".join(result.gates_with("inconclusive")) or "evaluation"
+            if count >= profile["max_inconclusive"]:
+                return self._revert(
+                    state,
+                    f"{count} inconclusive evaluations in a row past the bake at {weight}% ({unsure})",
+                    now,
+                )
+            self.progress(
+                state, f"inconclusive at {weight}% ({unsure}): holding, {count}/{profile['max_inconclusive']}"
+            )
+            return state
+        state = replace(state, inconclusive_count=0)
+        if elapsed < bake_s:
+            return state
+        return self._promote_step(state, now)
+
+    def _converge(self, state: RolloutState, now: float) -> RolloutState:
+        """Make the world match the intent: pre-step hooks done, router at this step's weights."""
+        pending = not any(
+            e["kind"] == "hook-done" and e.get("hook") == "pre-step" and e.get("step") == state.step_index
+            for e in state.events
+        )
+        if pending:
+            state = self._run_step_hooks(state, "pre-step", now)
+            if state.phase.terminal:
+                return state
+        want = Weights.for_canary(state.current_canary_weight)
+        check = self.router.verify_weights(want)
+        if check is not WeightCheck.MATCHES:
+            # DIFFERS (e.g. a restart found another value) or UNKNOWN (router restarted): set it again.
+            self.router.set_weights(want.baseline, want.canary)
+            state = replace(state, router=self.router.describe()).with_event(
+                now, "weights", step=state.step_index, weights=want.as_dict(), after_check=check.value
+            )
+        return state
+
+    def _enter_step(self, state: RolloutState, index: int, now: float) -> RolloutState:
+        state = replace(
+            state, phase=Phase.PROGRESSING, step_index=index, step_started_at=now, inconclusive_count=0
+        )
+        self.store.save(state)  # intent first: a crash from here on resumes into this step
+        state = self._converge(state, now)
+        if not state.phase.terminal:
+            self.progress(
+                state, f"step {index + 1}/{len(state.steps)}: {state.current_canary_weight}% canary"
+            )
+        return state
+
+    def _run_step_hooks(self, state: RolloutState, kind: str, now: float) -> RolloutState:
+        results = run_hooks(self.hooks, kind, _hook_context(state))
+        for result in results:
+            state = state.with_event(now, "hook", step=state.step_index, **result.as_dict())
+        state = state.with_event(now, "hook-done", hook=kind, step=state.step_index)
+        failed = [r for r in results if not r.ok]
+        if failed:
+            return self._revert(state, f"{kind} hook {failed[0].target} failed: {failed[0].detail}", now)
+        return state
+
+    def _promote_step(self, state: RolloutState, now: float) -> RolloutState:
+        state = self._run_step_hooks(state, "post-step", now)
+        if state.phase.terminal:
+            return state
+        weight = state.current_canary_weight
+        state = state.with_event(now, "step-passed", step=state.step_index, canary_weight=weight)
+        if state.step_index + 1 < len(state.steps):
+            return self._enter_step(state, state.step_index + 1, now)
+        state = self._run_step_hooks(state, "promotion", now)
+        if state.phase.terminal:
+            return state
+        reason = f"all {len(state.steps)} steps passed"
+        state = replace(
+            state,
+            phase=Phase.PROMOTED,
+            outcome="promoted",
+            reason=reason,
+            decided_by="rollout",
+            finished_at=now,
+        )
+        self.progress(state, f"promoted: {reason}")
+        return state
+
+    def _revert(self, state: RolloutState, reason: str, now: float) -> RolloutState:
+        reverted = rollback_locked(
+            state,
+            router=self.router,
+            hooks=self.hooks,
+            who="rollout",
+            reason=reason,
+            outcome=Phase.REVERTED,
+            now=now,
+        )
+        assert reverted is not None
+        self.progress(reverted, f"reverted to 100% baseline: {reason}")
+        return reverted
+
+    def _evaluate(self, state: RolloutState, now: float) -> GateResult:
+        assert state.step_started_at is not None
+        previous = self._previous.setdefault(state.step_index, [])
+        try:
+            result = self.gates.evaluate(
+                start=state.step_started_at + state.profile["settle_s"],
+                end=now,
+                weights=Weights.for_canary(state.current_canary_weight),
+                previous=list(previous),
+            )
+        except Exception as exc:  # an evaluator that cannot answer has no data: never a pass
+            return GateResult(
+                verdict="inconclusive", record={"error": f"{type(exc).__name__}: {exc}"}, gate_verdicts=()
+            )
+        if result.raw is not None:
+            previous.append(result.raw)
+        return result
+
+    def _record(self, state: RolloutState, result: GateResult, now: float) -> RolloutState:
+        assert state.step_started_at is not None
+        entry = {
+            "step": state.step_index,
+            "canary_weight": state.current_canary_weight,
+            "at": now,
+            "window": [state.step_started_at + state.profile["settle_s"], now],
+            "verdict": result.verdict,
+            "gate_verdicts": dict(result.gate_verdicts),
+            "evaluation": result.record,
+        }
+        state = replace(state, evaluations=(*state.evaluations, entry))
+        gates = " ".join(f"{n}={v}" for n, v in result.gate_verdicts)
+        self.progress(state, f"{state.current_canary_weight}% canary: {result.verdict} {gates}".rstrip())
+        return state

@@ -1,0 +1,91 @@
+"""Phases, the plan of traffic steps, and the run profiles (`default`, `quick`)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+
+class Phase(enum.Enum):
+    INITIALIZING = "initializing"  # state written, no traffic moved yet
+    PROGRESSING = "progressing"  # baking at steps[step_index]
+    PROMOTED = "promoted"  # every step passed: the canary takes all traffic
+    REVERTED = "reverted"  # a gate failed (or inconclusive too long): 100% baseline
+    ABORTED = "aborted"  # rolled back by a person or an error: 100% baseline
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Phase.PROMOTED, Phase.REVERTED, Phase.ABORTED)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How a rollout runs. Bake times are per step so the 10% step can collect enough canary samples."""
+
+    name: str
+    steps: tuple[int, ...]  # canary percent at each step, ascending, last is usually 100
+    bake_s: tuple[float, ...]  # minimum time at each step before it may pass
+    interval_s: float  # one gate evaluation (and one `advance()`) per interval
+    settle_s: float  # left out of a step's evaluation window after a weight change
+    max_inconclusive: int  # consecutive inconclusive evaluations past the bake that revert
+    request_rate: float  # offered load, requests per second (Poisson arrivals)
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if (
+            not self.steps
+            or any(not 0 < s <= 100 for s in self.steps)
+            or list(self.steps) != sorted(self.steps)
+        ):
+            raise ValueError(
+                f"profile {self.name!r}: steps {self.steps} must be ascending percents in 1..100"
+            )
+        if len(self.bake_s) != len(self.steps):
+            raise ValueError(
+                f"profile {self.name!r}: bake_s {self.bake_s} needs one entry per step {self.steps}"
+            )
+        for key in ("interval_s", "request_rate"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"profile {self.name!r}: {key}={getattr(self, key)!r} must be > 0")
+        if self.max_inconclusive < 1:
+            raise ValueError(f"profile {self.name!r}: max_inconclusive={self.max_inconclusive} must be >= 1")
+
+    def with_overrides(self, **changes: object) -> Profile:
+        unknown = sorted(set(changes) - set(self.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown profile key(s) {unknown}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    def planned_bake_s(self) -> float:
+        return sum(self.bake_s)
+
+
+# Sized for 2 CPU cores running two TP=2 backends, the router, Prometheus and Locust. At 10% the canary
+# sees a tenth of the offered rate, so the first step is the longest: rate x bake x 0.1 >= ~300 requests.
+PROFILES: dict[str, Profile] = {
+    "default": Profile(
+        name="default",
+        steps=(10, 50, 100),
+        bake_s=(180.0, 90.0, 60.0),
+        interval_s=15.0,
+        settle_s=3.0,
+        max_inconclusive=4,
+        request_rate=20.0,
+    ),
+    "quick": Profile(
+        name="quick",
+        steps=(10, 50, 100),
+        bake_s=(90.0, 30.0, 20.0),
+        interval_s=10.0,
+        settle_s=2.0,
+        max_inconclusive=3,
+        request_rate=36.0,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None

@@ -1,0 +1,139 @@
+"""The rollout's persisted state and where it lives (local: a JSON file next to the router).
+
+`advance()` re-derives everything from this record, so a killed orchestrator resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from rollout.plan import Phase
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    run_id: str
+    profile: dict[str, Any]  # the Profile as run, so a resume uses the same plan
+    phase: Phase
+    step_index: int
+    started_at: float
+    router: dict[str, Any]  # enough to rebuild the router (routers.router_from_description)
+    step_started_at: float | None = None
+    inconclusive_count: int = 0
+    finished_at: float | None = None
+    outcome: str | None = None  # promoted | reverted | aborted once terminal
+    reason: str | None = None
+    decided_by: str | None = None
+    stack: dict[str, Any] = field(default_factory=dict)  # local processes and URLs, or cluster coordinates
+    evaluations: tuple[dict[str, Any], ...] = ()  # every gate evaluation, with step and window
+    events: tuple[dict[str, Any], ...] = ()  # weight changes, hooks, promotions, rollbacks (who and why)
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        return tuple(self.profile["steps"])
+
+    @property
+    def current_canary_weight(self) -> int:
+        return self.steps[self.step_index]
+
+    def with_event(self, at: float, kind: str, **detail: Any) -> RolloutState:
+        return replace(self, events=(*self.events, {"at": at, "kind": kind, **detail}))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["phase"] = self.phase.value
+        data["evaluations"] = list(self.evaluations)
+        data["events"] = list(self.events)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RolloutState:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"rollout state has unknown key(s) {unknown}")
+        values = dict(data)
+        try:
+            values["phase"] = Phase(values["phase"])
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"rollout state has bad phase {data.get('phase')!r}") from exc
+        values["evaluations"] = tuple(values.get("evaluations", ()))
+        values["events"] = tuple(values.get("events", ()))
+        return cls(**values)
+
+
+class StateStore(Protocol):
+    """Where state lives. `locked()` serialises read-modify-write between a run and a rollback."""
+
+    def load(self) -> RolloutState | None: ...
+
+    def save(self, state: RolloutState) -> None: ...
+
+    def locked(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def describe(self) -> str: ...
+
+
+class FileStateStore:
+    """`state.json` written atomically (temp file, fsync, rename) with an flock beside it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / "state.json"
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def load(self) -> RolloutState | None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return RolloutState.from_dict(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{self.path}: unreadable rollout state: {exc}") from exc
+
+    def save(self, state: RolloutState) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".state-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(state.to_dict(), handle, indent=1, default=str)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / "state.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released by the kernel if the holder is killed
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def single_runner(directory: Path) -> Iterator[None]:
+    """Held for a whole `rollout run`: a second run on the same state refuses instead of racing."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "run.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another rollout is running on {directory} (run.lock held)") from None
+        yield

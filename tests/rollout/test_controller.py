@@ -1,0 +1,159 @@
+"""The state machine against stand-ins at its own interfaces (router, gates, clock), with a real state file."""
+
+import json
+
+import pytest
+from rollout_fakes import ManualClock, MemoryRouter, ScriptedGates
+
+from rollout.controller import RolloutController, new_state
+from rollout.hooks import Hook
+from rollout.plan import Phase, Profile
+from rollout.routers.base import RouterUnavailable, Weights
+from rollout.state import FileStateStore
+
+PROFILE = Profile(
+    name="test",
+    steps=(10, 50, 100),
+    bake_s=(30.0, 20.0, 10.0),
+    interval_s=10.0,
+    settle_s=2.0,
+    max_inconclusive=2,
+    request_rate=10.0,
+)
+
+
+def make(tmp_path, gates, *, router=None, hooks=(), clock=None):
+    clock = clock or ManualClock()
+    router = router or MemoryRouter()
+    store = FileStateStore(tmp_path / "state")
+    store.save(new_state(run_id="r1", profile=PROFILE, router=router, stack={}, now=clock()))
+    return RolloutController(store=store, router=router, gates=gates, hooks=hooks, clock=clock), router, clock
+
+
+def run_until_terminal(controller, clock, limit=100):
+    state = controller.advance()
+    for _ in range(limit):
+        if state.phase.terminal:
+            return state
+        clock.tick(PROFILE.interval_s)
+        state = controller.advance()
+    raise AssertionError(f"not terminal after {limit} intervals: {state.phase}")
+
+
+def test_passing_gates_promote_through_every_step_after_each_bake(tmp_path):
+    gates = ScriptedGates("pass")
+    controller, router, clock = make(tmp_path, gates)
+    state = run_until_terminal(controller, clock)
+    assert state.phase is Phase.PROMOTED and state.outcome == "promoted"
+    assert router.history == [(90, 10), (50, 50), (0, 100)]
+    passed = [e for e in state.events if e["kind"] == "step-passed"]
+    assert [e["canary_weight"] for e in passed] == [10, 50, 100]
+    # No step passed before its bake: 30 s at 10% is 3 intervals.
+    first_step = [e for e in state.evaluations if e["step"] == 0]
+    assert len(first_step) == 3
+    assert first_step[0]["window"][0] == pytest.approx(
+        first_step[0]["at"] - PROFILE.interval_s + PROFILE.settle_s
+    )
+
+
+def test_a_failed_gate_reverts_at_once_and_names_the_gate(tmp_path):
+    gates = ScriptedGates("pass", "pass", "pass", "fail", failing_gate="memory_leak")
+    controller, router, clock = make(tmp_path, gates)
+    state = run_until_terminal(controller, clock)
+    assert state.phase is Phase.REVERTED and state.outcome == "reverted"
+    assert "memory_leak" in state.reason and "50% canary" in state.reason
+    assert router.weights == Weights(100, 0)
+    rollback = [e for e in state.events if e["kind"] == "rollback"]
+    assert rollback[0]["who"] == "rollout" and rollback[0]["weights_before"] == {"baseline": 50, "canary": 50}
+
+
+def test_inconclusive_never_promotes_and_reverts_after_the_configured_count(tmp_path):
+    gates = ScriptedGates("inconclusive")
+    controller, router, clock = make(tmp_path, gates)
+    state = run_until_terminal(controller, clock)
+    assert state.phase is Phase.REVERTED
+    assert "2 inconclusive evaluations in a row" in state.reason
+    assert not any(e["kind"] == "step-passed" for e in state.events)
+    assert router.history == [(90, 10), (100, 0)]
+    # Held through the 30 s bake (3 evaluations), then 2 more inconclusive past it.
+    assert len(state.evaluations) == 4
+
+
+def test_a_pass_resets_the_inconclusive_count(tmp_path):
+    gates = ScriptedGates("pass", "pass", "pass", "inconclusive", "pass", "pass", "pass")
+    controller, _, clock = make(tmp_path, gates)
+    state = run_until_terminal(controller, clock)
+    assert state.phase is Phase.PROMOTED
+
+
+def test_an_evaluator_error_is_inconclusive_not_a_pass(tmp_path):
+    gates = ScriptedGates(ConnectionError("prometheus down"))
+    controller, _, clock = make(tmp_path, gates)
+    state = run_until_terminal(controller, clock)
+    assert state.phase is Phase.REVERTED
+    assert all(e["verdict"] == "inconclusive" for e in state.evaluations)
+    assert "prometheus down" in state.evaluations[0]["evaluation"]["error"]
+
+
+def test_restart_resumes_the_step_and_reapplies_weights_the_router_lost(tmp_path):
+    gates = ScriptedGates("pass")
+    controller, router, clock = make(tmp_path, gates)
+    for _ in range(4):  # into the 50% step (entered at t=30 s; the clock is at 40 s)
+        controller.advance()
+        clock.tick(PROFILE.interval_s)
+    saved = controller.store.load()
+    assert saved.step_index == 1
+    router.weights = Weights(100, 0)  # as if a fresh router process came up
+    fresh = RolloutController(store=controller.store, router=router, gates=gates, clock=clock)
+    state = fresh.advance()
+    assert state.step_index == 1 and state.step_started_at == saved.step_started_at
+    assert router.weights == Weights(50, 50)
+    assert state.events[-1]["kind"] == "weights" and state.events[-1]["after_check"] == "differs"
+
+
+def test_rollback_from_any_state_is_idempotent_and_records_who_and_why(tmp_path):
+    calls = tmp_path / "hook-calls"
+    hook = Hook(kind="rollback", command=("sh", "-c", f"echo $ROLLOUT_REASON >> {calls}"))
+    controller, router, clock = make(tmp_path, ScriptedGates("pass"), hooks=(hook,))
+    controller.advance()
+    clock.tick(PROFILE.interval_s)
+    controller.advance()
+    first = controller.rollback(who="alice", reason="pager went off")
+    second = controller.rollback(who="bob", reason="double-check")
+    assert router.weights == Weights(100, 0)
+    assert first.phase is Phase.ABORTED and first.decided_by == "alice" and first.reason == "pager went off"
+    assert second.phase is Phase.ABORTED and second.decided_by == "alice"  # the outcome is not rewritten
+    rollbacks = [e for e in second.events if e["kind"] == "rollback"]
+    assert [(e["who"], e["changed"]) for e in rollbacks] == [("alice", True), ("bob", False)]
+    assert calls.read_text().splitlines() == ["pager went off"]  # hooks ran once
+    assert controller.advance().phase is Phase.ABORTED  # a terminal rollout stays put
+
+
+def test_rollback_that_cannot_reach_the_router_raises_and_records_nothing(tmp_path):
+    controller, router, clock = make(tmp_path, ScriptedGates("pass"))
+    controller.advance()
+    router.down = True
+    with pytest.raises(RouterUnavailable):
+        controller.rollback(who="alice", reason="x")
+    assert controller.store.load().phase is Phase.PROGRESSING
+
+
+def test_failed_pre_step_hook_reverts(tmp_path):
+    hook = Hook(kind="pre-step", command=("sh", "-c", "exit 3"), steps=(50,))
+    controller, router, clock = make(tmp_path, ScriptedGates("pass"), hooks=(hook,))
+    state = run_until_terminal(controller, clock)
+    assert state.phase is Phase.REVERTED and "pre-step hook" in state.reason and "exit 3" in state.reason
+    assert router.weights == Weights(100, 0)
+    assert router.history == [(90, 10), (100, 0)]  # never moved to 50%
+
+
+def test_state_file_is_json_and_rejects_unknown_keys(tmp_path):
+    controller, _, _ = make(tmp_path, ScriptedGates("pass"))
+    controller.advance()
+    path = controller.store.path
+    data = json.loads(path.read_text())
+    assert data["phase"] == "progressing" and data["profile"]["steps"] == [10, 50, 100]
+    data["surprise"] = 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="surprise"):
+        controller.store.load()
