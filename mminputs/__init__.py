@@ -1,0 +1,32 @@
+"""Multimodal-input strategies: real materialization and how tensor-parallel ranks obtain its results.
+
+One implementation shared by the embedded backend and the sglang plugin; see docs/mminputs.md.
+"""
+
+from .cache import DEFAULT_CACHE_CAPACITY
+from .modes import DEFAULT_MODE, MODE_ENV_VAR, RECOMMENDED_MODE, MMMode, mode_from_env, parse_mode
+from .processor import DEFAULT_PROFILE, VisionProfile, materialize, smart_resize
+from .strategies import MMStrategy, make_strategy
+from .types import MaterializedInputs, MMInputError, MMItem, MMLimits, MMRequest, Outcome
+
+__all__ = [
+    "DEFAULT_CACHE_CAPACITY",
+    "DEFAULT_MODE",
+    "DEFAULT_PROFILE",
+    "MODE_ENV_VAR",
+    "RECOMMENDED_MODE",
+    "MMInputError",
+    "MMItem",
+    "MMLimits",
+    "MMMode",
+    "MMRequest",
+    "MMStrategy",
+    "MaterializedInputs",
+    "Outcome",
+    "VisionProfile",
+    "make_strategy",
+    "materialize",
+    "mode_from_env",
+    "parse_mode",
+    "smart_resize",
+]

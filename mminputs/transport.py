@@ -1,0 +1,187 @@
+"""How a source rank's buffer reaches its peers: shared memory on one host, tensor collectives across hosts.
+
+Both transports share one shape: `build` materializes a share of the batch into a buffer the transport
+owns; the share's small descriptor travels by an object collective (the caller's); `exchange` then gives
+every rank the outcomes of every share, in the order of the descriptors.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from . import shm
+from .packing import Record, fill, flat_view, layout, unpack
+from .processor import PlannedRequest, VisionProfile
+from .types import MMInputError, Outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShareDescriptor:
+    """Pickled to peers: the records of one source's share, its buffer size, and (shared memory) its handle."""
+
+    records: tuple[Record, ...]
+    nbytes: int
+    handle: shm.SegmentHandle | None = None
+
+
+@dataclass
+class LocalShare:
+    """The source side of a share: outcomes over the buffer, and what must be released after the exchange."""
+
+    descriptor: ShareDescriptor
+    outcomes: list[Outcome]
+    flat: torch.Tensor | None = None
+    segment: shm.OwnedSegment | None = field(default=None, repr=False)
+
+    def release(self) -> None:
+        if self.segment is not None:
+            self.segment.close()
+            self.segment = None
+
+
+def _no_view(offset: int, shape: tuple[int, int]) -> torch.Tensor:
+    raise AssertionError("a share without a buffer has no tensors")
+
+
+def _mapping_view(mapping: mmap.mmap) -> Callable[[int, tuple[int, int]], torch.Tensor]:
+    def view(offset: int, shape: tuple[int, int]) -> torch.Tensor:
+        return shm.tensor_view(mapping, offset, shape)
+
+    return view
+
+
+class ShmTransport:
+    """Zero-copy on one host: only segment handles are pickled; tensors are views of peers' segments."""
+
+    name = "shm"
+
+    def build(self, planned: Sequence[PlannedRequest | MMInputError], profile: VisionProfile) -> LocalShare:
+        records, nbytes = layout(planned, profile)
+        if nbytes == 0:
+            return LocalShare(ShareDescriptor(tuple(records), 0), unpack(records, _no_view, profile))
+        segment = shm.OwnedSegment(nbytes)
+        try:
+            fill(planned, records, segment.writable, profile)
+            private = segment.seal()
+        except BaseException:
+            segment.close()
+            raise
+        outcomes = unpack(records, _mapping_view(private), profile)
+        return LocalShare(ShareDescriptor(tuple(records), nbytes, segment.handle), outcomes, segment=segment)
+
+    def exchange(
+        self,
+        descriptors: Sequence[ShareDescriptor],
+        source_ranks: Sequence[int],
+        local: LocalShare | None,
+        group,
+        profile: VisionProfile,
+    ) -> list[list[Outcome]]:
+        me = dist.get_rank()
+        results: list[list[Outcome]] = []
+        try:
+            for desc, src in zip(descriptors, source_ranks, strict=True):
+                if src == me:
+                    assert local is not None
+                    results.append(local.outcomes)
+                elif desc.nbytes == 0:
+                    results.append(unpack(desc.records, _no_view, profile))
+                else:
+                    assert desc.handle is not None
+                    mapping = shm.map_peer_segment(desc.handle)
+                    results.append(unpack(desc.records, _mapping_view(mapping), profile))
+        finally:
+            # Every rank has mapped what it needs once all pass this barrier; then creators drop their fds
+            # and the segments live on only in the mappings (freed with the last tensor over them).
+            dist.barrier(group=group)
+            if local is not None:
+                local.release()
+        return results
+
+
+class TensorTransport:
+    """Across hosts: each share's buffer travels as one float32 tensor broadcast (no pickling of pixels)."""
+
+    name = "tensor"
+
+    def build(self, planned: Sequence[PlannedRequest | MMInputError], profile: VisionProfile) -> LocalShare:
+        records, nbytes = layout(planned, profile)
+        flat = torch.empty(nbytes // 4, dtype=torch.float32)
+        fill(planned, records, flat_view(flat), profile)
+        return LocalShare(
+            ShareDescriptor(tuple(records), nbytes), unpack(records, flat_view(flat), profile), flat=flat
+        )
+
+    def exchange(
+        self,
+        descriptors: Sequence[ShareDescriptor],
+        source_ranks: Sequence[int],
+        local: LocalShare | None,
+        group,
+        profile: VisionProfile,
+    ) -> list[list[Outcome]]:
+        me = dist.get_rank()
+        results: list[list[Outcome]] = []
+        for desc, src in zip(descriptors, source_ranks, strict=True):
+            if src == me:
+                assert local is not None and local.flat is not None
+                if desc.nbytes:
+                    dist.broadcast(local.flat, src=src, group=group)
+                results.append(local.outcomes)
+            elif desc.nbytes == 0:
+                results.append(unpack(desc.records, _no_view, profile))
+            else:
+                buf = torch.empty(desc.nbytes // 4, dtype=torch.float32)
+                dist.broadcast(buf, src=src, group=group)
+                results.append(unpack(desc.records, flat_view(buf), profile))
+        return results
+
+
+Transport = ShmTransport | TensorTransport
+
+
+def shm_usable(group, world_size: int) -> bool:
+    """Collective: True on every rank when every rank can map every other rank's segments.
+
+    Each rank writes a random token into a small segment; peers must read back exactly that token, so
+    ranks on other hosts (where the same pid may name another process) are detected, not trusted.
+    """
+    token = shm.probe_token()
+    segment: shm.OwnedSegment | None = None
+    offer = None
+    if shm.memfd_supported():
+        try:
+            segment = shm.OwnedSegment(shm.ALIGN, name="mminputs-probe")
+            segment.writable(0, (4,)).copy_(torch.frombuffer(bytearray(token), dtype=torch.float32))
+            offer = (segment.handle, token)
+        except OSError as exc:
+            log.info("shared-memory segments unavailable: %s", exc)
+    offers: list = [None] * world_size
+    try:
+        dist.all_gather_object(offers, offer, group=group)
+        ok = True
+        for peer in offers:
+            if peer is None:
+                ok = False
+                break
+            handle, expected = peer
+            try:
+                mapping = shm.map_peer_segment(handle)
+                ok = ok and bytes(mapping[: len(expected)]) == expected
+                mapping.close()
+            except (OSError, RuntimeError, ValueError):
+                ok = False
+        verdicts: list = [None] * world_size
+        dist.all_gather_object(verdicts, ok, group=group)  # also the barrier before the probes close
+    finally:
+        if segment is not None:
+            segment.close()
+    return all(verdicts)
