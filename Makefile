@@ -10,7 +10,7 @@ MARK ?=
 PYTEST_ARGS ?=
 
 .PHONY: help canary rollback status test test-unit test-integration test-e2e lint setup system-deps \
-	bench-mm bench-gates bench-loadtest images
+	bench-mm bench-gates bench-loadtest images helm-bin helm-lint helm-docs
 
 help:
 	@echo "make canary [PROFILE=quick]  run a canary rollout (embedded stack unless a cluster is configured)"
@@ -43,7 +43,7 @@ rollback: setup
 status: setup
 	$(PY) -m rollout status
 
-test: setup
+test: setup helm-bin
 	$(PY) -m pytest $(if $(MARK),-m "$(MARK)") $(PYTEST_ARGS)
 
 test-unit: MARK = not integration and not e2e and not k8s
@@ -70,3 +70,19 @@ bench-loadtest: setup
 
 images:
 	bash images/build.sh
+
+# Helm charts: helm is built from its Go module into .cache/bin (first use only).
+CHART := helm/sglang-vlm-canary
+helm-bin:
+	@bash tools/install-helm.sh
+
+helm-lint: helm-bin
+	@# lint only logs a template's `fail`; rendering each scenario makes it an error.
+	@for f in $(CHART)/ci/*-values.yaml; do echo "helm lint $$f"; \
+	  .cache/bin/helm lint --strict --kube-version 1.32.0 $(CHART) -f $$f >/dev/null && \
+	  .cache/bin/helm template lint $(CHART) --kube-version 1.32.0 -f $$f >/dev/null || exit 1; done
+
+# Copies loadtest/*.py into the chart and regenerates the chart README's values table.
+helm-docs: $(DEPS_STAMP)
+	$(PY) tools/sync_chart_loadtest.py
+	$(PY) tools/helm_docs.py $(CHART)

@@ -1,0 +1,49 @@
+"""Names and result types shared by the chart tests (imported by name: conftest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "sglang-vlm-canary"
+SCENARIOS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
+RELEASE = "vlm"
+NAMESPACE = "serving"
+# helm template assumes Kubernetes 1.20 without a cluster; the chart needs 1.27+.
+KUBE_VERSION = "1.32.0"
+
+
+@dataclass(frozen=True)
+class HelmResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The objects of one `helm template` run, addressable by kind and name."""
+
+    objects: tuple[dict[str, Any], ...]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        found = [o for o in self.of_kind(kind) if o["metadata"]["name"] == name]
+        assert len(found) == 1, f"expected one {kind} {name}, found {len(found)} among {self.names()}"
+        return found[0]
+
+    def names(self) -> list[str]:
+        return sorted(f"{o['kind']}/{o['metadata']['name']}" for o in self.objects)
+
+
+def template_args(values_files: tuple[str, ...] = (), sets: tuple[str, ...] = (), *extra: str) -> list[str]:
+    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, *extra]
+    for f in values_files:
+        args += ["--values", str(CHART / "ci" / f) if "/" not in f else f]
+    for s in sets:
+        args += ["--set", s]
+    return args
