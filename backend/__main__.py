@@ -1,0 +1,79 @@
+"""`python -m backend`: start the embedded SGLang-compatible VLM server; SIGTERM drains and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from backend.config import ServerConfig, parse_config
+from backend.http_server import BackendServer
+
+log = logging.getLogger("backend")
+
+STARTUP_TIMEOUT_S = 300.0
+
+
+async def serve(cfg: ServerConfig) -> int:
+    """Run until SIGTERM/SIGINT (drain, exit 0) or a failed rank (exit 1)."""
+    server = BackendServer(cfg)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(server.app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+    await server.engine.start()
+    await site.start()
+    log.info("serving %s on http://%s:%d (tp=%d, mm-input-mode=%s)", cfg.served_model_name, cfg.host, cfg.port,
+             cfg.tp_size, cfg.mm_input_mode)  # fmt: skip
+    waiters = {
+        asyncio.create_task(stop.wait()): "signal",
+        asyncio.create_task(server.engine.failed.wait()): "failed",
+    }
+    try:
+        await asyncio.wait_for(server.engine.ready.wait(), STARTUP_TIMEOUT_S)
+    except TimeoutError:
+        server.engine.failure = f"scheduler ranks not ready after {STARTUP_TIMEOUT_S:.0f}s"
+        server.engine.failed.set()
+    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    reason = waiters[done.pop()]
+    for task in waiters:
+        task.cancel()
+    code = 0
+    if reason == "failed":
+        log.error("exiting: %s", server.engine.failure)
+        code = 1
+        server.engine.kill_ranks()
+    else:
+        # Graceful: not ready from now on, let in-flight requests finish, then stop the ranks.
+        server.draining = True
+        log.info("draining %d in-flight request(s)", server.in_flight)
+        deadline = loop.time() + cfg.drain_timeout_s
+        while server.in_flight > 0 and loop.time() < deadline and not server.engine.failed.is_set():
+            await asyncio.sleep(0.05)
+        if server.in_flight > 0:
+            log.warning("drain timeout: %d request(s) still in flight", server.in_flight)
+            code = 1
+        if server.engine.failed.is_set():
+            code = 1
+    await site.stop()
+    await server.engine.shutdown()
+    await runner.cleanup()
+    log.info("stopped (exit %d)", code)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_config(argv)
+    logging.basicConfig(level=logging.INFO, format="[front] %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(serve(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

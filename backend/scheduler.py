@@ -1,0 +1,279 @@
+"""A TP scheduler rank: one process per rank, all joined by a gloo group, generating in lockstep.
+
+Each loop iteration mirrors sglang's scheduler: the entry rank (rank 0) receives requests from the front
+and broadcasts them to the other ranks; every rank runs the multimodal stage for the new requests
+through the configured mminputs mode, admits requests into the running batch (continuous batching up to
+max running requests), then runs one forward step (prefill for newly admitted requests, else decode)
+that costs real compute and ends with a collective, so a rank that is busy elsewhere stalls them all.
+Idle ranks block (rank 0 in a ZMQ poll, the others inside the broadcast); none spins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import zmq
+
+from backend.compute import StepCompute
+from backend.faults import FaultSettings
+from backend.ipc import (
+    AbortReq,
+    ErrorEvent,
+    GenerateReq,
+    RankFailed,
+    RanksReady,
+    SchedulerStats,
+    SetFaults,
+    ShutdownReq,
+    StepReport,
+    TokenEvent,
+    broadcast_pyobj,
+)
+from backend.mm_stage import MMStage
+from backend.textgen import TokenSampler, tensor_digest
+from mminputs.types import MaterializedInputs, MMInputError, MMRequest
+
+log = logging.getLogger("backend.scheduler")
+
+IDLE_HEARTBEAT_S = 5.0  # how long rank 0 blocks for input while idle before a keep-alive broadcast
+PREFILL_TOKENS_PER_STEP_COST = 1024  # a prefill of this many prompt tokens costs one more decode step
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    rank: int
+    tp_size: int
+    master_port: int
+    mm_input_mode: str
+    step_cost_ms: float
+    max_running_requests: int
+    seed: int
+    faults: FaultSettings
+    front_to_rank0: str  # ZMQ endpoints (ipc://...)
+    rank0_to_front: str
+
+
+@dataclass
+class _Req:
+    rid: str
+    prompt_tokens: int
+    max_new_tokens: int
+    sampler: TokenSampler
+    generated: int = 0
+
+
+@dataclass
+class _LeakedMemory:
+    """Memory the leak fault retains on purpose; pages are written so RSS really grows."""
+
+    blocks: list[bytes] = field(default_factory=list)
+
+    def retain(self, kib: float) -> None:
+        n = int(kib * 1024)
+        if n > 0:
+            self.blocks.append(b"\xa5" * n)
+
+
+class Scheduler:
+    def __init__(self, cfg: RankConfig, compute: StepCompute, mm: MMStage) -> None:
+        self.cfg = cfg
+        self.rank = cfg.rank
+        self.compute = compute
+        self.mm = mm
+        self.faults = cfg.faults
+        self.waiting: deque[_Req] = deque()
+        self.running: list[_Req] = []
+        self.leak = _LeakedMemory()
+        self.parent_pid = os.getppid()
+        self.sync = torch.zeros(2, dtype=torch.float64)
+        self._mm_stage_seconds: list[float] = []
+        self._events: list[TokenEvent | ErrorEvent] = []
+        self._last_stats: SchedulerStats | None = None
+        self._zmq = zmq.Context(1) if self.rank == 0 else None
+        if self._zmq is not None:
+            self.pull = self._zmq.socket(zmq.PULL)
+            self.pull.connect(cfg.front_to_rank0)
+            self.push = self._zmq.socket(zmq.PUSH)
+            self.push.connect(cfg.rank0_to_front)
+            self.poller = zmq.Poller()
+            self.poller.register(self.pull, zmq.POLLIN)
+
+    # ---- receiving ----
+    def recv_requests(self) -> list:
+        """Rank 0 drains the front's messages (blocking only when idle); every rank gets the same list."""
+        msgs: list = []
+        if self.rank == 0:
+            idle = not self.running and not self.waiting
+            timeout_ms = int(IDLE_HEARTBEAT_S * 1000) if idle else 0
+            if self.poller.poll(timeout_ms):
+                while True:
+                    try:
+                        msgs.append(self.pull.recv_pyobj(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+        msgs = broadcast_pyobj(msgs, self.rank)
+        if os.getppid() != self.parent_pid:
+            raise SystemExit(f"rank {self.rank}: front process is gone")
+        return msgs
+
+    # ---- the loop ----
+    def run(self) -> None:
+        while True:
+            msgs = self.recv_requests()
+            new: list[GenerateReq] = []
+            shutdown = False
+            for msg in msgs:
+                if isinstance(msg, GenerateReq):
+                    new.append(msg)
+                elif isinstance(msg, AbortReq):
+                    self.abort(msg.rid)
+                elif isinstance(msg, SetFaults):
+                    self.faults = msg.faults
+                elif isinstance(msg, ShutdownReq):
+                    shutdown = True
+            if new:
+                self.process_new(new)
+            self.admit()
+            self.forward()
+            self.report()
+            if shutdown:
+                return
+
+    def process_new(self, new: list[GenerateReq]) -> None:
+        with_mm = [r for r in new if r.items]
+        outcomes: dict[str, MaterializedInputs | MMInputError] = {}
+        if with_mm:
+            t0 = time.perf_counter()
+            results = self.mm.run([MMRequest(r.rid, r.items) for r in with_mm])
+            stage = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
+            # The group's stage time is its slowest rank's: the next collective waits for it.
+            dist.all_reduce(stage, op=dist.ReduceOp.MAX)
+            self._mm_stage_seconds.append(float(stage.item()))
+            outcomes = {o.rid: o for o in results}
+        for req in new:
+            outcome = outcomes.get(req.rid)
+            if isinstance(outcome, MMInputError):
+                self._events.append(ErrorEvent(req.rid, outcome.status, outcome.message))
+                continue
+            mm_tokens = 0
+            mm_digest = b""
+            if outcome is not None:
+                mm_tokens = outcome.num_mm_tokens
+                mm_digest = tensor_digest(outcome.tensors())
+            self.mm.release(req.rid)
+            sampler = TokenSampler(self.cfg.seed, req.digest, mm_digest)
+            self.waiting.append(_Req(req.rid, req.text_tokens + mm_tokens, req.max_new_tokens, sampler))
+
+    def abort(self, rid: str) -> None:
+        self.waiting = deque(r for r in self.waiting if r.rid != rid)
+        self.running = [r for r in self.running if r.rid != rid]
+        self.mm.release(rid)
+
+    def admit(self) -> None:
+        self._admitted: list[_Req] = []
+        while self.waiting and len(self.running) + len(self._admitted) < self.cfg.max_running_requests:
+            req = self.waiting.popleft()
+            if self.faults.cpu_burn_ms > 0:
+                self.compute.burn_ms(self.faults.cpu_burn_ms)
+            self.leak.retain(self.faults.leak_kib_per_request)
+            self._admitted.append(req)
+
+    def forward(self) -> None:
+        """One prefill step for newly admitted requests, else one decode step for the running batch."""
+        if self._admitted:
+            batch = self._admitted
+            new_tokens = sum(r.prompt_tokens for r in batch)
+            self.compute.step(scale=1.0 + new_tokens / PREFILL_TOKENS_PER_STEP_COST)
+            self.running.extend(batch)
+        elif self.running:
+            batch = self.running
+            self.compute.step()
+        else:
+            return
+        # Lockstep: every rank finishes the step before any starts the next (like a TP all-reduce).
+        self.sync[0] = float(len(batch))
+        dist.all_reduce(self.sync, op=dist.ReduceOp.SUM)
+        finished: list[str] = []
+        for req in batch:
+            token = req.sampler.next_token()
+            req.generated += 1
+            done = req.generated >= req.max_new_tokens
+            if self.rank == 0:
+                self._events.append(TokenEvent(req.rid, (token,), req.prompt_tokens, done))
+            if done:
+                finished.append(req.rid)
+        if finished:
+            gone = set(finished)
+            self.running = [r for r in self.running if r.rid not in gone]
+
+    def report(self) -> None:
+        if self.rank != 0:
+            self._events.clear()
+            self._mm_stage_seconds.clear()
+            return
+        stats = SchedulerStats(
+            num_running_reqs=len(self.running),
+            num_queue_reqs=len(self.waiting),
+            mm_cache_entries=self.mm.cache_entries,
+            mm_stage_seconds=tuple(self._mm_stage_seconds),
+        )
+        if self._events or stats != self._last_stats:
+            self.push.send_pyobj(StepReport(tuple(self._events), stats))
+            self._events.clear()
+            self._mm_stage_seconds.clear()
+            self._last_stats = stats
+
+    def close(self) -> None:
+        if self._zmq is not None:
+            self.pull.close(linger=0)
+            self.push.close(linger=1000)
+            self._zmq.term()
+
+
+def rank_main(cfg: RankConfig) -> None:
+    """Entry point of a rank process (spawned by the front)."""
+    # The front owns shutdown: a signal to the whole process group must not kill ranks mid-drain.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO, format=f"[rank {cfg.rank}] %(levelname)s %(message)s")
+    failure_push = None
+    try:
+        dist.init_process_group(
+            "gloo",
+            init_method=f"tcp://127.0.0.1:{cfg.master_port}",
+            rank=cfg.rank,
+            world_size=cfg.tp_size,
+            timeout=timedelta(minutes=30),
+        )
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        compute = StepCompute(cfg.step_cost_ms, device=device)
+        mm = MMStage(cfg.mm_input_mode, cfg.rank, cfg.tp_size)
+        scheduler = Scheduler(cfg, compute, mm)
+        dist.barrier()
+        if cfg.rank == 0:
+            scheduler.push.send_pyobj(RanksReady(cfg.tp_size, compute.matmuls_per_ms, device))
+        try:
+            scheduler.run()
+        finally:
+            scheduler.close()
+        dist.destroy_process_group()
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        log.exception("rank %d failed", cfg.rank)
+        # Tell the front directly (any rank may fail), so it fails health instead of hanging.
+        ctx = zmq.Context.instance()
+        failure_push = ctx.socket(zmq.PUSH)
+        failure_push.connect(cfg.rank0_to_front)
+        failure_push.send_pyobj(RankFailed(cfg.rank, f"{type(exc).__name__}: {exc}"))
+        failure_push.close(linger=1000)
+        raise SystemExit(1) from exc
