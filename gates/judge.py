@@ -1,0 +1,341 @@
+"""Judging: numbers per arm in, a verdict with its reason out. Pure functions, no fetching.
+
+Decision rules (docs/gates.md explains them):
+- absolute bounds (CPU, P99 seconds, error rate) compare the arm's point estimate with the bound;
+  the interval is recorded so a reader sees how sure the estimate is;
+- relative comparisons (canary vs baseline) fail only when the estimate is beyond the tolerance
+  *and* the interval excludes "no difference", so noise alone does not revert a good build;
+- anything missing, NaN or resting on too few samples is `inconclusive`, never `pass`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gates import stats
+
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+MIB = 1024.0 * 1024.0
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: str
+    reason: str
+    values: Mapping[str, Any] = field(default_factory=dict)  # per arm, plus derived (ratio, slope diff)
+    threshold: Mapping[str, Any] = field(default_factory=dict)
+    ci: Mapping[str, Any] = field(default_factory=dict)  # name -> [low, high]
+    samples: Mapping[str, Any] = field(default_factory=dict)  # per arm
+
+
+def combine(parts: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    """Worst verdict of several checks (fail > inconclusive > pass) and the reasons behind it."""
+    for verdict in (FAIL, INCONCLUSIVE, PASS):
+        reasons = [r for v, r in parts if v == verdict]
+        if reasons:
+            return verdict, "; ".join(reasons)
+    return INCONCLUSIVE, "nothing was judged"
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return "NaN" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def judge_threshold(
+    values: Mapping[str, float | None],
+    *,
+    arms: Sequence[str],
+    max_value: float | None = None,
+    min_value: float | None = None,
+    samples: Mapping[str, float | None] | None = None,
+    min_samples: int = 1,
+    unit: str = "",
+) -> Judgement:
+    """Each judged arm's value must lie within [min_value, max_value]; other arms are only recorded."""
+    parts: list[tuple[str, str]] = []
+    for arm in arms:
+        value = values.get(arm)
+        count = None if samples is None else samples.get(arm)
+        if samples is not None and (count is None or not _finite(count) or count < min_samples):
+            parts.append((INCONCLUSIVE, f"{arm}: too few samples ({_fmt(count or 0)} < {min_samples})"))
+        elif value is None or not _finite(value):
+            parts.append((INCONCLUSIVE, f"{arm}: no value"))
+        elif max_value is not None and value > max_value:
+            parts.append((FAIL, f"{arm}: {_fmt(value)}{unit} above max {_fmt(max_value)}{unit}"))
+        elif min_value is not None and value < min_value:
+            parts.append((FAIL, f"{arm}: {_fmt(value)}{unit} below min {_fmt(min_value)}{unit}"))
+        else:
+            parts.append((PASS, f"{arm}: {_fmt(value)}{unit} within bounds"))
+    verdict, reason = combine(parts)
+    threshold = {k: v for k, v in (("max", max_value), ("min", min_value)) if v is not None}
+    return Judgement(verdict, reason, dict(values), threshold, {}, dict(samples or {}))
+
+
+def judge_latency_quantile(
+    estimates: Mapping[str, stats.QuantileEstimate],
+    *,
+    quantile: float,
+    arms: Sequence[str],
+    max_seconds: float | None,
+    max_ratio: float | None,
+    min_samples: int,
+    confidence: float,
+    compare: bool = True,
+) -> Judgement:
+    """Absolute bound on each judged arm's quantile and the canary/baseline ratio with its interval.
+
+    `compare=False` (one arm has no traffic) judges the absolute bound only.
+    """
+    label = f"p{quantile * 100:g}"
+    parts: list[tuple[str, str]] = []
+    values: dict[str, Any] = {a: e.value for a, e in estimates.items()}
+    ci: dict[str, Any] = {a: [e.low, e.high] for a, e in estimates.items()}
+    samples = {a: e.n for a, e in estimates.items()}
+    needed = set(arms) | ({"baseline", "canary"} if compare and max_ratio is not None else set())
+    short = [a for a in sorted(needed) if estimates.get(a) is None or estimates[a].n < min_samples]
+    if short:
+        counts = ", ".join(f"{a} n={estimates[a].n if a in estimates else 0}" for a in short)
+        return Judgement(
+            INCONCLUSIVE,
+            f"too few samples for a {label} ({counts}; need {min_samples} per arm)",
+            values,
+            {"max_seconds": max_seconds, "max_ratio": max_ratio, "min_samples": min_samples},
+            ci,
+            samples,
+        )
+    if max_seconds is not None:
+        for arm in arms:
+            v = estimates[arm].value
+            if not _finite(v):
+                parts.append((INCONCLUSIVE, f"{arm}: {label} not estimable"))
+            elif v > max_seconds:
+                parts.append((FAIL, f"{arm}: {label} {v * 1000:.1f} ms above {max_seconds * 1000:.0f} ms"))
+            else:
+                parts.append((PASS, f"{arm}: {label} {v * 1000:.1f} ms within {max_seconds * 1000:.0f} ms"))
+    if max_ratio is not None and compare:
+        r = stats.quantile_ratio(estimates["canary"], estimates["baseline"], confidence)
+        values["ratio"] = r.ratio
+        ci["ratio"] = [r.low, r.high]
+        if not (_finite(r.ratio) and _finite(r.low)):
+            parts.append((INCONCLUSIVE, f"canary/baseline {label} ratio not estimable"))
+        elif r.ratio > max_ratio and r.low > 1.0:
+            parts.append(
+                (
+                    FAIL,
+                    f"canary {label} {_fmt(r.ratio, 3)}x baseline (CI {_fmt(r.low, 3)}-{_fmt(r.high, 3)}), "
+                    f"above {max_ratio:g}x and significantly worse",
+                )
+            )
+        else:
+            why = (
+                "within tolerance" if r.ratio <= max_ratio else "beyond tolerance but not significantly worse"
+            )
+            parts.append(
+                (
+                    PASS,
+                    f"canary {label} {_fmt(r.ratio, 3)}x baseline (CI {_fmt(r.low, 3)}-{_fmt(r.high, 3)}), {why}",
+                )
+            )
+    elif max_ratio is not None:
+        parts.append((PASS, "relative comparison skipped: one arm has no traffic"))
+    verdict, reason = combine(parts)
+    return Judgement(
+        verdict,
+        reason,
+        values,
+        {"max_seconds": max_seconds, "max_ratio": max_ratio, "min_samples": min_samples},
+        ci,
+        samples,
+    )
+
+
+def judge_throughput(
+    counts: Mapping[str, float | None],
+    *,
+    window_s: float,
+    weights: Mapping[str, float],
+    offered_rps: float | None,
+    min_offered_fraction: float,
+    max_share_drop: float,
+    min_samples: int,
+    confidence: float,
+) -> Judgement:
+    """Served requests per arm vs the arm's offered rate, and canary vs baseline per unit of traffic.
+
+    Counts are treated as Poisson (open-loop arrivals split by weighted routing): a check fails only
+    when the interval of the served rate lies entirely below the bound.
+    """
+    parts: list[tuple[str, str]] = []
+    values: dict[str, Any] = {}
+    ci: dict[str, Any] = {}
+    active = [a for a in ("baseline", "canary") if weights.get(a, 0.0) > 0]
+    for arm in active:
+        count = counts.get(arm)
+        offered_arm = None if offered_rps is None else offered_rps * weights[arm] / 100.0
+        expected = offered_arm * window_s if offered_arm is not None else count
+        if count is None or not _finite(count):
+            parts.append((INCONCLUSIVE, f"{arm}: no request count"))
+            continue
+        rate = stats.poisson_rate(count, window_s, confidence)
+        values[f"{arm}_rps"] = rate.value
+        ci[f"{arm}_rps"] = [rate.low, rate.high]
+        if expected is None or expected < min_samples:
+            parts.append(
+                (INCONCLUSIVE, f"{arm}: too little traffic ({_fmt(expected or 0)} requests < {min_samples})")
+            )
+        elif offered_arm is not None:
+            values[f"{arm}_offered_rps"] = offered_arm
+            bound = min_offered_fraction * offered_arm
+            if rate.high < bound:
+                parts.append(
+                    (
+                        FAIL,
+                        f"{arm}: served {_fmt(rate.value)} rps (CI up to {_fmt(rate.high)}) below "
+                        f"{min_offered_fraction:.0%} of offered {_fmt(offered_arm)} rps",
+                    )
+                )
+            else:
+                parts.append(
+                    (PASS, f"{arm}: served {_fmt(rate.value)} rps of offered {_fmt(offered_arm)} rps")
+                )
+    if offered_rps is None:
+        parts.append((PASS, "offered rate not given: achieved-vs-offered not judged"))
+    enough = [
+        a
+        for a in active
+        if not any(r.startswith(f"{a}: too little") or r.startswith(f"{a}: no request") for _, r in parts)
+    ]
+    if len(enough) == 2:
+        cb, cc = float(counts["baseline"]), float(counts["canary"])  # type: ignore[arg-type]
+        r = stats.poisson_rate_ratio(cc, weights["canary"], cb, weights["baseline"], confidence)
+        values["canary_per_share_ratio"] = r.ratio
+        ci["canary_per_share_ratio"] = [r.low, r.high]
+        if cb <= 0 or not _finite(r.ratio):
+            parts.append((INCONCLUSIVE, f"per-share throughput: baseline served {cb:g} requests"))
+        elif r.ratio < 1 - max_share_drop and r.high < 1.0:
+            parts.append(
+                (
+                    FAIL,
+                    f"canary serves {_fmt(r.ratio, 3)}x baseline per unit of traffic (CI "
+                    f"{_fmt(r.low, 3)}-{_fmt(r.high, 3)}), more than {max_share_drop:.0%} below",
+                )
+            )
+        else:
+            parts.append((PASS, f"canary serves {_fmt(r.ratio, 3)}x baseline per unit of traffic"))
+    if not active:
+        parts.append((INCONCLUSIVE, "no arm has traffic"))
+    verdict, reason = combine(parts)
+    threshold = {
+        "min_offered_fraction": min_offered_fraction,
+        "max_share_drop": max_share_drop,
+        "min_samples": min_samples,
+    }
+    return Judgement(
+        verdict, reason, values, threshold, ci, {a: counts.get(a) for a in ("baseline", "canary")}
+    )
+
+
+def judge_error_rate(
+    errors: Mapping[str, float | None],
+    requests: Mapping[str, float | None],
+    *,
+    arms: Sequence[str],
+    max_rate: float,
+    min_samples: int,
+    confidence: float,
+) -> Judgement:
+    parts: list[tuple[str, str]] = []
+    values: dict[str, Any] = {}
+    ci: dict[str, Any] = {}
+    for arm in ("baseline", "canary"):
+        e, n = errors.get(arm), requests.get(arm)
+        if _finite(e) and _finite(n) and n > 0:  # type: ignore[operator]
+            p = stats.binomial_proportion(float(e), float(n), confidence)  # type: ignore[arg-type]
+            values[arm] = p.value
+            ci[arm] = [p.low, p.high]
+        else:
+            values[arm] = None
+    for arm in arms:
+        n = requests.get(arm)
+        if not _finite(n) or n < min_samples:  # type: ignore[operator]
+            parts.append((INCONCLUSIVE, f"{arm}: too few requests ({_fmt(n or 0)} < {min_samples})"))
+        elif values.get(arm) is None:
+            parts.append((INCONCLUSIVE, f"{arm}: no error count"))
+        elif values[arm] > max_rate:
+            parts.append(
+                (
+                    FAIL,
+                    f"{arm}: error rate {values[arm]:.3%} above {max_rate:.3%} ({_fmt(errors[arm])} of {_fmt(n)})",
+                )
+            )
+        else:
+            parts.append(
+                (
+                    PASS,
+                    f"{arm}: error rate {values[arm]:.3%} within {max_rate:.3%} ({_fmt(errors[arm])} of {_fmt(n)})",
+                )
+            )
+    verdict, reason = combine(parts)
+    return Judgement(
+        verdict, reason, values, {"max": max_rate, "min_samples": min_samples}, ci, dict(requests)
+    )
+
+
+def judge_memory_leak(
+    slopes: Mapping[str, stats.SlopeEstimate],
+    *,
+    floor_bytes_per_s: float,
+    min_points: int,
+    confidence: float,
+) -> Judgement:
+    """Fail when the canary's memory grows significantly (interval above 0), significantly faster than
+    the baseline's, and the leak may reach the floor (interval reaches it): slopes wholly below the
+    floor are growth too slow to matter."""
+    c, b = slopes.get("canary"), slopes.get("baseline")
+    per_min = 60.0 / MIB
+    values = {a: s.slope * per_min for a, s in slopes.items()}
+    ci: dict[str, Any] = {a: [s.low * per_min, s.high * per_min] for a, s in slopes.items()}
+    samples = {a: s.n for a, s in slopes.items()}
+    threshold = {"floor_mib_per_minute": floor_bytes_per_s * per_min, "min_points": min_points}
+    if c is None or b is None or min(c.n, b.n) < min_points:
+        return Judgement(
+            INCONCLUSIVE,
+            f"too few memory points after warm-up (need {min_points} per arm)",
+            values,
+            threshold,
+            ci,
+            samples,
+        )
+    if not (_finite(c.slope) and _finite(c.low) and _finite(b.slope) and _finite(b.low)):
+        return Judgement(INCONCLUSIVE, "memory slope not estimable", values, threshold, ci, samples)
+    diff = stats.slope_difference(c, b, confidence)
+    values["canary_minus_baseline"] = diff.ratio * per_min
+    ci["canary_minus_baseline"] = [diff.low * per_min, diff.high * per_min]
+    text = (
+        f"canary {c.slope * per_min:.3g} MiB/min (CI {c.low * per_min:.3g}..{c.high * per_min:.3g}), "
+        f"baseline {b.slope * per_min:.3g} MiB/min"
+    )
+    if c.low > 0 and diff.low > 0 and c.high >= floor_bytes_per_s:
+        return Judgement(
+            FAIL,
+            f"memory leak: {text}; significantly growing, above baseline, may reach "
+            f"{floor_bytes_per_s * per_min:.3g} MiB/min",
+            values,
+            threshold,
+            ci,
+            samples,
+        )
+    if c.low > 0 and diff.low > 0:
+        why = f"growth significant but below the {floor_bytes_per_s * per_min:.3g} MiB/min floor"
+    elif c.low > 0:
+        why = "growth not significantly above the baseline's"
+    else:
+        why = "no significant growth"
+    return Judgement(PASS, f"{text}: {why}", values, threshold, ci, samples)

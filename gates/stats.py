@@ -1,0 +1,250 @@
+"""Pure statistics for the gates: arrays in, a named result out. No I/O, no Prometheus.
+
+Why these estimators:
+- Tail latency is compared with a quantile estimator, not a location test (Mann-Whitney tests
+  medians and misses tail-only regressions). Harrell-Davis is a weighted average of all order
+  statistics with lower variance than the single empirical order statistic; Maritz-Jarrett gives its
+  standard error from the same weights, so no bootstrap loop is needed.
+- Prometheus histograms only give bucket counts: the quantile is interpolated inside a bucket (as
+  `histogram_quantile` does) and its interval comes from binomial bounds on the rank, so coarse
+  buckets honestly widen the interval.
+- Memory slopes use Theil-Sen (robust to allocator drops); its rank-based interval assumes
+  independent residuals, which a sawtooth violates, so the interval is widened by the residuals'
+  lag-1 autocorrelation (effective sample size).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+
+@dataclass(frozen=True)
+class QuantileEstimate:
+    value: float
+    low: float
+    high: float
+    n: int
+    se: float  # standard error of `value` (NaN when not defined)
+
+
+@dataclass(frozen=True)
+class RatioEstimate:
+    ratio: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class SlopeEstimate:
+    slope: float  # units of y per unit of t
+    low: float
+    high: float
+    n: int
+    autocorrelation: float  # lag-1 autocorrelation of residuals used to widen the interval
+
+
+@dataclass(frozen=True)
+class ProportionEstimate:
+    value: float
+    low: float
+    high: float
+    successes: float
+    trials: float
+
+
+def _z(confidence: float) -> float:
+    """Two-sided normal quantile for `confidence` (0.95 -> 1.96)."""
+    if not 0.5 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0.5, 1), got {confidence}")
+    return float(sps.norm.ppf(0.5 + confidence / 2))
+
+
+def _finite(samples: Sequence[float] | np.ndarray) -> np.ndarray:
+    arr = np.asarray(samples, dtype=float).ravel()
+    return arr[np.isfinite(arr)]
+
+
+def harrell_davis_quantile(
+    samples: Sequence[float] | np.ndarray, q: float, confidence: float = 0.95
+) -> QuantileEstimate:
+    """Harrell-Davis estimate of quantile `q` with a Maritz-Jarrett standard error and normal interval."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {q}")
+    x = np.sort(_finite(samples))
+    n = x.size
+    if n == 0:
+        nan = float("nan")
+        return QuantileEstimate(nan, nan, nan, 0, nan)
+    a, b = q * (n + 1), (1 - q) * (n + 1)
+    edges = sps.beta.cdf(np.arange(n + 1) / n, a, b)
+    w = np.diff(edges)
+    c1 = float(np.dot(w, x))
+    c2 = float(np.dot(w, x * x))
+    se = math.sqrt(max(c2 - c1 * c1, 0.0))
+    z = _z(confidence)
+    return QuantileEstimate(c1, c1 - z * se, c1 + z * se, int(n), se)
+
+
+def histogram_quantile(
+    upper_bounds: Sequence[float], cumulative_counts: Sequence[float], q: float, confidence: float = 0.95
+) -> QuantileEstimate:
+    """Quantile `q` of a cumulative histogram (bucket upper bounds ascending, last may be +Inf).
+
+    The point value interpolates linearly inside the bucket like PromQL's `histogram_quantile`; the
+    interval maps binomial rank bounds (normal approximation) through the same interpolation, so it
+    is never narrower than the bucket the quantile falls in allows.
+    """
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {q}")
+    ub = np.asarray(upper_bounds, dtype=float)
+    cc = np.maximum.accumulate(np.asarray(cumulative_counts, dtype=float))
+    if ub.size == 0 or ub.size != cc.size:
+        raise ValueError("upper_bounds and cumulative_counts must be non-empty and of equal length")
+    order = np.argsort(ub)
+    ub, cc = ub[order], cc[order]
+    n = float(cc[-1])
+    if n <= 0 or not math.isfinite(n):
+        nan = float("nan")
+        return QuantileEstimate(nan, nan, nan, 0, nan)
+
+    def at_rank(rank: float) -> float:
+        rank = min(max(rank, 0.0), n)
+        idx = int(np.searchsorted(cc, rank, side="left"))
+        idx = min(idx, ub.size - 1)
+        if math.isinf(ub[idx]):  # beyond the last finite bucket: the best we can say is its bound
+            finite = ub[np.isfinite(ub)]
+            return float(finite[-1]) if finite.size else float("nan")
+        lower_bound = 0.0 if idx == 0 else float(ub[idx - 1])
+        lower_count = 0.0 if idx == 0 else float(cc[idx - 1])
+        in_bucket = float(cc[idx]) - lower_count
+        if in_bucket <= 0:
+            return float(ub[idx])
+        return lower_bound + (float(ub[idx]) - lower_bound) * (rank - lower_count) / in_bucket
+
+    z = _z(confidence)
+    spread = z * math.sqrt(n * q * (1 - q))
+    value = at_rank(q * n)
+    low = at_rank(math.floor(q * n - spread))
+    high = at_rank(math.ceil(q * n + spread))
+    se = (high - low) / (2 * z) if math.isfinite(high - low) else float("nan")
+    return QuantileEstimate(value, low, high, int(round(n)), se)
+
+
+def fraction_above(
+    upper_bounds: Sequence[float], cumulative_counts: Sequence[float], threshold: float
+) -> tuple[float, float]:
+    """(count above `threshold`, total) from a cumulative histogram, interpolating inside a bucket."""
+    ub = np.asarray(upper_bounds, dtype=float)
+    cc = np.maximum.accumulate(np.asarray(cumulative_counts, dtype=float))
+    total = float(cc[-1]) if cc.size else 0.0
+    idx = int(np.searchsorted(ub, threshold, side="left"))
+    if idx >= ub.size:
+        return 0.0, total
+    lower_bound = 0.0 if idx == 0 else float(ub[idx - 1])
+    lower_count = 0.0 if idx == 0 else float(cc[idx - 1])
+    if math.isinf(ub[idx]) or ub[idx] == threshold:
+        below = float(cc[idx]) if ub[idx] == threshold else lower_count
+    else:
+        frac = (threshold - lower_bound) / (float(ub[idx]) - lower_bound)
+        below = lower_count + frac * (float(cc[idx]) - lower_count)
+    return total - below, total
+
+
+def quantile_ratio(
+    canary: QuantileEstimate, baseline: QuantileEstimate, confidence: float = 0.95
+) -> RatioEstimate:
+    """Canary/baseline ratio of two independent quantile estimates, interval by the delta method on logs."""
+    if not (canary.value > 0 and baseline.value > 0) or canary.n == 0 or baseline.n == 0:
+        nan = float("nan")
+        return RatioEstimate(nan, nan, nan)
+    ratio = canary.value / baseline.value
+    rel = math.hypot(canary.se / canary.value, baseline.se / baseline.value)
+    if not math.isfinite(rel):
+        return RatioEstimate(ratio, float("nan"), float("nan"))
+    z = _z(confidence)
+    return RatioEstimate(ratio, ratio * math.exp(-z * rel), ratio * math.exp(z * rel))
+
+
+def robust_slope(
+    t: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, confidence: float = 0.95
+) -> SlopeEstimate:
+    """Theil-Sen slope of y over t with an interval widened for autocorrelated residuals."""
+    tt = np.asarray(t, dtype=float)
+    yy = np.asarray(y, dtype=float)
+    keep = np.isfinite(tt) & np.isfinite(yy)
+    tt, yy = tt[keep], yy[keep]
+    n = int(tt.size)
+    if n < 3 or np.ptp(tt) == 0:
+        nan = float("nan")
+        return SlopeEstimate(nan, nan, nan, n, nan)
+    slope, intercept, low, high = sps.theilslopes(yy, tt, alpha=confidence)
+    resid = yy - (intercept + slope * tt)
+    rho = 0.0
+    if n > 3 and np.std(resid) > 0:
+        rho = float(np.corrcoef(resid[:-1], resid[1:])[0, 1])
+        rho = min(max(rho, 0.0), 0.95) if math.isfinite(rho) else 0.0
+    inflate = math.sqrt((1 + rho) / (1 - rho))
+    return SlopeEstimate(
+        float(slope), float(slope - (slope - low) * inflate), float(slope + (high - slope) * inflate), n, rho
+    )
+
+
+def slope_difference(
+    canary: SlopeEstimate, baseline: SlopeEstimate, confidence: float = 0.95
+) -> RatioEstimate:
+    """Canary minus baseline slope with a normal interval from each slope's interval half-width.
+
+    Returned as a RatioEstimate-shaped (estimate, low, high) triple; the 'ratio' field is a difference.
+    """
+    z = _z(confidence)
+    se_c = (canary.high - canary.low) / (2 * z)
+    se_b = (baseline.high - baseline.low) / (2 * z)
+    diff = canary.slope - baseline.slope
+    half = z * math.hypot(se_c, se_b)
+    return RatioEstimate(diff, diff - half, diff + half)
+
+
+def binomial_proportion(successes: float, trials: float, confidence: float = 0.95) -> ProportionEstimate:
+    """Proportion with a Clopper-Pearson interval; counts from Prometheus `increase` may be fractional."""
+    if not trials > 0:
+        nan = float("nan")
+        return ProportionEstimate(nan, nan, nan, successes, trials)
+    k = min(max(successes, 0.0), trials)
+    alpha = 1 - confidence
+    low = 0.0 if k <= 0 else float(sps.beta.ppf(alpha / 2, k, trials - k + 1))
+    high = 1.0 if k >= trials else float(sps.beta.ppf(1 - alpha / 2, k + 1, trials - k))
+    return ProportionEstimate(k / trials, low, high, successes, trials)
+
+
+def poisson_rate(count: float, exposure: float, confidence: float = 0.95) -> ProportionEstimate:
+    """Event rate count/exposure with the exact (Garwood) Poisson interval."""
+    if not exposure > 0:
+        nan = float("nan")
+        return ProportionEstimate(nan, nan, nan, count, exposure)
+    alpha = 1 - confidence
+    k = max(count, 0.0)
+    low = 0.0 if k <= 0 else float(sps.chi2.ppf(alpha / 2, 2 * k)) / 2
+    high = float(sps.chi2.ppf(1 - alpha / 2, 2 * k + 2)) / 2
+    return ProportionEstimate(k / exposure, low / exposure, high / exposure, count, exposure)
+
+
+def poisson_rate_ratio(
+    count_a: float, exposure_a: float, count_b: float, exposure_b: float, confidence: float = 0.95
+) -> RatioEstimate:
+    """Ratio of Poisson rates (a/b) with the exact interval conditional on the total count."""
+    if not (exposure_a > 0 and exposure_b > 0) or count_a + count_b <= 0:
+        nan = float("nan")
+        return RatioEstimate(nan, nan, nan)
+    share = binomial_proportion(count_a, count_a + count_b, confidence)
+    scale = exposure_b / exposure_a
+
+    def odds(p: float) -> float:
+        return math.inf if p >= 1 else p / (1 - p) * scale
+
+    ratio = odds(share.value) if count_b > 0 else math.inf
+    return RatioEstimate(ratio, odds(share.low), odds(share.high))
