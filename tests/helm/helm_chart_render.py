@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,3 +50,13 @@ def template_args(values_files: tuple[str, ...] = (), sets: tuple[str, ...] = ()
     for s in sets:
         args += ["--set", s]
     return args
+
+
+def load_tool(name: str) -> ModuleType:
+    """Import tools/<name>.py (tools/ holds scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", ROOT / "tools" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module

@@ -97,7 +97,8 @@ def test_one_deployment_per_arm_with_gpu_shm_probes_and_limits(scenario):
         for extra in server["extraArgs"] + values["arms"][arm]["extraArgs"]:
             assert extra in args
         assert c["command"] == (values["arms"][arm]["command"] or server["command"])
-        assert env_of(c)[server["mmInputModeEnv"]] == values["arms"][arm]["mmInputMode"]
+        mode = values["arms"][arm]["mmInputMode"]
+        assert env_of(c).get(server["mmInputModeEnv"]) == (mode or None)
         assert c["ports"] == [{"name": "http", "containerPort": server["port"], "protocol": "TCP"}]
 
         spec = pod["spec"]
@@ -382,7 +383,7 @@ def test_tp8_scenario(render):
         container(out.get("Deployment", f"{FULLNAME}-baseline"), "sglang")["image"]
         == "lmsysorg/sglang:v0.5.23"
     )
-    assert env_of(canary)["SGLANG_MM_INPUT_MODE"] == "batched"
+    assert env_of(canary)["SGLANG_MM_INPUT_MODE"] == "sharded"
     assert "--enable-broadcast-mm-inputs-process" in canary["args"]
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in canary["volumeMounts"]
     assert len(out.of_kind("PodMonitor")) == 1 and out.of_kind("ServiceMonitor") == []
@@ -391,9 +392,10 @@ def test_tp8_scenario(render):
 def test_default_image_tag_follows_app_version(render):
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     dep = render("default-values.yaml").get("Deployment", f"{FULLNAME}-baseline")
-    assert container(dep, "sglang")["image"] == f"lmsysorg/sglang:v{chart['appVersion']}"
-    baseline_env = env_of(container(dep, "sglang"))
-    assert baseline_env["SGLANG_MM_INPUT_MODE"] == "per_rank"
+    assert container(dep, "sglang")["image"] == f"sglang-vlm-canary/baseline:{chart['appVersion']}"
+    # The baseline runs sglang as upstream ships it: no mode variable, no broadcast flag.
+    assert "SGLANG_MM_INPUT_MODE" not in env_of(container(dep, "sglang"))
+    assert "--enable-broadcast-mm-inputs-process" not in container(dep, "sglang")["args"]
 
 
 def test_baseline_only_renders_no_canary_objects(render):

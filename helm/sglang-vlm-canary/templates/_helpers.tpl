@@ -72,9 +72,9 @@ app.kubernetes.io/component: {{ .arm }}
 {{- end }}
 {{- end }}
 
-{{/* "repository:tag" with the tag defaulting to "v<appVersion>"; call with (dict "root" $ "image" ...). */}}
+{{/* "repository:tag" with the tag defaulting to the appVersion; call with (dict "root" $ "image" ...). */}}
 {{- define "sglang-vlm-canary.serverImage" -}}
-{{- printf "%s:%s" .image.repository (default (printf "v%s" .root.Chart.AppVersion) .image.tag) }}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
 {{- end }}
 
 {{/*
@@ -105,6 +105,9 @@ only return strings.
 {{- end }}
 {{- if and .Values.loadtest.enabled (not .Values.loadtest.host) }}
 {{- fail "loadtest.host is empty but loadtest.enabled is true: set it to the Gateway's base URL (e.g. http://gateway.example:80)" }}
+{{- end }}
+{{- if and .Values.loadtest.enabled (not (.Files.Get "files/loadtest/vlm.py")) }}
+{{- fail "loadtest.enabled is true but the chart holds no files/loadtest/vlm.py: run `make helm-docs` to copy loadtest/ into the chart" }}
 {{- end }}
 {{- end }}
 
