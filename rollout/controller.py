@@ -112,7 +112,6 @@ class RolloutController:
         self.hooks = hooks
         self.clock = clock
         self.progress = progress
-        self._previous: dict[int, list[Any]] = {}  # this process's evaluator objects per step
 
     def load(self) -> RolloutState:
         state = self.store.load()
@@ -212,6 +211,7 @@ class RolloutController:
         state = replace(
             state, phase=Phase.PROGRESSING, step_index=index, step_started_at=now, inconclusive_count=0
         )
+        state = state.with_event(now, "step-started", step=index, canary_weight=state.steps[index])
         self.store.save(state)  # intent first: a crash from here on resumes into this step
         state = self._converge(state, now)
         if not state.phase.terminal:
@@ -269,21 +269,25 @@ class RolloutController:
 
     def _evaluate(self, state: RolloutState, now: float) -> GateResult:
         assert state.step_started_at is not None
-        previous = self._previous.setdefault(state.step_index, [])
+        # Earlier records of this step, from the persisted state: hysteresis survives a restart.
+        previous = [
+            e["evaluation"]
+            for e in state.evaluations
+            if e["step"] == state.step_index
+            and e["at"] >= state.step_started_at
+            and "gates" in e["evaluation"]
+        ]
         try:
-            result = self.gates.evaluate(
+            return self.gates.evaluate(
                 start=state.step_started_at + state.profile["settle_s"],
                 end=now,
                 weights=Weights.for_canary(state.current_canary_weight),
-                previous=list(previous),
+                previous=previous,
             )
         except Exception as exc:  # an evaluator that cannot answer has no data: never a pass
             return GateResult(
                 verdict="inconclusive", record={"error": f"{type(exc).__name__}: {exc}"}, gate_verdicts=()
             )
-        if result.raw is not None:
-            previous.append(result.raw)
-        return result
 
     def _record(self, state: RolloutState, result: GateResult, now: float) -> RolloutState:
         assert state.step_started_at is not None

@@ -41,30 +41,60 @@ def _gate_verdicts(record: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((str(g.get("name", "?")), str(g.get("verdict", "inconclusive"))) for g in gates)
 
 
+def load_gate_config(
+    gate_file: Path | None, *, gate_profile: str, overrides: dict[str, dict[str, Any]] | None = None
+):
+    """The gate file (None: the packaged defaults) with per-gate parameter overrides applied.
+
+    A rollout profile sizes some gate parameters to its run length (e.g. the memory-leak gate's warm-up
+    must fit inside a step); the overrides go through the gate file's own schema, so a bad key or value
+    is reported by name exactly as in the file.
+    """
+    import yaml
+
+    from gates.config import DEFAULT_GATE_FILE, GateConfigError, parse_gate_document
+
+    if not overrides:
+        from gates.config import load_gate_file
+
+        return load_gate_file(gate_file, profile=gate_profile)
+    path = DEFAULT_GATE_FILE if gate_file is None else Path(gate_file)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise GateConfigError(f"cannot read gate file {path}: {exc}") from exc
+    by_name = {g.get("name"): g for g in document.get("gates", []) if isinstance(g, dict)}
+    for name, params in overrides.items():
+        if name not in by_name:
+            raise GateConfigError(f"gate override names unknown gate {name!r}; gates: {sorted(by_name)}")
+        by_name[name].update(params)
+    return parse_gate_document(
+        document, gate_profile, source=f"{'defaults' if gate_file is None else path} + overrides"
+    )
+
+
 class PrometheusGates:
     """`gates.evaluate` with this rollout's fixed inputs; only the window and weights vary per call."""
 
     def __init__(
         self,
         *,
-        gate_file: Path | None,
-        gate_profile: str,
+        config: Any,
         prometheus_url: str,
-        offered_rps: float,
+        offered_rps: float | None,
         variables: dict[str, Any] | None = None,
         loadtest_samples: Path | None = None,
     ) -> None:
-        from gates import load_gate_file  # imported here so the state machine imports without gates
-
-        self.config = load_gate_file(gate_file, profile=gate_profile)
+        self.config = config
         self.prometheus_url = prometheus_url
         self.offered_rps = offered_rps
         self.variables = dict(variables or {})
         self.loadtest_samples = loadtest_samples
 
     def evaluate(self, *, start: float, end: float, weights: Weights, previous: list[Any]) -> GateResult:
-        from gates import evaluate
+        from gates.evaluate import evaluate
 
+        samples = self.loadtest_samples if self.loadtest_samples and self.loadtest_samples.exists() else None
         ev = evaluate(
             self.config,
             prometheus_url=self.prometheus_url,
@@ -73,7 +103,7 @@ class PrometheusGates:
             weights={"baseline": float(weights.baseline), "canary": float(weights.canary)},
             offered_rps=self.offered_rps,
             variables=self.variables,
-            loadtest_samples=self.loadtest_samples,
+            loadtest_samples=samples,
             previous=previous,
         )
         record = ev.to_dict()

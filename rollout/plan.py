@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 
 class Phase(enum.Enum):
@@ -30,6 +31,10 @@ class Profile:
     max_inconclusive: int  # consecutive inconclusive evaluations past the bake that revert
     request_rate: float  # offered load, requests per second (Poisson arrivals)
     seed: int = 1
+    # Gate parameters sized to this profile's steps (through the gate file's schema), e.g. the memory-leak
+    # gate's warm-up and sampling must fit inside the shortest step it judges.
+    gate_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    loadtest_args: tuple[str, ...] = ()  # extra loadtest/vlm.py options (image sizes, max tokens)
 
     def __post_init__(self) -> None:
         if (

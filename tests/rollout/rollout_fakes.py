@@ -41,7 +41,7 @@ class ScriptedGates:
         self.failing_gate = failing_gate
 
     def evaluate(self, *, start, end, weights, previous):
-        self.calls.append({"start": start, "end": end, "weights": weights, "previous": len(previous)})
+        self.calls.append({"start": start, "end": end, "weights": weights, "previous": list(previous)})
         verdict = self.verdicts.pop(0) if len(self.verdicts) > 1 else self.verdicts[0]
         if isinstance(verdict, Exception):
             raise verdict

@@ -157,3 +157,19 @@ def test_state_file_is_json_and_rejects_unknown_keys(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="surprise"):
         controller.store.load()
+
+
+def test_each_evaluation_gets_the_earlier_records_of_its_step_even_after_a_restart(tmp_path):
+    gates = ScriptedGates("pass")
+    controller, router, clock = make(tmp_path, gates)
+    controller.advance()
+    for _ in range(2):
+        clock.tick(PROFILE.interval_s)
+        controller.advance()
+    fresh = RolloutController(store=controller.store, router=router, gates=gates, clock=clock)
+    clock.tick(PROFILE.interval_s)
+    fresh.advance()  # third evaluation of step 1 (then the step passes)
+    clock.tick(PROFILE.interval_s)
+    fresh.advance()  # first evaluation of step 2
+    assert [len(c["previous"]) for c in gates.calls] == [0, 1, 2, 0]
+    assert gates.calls[2]["previous"][0]["verdict"] == "pass"

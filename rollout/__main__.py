@@ -1,0 +1,226 @@
+"""`python -m rollout run|status|rollback|down` (console scripts: canary-rollout, canary-status, canary-rollback).
+
+Exit codes of `run`: 0 promoted, 1 reverted, 2 aborted (rolled back by a person or an error),
+3 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from rollout.hooks import load_hooks
+from rollout.local_stack import BASELINE_MODE, ArmSpec, canary_default_mode
+from rollout.plan import PROFILES, get_profile
+
+EXIT = {"promoted": 0, "reverted": 1, "aborted": 2}
+USAGE = 3
+DEFAULT_STATE_DIR = Path(".cache/rollout")
+DEFAULT_REPORTS_DIR = Path("reports")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers") from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("ROLLOUT_STATE_DIR", DEFAULT_STATE_DIR)),
+        help="where the local state file lives (default .cache/rollout; env ROLLOUT_STATE_DIR)",
+    )
+    parser.add_argument(
+        "--reports-dir",
+        type=Path,
+        default=Path(os.environ.get("ROLLOUT_REPORTS_DIR", DEFAULT_REPORTS_DIR)),
+        help="report directories go here (default reports; env ROLLOUT_REPORTS_DIR)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m rollout", description="Canary rollout for SGLang VLM serving."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start a rollout, or resume the one in the state directory")
+    _common(run)
+    run.add_argument("--profile", default="default", choices=sorted(PROFILES))
+    run.add_argument(
+        "--gate-file", type=Path, default=None, help="gate YAML (default: the packaged defaults)"
+    )
+    run.add_argument(
+        "--hooks", type=Path, default=None, help="hooks YAML (pre-step, post-step, promotion, rollback)"
+    )
+    plan = run.add_argument_group("plan overrides")
+    plan.add_argument("--steps", type=_ints, help="canary percent per step, e.g. 10,50,100")
+    plan.add_argument("--bake", type=_floats, help="bake seconds per step, e.g. 90,30,20")
+    plan.add_argument("--interval", type=float, help="seconds between gate evaluations")
+    plan.add_argument("--rate", type=float, help="offered requests per second")
+    plan.add_argument(
+        "--max-inconclusive", type=int, help="inconclusive evaluations past the bake that revert"
+    )
+    plan.add_argument("--seed", type=int)
+    arms = run.add_argument_group("arms (embedded backend unless a command or URL replaces it)")
+    for arm, mode in (("baseline", BASELINE_MODE), ("canary", None)):
+        arms.add_argument(f"--{arm}-cmd", help=f"command line serving the {arm} arm; {{port}} is filled in")
+        arms.add_argument(f"--{arm}-url", help=f"an already running {arm} server (e.g. sglang on a GPU host)")
+        arms.add_argument(
+            f"--{arm}-mode",
+            default=mode,
+            help=f"embedded backend --mm-input-mode (default {mode or 'the recommended mode'})",
+        )
+        arms.add_argument(
+            f"--{arm}-cpu-cores", type=float, default=1.0, help="cores allotted (CPU gate denominator)"
+        )
+        arms.add_argument(f"--{arm}-args", default="", help="extra backend flags, e.g. rehearsal faults")
+    arms.add_argument("--tp-size", type=int, default=2)
+    run.add_argument(
+        "--keep-stack", action="store_true", help="leave the local stack running after the decision"
+    )
+
+    status = sub.add_parser("status", help="show the rollout state")
+    _common(status)
+    status.add_argument("--json", action="store_true")
+
+    rollback = sub.add_parser("rollback", help="restore 100%% baseline from any state (idempotent)")
+    _common(rollback)
+    rollback.add_argument("--reason", required=True)
+    rollback.add_argument(
+        "--who", default=None, help="recorded as the person rolling back (default user@host)"
+    )
+
+    down = sub.add_parser("down", help="stop the local stack processes a finished or rolled-back run left")
+    _common(down)
+    return parser
+
+
+def _arm_spec(args: argparse.Namespace, arm: str) -> ArmSpec:
+    import shlex
+
+    mode = getattr(args, f"{arm}_mode") or canary_default_mode()
+    return ArmSpec(
+        arm=arm,
+        mm_input_mode=mode,
+        tp_size=args.tp_size,
+        cpu_cores=getattr(args, f"{arm}_cpu_cores"),
+        extra_args=tuple(shlex.split(getattr(args, f"{arm}_args"))),
+        command=getattr(args, f"{arm}_cmd"),
+        url=getattr(args, f"{arm}_url"),
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rollout.runner import LocalRunOptions, run_local
+
+    profile = get_profile(args.profile).with_overrides(
+        steps=args.steps,
+        bake_s=args.bake,
+        interval_s=args.interval,
+        request_rate=args.rate,
+        max_inconclusive=args.max_inconclusive,
+        seed=args.seed,
+    )
+    options = LocalRunOptions(
+        profile=profile,
+        state_dir=args.state_dir,
+        reports_dir=args.reports_dir,
+        arms={arm: _arm_spec(args, arm) for arm in ("baseline", "canary")},
+        gate_file=args.gate_file,
+        hooks=load_hooks(args.hooks),
+        keep_stack=args.keep_stack,
+    )
+    state = run_local(options, say=lambda line: print(line, flush=True))
+    return EXIT.get(state.outcome or "", 2)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rollout.state import FileStateStore
+
+    state = FileStateStore(args.state_dir).load()
+    if state is None:
+        print(f"no rollout recorded in {args.state_dir}")
+        return 0
+    if args.json:
+        print(json.dumps(state.to_dict(), indent=1, default=str))
+        return 0
+    print(f"rollout {state.run_id}: {state.phase.value}" + (f" ({state.reason})" if state.reason else ""))
+    if not state.phase.terminal and state.step_started_at is not None:
+        print(
+            f"  step {state.step_index + 1}/{len(state.steps)} at {state.current_canary_weight}% canary, "
+            f"for {time.time() - state.step_started_at:.0f}s"
+        )
+    try:
+        from rollout.routers import router_from_description
+
+        weights = router_from_description(state.router).get_weights()
+        print(f"  router ({state.router.get('kind')}): baseline {weights.baseline}% canary {weights.canary}%")
+    except Exception as exc:  # status must work with the router down too
+        print(f"  router ({state.router.get('kind')}): unreachable ({exc})")
+    if state.evaluations:
+        last = state.evaluations[-1]
+        gates = " ".join(f"{n}={v}" for n, v in last["gate_verdicts"].items())
+        print(f"  last evaluation at {last['canary_weight']}%: {last['verdict']} {gates}")
+    for event in state.events:
+        if event["kind"] == "rollback":
+            print(f"  rollback by {event['who']}: {event['reason']}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from rollout.runner import rollback_command, whoami
+
+    rollback_command(
+        state_dir=args.state_dir,
+        reports_dir=args.reports_dir,
+        who=args.who or whoami(),
+        reason=args.reason,
+        say=lambda line: print(line, flush=True),
+    )
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from rollout.runner import down_command
+
+    down_command(state_dir=args.state_dir, say=lambda line: print(line, flush=True))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "status": cmd_status, "rollback": cmd_rollback, "down": cmd_down}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"rollout {args.command}: {exc}", file=sys.stderr)
+        return USAGE if isinstance(exc, ValueError) else 1 if args.command != "run" else 2
+
+
+def rollback_main() -> int:
+    return main(["rollback", *sys.argv[1:]])
+
+
+def status_main() -> int:
+    return main(["status", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

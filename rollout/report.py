@@ -1,0 +1,328 @@
+"""The report directory `reports/<run-id>/`: decision.json, summary.md, report.html (plots), `latest`.
+
+The timeline plots come from Prometheus range queries taken before the stack stops; a series that
+Prometheus cannot provide is drawn as "no data" rather than left out silently.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rollout.state import RolloutState
+
+SCHEMA = "rollout-decision/v1"
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    unit: str
+    query: str  # PromQL returning one series per `arm`
+    scale: float = 1.0  # multiplied into values for display (e.g. seconds -> ms)
+
+
+LOCAL_PANELS = (
+    Panel(
+        "P99 end-to-end latency",
+        "ms",
+        "histogram_quantile(0.99, sum by (arm, le) (rate(sglang:e2e_request_latency_seconds_bucket[20s])))",
+        1000.0,
+    ),
+    Panel(
+        "P99 time to first token",
+        "ms",
+        "histogram_quantile(0.99, sum by (arm, le) (rate(sglang:time_to_first_token_seconds_bucket[20s])))",
+        1000.0,
+    ),
+    Panel(
+        "CPU utilisation of allotted cores",
+        "%",
+        "sum by (arm) (rate(backend_process_cpu_seconds_total[10s])) / max by (arm) (backend_cpu_allotted_cores)",
+        100.0,
+    ),
+    Panel("Resident memory", "MiB", "sum by (arm) (backend_process_resident_memory_bytes)", 1 / 2**20),
+    Panel("Requests per second (router)", "req/s", "sum by (arm) (rate(router_requests_total[10s]))"),
+    Panel(
+        "Error rate (router, non-2xx)",
+        "%",
+        'sum by (arm) (rate(router_requests_total{code!~"2.."}[10s]) or rate(router_requests_total[10s]) * 0)'
+        " / sum by (arm) (rate(router_requests_total[10s]))",
+        100.0,
+    ),
+    Panel("Traffic weight", "%", "max by (arm) (router_traffic_weight_percent)"),
+)
+
+
+def query_range(prometheus_url: str, query: str, start: float, end: float, step_s: float) -> dict[str, list]:
+    """arm -> [(t, value), ...]; raises OSError/ValueError when Prometheus cannot answer."""
+    params = urllib.parse.urlencode({"query": query, "start": start, "end": end, "step": step_s})
+    with urllib.request.urlopen(f"{prometheus_url}/api/v1/query_range?{params}", timeout=20) as resp:
+        body = json.load(resp)
+    if body.get("status") != "success":
+        raise ValueError(f"query failed: {body.get('error')}")
+    series: dict[str, list] = {}
+    for item in body["data"]["result"]:
+        arm = item["metric"].get("arm", "all")
+        series[arm] = [(float(t), float(v)) for t, v in item["values"]]
+    return series
+
+
+def collect_timeline(
+    prometheus_url: str, start: float, end: float, panels: tuple[Panel, ...] = LOCAL_PANELS
+) -> dict[str, Any]:
+    step_s = max(1.0, (end - start) / 400)
+    timeline: dict[str, Any] = {}
+    for panel in panels:
+        try:
+            timeline[panel.title] = {"series": query_range(prometheus_url, panel.query, start, end, step_s)}
+        except (OSError, ValueError) as exc:
+            timeline[panel.title] = {"series": {}, "error": str(exc)}
+    return timeline
+
+
+def step_spans(state: RolloutState) -> list[dict[str, Any]]:
+    starts = [e for e in state.events if e["kind"] == "step-started"]
+    spans = []
+    end_of_run = state.finished_at or time.time()
+    for i, event in enumerate(starts):
+        ended = starts[i + 1]["at"] if i + 1 < len(starts) else end_of_run
+        index = event["step"]
+        passed = any(e["kind"] == "step-passed" and e["step"] == index for e in state.events)
+        evaluations = [e for e in state.evaluations if e["step"] == index and event["at"] <= e["at"] <= ended]
+        if passed:
+            result = "passed"
+        elif state.phase.terminal:
+            result = state.outcome or state.phase.value
+        else:
+            result = "in progress"
+        spans.append(
+            {
+                "index": index,
+                "canary_weight": event["canary_weight"],
+                "started_at": event["at"],
+                "ended_at": ended,
+                "result": result,
+                "evaluations": evaluations,
+            }
+        )
+    return spans
+
+
+def _sample_counts(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Per gate, the sample counts the evaluator reported (whatever keys it used for them)."""
+    counts: dict[str, Any] = {}
+    for gate in evaluation.get("evaluation", {}).get("gates", []) or []:
+        if not isinstance(gate, dict):
+            continue
+        found = {k: v for k, v in gate.items() if "sample" in k or k in ("n", "count", "counts", "points")}
+        if found:
+            counts[str(gate.get("name", "?"))] = found
+    return counts
+
+
+def decision_record(state: RolloutState, loadtest_summary: dict[str, Any] | None) -> dict[str, Any]:
+    last = state.evaluations[-1] if state.evaluations else None
+    failed = [n for n, v in (last or {}).get("gate_verdicts", {}).items() if v == "fail"]
+    return {
+        "schema": SCHEMA,
+        "run_id": state.run_id,
+        "outcome": state.outcome or "in progress",
+        "reason": state.reason,
+        "decided_by": state.decided_by,
+        "failed_gates": failed if state.outcome == "reverted" else [],
+        "started_at": state.started_at,
+        "finished_at": state.finished_at,
+        "duration_s": None if state.finished_at is None else round(state.finished_at - state.started_at, 1),
+        "profile": state.profile,
+        "router": state.router.get("kind"),
+        "steps": step_spans(state),
+        "rollbacks": [e for e in state.events if e["kind"] == "rollback"],
+        "hooks": [e for e in state.events if e["kind"] == "hook"],
+        "events": list(state.events),
+        "loadtest_summary": loadtest_summary,
+    }
+
+
+def _fmt_time(t: float, t0: float) -> str:
+    return f"+{t - t0:.0f}s"
+
+
+def summary_markdown(decision: dict[str, Any]) -> str:
+    t0 = decision["started_at"]
+    lines = [
+        f"# Rollout {decision['run_id']}: **{decision['outcome']}**",
+        "",
+        f"- Reason: {decision['reason']}",
+        f"- Decided by: {decision['decided_by']}",
+        f"- Duration: {decision['duration_s']} s; profile `{decision['profile']['name']}` "
+        f"(steps {decision['profile']['steps']}, interval {decision['profile']['interval_s']} s, "
+        f"{decision['profile']['request_rate']} req/s offered)",
+    ]
+    if decision["failed_gates"]:
+        lines.append(f"- Failed gate(s): {', '.join(decision['failed_gates'])}")
+    lines += [
+        "",
+        "| step | canary % | from | to | result | evaluations (pass/fail/inconclusive) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for step in decision["steps"]:
+        verdicts = [e["verdict"] for e in step["evaluations"]]
+        counts = "/".join(str(verdicts.count(v)) for v in ("pass", "fail", "inconclusive"))
+        lines.append(
+            f"| {step['index'] + 1} | {step['canary_weight']} | {_fmt_time(step['started_at'], t0)} | "
+            f"{_fmt_time(step['ended_at'], t0)} | {step['result']} | {counts} |"
+        )
+    lines += ["", "## Evaluations", ""]
+    for step in decision["steps"]:
+        for ev in step["evaluations"]:
+            gates = ", ".join(f"{n}={v}" for n, v in ev["gate_verdicts"].items()) or ev["evaluation"].get(
+                "error", ""
+            )
+            samples = _sample_counts(ev)
+            sample_text = f" — samples {json.dumps(samples)}" if samples else ""
+            lines.append(
+                f"- {_fmt_time(ev['at'], t0)} at {ev['canary_weight']}%: **{ev['verdict']}** ({gates}){sample_text}"
+            )
+    for rollback in decision["rollbacks"]:
+        lines.append(f"- rollback {_fmt_time(rollback['at'], t0)} by {rollback['who']}: {rollback['reason']}")
+    summary = decision.get("loadtest_summary") or {}
+    arms = summary.get("arms") or {}
+    if arms:
+        lines += [
+            "",
+            "## Client-side load (Locust)",
+            "",
+            "| arm | requests | failed | p99 e2e ms | p99 ttft ms |",
+            "|---|---|---|---|---|",
+        ]
+        for arm in ("baseline", "canary"):
+            a = arms.get(arm)
+            if a:
+                lines.append(
+                    f"| {arm} | {a.get('requests')} | {a.get('failed')} | {(a.get('e2e_ms') or {}).get('p99')} | "
+                    f"{(a.get('ttft_ms') or {}).get('p99')} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def plot_timeline(decision: dict[str, Any], timeline: dict[str, Any], panels: tuple[Panel, ...]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = decision["started_at"]
+    colors = {"baseline": "#1f77b4", "canary": "#d62728", "all": "#555555"}
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.1 * len(panels)), sharex=True)
+    outcome_color = {"promoted": "#2ca02c", "reverted": "#d62728", "aborted": "#ff7f0e"}.get(
+        decision["outcome"], "#555555"
+    )
+    for ax, panel in zip(axes, panels, strict=True):
+        entry = timeline.get(panel.title, {})
+        series = entry.get("series", {})
+        for arm, points in sorted(series.items()):
+            xs = [t - t0 for t, v in points if v == v]
+            ys = [v * panel.scale for t, v in points if v == v]
+            ax.plot(xs, ys, label=arm, color=colors.get(arm), linewidth=1.3)
+        if not series:
+            ax.text(
+                0.5,
+                0.5,
+                "no data" + (f": {entry['error'][:80]}" if entry.get("error") else ""),
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="#888888",
+            )
+        ax.set_ylabel(panel.unit)
+        ax.set_title(panel.title, fontsize=10, loc="left")
+        ax.grid(alpha=0.3)
+        for step in decision["steps"]:
+            ax.axvline(step["started_at"] - t0, color="#888888", linestyle="--", linewidth=0.8)
+        if decision["finished_at"] is not None:
+            ax.axvline(decision["finished_at"] - t0, color=outcome_color, linewidth=2)
+        if series:
+            ax.legend(loc="upper left", fontsize=8)
+    top = axes[0]
+    for step in decision["steps"]:
+        top.annotate(
+            f"{step['canary_weight']}%",
+            (step["started_at"] - t0, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color="#444444",
+        )
+    if decision["finished_at"] is not None:
+        top.annotate(
+            decision["outcome"].upper(),
+            (decision["finished_at"] - t0, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(-4, -12),
+            textcoords="offset points",
+            ha="right",
+            fontsize=9,
+            fontweight="bold",
+            color=outcome_color,
+        )
+    axes[-1].set_xlabel("seconds since rollout start (dashed: step starts; solid: final decision)")
+    fig.suptitle(f"Rollout {decision['run_id']}: {decision['outcome']}", fontsize=12)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def report_html(decision: dict[str, Any], summary_md: str, png: bytes) -> str:
+    image = base64.b64encode(png).decode()
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>Rollout {html.escape(decision['run_id'])}: {html.escape(decision['outcome'])}</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto} pre{white-space:pre-wrap}</style>"
+        "</head><body>"
+        f"<h1>Rollout {html.escape(decision['run_id'])}: {html.escape(decision['outcome'])}</h1>"
+        f"<p>{html.escape(str(decision['reason']))}</p>"
+        f"<img alt='per-arm timeline' style='width:100%' src='data:image/png;base64,{image}'>"
+        f"<h2>Summary</h2><pre>{html.escape(summary_md)}</pre>"
+        "<p>Every gate evaluation, with queries, values per arm, thresholds, intervals and sample counts, "
+        "is in <a href='decision.json'>decision.json</a>.</p></body></html>\n"
+    )
+
+
+def write_report(
+    state: RolloutState,
+    reports_dir: Path,
+    *,
+    timeline: dict[str, Any] | None,
+    loadtest_summary: dict[str, Any] | None = None,
+    panels: tuple[Panel, ...] = LOCAL_PANELS,
+) -> Path:
+    """Write the three files and point `reports/latest` at this run; returns the run's directory."""
+    run_dir = reports_dir / state.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    decision = decision_record(state, loadtest_summary)
+    (run_dir / "decision.json").write_text(json.dumps(decision, indent=1, default=str) + "\n")
+    summary = summary_markdown(decision)
+    (run_dir / "summary.md").write_text(summary)
+    png = plot_timeline(decision, timeline or {}, panels)
+    (run_dir / "timeline.png").write_bytes(png)
+    (run_dir / "report.html").write_text(report_html(decision, summary, png))
+    latest = reports_dir / "latest"
+    tmp = reports_dir / f".latest-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(state.run_id)
+    os.replace(tmp, latest)
+    return run_dir
