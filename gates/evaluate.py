@@ -138,6 +138,7 @@ def _latency(gate: GateSpec, ctx: _Context) -> _Outcome:
     queries: dict[str, dict[str, str]] = {}
     errors: dict[str, str] = {}
     estimates: dict[str, stats.QuantileEstimate] = {}
+    exceedance: dict[str, tuple[float, float]] = {}
     if source == "loadtest":
         field = str(gate.params["loadtest_field"])
         if ctx.samples is None:
@@ -156,9 +157,12 @@ def _latency(gate: GateSpec, ctx: _Context) -> _Outcome:
         buckets = _per_arm(
             gate, ctx, "buckets", lambda promql: histogram_buckets(p, promql, ctx.end), queries, errors
         )
+        max_seconds = gate.params.get("max_seconds")
         for arm, b in buckets.items():
             if b is not None:
                 estimates[arm] = stats.histogram_quantile(b[0], b[1], q, gate.confidence)
+                if max_seconds is not None:
+                    exceedance[arm] = stats.fraction_above(b[0], b[1], float(max_seconds))
     blocked = _errors_block(errors, needed)
     if blocked:
         return _Outcome(blocked, queries, errors, source)
@@ -171,6 +175,7 @@ def _latency(gate: GateSpec, ctx: _Context) -> _Outcome:
         min_samples=int(gate.params["min_samples"]),
         confidence=gate.confidence,
         compare=compare,
+        exceedance=exceedance or None,
     )
     return _Outcome(j, queries, errors, source)
 

@@ -44,6 +44,12 @@ def _fmt(x: float, digits: int = 4) -> str:
     return "NaN" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
 
 
+def _show(x: float, unit: str) -> str:
+    if unit == "fraction":
+        return f"{x:.1%}"
+    return f"{_fmt(x)}{' ' + unit if unit else ''}"
+
+
 def _finite(x: Any) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
 
@@ -68,11 +74,11 @@ def judge_threshold(
         elif value is None or not _finite(value):
             parts.append((INCONCLUSIVE, f"{arm}: no value"))
         elif max_value is not None and value > max_value:
-            parts.append((FAIL, f"{arm}: {_fmt(value)}{unit} above max {_fmt(max_value)}{unit}"))
+            parts.append((FAIL, f"{arm}: {_show(value, unit)} above max {_show(max_value, unit)}"))
         elif min_value is not None and value < min_value:
-            parts.append((FAIL, f"{arm}: {_fmt(value)}{unit} below min {_fmt(min_value)}{unit}"))
+            parts.append((FAIL, f"{arm}: {_show(value, unit)} below min {_show(min_value, unit)}"))
         else:
-            parts.append((PASS, f"{arm}: {_fmt(value)}{unit} within bounds"))
+            parts.append((PASS, f"{arm}: {_show(value, unit)} within bounds"))
     verdict, reason = combine(parts)
     threshold = {k: v for k, v in (("max", max_value), ("min", min_value)) if v is not None}
     return Judgement(verdict, reason, dict(values), threshold, {}, dict(samples or {}))
@@ -88,10 +94,14 @@ def judge_latency_quantile(
     min_samples: int,
     confidence: float,
     compare: bool = True,
+    exceedance: Mapping[str, tuple[float, float]] | None = None,
 ) -> Judgement:
     """Absolute bound on each judged arm's quantile and the canary/baseline ratio with its interval.
 
-    `compare=False` (one arm has no traffic) judges the absolute bound only.
+    `compare=False` (one arm has no traffic) judges the absolute bound only. `exceedance` (from a
+    histogram: requests above `max_seconds`, all requests) judges the bound by counting instead of by
+    the interpolated quantile: the quantile is above the bound exactly when more than 1 - q of the
+    requests are, and with a bucket edge at the bound that count is exact.
     """
     label = f"p{quantile * 100:g}"
     parts: list[tuple[str, str]] = []
@@ -113,7 +123,29 @@ def judge_latency_quantile(
     if max_seconds is not None:
         for arm in arms:
             v = estimates[arm].value
-            if not _finite(v):
+            if exceedance is not None and arm in exceedance:
+                above, total = exceedance[arm]
+                share = above / total if total > 0 else float("nan")
+                values[f"{arm}_share_above_max"] = share
+                if not _finite(share):
+                    parts.append((INCONCLUSIVE, f"{arm}: no requests counted"))
+                elif share > 1 - quantile:
+                    parts.append(
+                        (
+                            FAIL,
+                            f"{arm}: {share:.2%} of requests above {max_seconds * 1000:.0f} ms, so "
+                            f"{label} is above it (interpolated {label} {v * 1000:.1f} ms)",
+                        )
+                    )
+                else:
+                    parts.append(
+                        (
+                            PASS,
+                            f"{arm}: {share:.2%} of requests above {max_seconds * 1000:.0f} ms, "
+                            f"{label} within it (interpolated {label} {v * 1000:.1f} ms)",
+                        )
+                    )
+            elif not _finite(v):
                 parts.append((INCONCLUSIVE, f"{arm}: {label} not estimable"))
             elif v > max_seconds:
                 parts.append((FAIL, f"{arm}: {label} {v * 1000:.1f} ms above {max_seconds * 1000:.0f} ms"))

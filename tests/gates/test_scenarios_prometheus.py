@@ -1,0 +1,209 @@
+"""Deterministic scenarios backfilled into one real Prometheus with promtool, judged by the default gates.
+
+Each scenario has its own hour of history (and a `scenario` label), so one server serves them all.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from gates import evaluate, load_gate_file, parse_gate_document
+from gates.provider import PrometheusProvider
+from gates.synthetic import MIB, ArmBehaviour, MemoryModel, arm_series
+from infra.prometheus import PrometheusServer, backfill, openmetrics_text
+
+pytestmark = pytest.mark.integration
+
+WINDOW_S = 660.0  # 60 s warm-up (memory gate) + 10 min bake
+SCRAPE_S = 5.0
+HOUR = 3600.0
+OFFERED = 4.0
+EVEN = {"baseline": 50.0, "canary": 50.0}
+
+SCENARIOS: dict[str, dict] = {
+    "aa": {},
+    "tail_regression": {"canary": ArmBehaviour(p99_factor=1.6)},
+    "cpu_high": {"canary": ArmBehaviour(cpu_utilisation=0.75)},
+    "leak": {"canary": ArmBehaviour(memory=MemoryModel(leak_bytes_per_s=2 * MIB / 60))},
+    "error_burst": {"canary": ArmBehaviour(error_share=0.5, error_burst=(300.0, 360.0))},
+    "restart": {"canary": ArmBehaviour(restart_at_s=330.0)},
+    "little_traffic": {
+        "weights": {"baseline": 95.0, "canary": 5.0},
+        "canary": ArmBehaviour(rps=0.2),
+        "baseline": ArmBehaviour(rps=3.8),
+    },
+}
+NO_DATA_INDEX = len(SCENARIOS)  # an hour with nothing in it
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tsdb")
+    latest_end = math.floor(time.time() / 60) * 60 - 120
+    windows: dict[str, tuple[float, float]] = {}
+    series = []
+    for index, (name, spec) in enumerate(SCENARIOS.items()):
+        end = latest_end - index * HOUR
+        start = end - WINDOW_S
+        windows[name] = (start, end)
+        rng = np.random.default_rng(1000 + index)
+        for arm in ("baseline", "canary"):
+            behaviour = spec.get(arm, ArmBehaviour())
+            series += arm_series(arm, behaviour, start - 120, end, SCRAPE_S, rng, {"scenario": name})
+    end = latest_end - NO_DATA_INDEX * HOUR
+    windows["no_data"] = (end - WINDOW_S, end)
+    backfill(openmetrics_text(series), data_dir)
+    with PrometheusServer(data_dir=data_dir) as server:
+        yield server, windows
+
+
+def run(history, name, *, config=None, previous=(), provider=None, weights=None):
+    server, windows = history
+    start, end = windows[name]
+    spec = SCENARIOS.get(name, {})
+    return evaluate(
+        config or load_gate_file(None, profile="local"),
+        prometheus_url=server.url,
+        start=start,
+        end=end,
+        weights=weights or spec.get("weights", EVEN),
+        offered_rps=OFFERED,
+        previous=previous,
+        provider=provider,
+    )
+
+
+def raw(ev):
+    return {g.name: g.raw_verdict for g in ev.gates}
+
+
+def test_aa_noise_passes_every_gate(history):
+    ev = run(history, "aa")
+    assert raw(ev) == {g.name: "pass" for g in ev.gates}, [(g.name, g.reason) for g in ev.gates]
+    assert ev.verdict == "pass"
+    cpu = ev.gate("cpu_utilisation")
+    assert cpu.values["canary"] == pytest.approx(0.40, abs=0.02)
+    p99 = ev.gate("latency_e2e_p99")
+    assert p99.samples["canary"] > 1000 and p99.samples["baseline"] > 1000
+    assert 'arm="canary"' in p99.queries["canary"]["buckets"] and "[660s]" in p99.queries["canary"]["buckets"]
+    low, high = p99.ci["canary"]
+    assert low <= p99.values["canary"] <= high
+
+
+def test_tail_only_regression_fails_p99_with_unchanged_median(history):
+    ev = run(history, "tail_regression")
+    gate = ev.gate("latency_e2e_p99")
+    assert gate.raw_verdict == "fail", gate.reason
+    assert gate.values["canary"] > 0.6 > gate.values["baseline"]
+    # hysteresis: one failing evaluation is inconclusive, the second in a row fails
+    assert gate.verdict == "inconclusive" and "1 of 2" in gate.reason
+    again = run(history, "tail_regression", previous=[ev])
+    assert again.gate("latency_e2e_p99").verdict == "fail" and again.verdict == "fail"
+    assert raw(ev)["cpu_utilisation"] == "pass"
+
+
+def test_cpu_above_60_percent_fails_and_below_passes(history):
+    high = run(history, "cpu_high").gate("cpu_utilisation")
+    assert high.raw_verdict == "fail" and high.values["canary"] == pytest.approx(0.75, abs=0.02)
+    assert run(history, "aa").gate("cpu_utilisation").raw_verdict == "pass"
+
+
+def test_slow_leak_with_sawtooth_fails_and_flat_sawtooth_passes(history):
+    leak = run(history, "leak").gate("memory_leak")
+    assert leak.raw_verdict == "fail", leak.reason
+    assert leak.values["canary"] == pytest.approx(2.0, abs=0.6)  # MiB/min
+    flat = run(history, "aa").gate("memory_leak")
+    assert flat.raw_verdict == "pass", flat.reason
+    assert flat.samples["canary"] >= 55  # 10 min at a 10 s step after warm-up
+
+
+def test_error_burst_fails_error_rate(history):
+    gate = run(history, "error_burst").gate("error_rate")
+    assert gate.raw_verdict == "fail", gate.reason
+    assert gate.values["canary"] > 0.01 and gate.values["baseline"] == 0.0
+    assert gate.ci["canary"][0] > 0.001
+
+
+def test_no_data_is_inconclusive_never_pass(history):
+    ev = run(history, "no_data")
+    assert ev.verdict == "inconclusive"
+    assert all(g.verdict == "inconclusive" for g in ev.gates), [(g.name, g.verdict) for g in ev.gates]
+    assert "no_values" in ev.gate("cpu_utilisation").reason
+
+
+def test_counter_reset_from_pod_restart_is_absorbed(history):
+    ev = run(history, "restart")
+    assert ev.gate("cpu_utilisation").values["canary"] == pytest.approx(0.40, abs=0.03)
+    assert ev.gate("throughput").raw_verdict == "pass", ev.gate("throughput").reason
+    assert ev.gate("latency_e2e_p99").raw_verdict == "pass"
+    assert ev.gate("error_rate").raw_verdict == "pass"
+
+
+def test_too_little_traffic_is_inconclusive(history):
+    ev = run(history, "little_traffic")
+    for name in ("latency_e2e_p99", "latency_ttft_p99", "error_rate"):
+        gate = ev.gate(name)
+        assert gate.raw_verdict == "inconclusive", (name, gate.reason)
+        assert "too few" in gate.reason
+    assert ev.verdict == "inconclusive"
+
+
+def test_multi_series_result_is_inconclusive_not_last_series(history):
+    doc = {
+        "version": 1,
+        "gates": [
+            {
+                "name": "per_rank_cpu",
+                "kind": "threshold",
+                "max": 1e9,
+                "queries": {"value": 'rate(backend_process_cpu_seconds_total{arm="${arm}"}[${window}])'},
+            }
+        ],
+    }
+    ev = run(history, "aa", config=parse_gate_document(doc, "local"))
+    gate = ev.gate("per_rank_cpu")
+    assert gate.verdict == "inconclusive" and "multiple_series" in gate.reason
+
+
+def test_prometheus_stopped_mid_evaluation_is_inconclusive(history, tmp_path):
+    _, windows = history
+    start, end = windows["aa"]
+    rng = np.random.default_rng(7)
+    series = []
+    for arm in ("baseline", "canary"):
+        series += arm_series(arm, ArmBehaviour(), start - 120, end, SCRAPE_S, rng)
+    backfill(openmetrics_text(series), tmp_path)
+    server = PrometheusServer(data_dir=tmp_path).start()
+    try:
+
+        class StopsAfterFirstGate(PrometheusProvider):
+            calls = 0
+
+            def instant(self, promql, at):
+                self.calls += 1
+                if self.calls == 3:  # the first gate (two arms) has its answers
+                    server.stop()
+                return super().instant(promql, at)
+
+        provider = StopsAfterFirstGate(server.url, timeout_s=2)
+        ev = evaluate(
+            load_gate_file(None),
+            prometheus_url=server.url,
+            start=start,
+            end=end,
+            weights=EVEN,
+            offered_rps=OFFERED,
+            provider=provider,
+        )
+    finally:
+        server.stop()
+    assert ev.gate("cpu_utilisation").raw_verdict == "pass"
+    rest = [g for g in ev.gates if g.name != "cpu_utilisation"]
+    assert all(g.verdict == "inconclusive" and "unreachable" in g.reason for g in rest), [
+        (g.name, g.reason) for g in rest
+    ]
+    assert ev.verdict == "inconclusive"
