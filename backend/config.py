@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from backend.faults import FaultSettings, FaultSettingsError
-from backend.mm_stage import DEFAULT_MODE, available_modes
+from mminputs import DEFAULT_MODE, MMMode
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enable-metrics", action="store_true", help="serve /metrics")
     p.add_argument(
         "--mm-input-mode",
-        choices=available_modes(),
+        choices=[m.value for m in MMMode],
         default=None,
         help=f"how TP ranks obtain materialized multimodal inputs (default: {DEFAULT_MODE}, as upstream)",
     )
@@ -105,7 +105,7 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
         host=args.host,
         port=args.port,
         enable_metrics=args.enable_metrics,
-        mm_input_mode=mode or DEFAULT_MODE,
+        mm_input_mode=mode or DEFAULT_MODE.value,
         cpu_cores=cpu_cores,
         step_cost_ms=args.step_cost_ms,
         max_running_requests=args.max_running_requests,

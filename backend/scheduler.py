@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -37,9 +36,8 @@ from backend.ipc import (
     TokenEvent,
     broadcast_pyobj,
 )
-from backend.mm_stage import MMStage
 from backend.textgen import TokenSampler, tensor_digest
-from mminputs.types import MaterializedInputs, MMInputError, MMRequest
+from mminputs import MMInputError, MMRequest, MMStrategy, make_strategy
 
 log = logging.getLogger("backend.scheduler")
 
@@ -83,7 +81,7 @@ class _LeakedMemory:
 
 
 class Scheduler:
-    def __init__(self, cfg: RankConfig, compute: StepCompute, mm: MMStage) -> None:
+    def __init__(self, cfg: RankConfig, compute: StepCompute, mm: MMStrategy) -> None:
         self.cfg = cfg
         self.rank = cfg.rank
         self.compute = compute
@@ -148,34 +146,40 @@ class Scheduler:
                 return
 
     def process_new(self, new: list[GenerateReq]) -> None:
-        with_mm = [r for r in new if r.items]
-        outcomes: dict[str, MaterializedInputs | MMInputError] = {}
+        """The multimodal stage (one collective per received batch, as the mode decides), then queueing.
+
+        Each request's inputs are popped right away, as sglang's scheduler takes them when it turns a
+        received request into a Req; the tensors are dropped once digested (the stand-in model has used them).
+        """
+        cap = self.mm.cache_capacity
+        for start in range(0, len(new), cap):  # prepare refuses a batch larger than its cache
+            self._process_chunk(new[start : start + cap])
+
+    def _process_chunk(self, new: list[GenerateReq]) -> None:
+        with_mm = [MMRequest(r.rid, r.items) for r in new if r.items]
         if with_mm:
-            t0 = time.perf_counter()
-            results = self.mm.run([MMRequest(r.rid, r.items) for r in with_mm])
-            stage = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
+            self.mm.prepare(with_mm)
             # The group's stage time is its slowest rank's: the next collective waits for it.
+            stage = torch.tensor([self.mm.last_stage_seconds], dtype=torch.float64)
             dist.all_reduce(stage, op=dist.ReduceOp.MAX)
             self._mm_stage_seconds.append(float(stage.item()))
-            outcomes = {o.rid: o for o in results}
         for req in new:
-            outcome = outcomes.get(req.rid)
-            if isinstance(outcome, MMInputError):
-                self._events.append(ErrorEvent(req.rid, outcome.status, outcome.message))
-                continue
             mm_tokens = 0
             mm_digest = b""
-            if outcome is not None:
+            if req.items:
+                outcome = self.mm.pop(req.rid)
+                if isinstance(outcome, MMInputError):
+                    self._events.append(ErrorEvent(req.rid, outcome.status, outcome.message))
+                    continue
                 mm_tokens = outcome.num_mm_tokens
                 mm_digest = tensor_digest(outcome.tensors())
-            self.mm.release(req.rid)
             sampler = TokenSampler(self.cfg.seed, req.digest, mm_digest)
             self.waiting.append(_Req(req.rid, req.text_tokens + mm_tokens, req.max_new_tokens, sampler))
 
     def abort(self, rid: str) -> None:
         self.waiting = deque(r for r in self.waiting if r.rid != rid)
         self.running = [r for r in self.running if r.rid != rid]
-        self.mm.release(rid)
+        self.mm.discard(rid)
 
     def admit(self) -> None:
         self._admitted: list[_Req] = []
@@ -222,7 +226,7 @@ class Scheduler:
         stats = SchedulerStats(
             num_running_reqs=len(self.running),
             num_queue_reqs=len(self.waiting),
-            mm_cache_entries=self.mm.cache_entries,
+            mm_cache_entries=self.mm.cache_size,
             mm_stage_seconds=tuple(self._mm_stage_seconds),
         )
         if self._events or stats != self._last_stats:
@@ -232,6 +236,7 @@ class Scheduler:
             self._last_stats = stats
 
     def close(self) -> None:
+        self.mm.close()
         if self._zmq is not None:
             self.pull.close(linger=0)
             self.push.close(linger=1000)
@@ -256,7 +261,8 @@ def rank_main(cfg: RankConfig) -> None:
         )
         device = "cuda" if torch.cuda.is_available() else "cpu"
         compute = StepCompute(cfg.step_cost_ms, device=device)
-        mm = MMStage(cfg.mm_input_mode, cfg.rank, cfg.tp_size)
+        # Collective for the batched and sharded modes (they probe for shared memory between ranks).
+        mm = make_strategy(cfg.mm_input_mode, group=dist.group.WORLD)
         scheduler = Scheduler(cfg, compute, mm)
         dist.barrier()
         if cfg.rank == 0:
