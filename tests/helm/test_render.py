@@ -315,6 +315,11 @@ def test_state_configmap_renders_no_data(scenario):
         assert "data" not in out.get("ConfigMap", f"{fullname(values)}-rollout-state")
 
 
+def flag(args: list[str], name: str) -> str:
+    assert args.count(name) == 1, f"{name} appears {args.count(name)} times in {args}"
+    return args[args.index(name) + 1]
+
+
 def test_loadtest_jobs(scenario):
     _, values, out = scenario
     lt = values["loadtest"]
@@ -326,34 +331,51 @@ def test_loadtest_jobs(scenario):
     ]
     if not lt["enabled"]:
         assert jobs == []
+        assert not [c for c in out.of_kind("ConfigMap") if c["metadata"]["name"].endswith("-locustfile")]
         return
-    cm = out.get("ConfigMap", f"{name}-locustfile")
-    assert "vlm.py" in cm["data"]
+    assert "vlm.py" in out.get("ConfigMap", f"{name}-locustfile")["data"]
     if lt["workers"] == 0:
-        (job,) = jobs
-        c = container(job, "locust")
-        assert "--master" not in c["args"] and "--worker" not in c["args"]
-        assert c["args"][c["args"].index("--host") + 1] == lt["host"]
+        (driver,) = jobs
+        assert driver["metadata"]["name"] == f"{name}-loadtest-r1"
+        workers = []
     else:
-        master = out.get("Job", f"{name}-loadtest-master-r1")
-        worker = out.get("Job", f"{name}-loadtest-worker-r1")
         assert len(jobs) == 2
-        margs = container(master, "locust")["args"]
-        assert "--master" in margs and margs[margs.index("--expect-workers") + 1] == str(lt["workers"])
-        assert margs[margs.index("--host") + 1] == lt["host"]
+        driver = out.get("Job", f"{name}-loadtest-master-r1")
+        worker = out.get("Job", f"{name}-loadtest-worker-r1")
+        workers = [worker]
+        dargs = container(driver, "locust")["args"]
+        assert "--master" in dargs and flag(dargs, "--expect-workers") == str(lt["workers"])
         wargs = container(worker, "locust")["args"]
-        master_svc = wargs[wargs.index("--master-host") + 1]
-        svc = out.get("Service", master_svc)
-        assert selects(svc["spec"]["selector"], master["spec"]["template"]["metadata"]["labels"])
+        assert "--worker" in wargs
+        # Workers get the load options from the master at spawn; giving them a rate too would be ignored.
+        assert "--rate" not in wargs and "--host" not in wargs
+        svc = out.get("Service", flag(wargs, "--master-host"))
+        assert selects(svc["spec"]["selector"], driver["spec"]["template"]["metadata"]["labels"])
         assert not selects(svc["spec"]["selector"], worker["spec"]["template"]["metadata"]["labels"])
         assert worker["spec"]["parallelism"] == worker["spec"]["completions"] == lt["workers"]
-    for job in jobs:
+    dargs = container(driver, "locust")["args"]
+    assert "--headless" in dargs
+    assert flag(dargs, "--host") == lt["host"]
+    assert float(flag(dargs, "--rate")) == lt["rate"]
+    assert flag(dargs, "--run-time") == lt["runTime"]
+    assert flag(dargs, "--model") == values["server"]["servedModelName"]
+    assert flag(dargs, "--arm-header") == "x-canary-arm"
+    if lt["extraArgs"]:
+        assert dargs[-len(lt["extraArgs"]) :] == lt["extraArgs"]
+    results = flag(dargs, "--summary-json").rsplit("/", 1)[0]
+    assert flag(dargs, "--requests-jsonl").rsplit("/", 1)[0] == results
+    assert {"name": "results", "mountPath": results} in container(driver, "locust")["volumeMounts"]
+    results_volume = next(v for v in driver["spec"]["template"]["spec"]["volumes"] if v["name"] == "results")
+    if lt["resultsClaim"]:
+        assert results_volume["persistentVolumeClaim"] == {"claimName": lt["resultsClaim"]}
+    for job in [driver, *workers]:
         c = container(job, "locust")
+        assert c["command"] == ["locust"]
         assert c["args"][:2] == ["-f", "/opt/locust/loadtest/vlm.py"]
         assert {"name": "locustfile", "mountPath": "/opt/locust/loadtest", "readOnly": True} in c[
             "volumeMounts"
         ]
-        assert env_of(c)["PYTHONPATH"] == "/opt/locust"
+        assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
         for e in lt["env"]:
             assert env_of(c)[e["name"]] == e["value"]
 
