@@ -242,11 +242,24 @@ def template_variables(template: str) -> list[str]:
     return _VAR.findall(template)
 
 
-def render(template: str, variables: Mapping[str, Any], *, arm: str, window_s: float) -> str:
-    """Fill `${name}` in a PromQL template for one arm; per-arm variables take that arm's value."""
+def render(
+    template: str,
+    variables: Mapping[str, Any],
+    *,
+    arm: str,
+    window_s: float | None = None,
+    window: str | None = None,
+) -> str:
+    """Fill `${name}` in a PromQL template for one arm; per-arm variables take that arm's value.
+
+    The window is given in seconds, or as literal text (`window=`) when exporting to another tool's
+    placeholder syntax.
+    """
     values = dict(variables)
     values["arm"] = arm
-    values["window"] = promql_duration(window_s)
+    values["window"] = (
+        window if window is not None else promql_duration(window_s if window_s is not None else 0.0)
+    )
 
     def sub(match: re.Match[str]) -> str:
         name = match.group(1)

@@ -1,0 +1,252 @@
+"""`python -m gates`: evaluate the gates once, or export / validate / print a gate file.
+
+    python -m gates [evaluate] --prometheus URL --window 10m --weights baseline=90,canary=10 \\
+        --offered-rps 8 --json out.json --markdown out.md --junit out.xml
+    python -m gates export --format argo|flagger --profile kubernetes --prometheus-address URL
+    python -m gates validate FILE [--profile kubernetes]
+    python -m gates defaults
+
+Exit codes: 0 pass, 1 fail, 2 inconclusive, 3 usage or config error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from gates.config import ARMS, DEFAULT_GATE_FILE, PROFILES, GateConfigError, load_gate_file
+from gates.evaluate import evaluate
+from gates.export import EXPORT_FORMATS, to_argo, to_flagger
+from gates.loadtest_samples import LoadtestSamplesError
+from gates.report import to_junit, to_markdown
+
+EXIT = {"pass": 0, "fail": 1, "inconclusive": 2}
+EXIT_USAGE = 3
+SUBCOMMANDS = ("evaluate", "export", "validate", "defaults")
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse exits 2, which here means "inconclusive"
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _duration_s(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 300, 300s, 10m, 1h)")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def _weights(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() not in ARMS or not value:
+            raise argparse.ArgumentTypeError(f"weights must look like baseline=90,canary=10, got {text!r}")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"weight {key}={value!r} is not a number") from exc
+    if set(out) != set(ARMS):
+        raise argparse.ArgumentTypeError(f"weights need both arms {list(ARMS)}, got {text!r}")
+    return out
+
+
+def _variables(pairs: list[str]) -> dict[str, Any]:
+    """`name=value`, or `name.baseline=value` / `name.canary=value` for a per-arm value."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"--var needs name=value, got {pair!r}")
+        name, _, arm = key.partition(".")
+        if arm:
+            if arm not in ARMS:
+                raise _UsageError(f"--var {key}: the part after '.' must be one of {list(ARMS)}")
+            existing = out.setdefault(name, {})
+            if not isinstance(existing, dict):
+                raise _UsageError(f"--var {name} given both for all arms and per arm")
+            existing[arm] = value
+        else:
+            out[name] = value
+    for name, value in out.items():
+        if isinstance(value, dict) and set(value) != set(ARMS):
+            raise _UsageError(f"--var {name}: per-arm values need both {name}.baseline and {name}.canary")
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m gates",
+        description="Canary gate evaluator (exit 0 pass, 1 fail, 2 inconclusive, 3 usage error)",
+    )
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--gate-file",
+            type=Path,
+            default=os.environ.get("CANARY_GATE_FILE"),
+            help="gate YAML (default: packaged defaults)",
+        )
+        p.add_argument("--profile", choices=PROFILES, default=os.environ.get("CANARY_GATE_PROFILE", "local"))
+        p.add_argument(
+            "--var",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="template variable; NAME.canary=V for one arm",
+        )
+
+    ev = sub.add_parser("evaluate", help="evaluate every gate once")
+    common(ev)
+    ev.add_argument("--prometheus", required=True, help="Prometheus base URL")
+    ev.add_argument("--start", type=float, help="window start, unix seconds")
+    ev.add_argument("--end", type=float, help="window end, unix seconds (default: now)")
+    ev.add_argument("--window", type=_duration_s, help="window length ending at --end (e.g. 10m)")
+    ev.add_argument(
+        "--weights", type=_weights, required=True, help="percent of traffic, e.g. baseline=90,canary=10"
+    )
+    ev.add_argument("--offered-rps", type=float, help="total offered request rate (both arms)")
+    ev.add_argument("--loadtest-samples", type=Path, help="per-request JSONL from loadtest/vlm.py")
+    ev.add_argument(
+        "--previous",
+        type=Path,
+        action="append",
+        default=[],
+        help="earlier evaluation JSON (oldest first), for hysteresis",
+    )
+    ev.add_argument("--timeout", type=float, default=10.0, help="seconds per Prometheus query")
+    ev.add_argument("--json", type=Path, help="write the JSON record here")
+    ev.add_argument("--markdown", type=Path, help="write a Markdown summary here")
+    ev.add_argument("--junit", type=Path, help="write JUnit XML here")
+
+    ex = sub.add_parser(
+        "export", help="export as an Argo Rollouts AnalysisTemplate or Flagger MetricTemplates"
+    )
+    common(ex)
+    ex.add_argument("--format", choices=EXPORT_FORMATS, required=True)
+    ex.add_argument("--prometheus-address", default="http://prometheus.monitoring:9090")
+    ex.add_argument("--name", default="canary-gates")
+    ex.add_argument("--namespace", help="metadata.namespace of Flagger MetricTemplates")
+    ex.add_argument("--window", default="5m", help="Argo: default of the window argument")
+    ex.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
+
+    va = sub.add_parser("validate", help="validate a gate file and print its gates")
+    common(va)
+    sub.add_parser("defaults", help="print the packaged default gate file")
+    return parser
+
+
+def _write(path: Path | None, text: str) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    end = args.end if args.end is not None else time.time()
+    if args.start is not None and args.window is not None:
+        raise _UsageError("give --start or --window, not both")
+    if args.start is None and args.window is None:
+        raise _UsageError("give the window: --start (unix seconds) or --window (e.g. 10m)")
+    start = args.start if args.start is not None else end - args.window
+    config = load_gate_file(args.gate_file, profile=args.profile)
+    previous = []
+    for p in args.previous:
+        try:
+            previous.append(json.loads(p.read_text()))
+        except (OSError, ValueError) as exc:
+            raise _UsageError(f"--previous {p}: {exc}") from exc
+    ev = evaluate(
+        config,
+        prometheus_url=args.prometheus,
+        start=start,
+        end=end,
+        weights=args.weights,
+        offered_rps=args.offered_rps,
+        variables=_variables(args.var),
+        loadtest_samples=args.loadtest_samples,
+        previous=previous,
+        timeout_s=args.timeout,
+    )
+    record = json.dumps(ev.to_dict(), indent=2)
+    _write(args.json, record + "\n")
+    _write(args.markdown, to_markdown(ev))
+    _write(args.junit, to_junit(ev))
+    for g in ev.gates:
+        print(f"{g.verdict.upper():13} {g.name}: {g.reason}")
+    print(f"verdict: {ev.verdict} ({ev.reason})")
+    return EXIT[ev.verdict]
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = load_gate_file(args.gate_file, profile=args.profile)
+    if args.var:
+        config = type(config)(
+            config.profile, config.gates, {**config.variables, **_variables(args.var)}, config.source
+        )
+    if args.format == "argo":
+        text = yaml.safe_dump(
+            to_argo(config, name=args.name, prometheus_address=args.prometheus_address, window=args.window),
+            sort_keys=False,
+        )
+    else:
+        docs = to_flagger(
+            config, name=args.name, prometheus_address=args.prometheus_address, namespace=args.namespace
+        )
+        text = yaml.safe_dump_all(docs, sort_keys=False)
+    if args.output:
+        _write(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
+        argv = ["evaluate", *argv]  # `python -m gates --prometheus ...` evaluates
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "evaluate":
+            return _evaluate(args)
+        if args.command == "export":
+            return _export(args)
+        if args.command == "validate":
+            config = load_gate_file(args.gate_file, profile=args.profile)
+            for g in config.gates:
+                print(f"{g.name} ({g.kind}): {', '.join(sorted(g.queries))}")
+            print(f"{len(config.gates)} gates valid for profile {config.profile}")
+            return 0
+        if args.command == "defaults":
+            sys.stdout.write(DEFAULT_GATE_FILE.read_text())
+            return 0
+        parser.print_usage(sys.stderr)
+        return EXIT_USAGE
+    except (GateConfigError, LoadtestSamplesError, _UsageError) as exc:
+        print(f"python -m gates: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
