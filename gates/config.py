@@ -295,8 +295,12 @@ def _validate(instance: Any, schema: dict[str, Any], where: str) -> None:
     if errors:
         err = errors[0]
         location = _path_text(err.absolute_path)
-        prefix = f"{where}{'.' if where and location != '(top level)' else ''}"
-        loc = f"{prefix}{location}" if where else location
+        if not where:
+            loc = location
+        elif location == "(top level)":
+            loc = where
+        else:
+            loc = f"{where}{'' if location.startswith('[') else '.'}{location}"
         if err.validator == "additionalProperties":
             raise GateConfigError(f"{loc}: unknown key ({err.message})")
         raise GateConfigError(f"{loc}: {err.message}")

@@ -1,0 +1,189 @@
+"""The evaluator with a stand-in at our own provider layer (MetricsProvider), and load-test samples."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gates import GateConfigError, evaluate, parse_gate_document
+from gates.evaluate import _overall
+from gates.loadtest_samples import LoadtestSamplesError, read_loadtest_samples
+from gates.provider import Sample
+from gates.synthetic import LatencyModel
+
+CPU_DOC = {
+    "version": 1,
+    "settings": {"consecutive_failures": 2},
+    "gates": [{"name": "cpu", "kind": "threshold", "max": 0.6, "queries": {"value": 'cpu{arm="${arm}"}'}}],
+}
+WEIGHTS = {"baseline": 90.0, "canary": 10.0}
+
+
+class FakeProvider:
+    def __init__(self, answers):
+        self.answers = answers
+        self.queries = []
+
+    def instant(self, promql, at):
+        self.queries.append(promql)
+        answer = self.answers[promql]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def range(self, promql, start, end, step_s):
+        raise AssertionError("not used")
+
+
+def cpu(canary_value, baseline_value=0.3):
+    return FakeProvider(
+        {'cpu{arm="canary"}': [Sample({}, canary_value)], 'cpu{arm="baseline"}': [Sample({}, baseline_value)]}
+    )
+
+
+def run(provider, previous=(), doc=CPU_DOC):
+    return evaluate(
+        parse_gate_document(doc, "local"),
+        prometheus_url="http://unused",
+        start=1000.0,
+        end=1600.0,
+        weights=WEIGHTS,
+        provider=provider,
+        previous=previous,
+    )
+
+
+def test_consecutive_failure_hysteresis():
+    first = run(cpu(0.9))
+    assert first.verdict == "inconclusive" and first.gates[0].raw_verdict == "fail"
+    assert "failing 1 of 2" in first.gates[0].reason
+    second = run(cpu(0.9), previous=[first])
+    assert second.verdict == "fail" and second.gates[0].consecutive_failures == 2
+    # a pass in between breaks the streak; records read back from JSON work as `previous` too
+    passed = run(cpu(0.1))
+    again = run(cpu(0.9), previous=[json.loads(json.dumps(first.to_dict())), passed.to_dict()])
+    assert again.verdict == "inconclusive"
+
+
+def test_multiple_series_never_uses_the_last_one():
+    provider = FakeProvider(
+        {
+            'cpu{arm="canary"}': [Sample({"pod": "a"}, 0.9), Sample({"pod": "b"}, 0.1)],
+            'cpu{arm="baseline"}': [Sample({}, 0.1)],
+        }
+    )
+    ev = run(provider)
+    assert ev.verdict == "inconclusive" and "multiple_series" in ev.gates[0].reason
+
+
+def test_nan_is_inconclusive():
+    assert run(cpu(float("nan"))).gates[0].raw_verdict == "inconclusive"
+
+
+def test_record_is_json_with_queries_values_and_threshold():
+    record = json.loads(json.dumps(run(cpu(0.5)).to_dict()))
+    gate = record["gates"][0]
+    assert gate["queries"]["canary"]["value"] == 'cpu{arm="canary"}'
+    assert gate["values"] == {"baseline": 0.3, "canary": 0.5} and gate["threshold"] == {"max": 0.6}
+    assert record["window"]["seconds"] == 600.0 and record["verdict"] == "pass"
+
+
+def test_bad_inputs_are_config_errors():
+    config = parse_gate_document(CPU_DOC, "local")
+    with pytest.raises(GateConfigError, match="weights.canary"):
+        evaluate(config, prometheus_url="x", start=0, end=10, weights={"baseline": 100.0}, provider=cpu(0.1))
+    with pytest.raises(GateConfigError, match="end"):
+        evaluate(config, prometheus_url="x", start=10, end=10, weights=WEIGHTS, provider=cpu(0.1))
+
+
+def test_no_gates_is_inconclusive():
+    assert _overall([])[0] == "inconclusive"
+
+
+# -- load-test samples --------------------------------------------------------------------------------
+LATENCY_DOC = {
+    "version": 1,
+    "gates": [
+        {
+            "name": "p99",
+            "kind": "latency_quantile",
+            "max_ratio": 1.10,
+            "source": "loadtest",
+            "queries": {},
+            "consecutive_failures": 1,
+        }
+    ],
+}
+
+
+def write_samples(path, canary_factor, n=3000, seed=5, start=1000.0):
+    rng = np.random.default_rng(seed)
+    model = LatencyModel(median_s=0.35, sigma=0.10)
+    lines = []
+    for arm, factor in (("baseline", 1.0), ("canary", canary_factor)):
+        for i, e2e in enumerate(model.sample(rng, n) * factor):
+            lines.append(
+                json.dumps(
+                    {
+                        "arm": arm,
+                        "ok": True,
+                        "stage": "main",
+                        "sent_at": start + i * 0.1,
+                        "e2e_ms": e2e * 1000,
+                        "ttft_ms": 40.0,
+                        "itl_ms": [10.0, 11.0],
+                    }
+                )
+            )
+    lines.append(json.dumps({"arm": "canary", "ok": False, "sent_at": start + 1, "e2e_ms": 99999.0}))
+    lines.append(
+        json.dumps({"arm": "canary", "ok": True, "stage": "warmup", "sent_at": start + 1, "e2e_ms": 99999.0})
+    )
+    path.write_text("\n".join(lines) + "\n" + '{"arm": "canary", "ok": true, "sent_at"')  # partial last line
+    return path
+
+
+@pytest.mark.parametrize(("factor", "verdict"), [(1.0, "pass"), (1.15, "fail")])
+def test_loadtest_source_judges_exact_samples(tmp_path, factor, verdict):
+    path = write_samples(tmp_path / "requests.jsonl", factor)
+    config = parse_gate_document(LATENCY_DOC, "local")
+    ev = evaluate(
+        config,
+        prometheus_url="http://unused",
+        start=1000.0,
+        end=1400.0,
+        weights=WEIGHTS,
+        loadtest_samples=path,
+        provider=FakeProvider({}),
+    )
+    gate = ev.gates[0]
+    assert gate.source == "loadtest" and gate.verdict == verdict, gate.reason
+    assert gate.samples == {"baseline": 3000, "canary": 3000}
+
+
+def test_loadtest_reader_filters_window_failed_and_warmup(tmp_path):
+    path = write_samples(tmp_path / "r.jsonl", 1.0, n=100)
+    samples = read_loadtest_samples(path, 1000.0, 1005.0)
+    assert samples.arm_values("e2e_ms", "canary").size == 51  # sent_at 1000.0 .. 1005.0, ok, not warm-up
+    assert samples.arm_values("e2e_ms", "canary").max() < 99999.0
+    assert samples.arm_values("itl_ms", "baseline").size == 102  # two gaps per request
+
+
+def test_loadtest_reader_names_the_bad_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"arm": "canary"}\nnot json\n')
+    with pytest.raises(LoadtestSamplesError, match=r"r.jsonl:2"):
+        read_loadtest_samples(path, 0, 1)
+
+
+def test_loadtest_source_without_samples_is_inconclusive():
+    config = parse_gate_document(LATENCY_DOC, "local")
+    ev = evaluate(
+        config,
+        prometheus_url="http://unused",
+        start=1000.0,
+        end=1400.0,
+        weights=WEIGHTS,
+        provider=FakeProvider({}),
+    )
+    assert ev.verdict == "inconclusive" and "no load-test samples" in ev.gates[0].reason

@@ -1,0 +1,103 @@
+import math
+
+from gates import judge as J
+from gates import stats
+
+MIB = 1024 * 1024
+
+
+def q(value, n=1000, se=0.01):
+    return stats.QuantileEstimate(value, value - 2 * se, value + 2 * se, n, se)
+
+
+def test_combine_orders_fail_over_inconclusive_over_pass():
+    assert J.combine([("pass", "a"), ("inconclusive", "b"), ("fail", "c")]) == ("fail", "c")
+    assert J.combine([("pass", "a"), ("inconclusive", "b")]) == ("inconclusive", "b")
+    assert J.combine([]) == ("inconclusive", "nothing was judged")
+
+
+def test_threshold_fails_above_max_and_nan_is_inconclusive():
+    assert J.judge_threshold({"canary": 0.7}, arms=["canary"], max_value=0.6).verdict == "fail"
+    assert J.judge_threshold({"canary": 0.5}, arms=["canary"], max_value=0.6).verdict == "pass"
+    assert J.judge_threshold({"canary": math.nan}, arms=["canary"], max_value=0.6).verdict == "inconclusive"
+    assert J.judge_threshold({}, arms=["canary"], max_value=0.6).verdict == "inconclusive"
+    few = J.judge_threshold(
+        {"canary": 0.1}, arms=["canary"], max_value=0.6, samples={"canary": 3}, min_samples=10
+    )
+    assert few.verdict == "inconclusive" and "too few samples" in few.reason
+
+
+def test_latency_relative_needs_significance_and_enough_samples():
+    base = dict(
+        quantile=0.99, arms=["canary"], max_seconds=None, max_ratio=1.10, min_samples=300, confidence=0.95
+    )
+    noisy = J.judge_latency_quantile({"baseline": q(0.5, se=0.1), "canary": q(0.58, se=0.1)}, **base)
+    assert noisy.verdict == "pass" and "not significantly worse" in noisy.reason
+    sharp = J.judge_latency_quantile({"baseline": q(0.5), "canary": q(0.58)}, **base)
+    assert sharp.verdict == "fail" and sharp.ci["ratio"][0] > 1.0
+    short = J.judge_latency_quantile({"baseline": q(0.5, n=200), "canary": q(0.58)}, **base)
+    assert short.verdict == "inconclusive" and "baseline n=200" in short.reason
+    solo = J.judge_latency_quantile({"canary": q(0.5)}, **{**base, "max_seconds": 0.6}, compare=False)
+    assert solo.verdict == "pass" and "skipped" in solo.reason
+
+
+def test_latency_absolute_bound_by_counting_requests_above_it():
+    args = dict(
+        quantile=0.99, arms=["canary"], max_seconds=0.6, max_ratio=None, min_samples=300, confidence=0.95
+    )
+    est = {"canary": q(0.55)}
+    assert J.judge_latency_quantile(est, exceedance={"canary": (20.0, 1000.0)}, **args).verdict == "fail"
+    assert J.judge_latency_quantile(est, exceedance={"canary": (5.0, 1000.0)}, **args).verdict == "pass"
+    assert J.judge_latency_quantile({"canary": q(0.65)}, **args).verdict == "fail"
+
+
+def test_throughput_poisson_noise_passes_and_a_real_shortfall_fails():
+    args = dict(
+        window_s=600.0,
+        weights={"baseline": 90.0, "canary": 10.0},
+        offered_rps=10.0,
+        min_offered_fraction=0.98,
+        max_share_drop=0.05,
+        min_samples=100,
+        confidence=0.95,
+    )
+    ok = J.judge_throughput({"baseline": 5350.0, "canary": 585.0}, **args)  # both a little under offered
+    assert ok.verdict == "pass", ok.reason
+    short = J.judge_throughput({"baseline": 5400.0, "canary": 450.0}, **args)
+    assert short.verdict == "fail" and "canary: served" in short.reason
+    assert "per unit of traffic" in short.reason
+    unknown = J.judge_throughput({"baseline": 5400.0, "canary": 600.0}, **{**args, "offered_rps": None})
+    assert unknown.verdict == "pass" and "not judged" in unknown.reason
+    little = J.judge_throughput({"baseline": 50.0, "canary": 5.0}, **{**args, "offered_rps": 0.1})
+    assert little.verdict == "inconclusive"
+    full = J.judge_throughput(
+        {"baseline": None, "canary": 6000.0}, **{**args, "weights": {"baseline": 0.0, "canary": 100.0}}
+    )
+    assert full.verdict == "pass", full.reason
+
+
+def test_error_rate_bound_and_sample_floor():
+    args = dict(arms=["canary"], max_rate=0.001, min_samples=300, confidence=0.95)
+    assert J.judge_error_rate({"canary": 0.0}, {"canary": 1000.0}, **args).verdict == "pass"
+    bad = J.judge_error_rate({"canary": 5.0}, {"canary": 1000.0}, **args)
+    assert bad.verdict == "fail" and bad.ci["canary"][0] > 0
+    assert J.judge_error_rate({"canary": 0.0}, {"canary": 100.0}, **args).verdict == "inconclusive"
+    assert J.judge_error_rate({"canary": None}, {"canary": 1000.0}, **args).verdict == "inconclusive"
+
+
+def slope(per_min_mib, half_width_mib=0.2, n=60):
+    s = per_min_mib * MIB / 60
+    h = half_width_mib * MIB / 60
+    return stats.SlopeEstimate(s, s - h, s + h, n, 0.0)
+
+
+def test_memory_leak_rules():
+    args = dict(floor_bytes_per_s=MIB / 60, min_points=20, confidence=0.98)
+    assert J.judge_memory_leak({"baseline": slope(0.0), "canary": slope(1.0)}, **args).verdict == "fail"
+    both = J.judge_memory_leak({"baseline": slope(1.0), "canary": slope(1.0)}, **args)
+    assert both.verdict == "pass" and "not significantly above the baseline" in both.reason
+    tiny = J.judge_memory_leak({"baseline": slope(0.0, 0.01), "canary": slope(0.1, 0.01)}, **args)
+    assert tiny.verdict == "pass" and "below the 1 MiB/min floor" in tiny.reason
+    assert J.judge_memory_leak({"baseline": slope(0.0), "canary": slope(0.0)}, **args).verdict == "pass"
+    few = J.judge_memory_leak({"baseline": slope(0.0, n=5), "canary": slope(3.0, n=5)}, **args)
+    assert few.verdict == "inconclusive"

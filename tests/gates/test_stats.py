@@ -1,0 +1,105 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from gates import judge as J
+from gates import stats
+from gates.synthetic import LatencyModel, MemoryModel, tail_stretch
+
+MIB = 1024 * 1024
+
+
+def test_harrell_davis_recovers_a_known_quantile_with_a_covering_interval():
+    rng = np.random.default_rng(1)
+    model = LatencyModel(median_s=0.3, sigma=0.2)
+    est = stats.harrell_davis_quantile(model.sample(rng, 20000), 0.99)
+    assert est.value == pytest.approx(model.quantile(0.99), rel=0.02)
+    assert est.low < model.quantile(0.99) < est.high and est.se > 0 and est.n == 20000
+
+
+def test_harrell_davis_empty_and_nan_samples_give_nan_not_zero():
+    est = stats.harrell_davis_quantile([float("nan")], 0.99)
+    assert est.n == 0 and math.isnan(est.value)
+    with pytest.raises(ValueError, match="quantile"):
+        stats.harrell_davis_quantile([1.0, 2.0], 1.5)
+
+
+def test_histogram_quantile_interpolates_like_promql():
+    bounds, cum = [1.0, 2.0, math.inf], [50.0, 100.0, 100.0]
+    assert stats.histogram_quantile(bounds, cum, 0.5).value == pytest.approx(1.0)
+    est = stats.histogram_quantile(bounds, cum, 0.75)
+    assert est.value == pytest.approx(1.5)
+    assert est.low <= est.value <= est.high and est.n == 100
+
+
+def test_histogram_quantile_in_the_inf_bucket_reports_the_last_finite_bound():
+    est = stats.histogram_quantile([1.0, math.inf], [10.0, 100.0], 0.99)
+    assert est.value == 1.0
+
+
+def test_histogram_quantile_without_requests_is_nan():
+    assert math.isnan(stats.histogram_quantile([1.0, math.inf], [0.0, 0.0], 0.99).value)
+
+
+def test_fraction_above_is_exact_at_a_bucket_edge_and_interpolates_inside():
+    bounds, cum = [0.4, 0.6, 0.8, math.inf], [90.0, 97.0, 99.0, 100.0]
+    assert stats.fraction_above(bounds, cum, 0.6) == (3.0, 100.0)
+    above, total = stats.fraction_above(bounds, cum, 0.7)
+    assert above == pytest.approx(2.0) and total == 100.0
+
+
+def test_quantile_ratio_of_equal_estimates_is_one_and_covers_one():
+    e = stats.QuantileEstimate(0.5, 0.45, 0.55, 400, 0.025)
+    r = stats.quantile_ratio(e, e)
+    assert r.ratio == 1.0 and r.low < 1.0 < r.high
+
+
+def test_robust_slope_recovers_a_line_and_widens_for_sawtooth_residuals():
+    t = np.arange(0, 600, 10.0)
+    line = stats.robust_slope(t, 5.0 + 2.0 * t)
+    assert line.slope == pytest.approx(2.0)
+    rng = np.random.default_rng(3)
+    saw = MemoryModel(amplitude_bytes=(8 * MIB, 8 * MIB), period_s=(120, 120), noise_bytes=0.0).sample(rng, t)
+    est = stats.robust_slope(t, saw)
+    assert est.autocorrelation > 0.3  # the sawtooth leaves correlated residuals, so the interval widens
+    assert est.low < 0 < est.high
+
+
+def test_robust_slope_with_too_few_points_is_nan():
+    assert math.isnan(stats.robust_slope([1.0, 2.0], [1.0, 2.0]).slope)
+
+
+def test_clopper_pearson_and_poisson_intervals():
+    p = stats.binomial_proportion(0, 100)
+    assert p.value == 0 and p.low == 0 and p.high == pytest.approx(0.0362, abs=1e-3)
+    rate = stats.poisson_rate(100, 50.0)
+    assert rate.value == 2.0 and rate.low < 2.0 < rate.high
+    ratio = stats.poisson_rate_ratio(100, 10.0, 100, 10.0)
+    assert ratio.ratio == pytest.approx(1.0) and ratio.low < 1 < ratio.high
+    assert math.isnan(stats.binomial_proportion(0, 0).value)
+
+
+def test_tail_only_regression_missed_by_mann_whitney_is_caught_by_the_quantile_judge():
+    """Kayenta #780: a location test does not see a slower tail with an unchanged median."""
+    rng = np.random.default_rng(11)
+    model = LatencyModel(median_s=0.35, sigma=0.10)
+    baseline = model.sample(rng, 3000)
+    canary = tail_stretch(model.sample(rng, 3000), model, 1.5)
+    assert np.median(canary) == pytest.approx(np.median(baseline), rel=0.02)
+    assert sps.mannwhitneyu(canary, baseline, alternative="greater").pvalue > 0.05
+    est = {
+        "baseline": stats.harrell_davis_quantile(baseline, 0.99),
+        "canary": stats.harrell_davis_quantile(canary, 0.99),
+    }
+    j = J.judge_latency_quantile(
+        est,
+        quantile=0.99,
+        arms=["canary"],
+        max_seconds=None,
+        max_ratio=1.10,
+        min_samples=300,
+        confidence=0.95,
+    )
+    assert j.verdict == "fail" and j.values["ratio"] > 1.3
