@@ -75,7 +75,7 @@ MANIFEST: tuple[Expected, ...] = (
 )
 
 ATTRIBUTES: tuple[ExpectedAttributes, ...] = (
-    ExpectedAttributes(SCHEDULER, "Scheduler", ("dp_tp_group", "dp_tp_cpu_group", "model_config")),
+    ExpectedAttributes(SCHEDULER, "Scheduler", ("dp_tp_group", "dp_tp_cpu_group")),
     ExpectedAttributes(
         PARALLEL_STATE, "GroupCoordinator", ("ranks", "world_size", "rank_in_group", "cpu_group")
     ),

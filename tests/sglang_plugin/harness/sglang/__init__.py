@@ -1,0 +1,1 @@
+"""Test harness stand-in for sglang (see ../README.md)."""
