@@ -8,7 +8,6 @@ with `torch.save`. Every rank builds the same batches from the scenario name alo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import timedelta
 from types import SimpleNamespace
