@@ -10,7 +10,7 @@ MARK ?=
 PYTEST_ARGS ?=
 
 .PHONY: help canary rollback status test test-unit test-integration test-e2e lint setup system-deps \
-	bench-mm bench-gates bench-loadtest images helm-bin helm-lint helm-docs
+	bench-mm bench-gates bench-loadtest images helm-bin helm-lint helm-docs k8s-build k8s-up
 
 help:
 	@echo "make canary [PROFILE=quick]  run a canary rollout (embedded stack unless a cluster is configured)"
@@ -86,3 +86,10 @@ helm-lint: helm-bin
 helm-docs: $(DEPS_STAMP)
 	$(PY) tools/sync_chart_loadtest.py
 	$(PY) tools/helm_docs.py $(CHART)
+
+# Local Kubernetes control plane for the k8s test tier (first build: long, single-threaded; then cached).
+k8s-build:
+	@bash tools/k8s/build.sh
+
+k8s-up: k8s-build helm-bin $(DEPS_STAMP)
+	$(PY) tools/k8s/cluster.py up
