@@ -86,12 +86,33 @@ class PlannedRequest:
         return sum(t * h * w for t, h, w in self.video_grid_thw)
 
 
-def plan(request: MMRequest, limits: MMLimits, profile: VisionProfile = DEFAULT_PROFILE) -> PlannedRequest:
-    """Load, decode and resize every item of `request`; raises InputRejected for bad or oversized input."""
+def check_structure(request: MMRequest, limits: MMLimits) -> None:
+    """Request-level checks that need no decoding; they run before any item is decoded, in item order."""
     if len(request.items) > limits.max_items:
         raise InputRejected(
             413, f"request has {len(request.items)} multimodal items; the limit is {limits.max_items}"
         )
+    for index, item in enumerate(request.items):
+        if item.modality == "image":
+            if len(item.sources) != 1:
+                problem = (400, f"an image item has exactly one source, got {len(item.sources)}")
+            else:
+                continue
+        elif item.modality == "video":
+            if not item.sources:
+                problem = (400, "a video item needs at least one frame")
+            elif len(item.sources) > limits.max_frames:
+                problem = (413, f"video has {len(item.sources)} frames; the limit is {limits.max_frames}")
+            else:
+                continue
+        else:
+            problem = (400, f"unknown modality {item.modality!r}; expected 'image' or 'video'")
+        raise InputRejected(problem[0], f"item {index}: {problem[1]}")
+
+
+def plan(request: MMRequest, limits: MMLimits, profile: VisionProfile = DEFAULT_PROFILE) -> PlannedRequest:
+    """Load, decode and resize every item of `request`; raises InputRejected for bad or oversized input."""
+    check_structure(request, limits)
     images: list[np.ndarray] = []
     videos: list[np.ndarray] = []
     image_grids: list[tuple[int, int, int]] = []
@@ -100,25 +121,15 @@ def plan(request: MMRequest, limits: MMLimits, profile: VisionProfile = DEFAULT_
     for index, item in enumerate(request.items):
         try:
             if item.modality == "image":
-                if len(item.sources) != 1:
-                    raise InputRejected(400, f"an image item has exactly one source, got {len(item.sources)}")
-                frame = _load_resized([item.sources[0]], limits, profile, video=False)[0]
+                frame = load_frames(list(item.sources), limits, profile, video=False)[0]
                 images.append(np.broadcast_to(frame, (tp, *frame.shape)))
                 image_grids.append(_grid(1, frame, profile))
-            elif item.modality == "video":
-                if not item.sources:
-                    raise InputRejected(400, "a video item needs at least one frame")
-                if len(item.sources) > limits.max_frames:
-                    raise InputRejected(
-                        413, f"video has {len(item.sources)} frames; the limit is {limits.max_frames}"
-                    )
-                frames = _load_resized(list(item.sources), limits, profile, video=True)
+            else:
+                frames = load_frames(list(item.sources), limits, profile, video=True)
                 # Pad to whole temporal patches by repeating the last frame, as Qwen2-VL does.
                 frames += [frames[-1]] * (-len(frames) % tp)
                 videos.append(np.stack(frames))
                 video_grids.append(_grid(len(frames) // tp, frames[0], profile))
-            else:
-                raise InputRejected(400, f"unknown modality {item.modality!r}; expected 'image' or 'video'")
         except InputRejected as exc:
             raise InputRejected(exc.status, f"item {index}: {exc.message}") from None
     merge = profile.merge_size**2
@@ -162,23 +173,34 @@ def materialize_all(
     return [materialize(r, limits, profile) for r in requests]
 
 
-def _load_resized(
-    sources: list[str], limits: MMLimits, profile: VisionProfile, *, video: bool
+def resize_target(width: int, height: int, profile: VisionProfile, *, video: bool) -> tuple[int, int]:
+    """(width, height) an image or video frame of this size is resized to."""
+    h, w = smart_resize(
+        height,
+        width,
+        factor=profile.factor,
+        min_pixels=profile.video_min_pixels if video else profile.image_min_pixels,
+        max_pixels=profile.video_max_pixels if video else profile.image_max_pixels,
+        max_ratio=profile.max_aspect_ratio,
+    )
+    return (w, h)
+
+
+def load_frames(
+    sources: list[str],
+    limits: MMLimits,
+    profile: VisionProfile,
+    *,
+    video: bool,
+    size: tuple[int, int] | None = None,
 ) -> list[np.ndarray]:
+    """Decode and resize `sources` to uint8 (H, W, 3) arrays. Without `size`, the first source's size
+    decides the target (every frame of a video takes the first frame's grid)."""
     frames: list[np.ndarray] = []
-    size: tuple[int, int] | None = None
     for source in sources:
         img = decode_image(load_source_bytes(source, limits), limits)
-        if size is None:  # every frame of a video takes the first frame's grid
-            h, w = smart_resize(
-                img.height,
-                img.width,
-                factor=profile.factor,
-                min_pixels=profile.video_min_pixels if video else profile.image_min_pixels,
-                max_pixels=profile.video_max_pixels if video else profile.image_max_pixels,
-                max_ratio=profile.max_aspect_ratio,
-            )
-            size = (w, h)
+        if size is None:
+            size = resize_target(img.width, img.height, profile, video=video)
         if img.size != size:
             img = img.resize(size, Image.Resampling.BICUBIC)
         frames.append(np.asarray(img, dtype=np.uint8))
@@ -200,20 +222,52 @@ def _fill(
         raise ValueError(
             f"output tensor must be float32 {(rows, profile.patch_dim)}, got {out.dtype} {tuple(out.shape)}"
         )
+    dest = out.numpy()
+    start = 0
+    for clip in clips:
+        rows = clip_rows(clip.shape, profile)
+        patchify_into(clip, dest[start : start + rows], profile)
+        start += rows
+    return out
+
+
+def clip_rows(shape: tuple[int, ...], profile: VisionProfile) -> int:
+    """Patch rows of a (T, H, W, 3) clip."""
+    t, h, w = shape[0], shape[1], shape[2]
+    return (t // profile.temporal_patch_size) * (h // profile.patch_size) * (w // profile.patch_size)
+
+
+def patchify_into(
+    clip: np.ndarray,
+    out: np.ndarray,
+    profile: VisionProfile,
+    *,
+    t_range: tuple[int, int] | None = None,
+    block_rows: tuple[int, int] | None = None,
+) -> None:
+    """Normalize clip (T, H, W, 3) uint8 into its patch rows `out` (all of the clip's rows, float32).
+
+    Row order is (t, h-block, w-block, h-in-block, w-in-block); each row is (channel, time, y, x).
+    `t_range` (temporal patches) and `block_rows` (rows of merge blocks) restrict the work to a part, so
+    several processes can fill one clip; the values do not depend on how the work is split.
+    """
+    p, m, tp = profile.patch_size, profile.merge_size, profile.temporal_patch_size
+    t, h, w, _ = clip.shape
+    gt, gh, gw = t // tp, h // p, w // p
+    t0, t1 = t_range or (0, gt)
+    r0, r1 = block_rows or (0, gh // m)
+    if r1 <= r0 or t1 <= t0:
+        return
     std = np.asarray(profile.std, dtype=np.float32)
     scale = (1.0 / (255.0 * std)).astype(np.float32).reshape(3, 1, 1, 1)
     bias = (-np.asarray(profile.mean, dtype=np.float32) / std).astype(np.float32).reshape(3, 1, 1, 1)
-    dest = out.numpy()
-    start = 0
-    p, m, tp = profile.patch_size, profile.merge_size, profile.temporal_patch_size
-    for clip in clips:
-        t, h, w, _ = clip.shape
-        gt, gh, gw = t // tp, h // p, w // p
-        n = gt * gh * gw
-        # Row order (t, h-block, w-block, h-in-block, w-in-block); each row (channel, time, y, x).
-        src = clip.reshape(gt, tp, gh // m, m, p, gw // m, m, p, 3).transpose(0, 2, 5, 3, 6, 8, 1, 4, 7)
-        view = dest[start : start + n].reshape(gt, gh // m, gw // m, m, m, 3, tp, p, p)
+    rows_per_block_row = gw * m
+    for ti in range(t0, t1):
+        part = clip[ti * tp : (ti + 1) * tp, r0 * m * p : r1 * m * p]
+        src = part.reshape(tp, r1 - r0, m, p, gw // m, m, p, 3).transpose(1, 4, 2, 5, 7, 0, 3, 6)
+        first = ti * gh * gw + r0 * rows_per_block_row
+        view = out[first : first + (r1 - r0) * rows_per_block_row].reshape(
+            r1 - r0, gw // m, m, m, 3, tp, p, p
+        )
         np.multiply(src, scale, out=view)
         np.add(view, bias, out=view)
-        start += n
-    return out

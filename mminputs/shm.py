@@ -87,11 +87,22 @@ class OwnedSegment:
             pass
 
 
-def map_peer_segment(handle: SegmentHandle) -> mmap.mmap:
-    """Map a peer's segment privately; the descriptor is closed at once, the mapping keeps the memory."""
+def create_memfd(name: str = "mminputs") -> int:
+    """An empty anonymous memory file; the caller sizes it (ftruncate) and closes it."""
+    return os.memfd_create(name, os.MFD_CLOEXEC)
+
+
+def open_peer_fd(handle: SegmentHandle, *, writable: bool = False) -> int:
+    """A descriptor of a peer's segment (its creator must still hold its own); the caller closes it."""
     if handle.host != host_identity():
         raise RuntimeError(f"segment of pid {handle.pid} is on another host ({handle.host})")
-    fd = os.open(f"/proc/{handle.pid}/fd/{handle.fd}", os.O_RDONLY | os.O_CLOEXEC)
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
+    return os.open(f"/proc/{handle.pid}/fd/{handle.fd}", flags)
+
+
+def map_peer_segment(handle: SegmentHandle) -> mmap.mmap:
+    """Map a peer's segment privately; the descriptor is closed at once, the mapping keeps the memory."""
+    fd = open_peer_fd(handle)
     try:
         if os.fstat(fd).st_size != handle.nbytes:
             raise RuntimeError(

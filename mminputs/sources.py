@@ -65,6 +65,23 @@ def decode_image(data: bytes, limits: MMLimits) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+def image_size(data: bytes, limits: MMLimits) -> tuple[int, int]:
+    """(width, height) from the image header alone, with the same limit checks as `decode_image`."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputRejected(413, f"image too large to decode: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputRejected(400, f"undecodable image: {type(exc).__name__}: {exc}") from None
+    if img.width * img.height > limits.max_decoded_pixels:
+        raise InputRejected(
+            413, f"image of {img.width}x{img.height} pixels exceeds {limits.max_decoded_pixels} pixels"
+        )
+    return img.size
+
+
 def _decode_base64(payload: str, limits: MMLimits) -> bytes:
     # Refuse by the payload's length before spending memory on decoding it.
     if len(payload) // 4 * 3 > limits.max_source_bytes:

@@ -14,16 +14,14 @@ from dataclasses import dataclass
 
 import torch.distributed as dist
 
+from . import sharded_shm
+from .balance import assign, sources_cost
 from .cache import DEFAULT_CACHE_CAPACITY, OutcomeCache
 from .modes import MMMode, parse_mode
 from .packing import plan_safely
 from .processor import DEFAULT_PROFILE, VisionProfile, finish
 from .transport import ShareDescriptor, ShmTransport, TensorTransport, Transport, shm_usable
 from .types import MMInputError, MMLimits, MMRequest, Outcome
-
-# Assumed cost of a source given as a file path: its size on disk may differ between hosts, and every rank
-# must compute the same assignment from the request alone.
-_PATH_SOURCE_COST = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -187,7 +185,10 @@ class BatchedStrategy(MMStrategy):
 
 
 class ShardedStrategy(MMStrategy):
-    """Each rank materializes its share of the batch (balanced by size); every rank gets every share."""
+    """Each rank materializes its share of the batch; every rank gets every share.
+
+    On one host the split is by plan units and patch rows through shared memory (`sharded_shm`); across
+    hosts by whole requests, each rank's share travelling as one float32 tensor broadcast."""
 
     def __init__(self, *args, transport: Transport, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -196,6 +197,13 @@ class ShardedStrategy(MMStrategy):
 
     def _collect(self, requests: list[MMRequest]) -> list[Outcome]:
         info = self.info
+        if isinstance(self._transport, ShmTransport):
+            # One host: split finer than whole requests (see sharded_shm), results in shared memory.
+            outcomes = sharded_shm.collect(
+                requests, info.group, info.rank, info.world_size, self.limits, self.profile
+            )
+            _check_order(requests, outcomes)
+            return outcomes
         owners = assign_owners(requests, info.world_size)
         mine = [r for r, owner in zip(requests, owners, strict=True) if owner == info.rank]
         local = None
@@ -216,27 +224,8 @@ class ShardedStrategy(MMStrategy):
 
 
 def assign_owners(requests: Sequence[MMRequest], world_size: int) -> list[int]:
-    """Group rank that materializes each request: largest first onto the least-loaded rank.
-
-    A function of the requests alone (encoded sizes), so every rank derives the same assignment.
-    """
-    costs = [_cost(r) for r in requests]
-    load = [0] * world_size
-    owners = [0] * len(requests)
-    for index in sorted(range(len(requests)), key=lambda i: (-costs[i], i)):
-        rank = min(range(world_size), key=lambda k: (load[k], k))
-        owners[index] = rank
-        load[rank] += costs[index]
-    return owners
-
-
-def _cost(request: MMRequest) -> int:
-    total = 1
-    for item in request.items:
-        for source in item.sources:
-            is_inline = isinstance(source, str) and (source.startswith("data:") or len(source) > 4096)
-            total += len(source) if is_inline else _PATH_SOURCE_COST
-    return total
+    """Group rank that materializes each whole request (the tensor-collective path)."""
+    return assign([sources_cost([s for item in r.items for s in item.sources]) for r in requests], world_size)
 
 
 def _check_order(requests: Sequence[MMRequest], outcomes: Sequence[Outcome]) -> None:
