@@ -1,0 +1,128 @@
+"""The per-rank batch step in one process (TP=1 strategy): cache bounds, fallbacks, metrics, TP=1 cost."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import REGISTRY
+
+from mminputs import MaterializedInputs, MMInputError, MMItem, MMMode, MMRequest
+from mminputs.workloads import synthetic_frame
+from sglang_plugin.config import PluginConfig
+from sglang_plugin.hook import BatchStep, SchedulerBindings, batch_step_of, install, uninstall
+from sglang_plugin.metrics import CACHE_ENTRIES, FALLBACK_TOTAL
+
+TINY = synthetic_frame(16, 16, 1)
+
+
+def req(rid: str, source: str = TINY) -> SimpleNamespace:
+    return SimpleNamespace(rid=rid, mm_inputs=MMRequest(rid, (MMItem.image(source),)))
+
+
+def tokenized(recv_req):
+    return (recv_req,)
+
+
+def make_step(capacity: int = 1000, rank_label: str = "t0") -> BatchStep:
+    return BatchStep(
+        config=PluginConfig(MMMode.PER_RANK, capacity), group=None, src_rank=0, rank_label=rank_label
+    )
+
+
+def gauge(rank_label: str) -> float | None:
+    return REGISTRY.get_sample_value(CACHE_ENTRIES, {"rank": rank_label, "mode": "per_rank"})
+
+
+def fallbacks(rank_label: str, reason: str) -> float:
+    return REGISTRY.get_sample_value(FALLBACK_TOTAL, {"rank": rank_label, "reason": reason}) or 0.0
+
+
+def test_ten_thousand_requests_leave_the_cache_empty():
+    step = make_step(rank_label="t10k")
+    taken = dropped = 0
+    for start in range(0, 10_000, 100):
+        batch = [req(f"r{i}") for i in range(start, start + 100)]
+        step.prepare(batch, tokenized)
+        assert step.cache_size == 100
+        for i, r in enumerate(batch):
+            if i % 10 == 3:  # aborted before its inputs were used: never taken
+                dropped += 1
+                continue
+            outcome = step.take(r.mm_inputs)
+            assert isinstance(outcome, MaterializedInputs) and outcome.rid == r.rid
+            taken += 1
+        step.finish_batch()
+        assert step.cache_size == 0
+    assert (taken, dropped) == (9000, 1000)
+    assert gauge("t10k") == 0
+    assert step.strategy is not None and step.strategy.cache_evictions == 0
+
+
+def test_entries_are_popped_on_use_and_errors_are_outcomes():
+    step = make_step(rank_label="tpop")
+    good, bad = req("good"), req("bad", "data:image/png;base64,AAAA")
+    step.prepare([good, bad], tokenized)
+    assert gauge("tpop") == 2
+    assert isinstance(step.take(good.mm_inputs), MaterializedInputs)
+    assert step.take(good.mm_inputs) is None  # popped: a second use goes the upstream way
+    error = step.take(bad.mm_inputs)
+    assert isinstance(error, MMInputError) and error.status == 400
+    assert step.take(MMRequest("never", ())) is None
+    step.finish_batch()
+    assert step.cache_size == 0 and gauge("tpop") == 0
+
+
+def test_capacity_bounds_each_batch_and_the_rest_falls_back():
+    step = make_step(capacity=3, rank_label="tcap")
+    batch = [req(f"c{i}") for i in range(5)]
+    step.prepare(batch, tokenized)
+    assert step.cache_size == 3
+    assert [step.take(r.mm_inputs) is not None for r in batch] == [True, True, True, False, False]
+    assert fallbacks("tcap", "over_capacity") == 2
+    step.finish_batch()
+
+
+def test_inputs_not_in_the_shared_form_and_repeated_rids_fall_back():
+    step = make_step(rank_label="tform")
+    foreign = SimpleNamespace(rid="f", mm_inputs=object())  # e.g. sglang's MultimodalProcessorOutput
+    first, again = req("same"), req("same")
+    step.prepare([foreign, first, again, SimpleNamespace(rid="text", mm_inputs=None)], tokenized)
+    assert step.cache_size == 1
+    assert step.take(first.mm_inputs) is not None and step.take(again.mm_inputs) is None
+    assert fallbacks("tform", "input_type:object") == 1
+    assert fallbacks("tform", "repeated_rid") == 1
+    step.finish_batch()
+
+
+def test_a_failed_prepare_leaves_nothing_behind():
+    def broken_factory(*args, **kwargs):
+        raise RuntimeError("collective failed")
+
+    step = BatchStep(
+        config=PluginConfig(MMMode.SHARDED),
+        group=None,
+        src_rank=0,
+        rank_label="tfail",
+        strategy_factory=broken_factory,
+    )
+    r = req("x")
+    with pytest.raises(RuntimeError, match="collective failed"):
+        step.prepare([r], tokenized)
+    assert step.take(r.mm_inputs) is None
+
+
+def test_tp1_attaches_nothing_and_runs_upstream(harness_sglang, monkeypatch):
+    module = harness_sglang
+    group = SimpleNamespace(world_size=1, rank_in_group=0, ranks=[0], cpu_group=None, first_rank=0)
+    monkeypatch.setattr(module, "get_dp_tp_group", lambda: group)
+    install(SchedulerBindings.from_module(module), PluginConfig(MMMode.SHARDED))
+    try:
+        scheduler = module.Scheduler(SimpleNamespace(enable_broadcast_mm_inputs_process=True), None)
+        assert batch_step_of(scheduler) is None
+        r = module.TokenizedGenerateReqInput("solo", MMRequest("solo", (MMItem.image(TINY),)))
+        scheduler.process_input_requests([r])
+        assert scheduler.upstream_broadcasts == 1  # upstream's own path, unchanged
+        assert isinstance(scheduler.admitted["solo"], MaterializedInputs)
+    finally:
+        uninstall(module.Scheduler)
