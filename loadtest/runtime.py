@@ -142,9 +142,8 @@ class LoadRuntime:
                     self._abort(problem)
                     return
                 self.summary = RunSummary(config.values, config.nominal_rate, config.slo)
-                self.writer = (
-                    JsonlWriter(config.values["requests_jsonl"]) if config.values["requests_jsonl"] else None
-                )
+                if not self._open_writer(config):
+                    return
                 self.expected = {0}
                 clock = Clock.now()
                 self._start_dispatcher(config, target, clock, time.perf_counter() + _LOCAL_START_LEAD_S, 0, 1)
@@ -172,11 +171,19 @@ class LoadRuntime:
         self.env.parsed_options.vlm_start_at = time.time() + config.values["start_delay"]
         self.expected = set(range(len(indexes)))
         self.summary = RunSummary(config.values, config.nominal_rate, config.slo)
-        self.writer = (
-            JsonlWriter(config.values["requests_jsonl"]) if config.values["requests_jsonl"] else None
-        )
+        if not self._open_writer(config):
+            return
         if config.finite:
             self._spawn(self._end_when_schedule_done)
+
+    def _open_writer(self, config: LoadConfig) -> bool:
+        path = config.values["requests_jsonl"]
+        try:
+            self.writer = JsonlWriter(path) if path else None
+        except OSError as exc:
+            self._abort(f"cannot write --requests-jsonl {path}: {exc.strerror}")
+            return False
+        return True
 
     def _start_worker(self, config: LoadConfig, target: Target) -> None:
         options = self.env.parsed_options

@@ -206,3 +206,35 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, args, message):
     assert code == 2, log
     assert message in log
     assert "Traceback" not in log
+
+
+def test_an_unwritable_output_path_is_one_clear_line_and_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with stub_server() as url:
+        code, log = run_locust(
+            ["--headless", "--host", url, "-t", "5s", "--requests-jsonl", str(blocker / "r.jsonl")], tmp_path
+        )
+    assert code == 2, log
+    assert f"cannot write --requests-jsonl {blocker / 'r.jsonl'}" in log
+    assert "Traceback" not in log
+
+
+def test_python_m_loadtest_help_lists_every_option():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "loadtest", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    ).stdout
+    for flag in (
+        "--rate",
+        "--arrival",
+        "--stages",
+        "--max-in-flight",
+        "--requests-jsonl",
+        "--summary-json",
+        "--slo",
+    ):
+        assert flag in out
+    assert "LOCUST_RATE" in out and "--headless" in out
