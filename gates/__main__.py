@@ -226,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
         argv = ["evaluate", *argv]  # `python -m gates --prometheus ...` evaluates
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help exits 0; usage errors exit 3 (see _Parser.error)
+        return int(exc.code or 0)
     try:
         if args.command == "evaluate":
             return _evaluate(args)

@@ -126,6 +126,9 @@ class MemoryModel:
     amplitude_bytes: tuple[float, float] = (4 * MIB, 8 * MIB)
     period_s: tuple[float, float] = (30.0, 90.0)
     noise_bytes: float = 0.25 * MIB
+    warmup_bytes: float = 0.0  # caches filling after start: this much growth ...
+    warmup_delay_s: float = 0.0  # ... beginning this long after the first sample ...
+    warmup_s: float = 60.0  # ... and spread over this long
 
     def sample(self, rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
         t = np.asarray(t, dtype=float)
@@ -137,12 +140,9 @@ class MemoryModel:
             mask = (t >= start) & (t < start + period)
             saw[mask] = height * (t[mask] - start) / period
             start += period
-        return (
-            self.base_bytes
-            + self.leak_bytes_per_s * (t - t[0])
-            + saw
-            + rng.normal(0, self.noise_bytes, t.size)
-        )
+        warm = self.warmup_bytes * np.clip((t - t[0] - self.warmup_delay_s) / self.warmup_s, 0.0, 1.0)
+        leak = self.leak_bytes_per_s * (t - t[0])
+        return self.base_bytes + warm + leak + saw + rng.normal(0, self.noise_bytes, t.size)
 
 
 # -- Prometheus series from events -------------------------------------------------------------------

@@ -10,8 +10,11 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 
 from gates import evaluate, load_gate_file, parse_gate_document
+from gates.__main__ import main
+from gates.config import DEFAULT_GATE_FILE
 from gates.provider import PrometheusProvider
 from gates.synthetic import MIB, ArmBehaviour, MemoryModel, arm_series
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
@@ -31,6 +34,15 @@ SCENARIOS: dict[str, dict] = {
     "leak": {"canary": ArmBehaviour(memory=MemoryModel(leak_bytes_per_s=2 * MIB / 60))},
     "error_burst": {"canary": ArmBehaviour(error_share=0.5, error_burst=(300.0, 360.0))},
     "restart": {"canary": ArmBehaviour(restart_at_s=330.0)},
+    # caches filling for 3 minutes after the window opens (150 MiB canary, 30 MiB baseline), then flat
+    "warmup_ramp": {
+        "canary": ArmBehaviour(
+            memory=MemoryModel(warmup_bytes=150 * MIB, warmup_delay_s=120.0, warmup_s=180.0)
+        ),
+        "baseline": ArmBehaviour(
+            memory=MemoryModel(warmup_bytes=30 * MIB, warmup_delay_s=120.0, warmup_s=180.0)
+        ),
+    },
     "little_traffic": {
         "weights": {"baseline": 95.0, "canary": 5.0},
         "canary": ArmBehaviour(rps=0.2),
@@ -207,3 +219,39 @@ def test_prometheus_stopped_mid_evaluation_is_inconclusive(history, tmp_path):
         (g.name, g.reason) for g in rest
     ]
     assert ev.verdict == "inconclusive"
+
+
+def test_memory_warm_up_is_excluded(history):
+    def leak_gate(warmup_s):
+        doc = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
+        doc["gates"] = [g for g in doc["gates"] if g["name"] == "memory_leak"]
+        doc["gates"][0]["warmup_seconds"] = warmup_s
+        return run(history, "warmup_ramp", config=parse_gate_document(doc, "local")).gate("memory_leak")
+
+    with_exclusion, without = leak_gate(200), leak_gate(0)
+    assert with_exclusion.raw_verdict == "pass", with_exclusion.reason
+    assert abs(with_exclusion.values["canary"]) < 0.5  # MiB/min: flat after warm-up
+    assert without.values["canary"] > 1.0  # counting the ramp would read as a leak
+
+
+def test_command_exit_codes_against_real_prometheus(history, tmp_path):
+    server, windows = history
+    start, end = windows["aa"]
+    common = [
+        "--prometheus",
+        server.url,
+        "--start",
+        str(start),
+        "--end",
+        str(end),
+        "--offered-rps",
+        str(OFFERED),
+        "--weights",
+        "baseline=50,canary=50",
+    ]
+    assert main([*common, "--json", str(tmp_path / "aa.json")]) == 0
+    start, end = windows["tail_regression"]
+    common[3], common[5] = str(start), str(end)
+    assert main([*common, "--json", str(tmp_path / "t1.json")]) == 2  # first failing evaluation: hysteresis
+    assert main([*common, "--previous", str(tmp_path / "t1.json"), "--junit", str(tmp_path / "j.xml")]) == 1
+    assert "<failure" in (tmp_path / "j.xml").read_text()
