@@ -1,7 +1,7 @@
 """sglang's plugin entry point (group `sglang.srt.plugins`): runs in every sglang process at start.
 
 sglang calls `load_plugins()` at the top of the server's main process, the DP controller, the detokenizer
-and `run_scheduler_process` (before the Scheduler is constructed), and logs-and-swallows any Exception a
+and `run_scheduler_process` (before the Scheduler is constructed), and logs and swallows any Exception a
 plugin raises. Refusals here therefore raise SystemExit, which it does not swallow: the process exits with
 the message instead of serving without the change the canary is meant to measure.
 """
@@ -27,6 +27,10 @@ def load() -> None:
         _refuse(str(exc))
     if not config.enabled:
         return  # off: upstream sglang, untouched
+    if SCHEDULER not in sys.modules:
+        # A process that never builds a Scheduler (the detokenizer): importing the scheduler module here
+        # would only cost start-up time. Where schedulers run, sglang calls this from inside that module.
+        return
     mismatches = check_runtime()
     if mismatches:
         _refuse(str(IncompatibleSglang(mismatches, installed_sglang_version())))

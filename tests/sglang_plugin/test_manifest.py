@@ -170,6 +170,18 @@ def test_entry_point_hooks_only_when_a_mode_is_set(harness_sglang, monkeypatch):
     assert not is_installed(cls)
 
 
+def test_entry_point_skips_processes_without_a_scheduler(monkeypatch):
+    # The detokenizer also runs sglang's plugin loader; it must not import the scheduler module.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "harness"))
+    monkeypatch.setenv("SGLANG_MM_INPUT_MODE", "sharded")
+    try:
+        entry.load()
+        assert SCHEDULER not in sys.modules
+    finally:
+        for name in [m for m in sys.modules if m == "sglang" or m.startswith("sglang.")]:
+            del sys.modules[name]
+
+
 def test_entry_point_refuses_a_bad_mode(monkeypatch):
     monkeypatch.setenv("SGLANG_MM_INPUT_MODE", "fastest")
     with pytest.raises(SystemExit, match=r"SGLANG_MM_INPUT_MODE='fastest'.*valid modes"):
