@@ -33,7 +33,7 @@ def scenario_batches(name: str) -> list[list[object]]:
         too_many_items = MMRequest(
             "r-413", tuple(MMItem.image(synthetic_frame(16, 16, 9)) for _ in range(17))
         )
-        first = [
+        first: list[object] = [
             gen("r-img-a", image_request("r-img-a", 64, 48, 1)),
             gen("r-bad", MMRequest("r-bad", (MMItem.image(BAD_BASE64),))),
             gen("r-vid", video_request("r-vid", 48, 32, 4, 2)),
@@ -46,7 +46,7 @@ def scenario_batches(name: str) -> list[list[object]]:
             gen("r-413", too_many_items),
             gen("r-img-b", image_request("r-img-b", 120, 90, 6)),
         ]
-        second = [gen("r-after-bad", image_request("r-after-bad", 56, 56, 7))]
+        second: list[object] = [gen("r-after-bad", image_request("r-after-bad", 56, 56, 7))]
         return [first, [], second]
     if name.startswith("many-"):
         total = int(name.split("-", 1)[1])

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from infra.net import free_port
-from mminputs import MaterializedInputs, MMInputError, MMLimits, MMMode, materialize
+from mminputs import MaterializedInputs, MMInputError, MMLimits, MMMode, MMRequest, materialize
 
 pytestmark = pytest.mark.integration
 
@@ -83,21 +83,21 @@ def _normalized(message: str) -> str:
     return re.sub(r" at 0x[0-9a-f]+", " at 0x?", message)
 
 
-def _requests(scenario: str) -> dict[str, object]:
-    found = {}
+def _requests(scenario: str) -> dict[str, tuple[object, bool]]:
+    found: dict[str, tuple[object, bool]] = {}
     for batch in scenario_batches_harnessless(scenario):
         for rid, raw, rejected in batch:
             found[rid] = (raw, rejected)
     return found
 
 
-def scenario_batches_harnessless(scenario: str):
+def scenario_batches_harnessless(scenario: str) -> list[list[tuple[str, object, bool]]]:
     """The scenario's (rid, raw inputs, rejected) triples, read through the harness request types."""
     sys.path.insert(0, str(HERE / "harness"))
     try:
-        out = []
+        out: list[list[tuple[str, object, bool]]] = []
         for batch in scenario_batches(scenario):
-            rows = []
+            rows: list[tuple[str, object, bool]] = []
             for recv in batch:
                 for req in getattr(recv, "batch", [recv]):
                     rows.append((req.rid, req.mm_inputs, req.rejected_before_mm))
@@ -119,6 +119,7 @@ def assert_matches_single_process(result: dict, scenario: str) -> None:
         if raw is None:
             assert result["admitted"][rid] is None
             continue
+        assert isinstance(raw, MMRequest)
         expected = materialize(raw, limits)
         if isinstance(expected, MMInputError):
             assert rid not in result["admitted"], f"{rid} should have been aborted"
