@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,17 @@ def judge_p99(baseline_s: np.ndarray, canary_s: np.ndarray, source: str, confide
         min_samples=300,
         confidence=confidence,
     ).verdict
+
+
+def p99_trial(rng: np.random.Generator, *, model: LatencyModel, n: int, source: str, regression: str) -> str:
+    """One window: baseline and canary drawn from `model`; the canary 15% slower overall ("scale"), in
+    its tail only ("tail"), or not at all ("none")."""
+    baseline, canary = model.sample(rng, n), model.sample(rng, n)
+    if regression == "scale":
+        canary = 1.15 * canary
+    elif regression == "tail":
+        canary = tail_stretch(canary, model, 1.15)
+    return judge_p99(baseline, canary, source)
 
 
 def judge_leak(
@@ -153,9 +165,7 @@ def run_benchmark(
                 "A/A p99 false fail",
                 source,
                 windows,
-                lambda r, source=source: judge_p99(
-                    model.sample(r, n_per_arm), model.sample(r, n_per_arm), source
-                ),
+                partial(p99_trial, model=model, n=n_per_arm, source=source, regression="none"),
                 seed,
                 "<= 1%",
                 (lambda x: x <= 0.01) if primary else None,
@@ -166,9 +176,7 @@ def run_benchmark(
                 "p99 +15% (all slower) detected",
                 source,
                 windows,
-                lambda r, source=source: judge_p99(
-                    model.sample(r, n_per_arm), 1.15 * model.sample(r, n_per_arm), source
-                ),
+                partial(p99_trial, model=model, n=n_per_arm, source=source, regression="scale"),
                 seed + 1,
                 ">= 95%",
                 (lambda x: x >= 0.95) if primary else None,
@@ -179,9 +187,7 @@ def run_benchmark(
                 "p99 +15% (tail only) detected",
                 source,
                 windows,
-                lambda r, source=source: judge_p99(
-                    model.sample(r, n_per_arm), tail_stretch(model.sample(r, n_per_arm), model, 1.15), source
-                ),
+                partial(p99_trial, model=model, n=n_per_arm, source=source, regression="tail"),
                 seed + 2,
                 "informative",
                 None,
@@ -192,7 +198,7 @@ def run_benchmark(
             "1 MiB/min leak detected (10 min)",
             "prometheus",
             windows,
-            lambda r: judge_leak(r, 1.0),
+            partial(judge_leak, canary_leak_mib_per_min=1.0),
             seed + 3,
             ">= 95%",
             lambda x: x >= 0.95,
@@ -203,7 +209,7 @@ def run_benchmark(
             "false leak on flat sawtooth",
             "prometheus",
             windows,
-            lambda r: judge_leak(r, 0.0),
+            partial(judge_leak, canary_leak_mib_per_min=0.0),
             seed + 4,
             "<= 1%",
             lambda x: x <= 0.01,
@@ -222,7 +228,7 @@ def sweep(windows: int, seed: int) -> list[dict]:
                 f"A/A s={sigma} n={n}",
                 "loadtest",
                 windows,
-                lambda r, m=model, n=n: judge_p99(m.sample(r, n), m.sample(r, n), "loadtest"),
+                partial(p99_trial, model=model, n=n, source="loadtest", regression="none"),
                 seed,
                 "",
                 None,
@@ -231,7 +237,7 @@ def sweep(windows: int, seed: int) -> list[dict]:
                 f"+15% s={sigma} n={n}",
                 "loadtest",
                 windows,
-                lambda r, m=model, n=n: judge_p99(m.sample(r, n), 1.15 * m.sample(r, n), "loadtest"),
+                partial(p99_trial, model=model, n=n, source="loadtest", regression="scale"),
                 seed + 1,
                 "",
                 None,
@@ -249,7 +255,9 @@ def leak_sweep(windows: int, seed: int) -> list[dict]:
                 f"leak amp={amp} {window_min}min",
                 "prometheus",
                 windows,
-                lambda r, a=amp, w=window_min: judge_leak(r, 1.0, window_s=60.0 * w, amplitude_mib=a),
+                partial(
+                    judge_leak, canary_leak_mib_per_min=1.0, window_s=60.0 * window_min, amplitude_mib=amp
+                ),
                 seed + 3,
                 "",
                 None,
@@ -258,7 +266,9 @@ def leak_sweep(windows: int, seed: int) -> list[dict]:
                 f"flat amp={amp} {window_min}min",
                 "prometheus",
                 windows,
-                lambda r, a=amp, w=window_min: judge_leak(r, 0.0, window_s=60.0 * w, amplitude_mib=a),
+                partial(
+                    judge_leak, canary_leak_mib_per_min=0.0, window_s=60.0 * window_min, amplitude_mib=amp
+                ),
                 seed + 4,
                 "",
                 None,

@@ -40,7 +40,7 @@ def combine(parts: Sequence[tuple[str, str]]) -> tuple[str, str]:
     return INCONCLUSIVE, "nothing was judged"
 
 
-def _fmt(x: float, digits: int = 4) -> str:
+def _fmt(x: float | None, digits: int = 4) -> str:
     return "NaN" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
 
 

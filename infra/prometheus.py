@@ -157,12 +157,13 @@ class PrometheusServer:
     def _write_config(self, scrape_configs: Sequence[Mapping[str, Any]]) -> None:
         assert self._workdir is not None
         interval = f"{int(round(self._scrape_interval_s * 1000))}ms"
+        jobs = [dict(c) for c in scrape_configs]
+        for job in jobs:
+            job.setdefault("scrape_timeout", interval)
         config = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval},
-            "scrape_configs": [dict(c) for c in scrape_configs],
+            "scrape_configs": jobs,
         }
-        for job in config["scrape_configs"]:
-            job.setdefault("scrape_timeout", interval)
         (self._workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     def reload(self, scrape_configs: Sequence[Mapping[str, Any]], timeout_s: float = 10.0) -> None:
