@@ -222,7 +222,11 @@ def _memory_leak(gate: GateSpec, ctx: _Context) -> _Outcome:
     queries: dict[str, dict[str, str]] = {}
     errors: dict[str, str] = {}
     begin = ctx.start + float(gate.params["warmup_seconds"])
-    step = float(gate.params["step_seconds"])
+    # A short bake window is sampled more finely (down to 1 s) so it still yields min_points; its wider
+    # slope interval then says how little a short window can tell.
+    step = max(
+        min(float(gate.params["step_seconds"]), (ctx.end - begin) / int(gate.params["min_points"])), 1.0
+    )
     floor = float(gate.params["floor_bytes_per_minute"]) / 60.0
     if ctx.end - begin < step * 3:
         j = J.Judgement(
