@@ -63,7 +63,9 @@ async def serve(cfg: ServerConfig) -> int:
         if server.engine.failed.is_set():
             code = 1
     await site.stop()
+    log.info("stopping scheduler ranks")
     await server.engine.shutdown()
+    log.info("ranks stopped")
     await runner.cleanup()
     log.info("stopped (exit %d)", code)
     return code
@@ -71,7 +73,7 @@ async def serve(cfg: ServerConfig) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(argv)
-    logging.basicConfig(level=logging.INFO, format="[front] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [front] %(levelname)s %(name)s: %(message)s")
     return asyncio.run(serve(cfg))
 
 

@@ -178,7 +178,11 @@ class Engine:
                 self.ready.set()
                 log.info("%d scheduler rank(s) ready (device %s)", msg.tp_size, msg.device)
             elif isinstance(msg, RankFailed):
-                self._fail(f"scheduler rank {msg.rank} failed: {msg.message}")
+                # A rank that lost a peer reports the broken connection; name the peer that died first.
+                dead = [f"scheduler rank {r} exited with code {p.exitcode}" for r, p in enumerate(self._procs)
+                        if r != msg.rank and p.exitcode is not None]  # fmt: skip
+                cause = "; ".join(dead) + "; then " if dead else ""
+                self._fail(f"{cause}scheduler rank {msg.rank} failed: {msg.message}")
 
     async def _watch_ranks(self) -> None:
         while not self.failed.is_set():

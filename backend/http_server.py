@@ -145,6 +145,7 @@ class BackendServer:
 
     # ---- generation endpoints ----
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        received = time.perf_counter()
         try:
             inp = parse_chat_completion(
                 await self._read_json(request), self.cfg.served_model_name, self.cfg.max_new_tokens_default
@@ -152,33 +153,39 @@ class BackendServer:
         except RequestError as exc:
             return self._error(exc.message, exc.status, exc.err_type, exc.param)
         return await self._serve(
-            request, inp, "chatcmpl-" + uuid.uuid4().hex, _ChatFormat(self.cfg.served_model_name)
+            request, inp, "chatcmpl-" + uuid.uuid4().hex, _ChatFormat(self.cfg.served_model_name), received
         )
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
+        received = time.perf_counter()
         try:
             inp = parse_generate(await self._read_json(request), self.cfg.max_new_tokens_default)
         except RequestError as exc:
             return self._error(exc.message, exc.status, exc.err_type, exc.param)
-        return await self._serve(request, inp, uuid.uuid4().hex, _NativeFormat())
+        return await self._serve(request, inp, uuid.uuid4().hex, _NativeFormat(), received)
 
     async def _serve(
-        self, request: web.Request, inp: GenerationInput, rid: str, fmt: _Format
+        self, request: web.Request, inp: GenerationInput, rid: str, fmt: _Format, received: float
     ) -> web.StreamResponse:
-        refused = self._refuse_if_unavailable() or await self._apply_request_faults()
+        """Run one generation; latencies count from when the request arrived (as sglang's received_time)."""
+        refused = self._refuse_if_unavailable()
         if refused is not None:
             return refused
-        self.in_flight += 1
+        self.in_flight += 1  # from here on a drain waits for this request
         m = self.metrics
         labels = m.labels
         streaming = "true" if inp.stream else "false"
-        t_start = time.perf_counter()
+        t_start = received
         tokens: list[int] = []
         prompt_tokens = 0
         response: web.StreamResponse | None = None
         client_gone = True  # until the request ends any other way
         last_token_at = t_start
         try:
+            faulted = await self._apply_request_faults()
+            if faulted is not None:
+                client_gone = False
+                return faulted
             async for event in self.engine.generate(inp, rid):
                 if isinstance(event, ErrorEvent):
                     client_gone = False

@@ -1,4 +1,4 @@
-"""Shared fixtures for the backend tests: one TP=2 server for the read-mostly integration tests."""
+"""Shared fixtures for the backend tests."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ sys.path.insert(0, str(Path(__file__).parent))  # backend_testlib (a uniquely na
 from backend_testlib import Server, running_server  # noqa: E402
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tp2_server(tmp_path_factory: pytest.TempPathFactory):
-    """A TP=2 server in the default mode (per_rank), shared by the tests of one module."""
+    """A TP=2 server in the default mode (per_rank), shared by the read-mostly tests (starting one costs
+    seconds of CPU on a 2-core machine). Tests that change its faults restore them."""
     with running_server(
         tmp_path_factory.mktemp("backend"), "--tp-size", "2", "--cpu-cores", "1.5", "--step-cost-ms", "0.5"
     ) as server:

@@ -1,0 +1,198 @@
+"""Bad input, rehearsal faults, graceful SIGTERM and a crashed rank, against real TP=2 servers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+from backend_testlib import (
+    MODEL,
+    Server,
+    chat_body,
+    image_data_url,
+    metric_samples,
+    oversized_png_data_url,
+    request,
+    running_server,
+    sample_value,
+    stream,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _bad_and_good_requests() -> list[tuple[str, object, int]]:
+    """(path, body, expected status) covering every kind of bad input next to good ones."""
+    good_image = image_data_url(64, 48)
+    undecodable = "data:image/png;base64," + "iVBORw0KGgoAAAANSUhEUg" + "A" * 40
+    return [
+        ("/v1/chat/completions", chat_body(images=(good_image,), max_tokens=3), 200),
+        ("/v1/chat/completions", chat_body(images=(undecodable,), max_tokens=3), 400),
+        ("/v1/chat/completions", chat_body(images=(good_image, "not base64 !!"), max_tokens=3), 400),
+        ("/v1/chat/completions", chat_body(images=(oversized_png_data_url(),), max_tokens=3), 413),
+        ("/v1/chat/completions", b'{"model": "test-vlm", "messages": [', 400),
+        ("/v1/chat/completions", {**chat_body(max_tokens=3), "model": "no-such-model"}, 404),
+        (
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "x"}]}]},
+            400,
+        ),
+        ("/v1/chat/completions", {**chat_body(), "max_tokens": -2}, 400),
+        ("/v1/chat/completions", chat_body(text="just text", max_tokens=3), 200),
+        (
+            "/generate",
+            {"text": "x", "image_data": undecodable, "sampling_params": {"max_new_tokens": 2}},
+            400,
+        ),
+        ("/generate", {"text": "x", "image_data": good_image, "sampling_params": {"max_new_tokens": 2}}, 200),
+        ("/v1/chat/completions", chat_body(images=("/nonexistent/file.png",), max_tokens=3), 400),
+    ]
+
+
+def test_mixed_good_and_bad_requests_keep_ranks_in_step(server: Server):
+    """A long concurrent stream of good and bad requests: each gets its own answer, nothing hangs."""
+    cases = _bad_and_good_requests() * 6  # 72 requests
+    errors_before = metric_samples(server.url)
+
+    def send(case):
+        path, body, expected = case
+        status, payload = request(server.url + path, body, timeout=60)
+        return expected, status, payload
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(send, cases))
+    for expected, status, payload in results:
+        assert status == expected, payload
+        if status >= 400:  # OpenAI-style error envelope, as sglang answers
+            assert payload["object"] == "error" and payload["code"] == status, payload
+            assert isinstance(payload["message"], str) and payload["message"]
+    # The group is still in step: the next good request succeeds and every rank is alive.
+    status, body = request(
+        server.url + "/v1/chat/completions", chat_body(images=(image_data_url(),), max_tokens=4)
+    )
+    assert status == 200 and body["usage"]["completion_tokens"] == 4
+    assert request(server.url + "/health_generate")[0] == 200
+    assert len(server.rank_pids()) == 2
+    after = metric_samples(server.url)
+    n_400 = sum(1 for e, _, _ in results if e == 400)
+    grew = sample_value(after, "backend_request_errors_total", code="400") - _value_or_zero(
+        errors_before, "backend_request_errors_total", code="400"
+    )
+    assert grew == n_400
+
+
+def _value_or_zero(samples, name, **labels) -> float:
+    try:
+        return sample_value(samples, name, **labels)
+    except AssertionError:
+        return 0.0
+
+
+def test_rehearsal_faults_leak_errors_latency_and_cpu(server: Server):
+    url = server.url
+    status, faults = request(url + "/rehearsal/faults")
+    assert status == 200 and faults == {
+        "leak_kib_per_request": 0.0, "extra_latency_ms": 0.0, "error_ratio": 0.0, "cpu_burn_ms": 0.0,
+    }  # fmt: skip
+    status, err = request(url + "/rehearsal/faults", {"leak_kib": 1})
+    assert status == 400 and "leak_kib" in err["message"]
+    status, err = request(url + "/rehearsal/faults", {"error_ratio": 2})
+    assert status == 400 and "error_ratio" in err["message"]
+    try:
+        # Leak: every scheduler rank retains 4 MiB per request; RSS grows by at least most of it.
+        before = metric_samples(url)
+        rss0 = {r: sample_value(before, "backend_process_resident_memory_bytes", rank=r) for r in ("0", "1")}
+        assert request(url + "/rehearsal/faults", {"leak_kib_per_request": 4096})[0] == 200
+        for _ in range(10):
+            assert request(url + "/v1/chat/completions", chat_body(max_tokens=2))[0] == 200
+        after = metric_samples(url)
+        for rank in ("0", "1"):
+            grown = sample_value(after, "backend_process_resident_memory_bytes", rank=rank) - rss0[rank]
+            assert grown >= 0.8 * 10 * 4 * 2**20, (rank, grown)
+
+        # Error ratio 1: every generation request is a 500 with an error body; 0 restores service.
+        assert request(url + "/rehearsal/faults", {"leak_kib_per_request": 0, "error_ratio": 1.0})[0] == 200
+        for _ in range(3):
+            status, body = request(url + "/v1/chat/completions", chat_body(max_tokens=2))
+            assert status == 500 and "rehearsal fault" in body["message"]
+        assert sample_value(metric_samples(url), "backend_request_errors_total", code="500") >= 3
+
+        # Extra latency shows in end-to-end latency, client side and in sglang's histogram.
+        assert request(url + "/rehearsal/faults", {"error_ratio": 0, "extra_latency_ms": 400})[0] == 200
+        m0 = metric_samples(url)
+        t0 = time.perf_counter()
+        assert request(url + "/v1/chat/completions", chat_body(max_tokens=2))[0] == 200
+        assert time.perf_counter() - t0 >= 0.4
+        m1 = metric_samples(url)
+        e2e = "sglang:e2e_request_latency_seconds_sum"
+        assert (
+            sample_value(m1, e2e, is_streaming="false") - sample_value(m0, e2e, is_streaming="false") >= 0.4
+        )
+
+        # CPU burn: each rank burns about 150 ms of CPU per request (fixed work; allow contention slack).
+        assert request(url + "/rehearsal/faults", {"extra_latency_ms": 0, "cpu_burn_ms": 150})[0] == 200
+        cpu0 = {r: sample_value(m1, "backend_process_cpu_seconds_total", rank=r) for r in ("0", "1")}
+        for _ in range(4):
+            assert request(url + "/v1/chat/completions", chat_body(max_tokens=2))[0] == 200
+        m2 = metric_samples(url)
+        for rank in ("0", "1"):
+            assert sample_value(m2, "backend_process_cpu_seconds_total", rank=rank) - cpu0[rank] >= 0.25, rank
+    finally:
+        request(url + "/rehearsal/faults", {"leak_kib_per_request": 0, "extra_latency_ms": 0, "error_ratio": 0,
+                                            "cpu_burn_ms": 0})  # fmt: skip
+
+
+def test_initial_faults_from_flags_and_sigterm_drains_in_flight_stream(tmp_path):
+    args = ("--tp-size", "2", "--step-cost-ms", "2", "--fault-extra-latency-ms", "50", "--seed", "5")
+    with running_server(tmp_path, *args) as srv:
+        assert request(srv.url + "/rehearsal/faults")[1]["extra_latency_ms"] == 50
+        result: dict = {}
+        # Long enough to still be streaming when SIGTERM lands (each step also yields to the other rank).
+        body = chat_body(images=(image_data_url(),), max_tokens=600, stream=True)
+        reader = threading.Thread(
+            target=lambda: result.update(out=stream(srv.url + "/v1/chat/completions", body))
+        )
+        reader.start()
+        wait_until(
+            lambda: sample_value(metric_samples(srv.url), "sglang:num_running_reqs", tp_rank="0") >= 1,
+            30,
+            what="the stream to be running",
+        )
+        srv.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: request(srv.url + "/ready")[0] == 503, 10, what="/ready to turn 503")
+        assert request(srv.url + "/health")[0] == 503
+        refused = request(srv.url + "/v1/chat/completions", chat_body(max_tokens=2))
+        assert refused[0] == 503 and refused[1]["object"] == "error"
+        reader.join(60)
+        assert srv.proc.wait(60) == 0, srv.log()
+        status, events = result["out"]
+        assert status == 200 and events[-1] == "[DONE]"
+        tokens = [e for e in events[:-1] if e["choices"] and e["choices"][0]["delta"].get("content")]
+        assert len(tokens) == 600  # the drain let it finish
+
+
+def test_crashed_rank_fails_health_and_exits_non_zero(tmp_path):
+    with running_server(tmp_path, "--tp-size", "2") as srv:
+        pids = srv.rank_pids()
+        assert len(pids) == 2
+        os.kill(pids[1], signal.SIGKILL)
+        codes: list[int] = []
+
+        def unhealthy() -> bool:
+            try:
+                codes.append(request(srv.url + "/health", timeout=5)[0])
+            except OSError:
+                codes.append(-1)  # already gone
+            return codes[-1] != 200
+
+        wait_until(unhealthy, 15, what="/health to fail")
+        assert srv.proc.wait(30) != 0, srv.log()
+        assert "scheduler rank 1" in srv.log()
+        wait_until(lambda: not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == "zombie", 15,
+                   what="rank 0 to be stopped")  # fmt: skip
