@@ -66,7 +66,8 @@ def parse_chat_completion(body: Any, served_model_name: str, max_new_tokens_defa
     prompt_parts.append("<|im_start|>assistant\n")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     stream = _bool(body.get("stream", False), "stream")
-    stream_options = body.get("stream_options") or {}
+    stream_options = body.get("stream_options")
+    stream_options = {} if stream_options is None else stream_options
     if not isinstance(stream_options, dict):
         raise RequestError("stream_options must be an object", param="stream_options")
     include_usage = _bool(stream_options.get("include_usage", False), "stream_options.include_usage")
@@ -95,10 +96,15 @@ def parse_generate(body: Any, max_new_tokens_default: int) -> GenerationInput:
         items.extend(MMItem.image(s) for s in sources)
     video_data = body.get("video_data")
     if video_data is not None:
-        videos = video_data if video_data and isinstance(video_data[0], list) else [video_data]
+        if not isinstance(video_data, list) or not video_data:
+            raise RequestError(
+                "'video_data' must be a list of frame sources (or a list of such lists)", param="video_data"
+            )
+        videos = video_data if isinstance(video_data[0], list) else [video_data]
         for video in videos:
             items.append(MMItem.video(_frames(video, "video_data")))
-    sampling = body.get("sampling_params") or {}
+    sampling = body.get("sampling_params")
+    sampling = {} if sampling is None else sampling
     if not isinstance(sampling, dict):
         raise RequestError("'sampling_params' must be an object", param="sampling_params")
     stream = _bool(body.get("stream", False), "stream")

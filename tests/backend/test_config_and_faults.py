@@ -1,0 +1,63 @@
+"""Command-line parsing and rehearsal fault settings (no servers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.config import parse_config
+from backend.faults import FaultSettings, FaultSettingsError
+
+BASE = ["--model-path", "m", "--port", "30001"]
+
+
+def test_defaults_follow_upstream():
+    cfg = parse_config([*BASE, "--tp-size", "4"])
+    assert cfg.mm_input_mode == "per_rank"  # sglang 0.5.23's default
+    assert cfg.served_model_name == "m" and cfg.cpu_cores == 4.0 and not cfg.enable_metrics
+    assert cfg.faults == FaultSettings()
+
+
+def test_broadcast_flag_is_the_per_request_alias_and_conflicts_are_refused(capsys):
+    assert parse_config([*BASE, "--enable-broadcast-mm-inputs-process"]).mm_input_mode == "per_request"
+    cfg = parse_config([*BASE, "--enable-broadcast-mm-inputs-process", "--mm-input-mode", "per_request"])
+    assert cfg.mm_input_mode == "per_request"
+    with pytest.raises(SystemExit):
+        parse_config([*BASE, "--enable-broadcast-mm-inputs-process", "--mm-input-mode", "batched"])
+    assert "conflicts with --mm-input-mode batched" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--tp-size", "0"], "--tp-size"),
+        (["--cpu-cores", "0"], "--cpu-cores"),
+        (["--step-cost-ms", "-1"], "--step-cost-ms"),
+        (["--max-running-requests", "0"], "--max-running-requests"),
+        (["--mm-input-mode", "fastest"], "--mm-input-mode"),
+        (["--fault-error-ratio", "1.5"], "error_ratio"),
+        (["--fault-leak-kib-per-request", "-3"], "leak_kib_per_request"),
+    ],
+)
+def test_bad_flags_exit_with_a_message_naming_them(flags, named, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_config([*BASE, *flags])
+    assert exc.value.code == 2
+    assert named in capsys.readouterr().err
+
+
+def test_fault_updates_validate_and_keep_the_rest():
+    faults = FaultSettings(extra_latency_ms=5).updated({"leak_kib_per_request": 64})
+    assert faults.as_dict() == {
+        "leak_kib_per_request": 64, "extra_latency_ms": 5, "error_ratio": 0.0, "cpu_burn_ms": 0.0,
+    }  # fmt: skip
+    with pytest.raises(FaultSettingsError, match="unknown fault field.*'leak'"):
+        faults.updated({"leak": 1})
+    with pytest.raises(FaultSettingsError, match="'error_ratio' must be within"):
+        faults.updated({"error_ratio": 1.01})
+    with pytest.raises(FaultSettingsError, match="'cpu_burn_ms' must be a finite number"):
+        faults.updated({"cpu_burn_ms": "10"})
+    with pytest.raises(FaultSettingsError, match="'extra_latency_ms' must be a finite number"):
+        faults.updated({"extra_latency_ms": float("nan")})
+    with pytest.raises(FaultSettingsError, match="must be a JSON object"):
+        faults.updated([1])
+    assert faults.extra_latency_ms == 5  # a refused update changed nothing
