@@ -227,6 +227,8 @@ class LoadRuntime:
 
     def _fire_locust_request(self, record: dict[str, Any]) -> None:
         """Live numbers in Locust's UI: one request per stream, response time = end-to-end."""
+        if record["error_kind"] == "cancelled":
+            return  # cut off by the stop, says nothing about the server
         exception = None if record["ok"] else RuntimeError(f"{record['error_kind']}: {record['error']}")
         self.env.events.request.fire(
             request_type="POST",

@@ -238,3 +238,34 @@ def test_python_m_loadtest_help_lists_every_option():
     ):
         assert flag in out
     assert "LOCUST_RATE" in out and "--headless" in out
+
+
+def test_requests_outlasting_the_drain_are_recorded_as_cancelled_not_failed(tmp_path):
+    jsonl = tmp_path / "out" / "requests.jsonl"
+    with stub_server("--tokens", "20", "--itl-ms", "200") as url:  # 4 s streams
+        proc = start_locust(
+            [
+                "--headless",
+                "--host",
+                url,
+                "--rate",
+                "5",
+                "--drain-timeout",
+                "0.5",
+                *LOOSE,
+                *outputs(tmp_path),
+            ],
+            tmp_path / "run.log",
+        )
+        try:
+            time.sleep(6)
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()
+        finally:
+            stop(proc)
+    assert proc.returncode == 0, (tmp_path / "run.log").read_text()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    records = read_jsonl(jsonl)
+    cancelled = [r for r in records if r["error_kind"] == "cancelled"]
+    assert cancelled and all(r["status"] == 200 and not r["ok"] for r in cancelled)
+    assert summary["arms"]["all"]["cancelled"] == len(cancelled)
+    assert summary["arms"]["all"]["failed"] == 0
