@@ -8,7 +8,9 @@ with `torch.save`. Every rank builds the same batches from the scenario name alo
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -126,4 +128,12 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except BaseException:
+        # Print the failure and leave at once: a normal exit would first wait on the gloo store's teardown.
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    sys.exit(code)
