@@ -445,7 +445,7 @@ class _NativeFormat(_Format):
     def _obj(
         self, rid: str, tokens: list[int], prompt_tokens: int, finished: bool, e2e: float | None
     ) -> dict:
-        meta = {
+        meta: dict[str, object] = {
             "id": rid,
             "finish_reason": {"type": "length", "length": len(tokens)} if finished else None,
             "prompt_tokens": prompt_tokens,

@@ -250,7 +250,6 @@ def rank_main(cfg: RankConfig) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [rank {cfg.rank}] %(levelname)s %(message)s")
-    failure_push = None
     try:
         dist.init_process_group(
             "gloo",
@@ -280,7 +279,7 @@ def rank_main(cfg: RankConfig) -> None:
     except BaseException as exc:
         log.exception("rank %d failed", cfg.rank)
         # Tell the front directly (any rank may fail), so it fails health instead of hanging.
-        ctx = zmq.Context.instance()
+        ctx: zmq.Context = zmq.Context.instance()
         failure_push = ctx.socket(zmq.PUSH)
         failure_push.connect(cfg.rank0_to_front)
         failure_push.send_pyobj(RankFailed(cfg.rank, f"{type(exc).__name__}: {exc}"))
