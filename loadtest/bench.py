@@ -107,7 +107,7 @@ def _self_cpu() -> float:
 
 
 def run_locust(
-    url: str, work: Workload, duration_s: float, workdir: Path, extra: list[str] = ()
+    url: str, work: Workload, duration_s: float, workdir: Path, extra: tuple[str, ...] = ()
 ) -> tuple[dict, list]:
     jsonl, summary = workdir / "requests.jsonl", workdir / "summary.json"
     command = [
@@ -243,7 +243,7 @@ def _poll_ttft(url: str, stop: threading.Event, increments: list[float]) -> None
 def ttft_vs_backend(duration_s: float) -> list[Row]:
     """Constant 2 req/s so requests never overlap; each increment of the server's TTFT count is one request."""
     work = Workload(rate=2, arrival="constant", image_sizes="448x448", max_tokens=8, model="bench-vlm")
-    rows = []
+    rows: list[Row] = []
     try:
         context = backend()
         url = context.__enter__()

@@ -69,9 +69,11 @@ class LoadRuntime:
 
     def __init__(self, environment: Environment) -> None:
         self.env = environment
-        self.runner = environment.runner
-        self.is_master = isinstance(self.runner, MasterRunner)
-        self.is_worker = isinstance(self.runner, WorkerRunner)
+        # Local, master and worker runners expose different APIs (clients, worker_index, messages).
+        runner: Any = environment.runner
+        self.runner = runner
+        self.is_master = isinstance(runner, MasterRunner)
+        self.is_worker = isinstance(runner, WorkerRunner)
         self.lock = gevent.lock.RLock()
         self.active = False
         self.config: LoadConfig | None = None
@@ -91,9 +93,9 @@ class LoadRuntime:
         events.test_stop.add_listener(self.on_test_stop)
         events.quitting.add_listener(self.on_quitting)
         if self.is_master:
-            self.runner.register_message(MSG_RECORDS, self.on_worker_records)
+            runner.register_message(MSG_RECORDS, self.on_worker_records)
         if self.is_worker:
-            self.runner.register_message(MSG_FINISH, self.on_finish_request, concurrent=True)
+            runner.register_message(MSG_FINISH, self.on_finish_request, concurrent=True)
         if not self.is_worker:
             self._validate_inputs_or_exit()
 
@@ -167,8 +169,9 @@ class LoadRuntime:
         workers = runner.clients.ready + runner.clients.running + runner.clients.spawning
         indexes = sorted(runner.get_worker_index(node.id) for node in workers)
         # Shipped to the workers inside the spawn message's options.
-        self.env.parsed_options.vlm_worker_indexes = indexes
-        self.env.parsed_options.vlm_start_at = time.time() + config.values["start_delay"]
+        options: Any = self.env.parsed_options
+        options.vlm_worker_indexes = indexes
+        options.vlm_start_at = time.time() + config.values["start_delay"]
         self.expected = set(range(len(indexes)))
         self.summary = RunSummary(config.values, config.nominal_rate, config.slo)
         if not self._open_writer(config):
@@ -186,7 +189,7 @@ class LoadRuntime:
         return True
 
     def _start_worker(self, config: LoadConfig, target: Target) -> None:
-        options = self.env.parsed_options
+        options: Any = self.env.parsed_options
         indexes = list(getattr(options, "vlm_worker_indexes", []))
         my_index = self.runner.worker_index
         if my_index not in indexes:
