@@ -258,7 +258,8 @@ def rank_main(cfg: RankConfig) -> None:
             world_size=cfg.tp_size,
             timeout=timedelta(minutes=30),
         )
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        # One GPU per rank where there are enough (as sglang places TP ranks); the CPU otherwise.
+        device = f"cuda:{cfg.rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
         compute = StepCompute(cfg.step_cost_ms, device=device)
         # Collective for the batched and sharded modes (they probe for shared memory between ranks).
         mm = make_strategy(cfg.mm_input_mode, group=dist.group.WORLD)
