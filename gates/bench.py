@@ -25,7 +25,10 @@ import numpy as np
 
 from gates import judge as J
 from gates import stats
+from gates.config import load_gate_file
 from gates.synthetic import MIB, SGLANG_E2E_BUCKETS, LatencyModel, MemoryModel, tail_stretch
+
+DEFAULT_GATES = {g.name: g for g in load_gate_file(None, profile="local").gates}  # judged as shipped
 
 
 @dataclass(frozen=True)
@@ -58,25 +61,22 @@ def _histogram(samples_s: np.ndarray) -> tuple[list[float], list[float]]:
     return bounds, counts
 
 
-def judge_p99(baseline_s: np.ndarray, canary_s: np.ndarray, source: str, confidence: float = 0.95) -> str:
-    """Verdict of the relative P99 check (max_ratio 1.10, min 300 samples) as the latency gate judges it."""
+def judge_p99(baseline_s: np.ndarray, canary_s: np.ndarray, source: str) -> str:
+    """Verdict of the relative P99 check, with the default `latency_e2e_p99` gate's parameters."""
+    p, confidence = DEFAULT_GATES["latency_e2e_p99"].params, DEFAULT_GATES["latency_e2e_p99"].confidence
+    q = float(p["quantile"])
+    arms = (("baseline", baseline_s), ("canary", canary_s))
     if source == "loadtest":
-        est = {
-            a: stats.harrell_davis_quantile(x, 0.99, confidence)
-            for a, x in (("baseline", baseline_s), ("canary", canary_s))
-        }
+        est = {a: stats.harrell_davis_quantile(x, q, confidence) for a, x in arms}
     else:
-        est = {
-            a: stats.histogram_quantile(*_histogram(x), 0.99, confidence)
-            for a, x in (("baseline", baseline_s), ("canary", canary_s))
-        }
+        est = {a: stats.histogram_quantile(*_histogram(x), q, confidence) for a, x in arms}
     return J.judge_latency_quantile(
         est,
-        quantile=0.99,
+        quantile=q,
         arms=["canary"],
         max_seconds=None,
-        max_ratio=1.10,
-        min_samples=300,
+        max_ratio=float(p["max_ratio"]),
+        min_samples=int(p["min_samples"]),
         confidence=confidence,
     ).verdict
 
@@ -92,25 +92,69 @@ def p99_trial(rng: np.random.Generator, *, model: LatencyModel, n: int, source: 
     return judge_p99(baseline, canary, source)
 
 
+def counts_trial(
+    rng: np.random.Generator,
+    *,
+    error_rate: float,
+    served_fraction: float,
+    offered_rps: float = 8.0,
+    weights: tuple[float, float] = (90.0, 10.0),
+    window_s: float = 600.0,
+) -> str:
+    """One window of the count gates: Poisson arrivals split by weight, each failing with `error_rate`; the
+    canary serves `served_fraction` of its arrivals. Verdict: worst of error rate and throughput."""
+    w = {"baseline": weights[0], "canary": weights[1]}
+    arrivals = {a: float(rng.poisson(offered_rps * w[a] / 100 * window_s)) for a in w}
+    served = {
+        "baseline": arrivals["baseline"],
+        "canary": float(rng.binomial(int(arrivals["canary"]), served_fraction)),
+    }
+    errors = {a: float(rng.binomial(int(served[a]), error_rate)) for a in w}
+    err, thr = DEFAULT_GATES["error_rate"], DEFAULT_GATES["throughput"]
+    verdicts = [
+        J.judge_error_rate(
+            errors,
+            served,
+            arms=["canary"],
+            max_rate=float(err.params["max"]),
+            min_samples=int(err.params["min_samples"]),
+            confidence=err.confidence,
+        ).verdict,
+        J.judge_throughput(
+            served,
+            window_s=window_s,
+            weights=w,
+            offered_rps=offered_rps,
+            min_offered_fraction=float(thr.params["min_offered_fraction"]),
+            max_share_drop=float(thr.params["max_share_drop"]),
+            min_samples=int(thr.params["min_samples"]),
+            confidence=thr.confidence,
+        ).verdict,
+    ]
+    return J.combine([(v, v) for v in verdicts])[0]
+
+
 def judge_leak(
     rng: np.random.Generator,
     canary_leak_mib_per_min: float,
     window_s: float = 600.0,
-    step_s: float = 10.0,
-    confidence: float = 0.98,
     amplitude_mib: tuple[float, float] = (4.0, 8.0),
 ) -> str:
-    """Verdict of the memory-leak judge on one window of sawtooth memory (the gate's defaults)."""
-    t = np.arange(0.0, window_s + 1e-9, step_s)
+    """Verdict of the memory-leak judge on one window of sawtooth memory, with the default gate's parameters."""
+    gate = DEFAULT_GATES["memory_leak"]
+    t = np.arange(0.0, window_s + 1e-9, float(gate.params["step_seconds"]))
     amplitude = (amplitude_mib[0] * MIB, amplitude_mib[1] * MIB)
     flat = MemoryModel(amplitude_bytes=amplitude)
     leaking = MemoryModel(leak_bytes_per_s=canary_leak_mib_per_min * MIB / 60.0, amplitude_bytes=amplitude)
     slopes = {
-        "baseline": stats.robust_slope(t, flat.sample(rng, t), confidence),
-        "canary": stats.robust_slope(t, leaking.sample(rng, t), confidence),
+        "baseline": stats.robust_slope(t, flat.sample(rng, t), gate.confidence),
+        "canary": stats.robust_slope(t, leaking.sample(rng, t), gate.confidence),
     }
     return J.judge_memory_leak(
-        slopes, floor_bytes_per_s=MIB / 60.0, min_points=20, confidence=confidence
+        slopes,
+        floor_bytes_per_s=float(gate.params["floor_bytes_per_minute"]) / 60.0,
+        min_points=int(gate.params["min_points"]),
+        confidence=gate.confidence,
     ).verdict
 
 
@@ -193,6 +237,39 @@ def run_benchmark(
                 None,
             )
         )
+    rows.append(
+        _run(
+            "A/A counts false fail (0.05% errors, ~480 canary req)",
+            "prometheus",
+            windows,
+            partial(counts_trial, error_rate=0.0005, served_fraction=1.0),
+            seed + 5,
+            "<= 1%",
+            lambda x: x <= 0.01,
+        )
+    )
+    rows.append(
+        _run(
+            "canary serves 85% of offered, detected",
+            "prometheus",
+            windows,
+            partial(counts_trial, error_rate=0.0, served_fraction=0.85),
+            seed + 6,
+            "informative",
+            None,
+        )
+    )
+    rows.append(
+        _run(
+            "canary 2% errors, detected",
+            "prometheus",
+            windows,
+            partial(counts_trial, error_rate=0.02, served_fraction=1.0),
+            seed + 7,
+            "informative",
+            None,
+        )
+    )
     rows.append(
         _run(
             "1 MiB/min leak detected (10 min)",

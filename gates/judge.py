@@ -1,8 +1,11 @@
 """Judging: numbers per arm in, a verdict with its reason out. Pure functions, no fetching.
 
 Decision rules (docs/gates.md explains them):
-- absolute bounds (CPU, P99 seconds, error rate) compare the arm's point estimate with the bound;
-  the interval is recorded so a reader sees how sure the estimate is;
+- CPU compares the arm's utilisation over the window with the bound (a rate over a window, no
+  sampling noise to speak of);
+- count-based bounds (error rate, share of requests above the P99 bound, a P99 estimate) fail when the
+  estimate is beyond the bound and its interval excludes the bound, so a few unlucky requests in a
+  small window do not revert a good build;
 - relative comparisons (canary vs baseline) fail only when the estimate is beyond the tolerance
   *and* the interval excludes "no difference", so noise alone does not revert a good build;
 - anything missing, NaN or resting on too few samples is `inconclusive`, never `pass`.
@@ -125,32 +128,32 @@ def judge_latency_quantile(
             v = estimates[arm].value
             if exceedance is not None and arm in exceedance:
                 above, total = exceedance[arm]
-                share = above / total if total > 0 else float("nan")
-                values[f"{arm}_share_above_max"] = share
-                if not _finite(share):
+                share = stats.binomial_proportion(above, total, confidence)
+                values[f"{arm}_share_above_max"] = share.value
+                ci[f"{arm}_share_above_max"] = [share.low, share.high]
+                text = (
+                    f"{arm}: {share.value:.2%} of requests above {max_seconds * 1000:.0f} ms "
+                    f"(CI {share.low:.2%}-{share.high:.2%}; interpolated {label} {v * 1000:.1f} ms)"
+                )
+                if not _finite(share.value):
                     parts.append((INCONCLUSIVE, f"{arm}: no requests counted"))
-                elif share > 1 - quantile:
-                    parts.append(
-                        (
-                            FAIL,
-                            f"{arm}: {share:.2%} of requests above {max_seconds * 1000:.0f} ms, so "
-                            f"{label} is above it (interpolated {label} {v * 1000:.1f} ms)",
-                        )
-                    )
+                elif share.value > 1 - quantile and share.low > 1 - quantile:
+                    parts.append((FAIL, f"{text}: {label} significantly above the bound"))
+                elif share.value > 1 - quantile:
+                    parts.append((PASS, f"{text}: above {1 - quantile:.0%} but not significantly"))
                 else:
-                    parts.append(
-                        (
-                            PASS,
-                            f"{arm}: {share:.2%} of requests above {max_seconds * 1000:.0f} ms, "
-                            f"{label} within it (interpolated {label} {v * 1000:.1f} ms)",
-                        )
-                    )
+                    parts.append((PASS, f"{text}: {label} within the bound"))
             elif not _finite(v):
                 parts.append((INCONCLUSIVE, f"{arm}: {label} not estimable"))
-            elif v > max_seconds:
-                parts.append((FAIL, f"{arm}: {label} {v * 1000:.1f} ms above {max_seconds * 1000:.0f} ms"))
             else:
-                parts.append((PASS, f"{arm}: {label} {v * 1000:.1f} ms within {max_seconds * 1000:.0f} ms"))
+                e = estimates[arm]
+                text = f"{arm}: {label} {v * 1000:.1f} ms (CI {e.low * 1000:.1f}-{e.high * 1000:.1f})"
+                if v > max_seconds and e.low > max_seconds:
+                    parts.append((FAIL, f"{text} significantly above {max_seconds * 1000:.0f} ms"))
+                elif v > max_seconds:
+                    parts.append((PASS, f"{text} above {max_seconds * 1000:.0f} ms but not significantly"))
+                else:
+                    parts.append((PASS, f"{text} within {max_seconds * 1000:.0f} ms"))
     if max_ratio is not None and compare:
         r = stats.quantile_ratio(estimates["canary"], estimates["baseline"], confidence)
         values["ratio"] = r.ratio
@@ -300,20 +303,15 @@ def judge_error_rate(
             parts.append((INCONCLUSIVE, f"{arm}: too few requests ({_fmt(n or 0)} < {min_samples})"))
         elif values.get(arm) is None:
             parts.append((INCONCLUSIVE, f"{arm}: no error count"))
-        elif values[arm] > max_rate:
-            parts.append(
-                (
-                    FAIL,
-                    f"{arm}: error rate {values[arm]:.3%} above {max_rate:.3%} ({_fmt(errors[arm])} of {_fmt(n)})",
-                )
-            )
         else:
-            parts.append(
-                (
-                    PASS,
-                    f"{arm}: error rate {values[arm]:.3%} within {max_rate:.3%} ({_fmt(errors[arm])} of {_fmt(n)})",
-                )
-            )
+            lo, hi = ci[arm]
+            text = f"{arm}: error rate {values[arm]:.3%} (CI {lo:.3%}-{hi:.3%}; {_fmt(errors[arm])} of {_fmt(n)})"
+            if values[arm] > max_rate and lo > max_rate:
+                parts.append((FAIL, f"{text} significantly above {max_rate:.3%}"))
+            elif values[arm] > max_rate:
+                parts.append((PASS, f"{text} above {max_rate:.3%} but not significantly"))
+            else:
+                parts.append((PASS, f"{text} within {max_rate:.3%}"))
     verdict, reason = combine(parts)
     return Judgement(
         verdict, reason, values, {"max": max_rate, "min_samples": min_samples}, ci, dict(requests)

@@ -49,6 +49,9 @@ def test_latency_absolute_bound_by_counting_requests_above_it():
     assert J.judge_latency_quantile(est, exceedance={"canary": (20.0, 1000.0)}, **args).verdict == "fail"
     assert J.judge_latency_quantile(est, exceedance={"canary": (5.0, 1000.0)}, **args).verdict == "pass"
     assert J.judge_latency_quantile({"canary": q(0.65)}, **args).verdict == "fail"
+    near = J.judge_latency_quantile(est, exceedance={"canary": (6.0, 400.0)}, **args)  # 1.5% of 400: noise
+    assert near.verdict == "pass" and "not significantly" in near.reason
+    assert J.judge_latency_quantile({"canary": q(0.62, se=0.05)}, **args).verdict == "pass"
 
 
 def test_throughput_poisson_noise_passes_and_a_real_shortfall_fails():
@@ -81,6 +84,8 @@ def test_error_rate_bound_and_sample_floor():
     assert J.judge_error_rate({"canary": 0.0}, {"canary": 1000.0}, **args).verdict == "pass"
     bad = J.judge_error_rate({"canary": 5.0}, {"canary": 1000.0}, **args)
     assert bad.verdict == "fail" and bad.ci["canary"][0] > 0
+    unlucky = J.judge_error_rate({"canary": 1.0}, {"canary": 400.0}, **args)  # 0.25%, but one request
+    assert unlucky.verdict == "pass" and "not significantly" in unlucky.reason
     assert J.judge_error_rate({"canary": 0.0}, {"canary": 100.0}, **args).verdict == "inconclusive"
     assert J.judge_error_rate({"canary": None}, {"canary": 1000.0}, **args).verdict == "inconclusive"
 
