@@ -38,6 +38,23 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    cluster = parser.add_argument_group("cluster (Kubernetes with the chart installed; local when not given)")
+    cluster.add_argument(
+        "--kube-namespace",
+        default=os.environ.get("ROLLOUT_NAMESPACE"),
+        help="namespace of the release (env ROLLOUT_NAMESPACE)",
+    )
+    cluster.add_argument(
+        "--release",
+        default=os.environ.get("ROLLOUT_RELEASE"),
+        help="helm release of the chart (env ROLLOUT_RELEASE)",
+    )
+    cluster.add_argument(
+        "--kube-context", default=None, help="kubeconfig context (default: in-cluster or current)"
+    )
+    cluster.add_argument(
+        "--prometheus-url", default=None, help="the cluster's Prometheus (env ROLLOUT_PROMETHEUS_URL)"
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -125,9 +142,49 @@ def _arm_spec(args: argparse.Namespace, arm: str) -> ArmSpec:
     )
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from rollout.runner import LocalRunOptions, run_local
+def _cluster_target(args: argparse.Namespace):
+    """The cluster to act on, or None for the local stack."""
+    if not args.release and not args.kube_namespace:
+        return None
+    if not (args.release and args.kube_namespace):
+        raise ValueError("a cluster rollout needs both --kube-namespace and --release")
+    from rollout.cluster import ClusterTarget
 
+    return ClusterTarget.resolve(
+        namespace=args.kube_namespace,
+        release=args.release,
+        context=args.kube_context,
+        prometheus_url=args.prometheus_url,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rollout.runner import ClusterRunOptions, LocalRunOptions, run_cluster, run_local
+
+    target = _cluster_target(args)
+    gate_file = args.gate_file or (
+        Path(os.environ["ROLLOUT_GATES_CONFIG"]) if os.environ.get("ROLLOUT_GATES_CONFIG") else None
+    )
+    if target is not None:
+        profile = get_profile(args.profile).with_overrides(
+            steps=args.steps,
+            bake_s=args.bake,
+            interval_s=args.interval,
+            request_rate=args.rate,
+            max_inconclusive=args.max_inconclusive,
+            seed=args.seed,
+        )
+        cluster_state = run_cluster(
+            ClusterRunOptions(
+                profile=profile,
+                target=target,
+                reports_dir=args.reports_dir,
+                gate_file=gate_file,
+                hooks=load_hooks(args.hooks),
+            ),
+            say=lambda line: print(line, flush=True),
+        )
+        return EXIT.get(cluster_state.outcome or "", 2)
     profile = get_profile(args.profile).with_overrides(
         steps=args.steps,
         bake_s=args.bake,
@@ -141,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         reports_dir=args.reports_dir,
         arms={arm: _arm_spec(args, arm) for arm in ("baseline", "canary")},
-        gate_file=args.gate_file,
+        gate_file=gate_file,
         hooks=load_hooks(args.hooks),
         keep_stack=args.keep_stack,
     )
@@ -149,12 +206,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT.get(state.outcome or "", 2)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from rollout.state import FileStateStore
+def _store(args: argparse.Namespace):
+    from rollout.state import ConfigMapStateStore, FileStateStore
 
-    state = FileStateStore(args.state_dir).load()
+    target = _cluster_target(args)
+    if target is None:
+        return FileStateStore(args.state_dir), None
+    return ConfigMapStateStore(
+        namespace=target.namespace, name=target.state_configmap, context=target.context
+    ), target
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store, _ = _store(args)
+    state = store.load()
     if state is None:
-        print(f"no rollout recorded in {args.state_dir}")
+        print(f"no rollout recorded in {store.describe()}")
         return 0
     if args.json:
         print(json.dumps(state.to_dict(), indent=1, default=str))
@@ -183,8 +250,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from rollout.runner import rollback_command, whoami
+    from rollout.runner import cluster_rollback_command, rollback_command, whoami
 
+    store, target = _store(args)
+    if target is not None:
+        cluster_rollback_command(
+            store=store,
+            target=target,
+            who=args.who or whoami(),
+            reason=args.reason,
+            say=lambda line: print(line, flush=True),
+        )
+        return 0
     rollback_command(
         state_dir=args.state_dir,
         reports_dir=args.reports_dir,

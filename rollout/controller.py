@@ -53,6 +53,7 @@ def rollback_locked(
     reason: str,
     outcome: Phase,
     now: float,
+    context: dict[str, Any] | None = None,
 ) -> RolloutState | None:
     """Restore 100% baseline and record who and why. The caller holds the store's lock and saves.
 
@@ -79,8 +80,7 @@ def rollback_locked(
             state, phase=outcome, outcome=outcome.value, reason=reason, decided_by=who, finished_at=now
         )
     if changed:
-        context = _hook_context(state, reason=reason)
-        for result in run_hooks(hooks, "rollback", context):
+        for result in run_hooks(hooks, "rollback", _hook_context(state, reason=reason, **(context or {}))):
             state = state.with_event(now, "hook", step=state.step_index, **result.as_dict())
     return state
 
@@ -105,6 +105,7 @@ class RolloutController:
         hooks: tuple[Hook, ...] = (),
         clock: Callable[[], float] = time.time,
         progress: Progress = _quiet,
+        hook_context: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.router = router
@@ -112,6 +113,7 @@ class RolloutController:
         self.hooks = hooks
         self.clock = clock
         self.progress = progress
+        self.hook_context = dict(hook_context or {})  # e.g. the arms' URLs, for rehearsal hooks
 
     def load(self) -> RolloutState:
         state = self.store.load()
@@ -221,7 +223,7 @@ class RolloutController:
         return state
 
     def _run_step_hooks(self, state: RolloutState, kind: str, now: float) -> RolloutState:
-        results = run_hooks(self.hooks, kind, _hook_context(state))
+        results = run_hooks(self.hooks, kind, _hook_context(state, **self.hook_context))
         for result in results:
             state = state.with_event(now, "hook", step=state.step_index, **result.as_dict())
         state = state.with_event(now, "hook-done", hook=kind, step=state.step_index)

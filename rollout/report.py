@@ -63,6 +63,33 @@ LOCAL_PANELS = (
 )
 
 
+# In Kubernetes the arm comes from the pod label relabelled by the chart's monitors; CPU and memory from
+# cAdvisor (`container!=""` drops the pod-level aggregate).
+KUBERNETES_PANELS = (
+    LOCAL_PANELS[0],
+    LOCAL_PANELS[1],
+    Panel(
+        "CPU used (cores)",
+        "cores",
+        'sum by (arm) (label_replace(rate(container_cpu_usage_seconds_total{container!="",container!="POD"}[1m]),'
+        ' "arm", "$1", "pod", ".*-(baseline|canary)-.*"))',
+    ),
+    Panel(
+        "Working-set memory",
+        "MiB",
+        'sum by (arm) (label_replace(container_memory_working_set_bytes{container!="",container!="POD"},'
+        ' "arm", "$1", "pod", ".*-(baseline|canary)-.*"))',
+        1 / 2**20,
+    ),
+    Panel("Requests per second", "req/s", "sum by (arm) (rate(sglang:num_requests_total[1m]))"),
+    Panel(
+        "Aborted requests per second",
+        "req/s",
+        "sum by (arm) (rate(sglang:num_aborted_requests_total[1m]))",
+    ),
+)
+
+
 def query_range(prometheus_url: str, query: str, start: float, end: float, step_s: float) -> dict[str, list]:
     """arm -> [(t, value), ...]; raises OSError/ValueError when Prometheus cannot answer."""
     params = urllib.parse.urlencode({"query": query, "start": start, "end": end, "step": step_s})
@@ -244,6 +271,8 @@ def plot_timeline(decision: dict[str, Any], timeline: dict[str, Any], panels: tu
                 va="center",
                 color="#888888",
             )
+        if panel.unit != "MiB":
+            ax.set_ylim(bottom=0)
         ax.set_ylabel(panel.unit)
         ax.set_title(panel.title, fontsize=10, loc="left")
         ax.grid(alpha=0.3)
@@ -251,8 +280,6 @@ def plot_timeline(decision: dict[str, Any], timeline: dict[str, Any], panels: tu
             ax.axvline(step["started_at"] - t0, color="#888888", linestyle="--", linewidth=0.8)
         if decision["finished_at"] is not None:
             ax.axvline(decision["finished_at"] - t0, color=outcome_color, linewidth=2)
-        if series:
-            ax.legend(loc="upper left", fontsize=8)
     top = axes[0]
     for step in decision["steps"]:
         top.annotate(
@@ -278,7 +305,9 @@ def plot_timeline(decision: dict[str, Any], timeline: dict[str, Any], panels: tu
         )
     axes[-1].set_xlabel("seconds since rollout start (dashed: step starts; solid: final decision)")
     fig.suptitle(f"Rollout {decision['run_id']}: {decision['outcome']}", fontsize=12)
-    fig.tight_layout()
+    handles = [plt.Line2D([], [], color=colors[arm], label=arm) for arm in ("baseline", "canary")]
+    fig.legend(handles=handles, loc="upper right", ncol=2, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)

@@ -185,7 +185,17 @@ def run_local(options: LocalRunOptions, *, say: Callable[[str], None] = print) -
             loadtest_samples=stack.requests_jsonl,
         )
         controller = RolloutController(
-            store=store, router=router, gates=gates, hooks=options.hooks, progress=progress.event
+            store=store,
+            router=router,
+            gates=gates,
+            hooks=options.hooks,
+            progress=progress.event,
+            hook_context={
+                "baseline_url": stack.arms["baseline"]["url"],
+                "canary_url": stack.arms["canary"]["url"],
+                "router_url": stack.router_url,
+                "prometheus_url": stack.prometheus_url,
+            },
         )
         try:
             state = drive(controller, progress, stop)
@@ -271,3 +281,96 @@ def down_command(*, state_dir: Path, say: Callable[[str], None] = print) -> None
 
         say(f"stopping router (pid {process.pid})")
         terminate(process)
+
+
+@dataclass(frozen=True)
+class ClusterRunOptions:
+    profile: Profile
+    target: Any  # rollout.cluster.ClusterTarget
+    reports_dir: Path
+    gate_file: Path | None = None
+    hooks: tuple[Hook, ...] = ()
+
+
+def run_cluster(options: ClusterRunOptions, *, say: Callable[[str], None] = print) -> RolloutState:
+    """The same plan against a cluster: HTTPRoute weights, state in the chart's ConfigMap, the cluster's
+    Prometheus. Resumes when the ConfigMap holds a rollout that is not finished (e.g. the Job's pod was
+    replaced). On revert or abort the canary Deployment is scaled to zero."""
+    from rollout import kube
+    from rollout.report import KUBERNETES_PANELS
+    from rollout.routers.httproute import HTTPRouteRouter
+    from rollout.state import ConfigMapStateStore
+
+    target = options.target
+    store = ConfigMapStateStore(
+        namespace=target.namespace, name=target.state_configmap, context=target.context
+    )
+    router = HTTPRouteRouter(
+        namespace=target.namespace,
+        route=target.route,
+        services={"baseline": target.baseline_service, "canary": target.canary_service},
+        context=target.context,
+    )
+    progress = TerminalProgress(say)
+    stop = _stop_event_on_signals()
+    existing = store.load()
+    if existing is not None and not existing.phase.terminal:
+        say(f"resuming rollout {existing.run_id} at step {existing.step_index + 1}")
+        state = existing
+    else:
+        run_id = new_run_id()
+        state = new_state(
+            run_id=run_id,
+            profile=options.profile,
+            router=router,
+            stack={"kind": "kubernetes", "namespace": target.namespace, "release": target.release},
+            now=time.time(),
+        )
+        store.save(state)
+        say(
+            f"rollout {run_id} on {target.namespace}/{target.route}: steps {list(options.profile.steps)}% canary"
+        )
+    config = load_gate_config(options.gate_file, gate_profile="kubernetes")
+    gates = PrometheusGates(config=config, prometheus_url=target.prometheus_url, offered_rps=None)
+    controller = RolloutController(
+        store=store, router=router, gates=gates, hooks=options.hooks, progress=progress.event
+    )
+    try:
+        state = drive(controller, progress, stop)
+    except _Interrupted:
+        state = controller.rollback(who=whoami(), reason="orchestrator interrupted (SIGINT/SIGTERM)") or state
+    if state.outcome in ("reverted", "aborted"):
+        kube.scale_deployment(
+            context=target.context, namespace=target.namespace, name=target.canary_deployment, replicas=0
+        )
+        say(f"scaled {target.canary_deployment} to 0")
+    timeline = collect_timeline(
+        target.prometheus_url, state.started_at, state.finished_at or time.time(), KUBERNETES_PANELS
+    )
+    run_dir = write_report(state, options.reports_dir, timeline=timeline, panels=KUBERNETES_PANELS)
+    say(f"{state.outcome}: {state.reason}\nreport: {run_dir}/report.html")
+    return state
+
+
+def cluster_rollback_command(
+    *, store: Any, target: Any, who: str, reason: str, say: Callable[[str], None] = print
+) -> RolloutState | None:
+    """`rollout rollback` against a cluster: route 100% to baseline, record who and why, scale the canary to 0."""
+    from rollout import kube
+
+    state = store.load()
+    if state is None:
+        raise RuntimeError(f"no rollout state in {store.describe()}: nothing to roll back")
+    router = router_from_description(state.router)
+    state = rollback_locked(
+        state, router=router, hooks=(), who=who, reason=reason, outcome=Phase.ABORTED, now=time.time()
+    )
+    assert state is not None
+    store.save(state)
+    kube.scale_deployment(
+        context=target.context, namespace=target.namespace, name=target.canary_deployment, replicas=0
+    )
+    say(
+        f"traffic: 100% baseline on HTTPRoute {target.namespace}/{target.route}; {target.canary_deployment} scaled to 0"
+    )
+    return state

@@ -137,3 +137,54 @@ def single_runner(directory: Path) -> Iterator[None]:
         except BlockingIOError:
             raise RuntimeError(f"another rollout is running on {directory} (run.lock held)") from None
         yield
+
+
+class ConfigMapStateStore:
+    """State in a ConfigMap the chart creates (key `state.json`), written with optimistic concurrency:
+    a save after someone else's write (e.g. a rollback from a laptop) fails instead of overwriting it,
+    and `advance()` simply runs again on the next interval from the newer state."""
+
+    KEY = "state.json"
+
+    def __init__(self, *, namespace: str, name: str, context: str | None = None, kube: Any = None) -> None:
+        if kube is None:
+            from rollout import kube as kube_module
+
+            kube = kube_module
+        self.kube = kube
+        self.namespace = namespace
+        self.name = name
+        self.context = context
+        self._version: str | None = None
+
+    def describe(self) -> str:
+        return f"ConfigMap {self.namespace}/{self.name}"
+
+    def load(self) -> RolloutState | None:
+        data, self._version = self.kube.get_configmap(
+            context=self.context, namespace=self.namespace, name=self.name
+        )
+        text = data.get(self.KEY)
+        if not text:
+            return None
+        try:
+            return RolloutState.from_dict(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{self.describe()}: unreadable rollout state: {exc}") from exc
+
+    def save(self, state: RolloutState) -> None:
+        if self._version is None:
+            self.load()
+        assert self._version is not None
+        text = json.dumps(state.to_dict(), default=str)
+        self._version = self.kube.replace_configmap_data(
+            context=self.context,
+            namespace=self.namespace,
+            name=self.name,
+            data={self.KEY: text},
+            resource_version=self._version,
+        )
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        yield  # concurrency is handled by resourceVersion on save

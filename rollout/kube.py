@@ -1,0 +1,120 @@
+"""Every Kubernetes API call the rollout makes, as a few keyword-only wrappers (the only module that
+imports the kubernetes client). Routers and state stores take an object with these functions, so their
+tests substitute this layer and never the HTTP client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+GATEWAY_VERSION = "v1"
+HTTPROUTES = "httproutes"
+
+
+class KubeError(RuntimeError):
+    """An API call failed; the message names the object and the API's reason."""
+
+
+class KubeConflict(KubeError):
+    """The object changed since it was read (resourceVersion mismatch)."""
+
+
+def _client(context: str | None) -> Any:
+    from kubernetes import client, config
+
+    try:
+        if context is None:
+            try:
+                config.load_incluster_config()
+                return client.ApiClient()
+            except config.ConfigException:
+                pass
+        return config.new_client_from_config(context=context)
+    except Exception as exc:  # the client raises several kinds for missing or bad kubeconfig
+        raise KubeError(f"cannot load Kubernetes config (context {context!r}): {exc}") from exc
+
+
+def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return fn(*args, **kwargs)
+    except ApiException as exc:
+        if exc.status == 409:
+            raise KubeConflict(f"{what}: conflict (changed since read)") from exc
+        raise KubeError(f"{what}: HTTP {exc.status} {exc.reason}: {str(exc.body)[:300]}") from exc
+    except OSError as exc:
+        raise KubeError(f"{what}: API server unreachable: {exc}") from exc
+
+
+def get_httproute(*, context: str | None, namespace: str, name: str) -> dict[str, Any]:
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(_client(context))
+    return _call(
+        f"get HTTPRoute {namespace}/{name}",
+        api.get_namespaced_custom_object,
+        GATEWAY_GROUP,
+        GATEWAY_VERSION,
+        namespace,
+        HTTPROUTES,
+        name,
+    )
+
+
+def json_patch_httproute(
+    *, context: str | None, namespace: str, name: str, operations: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """RFC 6902 patch (a list body is sent as application/json-patch+json); `test` ops guard the paths."""
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(_client(context))
+    return _call(
+        f"patch HTTPRoute {namespace}/{name}",
+        api.patch_namespaced_custom_object,
+        GATEWAY_GROUP,
+        GATEWAY_VERSION,
+        namespace,
+        HTTPROUTES,
+        name,
+        operations,
+    )
+
+
+def get_configmap(*, context: str | None, namespace: str, name: str) -> tuple[dict[str, str], str]:
+    """(data, resourceVersion)."""
+    from kubernetes import client
+
+    api = client.CoreV1Api(_client(context))
+    cm = _call(f"get ConfigMap {namespace}/{name}", api.read_namespaced_config_map, name, namespace)
+    return dict(cm.data or {}), str(cm.metadata.resource_version)
+
+
+def replace_configmap_data(
+    *, context: str | None, namespace: str, name: str, data: dict[str, str], resource_version: str
+) -> str:
+    """Write `data` if the ConfigMap is still at `resource_version`; returns the new version."""
+    from kubernetes import client
+
+    api = client.CoreV1Api(_client(context))
+    cm = _call(f"get ConfigMap {namespace}/{name}", api.read_namespaced_config_map, name, namespace)
+    cm.data = data
+    cm.metadata.resource_version = resource_version
+    done = _call(
+        f"update ConfigMap {namespace}/{name}", api.replace_namespaced_config_map, name, namespace, cm
+    )
+    return str(done.metadata.resource_version)
+
+
+def scale_deployment(*, context: str | None, namespace: str, name: str, replicas: int) -> None:
+    from kubernetes import client
+
+    api = client.AppsV1Api(_client(context))
+    _call(
+        f"scale Deployment {namespace}/{name}",
+        api.patch_namespaced_deployment_scale,
+        name,
+        namespace,
+        {"spec": {"replicas": replicas}},
+    )

@@ -1,0 +1,145 @@
+"""Gateway API HTTPRoute router: traffic weights are the `weight` of the two arms' backendRefs.
+
+The chart owns the route (backendRefs, the arm header filters); this router only patches weights, with
+RFC 6902 `test` operations so it never rewrites a route whose backendRefs moved under it. It verifies
+through the route's status: weights in the spec and every parent Accepted at the current generation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rollout.routers.base import ARMS, RouterUnavailable, WeightCheck, Weights
+
+
+class HTTPRouteRouter:
+    name = "httproute"
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        route: str,
+        services: dict[str, str],  # arm -> backendRef name (the arm's Service)
+        context: str | None = None,
+        kube: Any = None,
+    ) -> None:
+        missing = [arm for arm in ARMS if arm not in services]
+        if missing:
+            raise ValueError(f"HTTPRoute router needs a backendRef name for arm(s) {missing}")
+        if kube is None:
+            from rollout import kube as kube_module
+
+            kube = kube_module
+        self.kube = kube
+        self.namespace = namespace
+        self.route = route
+        self.services = dict(services)
+        self.context = context
+
+    def describe(self) -> dict:
+        return {
+            "kind": "httproute",
+            "namespace": self.namespace,
+            "route": self.route,
+            "services": self.services,
+            "context": self.context,
+        }
+
+    @classmethod
+    def from_description(cls, data: dict) -> HTTPRouteRouter:
+        return cls(
+            namespace=data["namespace"],
+            route=data["route"],
+            services=data["services"],
+            context=data.get("context"),
+        )
+
+    def _get(self) -> dict[str, Any]:
+        try:
+            return self.kube.get_httproute(context=self.context, namespace=self.namespace, name=self.route)
+        except Exception as exc:
+            raise RouterUnavailable(f"HTTPRoute {self.namespace}/{self.route}: {exc}") from exc
+
+    def _arm_refs(self, route: dict[str, Any]) -> list[tuple[int, int, str]]:
+        """(rule index, backendRef index, arm) for every backendRef naming an arm's Service."""
+        by_service = {svc: arm for arm, svc in self.services.items()}
+        found = []
+        for r, rule in enumerate(route.get("spec", {}).get("rules", []) or []):
+            for b, ref in enumerate(rule.get("backendRefs", []) or []):
+                arm = by_service.get(ref.get("name"))
+                if arm is not None:
+                    found.append((r, b, arm))
+        if not any(arm == "baseline" for _, _, arm in found):
+            raise RouterUnavailable(
+                f"HTTPRoute {self.namespace}/{self.route} has no backendRef named {self.services['baseline']!r}"
+            )
+        return found
+
+    def set_weights(self, baseline: int, canary: int) -> None:
+        weights = Weights(baseline=baseline, canary=canary)
+        route = self._get()
+        refs = self._arm_refs(route)
+        if canary > 0 and not any(arm == "canary" for _, _, arm in refs):
+            raise RouterUnavailable(
+                f"HTTPRoute {self.namespace}/{self.route} has no backendRef {self.services['canary']!r} to send {canary}% to"
+            )
+        operations: list[dict[str, Any]] = []
+        for r, b, arm in refs:
+            path = f"/spec/rules/{r}/backendRefs/{b}"
+            operations.append({"op": "test", "path": f"{path}/name", "value": self.services[arm]})
+            operations.append({"op": "add", "path": f"{path}/weight", "value": getattr(weights, arm)})
+        try:
+            self.kube.json_patch_httproute(
+                context=self.context, namespace=self.namespace, name=self.route, operations=operations
+            )
+        except Exception as exc:
+            raise RouterUnavailable(
+                f"HTTPRoute {self.namespace}/{self.route}: weights not set: {exc}"
+            ) from exc
+
+    def _spec_weights(self, route: dict[str, Any]) -> Weights:
+        seen: dict[str, set[int]] = {arm: set() for arm in ARMS}
+        rules = route.get("spec", {}).get("rules", [])
+        for r, b, arm in self._arm_refs(route):
+            seen[arm].add(int(rules[r]["backendRefs"][b].get("weight", 1)))
+        values = {}
+        for arm in ARMS:
+            if len(seen[arm]) > 1:
+                raise RouterUnavailable(
+                    f"HTTPRoute {self.namespace}/{self.route}: rules disagree on {arm} weight {sorted(seen[arm])}"
+                )
+            values[arm] = seen[arm].pop() if seen[arm] else 0
+        total = values["baseline"] + values["canary"]
+        if total == 0:
+            raise RouterUnavailable(f"HTTPRoute {self.namespace}/{self.route}: both arms have weight 0")
+        if total != 100:
+            # Gateway API weights are relative; express them as percent (exact for the usual 100 total).
+            canary = round(100 * values["canary"] / total)
+            return Weights.for_canary(canary)
+        return Weights(baseline=values["baseline"], canary=values["canary"])
+
+    def get_weights(self) -> Weights:
+        return self._spec_weights(self._get())
+
+    def verify_weights(self, expected: Weights) -> WeightCheck:
+        try:
+            route = self._get()
+            actual = self._spec_weights(route)
+        except RouterUnavailable:
+            return WeightCheck.UNKNOWN
+        if actual != expected:
+            return WeightCheck.DIFFERS
+        generation = route.get("metadata", {}).get("generation")
+        parents = route.get("status", {}).get("parents", []) or []
+        if not parents:
+            return WeightCheck.UNKNOWN  # no gateway controller has reported on this route (yet)
+        for parent in parents:
+            accepted = [c for c in parent.get("conditions", []) if c.get("type") == "Accepted"]
+            if (
+                not accepted
+                or accepted[0].get("status") != "True"
+                or accepted[0].get("observedGeneration") != generation
+            ):
+                return WeightCheck.UNKNOWN
+        return WeightCheck.MATCHES

@@ -1,0 +1,136 @@
+"""The Gateway API router against a stand-in for `rollout.kube` (the one module that talks to the API)."""
+
+import copy
+
+import pytest
+
+from rollout.routers import router_from_description
+from rollout.routers.base import RouterUnavailable, WeightCheck, Weights
+from rollout.routers.httproute import HTTPRouteRouter
+
+SERVICES = {"baseline": "demo-sglang-vlm-canary-baseline", "canary": "demo-sglang-vlm-canary-canary"}
+
+
+def route(baseline_weight=100, canary_weight=0, *, generation=3, accepted_generation=3):
+    return {
+        "metadata": {"name": "demo", "namespace": "ml", "generation": generation},
+        "spec": {
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [
+                        {"name": SERVICES["baseline"], "port": 30000, "weight": baseline_weight},
+                        {"name": SERVICES["canary"], "port": 30000, "weight": canary_weight},
+                    ],
+                }
+            ]
+        },
+        "status": {
+            "parents": [
+                {
+                    "conditions": [
+                        {"type": "Accepted", "status": "True", "observedGeneration": accepted_generation}
+                    ]
+                }
+            ]
+        },
+    }
+
+
+class FakeKube:
+    """Holds one HTTPRoute; applies RFC 6902 test/add/replace the way the API server would."""
+
+    def __init__(self, obj):
+        self.obj = obj
+        self.patches = []
+        self.down = False
+
+    def get_httproute(self, *, context, namespace, name):
+        if self.down:
+            raise OSError("connection refused")
+        assert (namespace, name) == ("ml", "demo")
+        return copy.deepcopy(self.obj)
+
+    def json_patch_httproute(self, *, context, namespace, name, operations):
+        self.patches.append(operations)
+        new = copy.deepcopy(self.obj)
+        for op in operations:
+            *parents, leaf = [int(p) if p.isdigit() else p for p in op["path"].strip("/").split("/")]
+            target = new
+            for part in parents:
+                target = target[part]
+            if op["op"] == "test":
+                if target[leaf] != op["value"]:
+                    raise RuntimeError(f"HTTP 422: test failed at {op['path']}")
+            else:
+                target[leaf] = op["value"]
+        new["metadata"]["generation"] += 1
+        self.obj = new
+        return new
+
+
+def make(obj):
+    kube = FakeKube(obj)
+    return HTTPRouteRouter(namespace="ml", route="demo", services=SERVICES, kube=kube), kube
+
+
+def test_set_weights_patches_both_backend_refs_guarded_by_their_names():
+    router, kube = make(route())
+    router.set_weights(90, 10)
+    assert router.get_weights() == Weights(90, 10)
+    ops = kube.patches[0]
+    assert {"op": "test", "path": "/spec/rules/0/backendRefs/1/name", "value": SERVICES["canary"]} in ops
+    assert {"op": "add", "path": "/spec/rules/0/backendRefs/1/weight", "value": 10} in ops
+
+
+def test_verify_needs_the_gateway_to_accept_the_current_generation():
+    router, kube = make(route(90, 10, generation=4, accepted_generation=4))
+    assert router.verify_weights(Weights(90, 10)) is WeightCheck.MATCHES
+    assert router.verify_weights(Weights(50, 50)) is WeightCheck.DIFFERS
+    kube.obj["status"]["parents"][0]["conditions"][0]["observedGeneration"] = 3
+    assert router.verify_weights(Weights(90, 10)) is WeightCheck.UNKNOWN  # not reconciled yet
+    kube.obj["status"] = {}
+    assert router.verify_weights(Weights(90, 10)) is WeightCheck.UNKNOWN
+    kube.down = True
+    assert router.verify_weights(Weights(90, 10)) is WeightCheck.UNKNOWN
+
+
+def test_a_route_whose_backend_refs_moved_is_not_rewritten():
+    router, kube = make(route())
+    original = copy.deepcopy(kube.obj)
+
+    def moved_patch(**kwargs):
+        # Someone reordered the backendRefs between our read and our patch: the `test` ops fail.
+        kube.obj["spec"]["rules"][0]["backendRefs"].reverse()
+        return FakeKube.json_patch_httproute(kube, **kwargs)
+
+    kube.json_patch_httproute = moved_patch
+    with pytest.raises(RouterUnavailable, match="weights not set"):
+        router.set_weights(50, 50)
+    assert sorted(r["weight"] for r in kube.obj["spec"]["rules"][0]["backendRefs"]) == sorted(
+        r["weight"] for r in original["spec"]["rules"][0]["backendRefs"]
+    )
+
+
+def test_missing_canary_backend_ref_refuses_canary_traffic_but_allows_rollback():
+    obj = route()
+    obj["spec"]["rules"][0]["backendRefs"].pop()
+    router, _ = make(obj)
+    with pytest.raises(RouterUnavailable, match="no backendRef"):
+        router.set_weights(90, 10)
+    router.set_weights(100, 0)
+    assert router.get_weights() == Weights(100, 0)
+
+
+def test_relative_weights_read_as_percent_and_description_round_trips():
+    router, _ = make(route(3, 1))
+    assert router.get_weights() == Weights(75, 25)
+    rebuilt = router_from_description(router.describe())
+    assert isinstance(rebuilt, HTTPRouteRouter) and rebuilt.describe() == router.describe()
+
+
+def test_unreachable_api_is_router_unavailable_with_the_route_named():
+    router, kube = make(route())
+    kube.down = True
+    with pytest.raises(RouterUnavailable, match="ml/demo"):
+        router.set_weights(100, 0)

@@ -1,0 +1,74 @@
+"""Report files from a rollout state; the plot from a real matplotlib render."""
+
+import json
+
+from rollout_fakes import ManualClock, MemoryRouter, ScriptedGates
+
+from rollout.controller import RolloutController, new_state
+from rollout.plan import Profile
+from rollout.report import LOCAL_PANELS, decision_record, write_report
+from rollout.state import FileStateStore
+
+PROFILE = Profile(
+    name="t",
+    steps=(10, 50, 100),
+    bake_s=(20.0, 10.0, 10.0),
+    interval_s=10.0,
+    settle_s=1.0,
+    max_inconclusive=2,
+    request_rate=5.0,
+)
+
+
+def reverted_state(tmp_path):
+    clock = ManualClock()
+    router = MemoryRouter()
+    store = FileStateStore(tmp_path / "state")
+    store.save(new_state(run_id="run-1", profile=PROFILE, router=router, stack={}, now=clock()))
+    gates = ScriptedGates("inconclusive", "pass", "fail", failing_gate="memory_leak")
+    controller = RolloutController(store=store, router=router, gates=gates, clock=clock)
+    state = controller.advance()
+    while not state.phase.terminal:
+        clock.tick(10)
+        state = controller.advance()
+    return state
+
+
+def test_decision_names_failed_gates_and_every_step_with_its_evaluations(tmp_path):
+    state = reverted_state(tmp_path)
+    decision = decision_record(state, loadtest_summary=None)
+    assert decision["outcome"] == "reverted" and decision["failed_gates"] == ["memory_leak"]
+    assert [(s["canary_weight"], s["result"]) for s in decision["steps"]] == [
+        (10, "passed"),
+        (50, "reverted"),
+    ]
+    assert [e["verdict"] for e in decision["steps"][0]["evaluations"]] == ["inconclusive", "pass"]
+    assert decision["rollbacks"][0]["who"] == "rollout"
+
+
+def test_write_report_makes_the_three_files_and_points_latest_at_the_run(tmp_path):
+    state = reverted_state(tmp_path)
+    t0 = state.started_at
+    timeline = {
+        LOCAL_PANELS[0].title: {
+            "series": {
+                "baseline": [(t0 + i, 0.2) for i in range(40)],
+                "canary": [(t0 + i, 0.3) for i in range(40)],
+            }
+        },
+        LOCAL_PANELS[2].title: {"series": {}, "error": "connection refused"},
+    }
+    reports = tmp_path / "reports"
+    run_dir = write_report(state, reports, timeline=timeline)
+    assert (reports / "latest").resolve() == run_dir.resolve()
+    assert json.loads((run_dir / "decision.json").read_text())["run_id"] == "run-1"
+    summary = (run_dir / "summary.md").read_text()
+    assert "**reverted**" in summary and "memory_leak" in summary
+    png = (run_dir / "timeline.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    assert "data:image/png;base64," in (run_dir / "report.html").read_text()
+    # A second run moves `latest` atomically.
+    later = reverted_state(tmp_path / "b")
+    object.__setattr__(later, "run_id", "run-2")
+    write_report(later, reports, timeline=None)
+    assert (reports / "latest").resolve().name == "run-2"
