@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import zmq
@@ -134,7 +134,7 @@ class Engine:
     # ---- requests ----
     async def generate(
         self, inp: GenerationInput, rid: str | None = None
-    ) -> AsyncIterator[TokenEvent | ErrorEvent]:
+    ) -> AsyncGenerator[TokenEvent | ErrorEvent, None]:
         """Token events of one request until it finishes or fails; aborts it if the caller stops early."""
         if self.failed.is_set():
             raise EngineFailed(self.failure or "scheduler ranks failed")

@@ -4,6 +4,7 @@ health and readiness, Prometheus metrics, and the rehearsal fault endpoint."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -180,36 +181,39 @@ class BackendServer:
         prompt_tokens = 0
         response: web.StreamResponse | None = None
         client_gone = True  # until the request ends any other way
-        last_token_at = t_start
+        last_token_at = first_token_at = t_start
         try:
             faulted = await self._apply_request_faults()
             if faulted is not None:
                 client_gone = False
                 return faulted
-            async for event in self.engine.generate(inp, rid):
-                if isinstance(event, ErrorEvent):
-                    client_gone = False
-                    err_type = "BadRequestError" if event.status < 500 else "InternalServerError"
-                    return self._error(event.message, event.status, err_type)
-                now = time.perf_counter()
-                prompt_tokens = event.prompt_tokens
-                if not tokens:
-                    m.ttft.labels(**labels, is_streaming=streaming).observe(now - t_start)
-                else:
-                    m.itl.labels(**labels).observe(now - last_token_at)
-                last_token_at = now
-                new_text = detokenize(event.token_ids, at_start=not tokens)
-                tokens.extend(event.token_ids)
-                if inp.stream:
-                    if response is None:
-                        response = await self._start_stream(request)
-                        for chunk in fmt.first_chunks(rid):
-                            await response.write(chunk)
-                    await response.write(
-                        fmt.token_chunk(rid, new_text, tokens, prompt_tokens, event.finished)
-                    )
-                if event.finished:
-                    break
+            # aclosing: a request that ends early (error, disconnect) is aborted on the ranks right away.
+            async with contextlib.aclosing(self.engine.generate(inp, rid)) as events:
+                async for event in events:
+                    if isinstance(event, ErrorEvent):
+                        client_gone = False
+                        err_type = "BadRequestError" if event.status < 500 else "InternalServerError"
+                        return self._error(event.message, event.status, err_type)
+                    now = time.perf_counter()
+                    prompt_tokens = event.prompt_tokens
+                    if not tokens:
+                        first_token_at = now
+                        m.ttft.labels(**labels, is_streaming=streaming).observe(now - t_start)
+                    else:
+                        m.itl.labels(**labels).observe(now - last_token_at)
+                    last_token_at = now
+                    new_text = detokenize(event.token_ids, at_start=not tokens)
+                    tokens.extend(event.token_ids)
+                    if inp.stream:
+                        if response is None:
+                            response = await self._start_stream(request)
+                            for chunk in fmt.first_chunks(rid):
+                                await response.write(chunk)
+                        await response.write(
+                            fmt.token_chunk(rid, new_text, tokens, prompt_tokens, event.finished)
+                        )
+                    if event.finished:
+                        break
             e2e = time.perf_counter() - t_start
             m.num_requests.labels(**labels, is_streaming=streaming).inc()
             m.prompt_tokens.labels(**labels, is_streaming=streaming).inc(prompt_tokens)
@@ -217,9 +221,9 @@ class BackendServer:
             m.prompt_tokens_hist.labels(**labels).observe(prompt_tokens)
             m.generation_tokens_hist.labels(**labels).observe(len(tokens))
             m.e2e.labels(**labels, is_streaming=streaming).observe(e2e)
-            if len(tokens) > 1:
+            if len(tokens) > 1:  # sglang: (finished - first token) / (completion tokens - 1)
                 m.tpot.labels(**labels, is_streaming=streaming).observe(
-                    (last_token_at - t_start) / len(tokens)
+                    (last_token_at - first_token_at) / (len(tokens) - 1)
                 )
             if response is None:
                 client_gone = False
@@ -264,8 +268,9 @@ class BackendServer:
         rid = f"{HEALTH_RID_PREFIX}_{uuid.uuid4().hex}"
 
         async def one_token() -> bool:
-            async for event in self.engine.generate(inp, rid):
-                return isinstance(event, TokenEvent)
+            async with contextlib.aclosing(self.engine.generate(inp, rid)) as events:
+                async for event in events:
+                    return isinstance(event, TokenEvent)
             return False
 
         try:

@@ -89,6 +89,7 @@ class Scheduler:
         self.faults = cfg.faults
         self.waiting: deque[_Req] = deque()
         self.running: list[_Req] = []
+        self._admitted: list[_Req] = []  # admitted this iteration: the next forward step is their prefill
         self.leak = _LeakedMemory()
         self.parent_pid = os.getppid()
         self.sync = torch.zeros(2, dtype=torch.float64)
@@ -182,7 +183,7 @@ class Scheduler:
         self.mm.discard(rid)
 
     def admit(self) -> None:
-        self._admitted: list[_Req] = []
+        self._admitted = []
         while self.waiting and len(self.running) + len(self._admitted) < self.cfg.max_running_requests:
             req = self.waiting.popleft()
             if self.faults.cpu_burn_ms > 0:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
+import json
 import os
 import signal
 import threading
 import time
+from urllib.parse import urlparse
 
 import psutil
 import pytest
@@ -196,3 +199,29 @@ def test_crashed_rank_fails_health_and_exits_non_zero(tmp_path):
         assert "scheduler rank 1" in srv.log()
         wait_until(lambda: not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == "zombie", 15,
                    what="rank 0 to be stopped")  # fmt: skip
+
+
+def test_client_disconnect_aborts_the_request_on_every_rank(server: Server):
+    """A stream dropped by its client leaves the running batch at once (sglang counts it as aborted)."""
+    labels = {"model_name": MODEL, "engine_type": "unified"}
+    aborted0 = sample_value(metric_samples(server.url), "sglang:num_aborted_requests_total", **labels)
+    target = urlparse(server.url)
+    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+    body = chat_body(max_tokens=100_000, stream=True)  # would run for minutes if not aborted
+    conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    for _ in range(5):
+        assert resp.readline()  # a few SSE lines arrive: it is running
+    conn.sock.shutdown(2)
+    conn.close()
+
+    def settled() -> bool:
+        m = metric_samples(server.url)
+        return (
+            sample_value(m, "sglang:num_running_reqs", tp_rank="0") == 0
+            and sample_value(m, "sglang:num_aborted_requests_total", **labels) == aborted0 + 1
+        )
+
+    wait_until(settled, 20, interval=0.3, what="the dropped stream to be aborted")
+    assert request(server.url + "/v1/chat/completions", chat_body(max_tokens=3))[0] == 200
