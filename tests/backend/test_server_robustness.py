@@ -206,7 +206,7 @@ def test_client_disconnect_aborts_the_request_on_every_rank(server: Server):
     labels = {"model_name": MODEL, "engine_type": "unified"}
     aborted0 = sample_value(metric_samples(server.url), "sglang:num_aborted_requests_total", **labels)
     target = urlparse(server.url)
-    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+    conn = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=30)
     body = chat_body(max_tokens=100_000, stream=True)  # would run for minutes if not aborted
     conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
     resp = conn.getresponse()
