@@ -101,6 +101,16 @@ class PrometheusServer:
         return self._workdir / "data"
 
     @property
+    def pid(self) -> int | None:
+        """Process id of the server (it runs in its own session, so it outlives a crashed parent)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def workdir(self) -> Path | None:
+        """Temporary directory holding the config, the log and (without data_dir) the data."""
+        return self._workdir
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

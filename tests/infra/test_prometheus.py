@@ -79,13 +79,14 @@ def test_live_scrape_with_arm_labels_and_reload():
             return static_scrape_config(arm, [f"127.0.0.1:{ports[arm]}"], labels={"arm": arm})
 
         with PrometheusServer([job("baseline")], scrape_interval_s=0.5) as server:
+            assert server.pid is not None and (server.workdir / "prometheus.yml").exists()
             server.wait_for_series('demo_requests_total{arm="baseline"}')
             assert query(server, 'demo_requests_total{arm="canary"}') == []
             server.reload([job("baseline"), job("canary")])
             server.wait_for_series('demo_requests_total{arm="canary"}')
             value = float(query(server, 'demo_requests_total{arm="canary"}')[0]["value"][1])
             assert value == 5.0
-        assert not server.running
+        assert not server.running and server.pid is None and server.workdir is None
     finally:
         for http_server, thread in servers:
             http_server.shutdown()
