@@ -111,6 +111,15 @@ def test_tail_only_regression_fails_p99_with_unchanged_median(history):
     gate = ev.gate("latency_e2e_p99")
     assert gate.raw_verdict == "fail", gate.reason
     assert gate.values["canary"] > 0.6 > gate.values["baseline"]
+    server, windows = history
+    provider = PrometheusProvider(server.url)
+    medians = {
+        arm: provider.instant(
+            f"histogram_quantile(0.5, {gate.queries[arm]['buckets']})", windows["tail_regression"][1]
+        )[0].value
+        for arm in ("baseline", "canary")
+    }
+    assert medians["canary"] == pytest.approx(medians["baseline"], rel=0.03)  # the median did not move
     # hysteresis: one failing evaluation is inconclusive, the second in a row fails
     assert gate.verdict == "inconclusive" and "1 of 2" in gate.reason
     again = run(history, "tail_regression", previous=[ev])
