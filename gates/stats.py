@@ -6,8 +6,10 @@ Why these estimators:
   statistics with lower variance than the single empirical order statistic; Maritz-Jarrett gives its
   standard error from the same weights, so no bootstrap loop is needed.
 - Prometheus histograms only give bucket counts: the quantile is interpolated inside a bucket (as
-  `histogram_quantile` does) and its interval comes from binomial bounds on the rank, so coarse
-  buckets honestly widen the interval.
+  `histogram_quantile` does) and its interval comes from binomial bounds on the rank. That interval
+  covers sampling noise only, not the unknown shape inside a bucket: from coarse buckets a quantile
+  (and a ratio of two) is biased towards the interpolation, which is why relative tail comparisons
+  prefer exact samples.
 - Memory slopes use Theil-Sen (robust to allocator drops); its rank-based interval assumes
   independent residuals, which a sawtooth violates, so the interval is widened by the residuals'
   lag-1 autocorrelation (effective sample size).
@@ -96,8 +98,8 @@ def histogram_quantile(
     """Quantile `q` of a cumulative histogram (bucket upper bounds ascending, last may be +Inf).
 
     The point value interpolates linearly inside the bucket like PromQL's `histogram_quantile`; the
-    interval maps binomial rank bounds (normal approximation) through the same interpolation, so it
-    is never narrower than the bucket the quantile falls in allows.
+    interval maps binomial rank bounds (normal approximation) through the same interpolation: it covers
+    sampling noise, not the resolution of the buckets.
     """
     if not 0.0 < q < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {q}")
