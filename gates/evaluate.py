@@ -147,7 +147,7 @@ def _latency(gate: GateSpec, ctx: _Context) -> _Outcome:
         for arm in ARMS:
             queries[arm] = {
                 "samples": f"{ctx.samples.source}: {field} of ok requests, arm={arm}, "
-                f"sent_at in [{ctx.start:.0f}, {ctx.end:.0f}]"
+                f"completed in [{ctx.start:.0f}, {ctx.end:.0f}]"
             }
             estimates[arm] = stats.harrell_davis_quantile(
                 ctx.samples.arm_values(field, arm) / 1000.0, q, gate.confidence

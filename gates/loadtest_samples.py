@@ -1,8 +1,9 @@
 """Client-side per-request samples from the load test's JSONL (fields: docs/loadtest.md).
 
 Exact per-request latencies give honest tail-quantile intervals where Prometheus only has sglang's
-coarse histogram buckets. Only successful requests sent inside the evaluation window count; warm-up
-and cool-down stages are left out, as the load test's own summary does.
+coarse histogram buckets. Only successful requests that completed inside the evaluation window
+(`sent_at + e2e_ms`, the moment a server-side histogram would count them) count; warm-up and
+cool-down stages are left out, as the load test's own summary does.
 """
 
 from __future__ import annotations
@@ -60,7 +61,11 @@ def read_loadtest_samples(
         sent = rec.get("sent_at")
         if arm not in ARMS or not rec.get("ok") or rec.get("stage") in SKIPPED_STAGES:
             continue
-        if not isinstance(sent, int | float) or not (start <= sent <= end):
+        if not isinstance(sent, int | float):
+            continue
+        e2e = rec.get("e2e_ms")
+        done = sent + e2e / 1000.0 if isinstance(e2e, int | float) and math.isfinite(e2e) else sent
+        if not start <= done <= end:  # completed inside the window, as a Prometheus histogram counts it
             continue
         for f in fields:
             value = rec.get(f)
