@@ -104,8 +104,8 @@ class LoadRuntime:
         """Fail before the run for inputs that cannot work (a worker gets its options at spawn)."""
         try:
             config = load_config(self.env.parsed_options)
-            if config.values["dataset"]:
-                self._bodies_for(config)
+            if config.values["dataset"] or not self.is_master:
+                self._bodies_for(config)  # a standalone run starts faster with its bodies ready
         except (ValueError, DatasetError) as exc:
             log.error("%s", exc)
             sys.exit(EXIT_USAGE)
@@ -147,8 +147,7 @@ class LoadRuntime:
                 if not self._open_writer(config):
                     return
                 self.expected = {0}
-                clock = Clock.now()
-                self._start_dispatcher(config, target, clock, time.perf_counter() + _LOCAL_START_LEAD_S, 0, 1)
+                self._start_dispatcher(config, target, None, 0, 1)
                 self._spawn(self._collect_locally)
             else:
                 self._start_worker(config, target)
@@ -197,9 +196,7 @@ class LoadRuntime:
             self.active = False
             return
         self.rank = indexes.index(my_index)
-        clock = Clock.now()
-        start_perf = clock.to_perf(float(options.vlm_start_at))
-        self._start_dispatcher(config, target, clock, start_perf, self.rank, len(indexes))
+        self._start_dispatcher(config, target, float(options.vlm_start_at), self.rank, len(indexes))
         self._spawn(self._report_to_master)
         if config.finite:
             self._spawn(self._finish_worker_when_schedule_done)
@@ -210,13 +207,22 @@ class LoadRuntime:
         self._finish_worker()
 
     def _start_dispatcher(
-        self, config: LoadConfig, target: Target, clock: Clock, start_perf: float, rank: int, workers: int
+        self, config: LoadConfig, target: Target, start_unix: float | None, rank: int, workers: int
     ) -> None:
+        """Bodies first, then the clock: preparing (large) images must not eat into the schedule."""
         bodies = self._bodies_for(config)
-        if time.perf_counter() > start_perf:
-            log.warning(
-                "worker %d finished preparing bodies after the start time; early arrivals are late", rank
-            )
+        clock = Clock.now()
+        if start_unix is None:
+            start_perf = clock.perf_at_anchor + _LOCAL_START_LEAD_S
+        else:
+            start_perf = clock.to_perf(start_unix)
+            if clock.perf_at_anchor > start_perf:
+                log.warning(
+                    "worker %d finished preparing bodies %.2fs after the start time; early arrivals are late "
+                    "(raise --start-delay)",
+                    rank,
+                    clock.perf_at_anchor - start_perf,
+                )
         self.dispatcher = Dispatcher(
             target=target,
             arrivals=config.schedule.arrivals(rank, workers),
