@@ -99,3 +99,13 @@ def test_flagger_export_uses_flagger_placeholders(tmp_path, capsys):
         == 0
     )
     assert len(list(yaml.safe_load_all((tmp_path / "f.yaml").read_text()))) == len(docs)
+
+
+def test_module_entry_point_exit_code():
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "gates", "--bogus"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 3 and "error:" in proc.stderr
