@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,9 +58,13 @@ class UnitResult:
 
 @dataclass(frozen=True)
 class RankShare:
+    """What each rank contributes to a batch's all-gather."""
+
     input_handle: shm.SegmentHandle | None
     results: tuple[UnitResult, ...]
-    output_handle: shm.SegmentHandle | None  # the group's first rank only
+    output: tuple[int, shm.SegmentHandle] | None  # the first rank: the pooled output segment it lends
+    released: tuple[int, ...]  # output segments whose tensors died on this rank since its last report
+    live: tuple[int, ...]  # the first rank: ids of the pool's segments; peers close the others
 
 
 def build_units(
@@ -114,81 +119,186 @@ class _Clip:
     rows_per_block: int
 
 
-def collect(
-    requests: Sequence[MMRequest], group, rank: int, world_size: int, limits: MMLimits, profile: VisionProfile
-) -> list[Outcome]:
-    units, refused = build_units(requests, limits, profile)
-    owners = assign([u.cost for u in units], world_size)
-    own_fds: list[int] = []
-    maps: dict[int, mmap.mmap] = {}
-    try:
+class _Mapping(mmap.mmap):
+    """An mmap that can carry a weakref finalizer (plain mmap objects take no weak references)."""
+
+
+class ShardedShmExchange:
+    """Per-rank state of the sharded mode on one host: segments kept mapped across batches.
+
+    Writing fresh shared memory costs a page fault per 4 KiB (shmem gets no transparent huge pages), which
+    is as much as a fifth of the normalization itself; so segments are reused. Each rank keeps one input
+    segment (free again after each batch's final barrier). Output segments come from a pool the group's
+    first rank keeps: a segment returns to the pool once every rank reports (piggybacked on the next
+    batch's all-gather) that the tensors over it are gone. At most `pool_keep` free segments and
+    `pool_bytes` free bytes are kept; the rest are closed.
+    """
+
+    def __init__(self, group, rank: int, world_size: int, *, pool_keep: int = 2, pool_bytes: int = 8 << 30):
+        self.group, self.rank, self.world_size = group, rank, world_size
+        self.pool_keep, self.pool_bytes = pool_keep, pool_bytes
+        self._input_fd: int | None = None
+        self._input_map: mmap.mmap | None = None
+        self._input_size = 0
+        self._peer_inputs: dict[tuple[int, int], tuple[mmap.mmap, int]] = {}
+        self._outputs: dict[int, tuple[int, mmap.mmap | None, int]] = {}  # seg id -> (fd, shared map, size)
+        self._released: list[int] = []  # seg ids whose tensors died on this rank, not yet reported
+        # The first rank's pool.
+        self._next_id = 0
+        self._owned: dict[int, int] = {}  # seg id -> the creator's fd
+        self._free: list[int] = []
+        self._pending: dict[int, set[int]] = {}
+
+    @property
+    def pooled_segments(self) -> int:
+        return len(self._outputs)
+
+    def collect(
+        self, requests: Sequence[MMRequest], limits: MMLimits, profile: VisionProfile
+    ) -> list[Outcome]:
+        rank, world_size = self.rank, self.world_size
+        units, refused = build_units(requests, limits, profile)
+        owners = assign([u.cost for u in units], world_size)
         # Phase 1: decode + resize my units into my input segment.
-        mine = [k for k, owner in enumerate(owners) if owner == rank]
-        planned = {k: plan_unit(units[k], limits, profile) for k in mine}
         results: list[UnitResult] = []
+        planned: dict[int, np.ndarray] = {}
         offset = 0
-        for k in mine:
-            value = planned[k]
+        for k in (k for k, owner in enumerate(owners) if owner == rank):
+            value = plan_unit(units[k], limits, profile)
             if isinstance(value, MMInputError):
                 results.append(UnitResult(k, status=value.status, message=value.message))
             else:
-                n, h, w, c = value.shape
-                results.append(UnitResult(k, offset, (n, h, w, c)))
+                planned[k] = value
+                results.append(UnitResult(k, offset, value.shape))  # type: ignore[arg-type]
                 offset += shm.aligned(value.nbytes)
-        input_handle = None
-        if offset:
-            fd = shm.create_memfd("mminputs-in")
-            own_fds.append(fd)
-            os.ftruncate(fd, offset)
-            writer = mmap.mmap(fd, offset)
-            for res in results:
-                if not res.status:
-                    value = planned[res.unit]
-                    assert isinstance(value, np.ndarray)
-                    np.frombuffer(writer, np.uint8, value.nbytes, res.offset).reshape(value.shape)[...] = (
-                        value
-                    )
-            maps[rank] = writer
-            input_handle = shm.SegmentHandle(shm.host_identity(), os.getpid(), fd, offset)
+        input_handle = self._write_input(results, planned, offset) if offset else None
         del planned
-        output_handle = None
-        if rank == 0:
-            fd = shm.create_memfd("mminputs-out")
-            own_fds.append(fd)
-            output_handle = shm.SegmentHandle(shm.host_identity(), os.getpid(), fd, 0)
+        output = self._lend_output() if rank == 0 else None
+        live = tuple(self._owned) if rank == 0 else ()
+        released, self._released = tuple(self._released), []
+        share = RankShare(input_handle, tuple(results), output, released, live)
         shares: list = [None] * world_size
-        dist.all_gather_object(shares, RankShare(input_handle, tuple(results), output_handle), group=group)
+        dist.all_gather_object(shares, share, group=self.group)
+        if rank == 0:
+            self._take_back([s.released for s in shares])
+        self._forget_retired(shares[0].live)
 
         # Every rank now derives the same outcomes, layout and split of the normalization work.
         unit_results: dict[int, tuple[int, UnitResult]] = {}
-        for owner, share in enumerate(shares):
-            for res in share.results:
+        for owner, other in enumerate(shares):
+            for res in other.results:
                 unit_results[res.unit] = (owner, res)
         placed, clips, total = _layout(requests, units, unit_results, refused, profile)
+        seg_id, out_handle = shares[0].output
         out_map = None
         if total:
-            out_handle = shares[0].output_handle
-            assert out_handle is not None
-            out_fd = shm.open_peer_fd(out_handle, writable=True)
-            try:
-                if os.fstat(out_fd).st_size < total:
-                    os.ftruncate(out_fd, total)  # every rank sets the same size; the order does not matter
-                shared_out = mmap.mmap(out_fd, total)
-                _normalize_my_rows(
-                    clips, rank, world_size, units, unit_results, shares, maps, shared_out, profile
-                )
-                del shared_out
-                dist.barrier(group=group)
-                out_map = mmap.mmap(out_fd, total, flags=mmap.MAP_PRIVATE)
-            finally:
-                os.close(out_fd)
+            fd, shared = self._output_segment(seg_id, out_handle, total)
+            _normalize_my_rows(clips, self, units, unit_results, shares, shared, profile)
+            dist.barrier(group=self.group)  # every row written; peers done reading input segments
+            out_map = _Mapping(fd, total, flags=mmap.MAP_PRIVATE)
+            weakref.finalize(out_map, self._released.append, seg_id)
         else:
-            dist.barrier(group=group)  # peers may still be reading my input segment
-    finally:
-        maps.clear()
-        for fd in own_fds:
+            dist.barrier(group=self.group)
+            self._released.append(seg_id)
+        return _outcomes(requests, placed, out_map, profile)
+
+    def close(self) -> None:
+        self._peer_inputs.clear()
+        for fd, _, _ in self._outputs.values():
             os.close(fd)
-    return _outcomes(requests, placed, out_map, profile)
+        self._outputs.clear()
+        for fd in self._owned.values():
+            os.close(fd)
+        self._owned.clear()
+        self._input_map = None
+        if self._input_fd is not None:
+            os.close(self._input_fd)
+            self._input_fd = None
+
+    # -- input segment ------------------------------------------------------------------------------
+    def _write_input(self, results, planned, nbytes: int) -> shm.SegmentHandle:
+        if self._input_fd is None:
+            self._input_fd = shm.create_memfd("mminputs-in")
+        if nbytes > self._input_size:
+            os.ftruncate(self._input_fd, nbytes)
+            self._input_map = mmap.mmap(self._input_fd, nbytes)
+            self._input_size = nbytes
+        assert self._input_map is not None
+        for res in results:
+            if not res.status:
+                value = planned[res.unit]
+                np.frombuffer(self._input_map, np.uint8, value.nbytes, res.offset).reshape(value.shape)[
+                    ...
+                ] = value
+        return shm.SegmentHandle(shm.host_identity(), os.getpid(), self._input_fd, self._input_size)
+
+    def input_frames(self, owner: int, handle: shm.SegmentHandle, res: UnitResult) -> np.ndarray:
+        if owner == self.rank:
+            buffer = self._input_map
+        else:
+            key = (handle.pid, handle.fd)
+            cached = self._peer_inputs.get(key)
+            if cached is None or cached[1] < handle.nbytes:
+                fd = shm.open_peer_fd(handle)
+                try:
+                    cached = (mmap.mmap(fd, handle.nbytes, prot=mmap.PROT_READ), handle.nbytes)
+                finally:
+                    os.close(fd)
+                self._peer_inputs[key] = cached
+            buffer = cached[0]
+        n, h, w, c = res.shape
+        return np.frombuffer(buffer, np.uint8, n * h * w * c, res.offset).reshape(n, h, w, c)  # type: ignore[arg-type]
+
+    # -- output pool (first rank) -------------------------------------------------------------------
+    def _lend_output(self) -> tuple[int, shm.SegmentHandle]:
+        if self._free:
+            self._free.sort(key=lambda i: self._outputs.get(i, (0, None, 0))[2])
+            seg_id = self._free.pop()  # the largest: fewest regrowths
+        else:
+            seg_id = self._next_id
+            self._next_id += 1
+            self._owned[seg_id] = shm.create_memfd("mminputs-out")
+        self._pending[seg_id] = set(range(self.world_size))
+        return seg_id, shm.SegmentHandle(shm.host_identity(), os.getpid(), self._owned[seg_id], 0)
+
+    def _take_back(self, released_by_rank: list[tuple[int, ...]]) -> None:
+        for rank, released in enumerate(released_by_rank):
+            for seg_id in released:
+                waiting = self._pending.get(seg_id)
+                if waiting is None:
+                    continue
+                waiting.discard(rank)
+                if not waiting:
+                    del self._pending[seg_id]
+                    self._free.append(seg_id)
+        self._free.sort(key=lambda i: self._outputs.get(i, (0, None, 0))[2], reverse=True)
+        kept: list[int] = []
+        kept_bytes = 0
+        for seg_id in self._free:
+            size = self._outputs.get(seg_id, (0, None, 0))[2]
+            if len(kept) < self.pool_keep and kept_bytes + size <= self.pool_bytes:
+                kept.append(seg_id)
+                kept_bytes += size
+            else:
+                os.close(self._owned.pop(seg_id))  # peers drop theirs when it leaves `live`
+        self._free = kept
+
+    # -- output segments (every rank) ---------------------------------------------------------------
+    def _output_segment(self, seg_id: int, handle: shm.SegmentHandle, total: int) -> tuple[int, mmap.mmap]:
+        fd, shared, size = self._outputs.get(seg_id, (-1, None, 0))
+        if fd < 0:
+            fd = shm.open_peer_fd(handle, writable=True)
+        if shared is None or size < total:
+            if os.fstat(fd).st_size < total:
+                os.ftruncate(fd, total)  # every rank grows it to the same size; the order does not matter
+            shared, size = mmap.mmap(fd, total), total
+        self._outputs[seg_id] = (fd, shared, size)
+        return fd, shared
+
+    def _forget_retired(self, live: tuple[int, ...]) -> None:
+        for seg_id in [i for i in self._outputs if i not in live]:
+            fd, _, _ = self._outputs.pop(seg_id)
+            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -245,12 +355,11 @@ def _layout(requests, units, unit_results, refused, profile: VisionProfile):
     return placed, clips, offset
 
 
-def _normalize_my_rows(
-    clips, rank, world_size, units, unit_results, shares, maps, shared_out, profile
-) -> None:
-    """Normalize this rank's contiguous share of all block rows into the shared output."""
-    total_blocks = sum(c.blocks * c.rows_per_block for c in clips)
-    lo, hi = total_blocks * rank // world_size, total_blocks * (rank + 1) // world_size
+def _normalize_my_rows(clips, exchange: ShardedShmExchange, units, unit_results, shares, shared_out, profile):
+    """Normalize this rank's contiguous share of all patch rows into the shared output."""
+    total = sum(c.blocks * c.rows_per_block for c in clips)
+    lo = total * exchange.rank // exchange.world_size
+    hi = total * (exchange.rank + 1) // exchange.world_size
     out = np.frombuffer(shared_out, dtype=np.float32).reshape(-1, profile.patch_dim)
     tp = profile.temporal_patch_size
     cursor = 0
@@ -266,17 +375,9 @@ def _normalize_my_rows(
         if b1 <= b0:
             continue
         owner, res = unit_results[clip.unit]
-        if owner not in maps:
-            handle = shares[owner].input_handle
-            fd = shm.open_peer_fd(handle)
-            try:
-                maps[owner] = mmap.mmap(fd, handle.nbytes, prot=mmap.PROT_READ)
-            finally:
-                os.close(fd)
-        n, h, w, c = res.shape
-        frames = np.frombuffer(maps[owner], np.uint8, n * h * w * c, res.offset).reshape(n, h, w, c)
+        frames = exchange.input_frames(owner, shares[owner].input_handle, res)
         if not units[clip.unit].video:
-            frames = np.broadcast_to(frames[0], (tp, h, w, c))
+            frames = np.broadcast_to(frames[0], (tp, *frames.shape[1:]))
         rows = out[clip.out_row : clip.out_row + clip_rows]
         patchify_into(frames, rows, profile, block_rows=(b0, b1))
 

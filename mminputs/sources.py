@@ -61,7 +61,7 @@ def decode_image(data: bytes, limits: MMLimits) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputRejected(413, f"image too large to decode: {exc}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InputRejected(400, f"undecodable image: {type(exc).__name__}: {exc}") from None
+        raise _undecodable(exc) from None
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
@@ -74,12 +74,20 @@ def image_size(data: bytes, limits: MMLimits) -> tuple[int, int]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputRejected(413, f"image too large to decode: {exc}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InputRejected(400, f"undecodable image: {type(exc).__name__}: {exc}") from None
+        raise _undecodable(exc) from None
     if img.width * img.height > limits.max_decoded_pixels:
         raise InputRejected(
             413, f"image of {img.width}x{img.height} pixels exceeds {limits.max_decoded_pixels} pixels"
         )
     return img.size
+
+
+def _undecodable(exc: Exception) -> InputRejected:
+    # PIL's message for an unknown format names a buffer's address; the error must read the same on every rank.
+    detail = (
+        "unknown image format" if isinstance(exc, UnidentifiedImageError) else f"{type(exc).__name__}: {exc}"
+    )
+    return InputRejected(400, f"undecodable image: {detail}")
 
 
 def _decode_base64(payload: str, limits: MMLimits) -> bytes:

@@ -194,14 +194,18 @@ class ShardedStrategy(MMStrategy):
         super().__init__(*args, **kwargs)
         self._transport = transport
         self.transport_name = transport.name
+        info = self.info
+        self._exchange = sharded_shm.ShardedShmExchange(info.group, info.rank, info.world_size)
+
+    def close(self) -> None:
+        super().close()
+        self._exchange.close()
 
     def _collect(self, requests: list[MMRequest]) -> list[Outcome]:
         info = self.info
         if isinstance(self._transport, ShmTransport):
             # One host: split finer than whole requests (see sharded_shm), results in shared memory.
-            outcomes = sharded_shm.collect(
-                requests, info.group, info.rank, info.world_size, self.limits, self.profile
-            )
+            outcomes = self._exchange.collect(requests, self.limits, self.profile)
             _check_order(requests, outcomes)
             return outcomes
         owners = assign_owners(requests, info.world_size)

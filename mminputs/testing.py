@@ -1,0 +1,289 @@
+"""Real local gloo groups for tests: run a function on every rank of a fresh group of processes.
+
+Scenario functions live here (not in test modules) because spawned ranks must import them by name.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import queue
+import random
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from infra.net import free_port
+
+from .modes import MMMode
+from .processor import materialize
+from .strategies import make_strategy
+from .types import MaterializedInputs, MMInputError, MMItem, MMLimits, MMRequest
+from .workloads import encode_jpeg, synthetic_frame
+
+GLOO_TIMEOUT_S = 60
+
+
+def _entry(rank: int, world: int, port: int, fn: Callable, args: tuple, results) -> None:
+    try:
+        dist.init_process_group(
+            "gloo",
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=world,
+            timeout=timedelta(seconds=GLOO_TIMEOUT_S),
+        )
+        value = fn(rank, world, *args)
+        results.put((rank, True, value))
+    except BaseException:  # noqa: BLE001 - reported to the test, which fails with it
+        results.put((rank, False, traceback.format_exc()))
+    finally:
+        if dist.is_initialized():
+            try:
+                dist.destroy_process_group()
+            except Exception:  # noqa: BLE001 - a peer may be gone
+                pass
+
+
+@dataclass
+class LocalGroup:
+    """A group of spawned ranks; always `stop()` it (the context manager does)."""
+
+    procs: list
+    results: Any
+    collected: dict[int, tuple[bool, Any]] = field(default_factory=dict)
+
+    def wait(self, timeout_s: float, ranks: list[int] | None = None) -> dict[int, Any]:
+        """Each rank's return value; raises with the rank's traceback if one failed, or on timeout."""
+        wanted = set(range(len(self.procs)) if ranks is None else ranks)
+        deadline = time.monotonic() + timeout_s
+        while not wanted <= set(self.collected):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = sorted(wanted - set(self.collected))
+                raise TimeoutError(f"ranks {missing} gave no result within {timeout_s:.0f}s (hung group?)")
+            try:
+                rank, ok, value = self.results.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                continue
+            self.collected[rank] = (ok, value)
+        failed = {r: v for r, (ok, v) in self.collected.items() if not ok and r in wanted}
+        if failed:
+            raise AssertionError(
+                "rank(s) failed:\n" + "\n".join(f"rank {r}:\n{tb}" for r, tb in failed.items())
+            )
+        return {r: self.collected[r][1] for r in sorted(wanted)}
+
+    def kill(self, rank: int) -> None:
+        os.kill(self.procs[rank].pid, 9)
+        self.procs[rank].join(10)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.join(5)
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+    def __enter__(self) -> LocalGroup:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_group(fn: Callable, world_size: int, *args: Any) -> LocalGroup:
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    port = free_port()
+    procs = [
+        ctx.Process(target=_entry, args=(r, world_size, port, fn, args, results)) for r in range(world_size)
+    ]
+    for proc in procs:
+        proc.start()
+    return LocalGroup(procs, results)
+
+
+def run_group(fn: Callable, world_size: int, *args: Any, timeout_s: float = 120) -> dict[int, Any]:
+    with start_group(fn, world_size, *args) as group:
+        return group.wait(timeout_s)
+
+
+# -- inputs --------------------------------------------------------------------------------------------
+TEST_LIMITS = MMLimits(max_items=4, max_frames=6, max_source_bytes=200_000, max_decoded_pixels=4_000_000)
+
+
+def mixed_batch(image_path: str) -> list[tuple[MMRequest, int]]:
+    """Requests covering every shape and every error, each with its expected status (200 = success)."""
+    img = synthetic_frame
+    truncated = img(64, 48, 3)[:-200]
+    big_pixels = encode_jpeg(__import__("numpy").zeros((2100, 2000, 3), dtype="uint8"), quality=10)
+    return [
+        (MMRequest("img-small", (MMItem.image(img(40, 30, 1)),)), 200),
+        (MMRequest("img-wide", (MMItem.image(img(300, 90, 2)),)), 200),
+        (MMRequest("bad-b64", (MMItem.image("data:image/png;base64,@@@@"),)), 400),
+        (MMRequest("video-odd", (MMItem.video([img(96, 64, 10 + f) for f in range(5)]),)), 200),
+        (
+            MMRequest(
+                "mixed", (MMItem.image(img(50, 70, 4)), MMItem.video([img(64, 64, 20), img(64, 64, 21)]))
+            ),
+            200,
+        ),
+        (MMRequest("no-items", ()), 200),
+        (MMRequest("not-image", (MMItem.image("data:image/png;base64,aGVsbG8gd29ybGQ="),)), 400),
+        (MMRequest("truncated", (MMItem.image(truncated),)), 400),
+        (MMRequest("too-many-frames", (MMItem.video([img(32, 32, 30)] * 7),)), 413),
+        (MMRequest("too-many-bytes", (MMItem.image("data:image/png;base64," + "A" * 300_000),)), 413),
+        (MMRequest("too-many-pixels", (MMItem.image(big_pixels),)), 413),
+        (MMRequest("remote", (MMItem.image("https://example.invalid/cat.png"),)), 400),
+        (MMRequest("file", (MMItem.image(image_path),)), 200),
+        (MMRequest("missing-file", (MMItem.image("file:///nonexistent/dir/img.png"),)), 400),
+        (MMRequest("video-bad-frame", (MMItem.video([img(48, 48, 40), "data:image/png;base64,AAAA"]),)), 400),
+        (MMRequest("img-after-errors", (MMItem.image(img(120, 80, 5)),)), 200),
+    ]
+
+
+def same_outcome(got: Any, want: Any) -> bool:
+    if isinstance(want, MaterializedInputs):
+        return want.same_as(got)
+    return bool(got == want)
+
+
+# -- scenarios (run on every rank) ---------------------------------------------------------------------
+def scenario_modes_match_reference(rank: int, world: int, image_path: str, modes: list[str]) -> dict:
+    """Every mode's outcomes, bitwise equal to single-process materialization, in order, with statuses."""
+    batch = mixed_batch(image_path)
+    requests = [r for r, _ in batch]
+    reference = [materialize(r, TEST_LIMITS) for r in requests]
+    report = {}
+    for mode in modes:
+        strategy = make_strategy(mode, group=dist.group.WORLD, limits=TEST_LIMITS)
+        got = strategy.obtain(requests)
+        report[mode] = {
+            "transport": strategy.transport_name,
+            "equal": [same_outcome(g, w) for g, w in zip(got, reference, strict=True)],
+            "status": [g.status if isinstance(g, MMInputError) else 200 for g in got],
+            "cache": strategy.cache_size,
+        }
+        strategy.close()
+    return report
+
+
+def scenario_mixed_stream(rank: int, world: int, modes: list[str], batches: int, seed: int) -> dict:
+    """A long stream of mixed good and bad requests per mode; returns counts (all ranks must agree)."""
+    good = [synthetic_frame(24 + 8 * k, 20 + 4 * k, k) for k in range(6)]
+    bad = ["data:image/jpeg;base64,!!!", "data:image/png;base64,aGVsbG8=", good[0][:-60]]
+    report = {}
+    for mode in modes:
+        rng = random.Random(seed)
+        strategy = make_strategy(mode, group=dist.group.WORLD)
+        counts = {"ok": 0, "error": 0, "mismatch": 0, "max_cache": 0}
+        for b in range(batches):
+            batch, expect_ok = [], []
+            for i in range(rng.randint(1, 8)):
+                is_bad = rng.random() < 0.3
+                source = rng.choice(bad) if is_bad else rng.choice(good)
+                batch.append(MMRequest(f"{mode}-{b}-{i}", (MMItem.image(source),)))
+                expect_ok.append(not is_bad)
+            strategy.prepare(batch)
+            counts["max_cache"] = max(counts["max_cache"], strategy.cache_size)
+            for request, ok in zip(batch, expect_ok, strict=True):
+                outcome = strategy.pop(request.rid)
+                if ok and isinstance(outcome, MaterializedInputs) and outcome.rid == request.rid:
+                    counts["ok"] += 1
+                elif not ok and isinstance(outcome, MMInputError) and outcome.status == 400:
+                    counts["error"] += 1
+                else:
+                    counts["mismatch"] += 1
+        counts["final_cache"] = strategy.cache_size
+        report[mode] = counts
+        strategy.close()
+    return report
+
+
+def memfd_state() -> dict:
+    """Descriptors and mappings of this process that refer to mminputs segments."""
+    fds = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("/memfd:mminputs"):
+                fds += 1
+        except OSError:
+            pass
+    with open("/proc/self/maps") as fh:
+        maps = sum(1 for line in fh if "memfd:mminputs" in line)
+    return {"fds": fds, "maps": maps}
+
+
+def scenario_many_requests(rank: int, world: int, mode: str, total: int, batch_size: int) -> dict:
+    """`total` requests through prepare/pop (every 10th aborted and discarded instead); cache and segments."""
+    frames = [synthetic_frame(32 + 4 * k, 24, 100 + k) for k in range(4)]
+    strategy = make_strategy(mode, group=dist.group.WORLD)
+    max_state = {"fds": 0, "maps": 0}
+    max_cache = 0
+    for start in range(0, total, batch_size):
+        batch = [
+            MMRequest(f"r{n}", (MMItem.image(frames[n % 4]),))
+            for n in range(start, min(total, start + batch_size))
+        ]
+        strategy.prepare(batch)
+        max_cache = max(max_cache, strategy.cache_size)
+        for n, request in enumerate(batch, start):
+            if n % 10 == 0:
+                strategy.discard(request.rid)
+            else:
+                outcome = strategy.pop(request.rid)
+                assert isinstance(outcome, MaterializedInputs), outcome
+        del outcome
+        if start % (batch_size * 20) == 0:
+            state = memfd_state()
+            max_state = {k: max(v, state[k]) for k, v in max_state.items()}
+    final_cache = strategy.cache_size
+    strategy.close()
+    gc.collect()
+    return {
+        "max_cache": max_cache,
+        "final_cache": final_cache,
+        "max_state": max_state,
+        "after_close": memfd_state(),
+    }
+
+
+def scenario_until_killed(rank: int, world: int, mode: str, marker_dir: str) -> dict:
+    """Run batches until a peer dies; then close and report what segments this rank still holds."""
+    frames = [synthetic_frame(160, 120, 200 + k) for k in range(4)]
+    strategy = make_strategy(mode, group=dist.group.WORLD)
+    batches = 0
+    error = ""
+    try:
+        while batches < 100_000:
+            batch = [MMRequest(f"b{batches}-{i}", (MMItem.image(frames[i % 4]),)) for i in range(4)]
+            outcomes = strategy.obtain(batch)
+            batches += 1
+            if batches == 3:
+                open(os.path.join(marker_dir, f"rank{rank}.ready"), "w").close()
+    except Exception as exc:  # noqa: BLE001 - the peer's death is what this scenario waits for
+        error = f"{type(exc).__name__}: {exc}"[:300]
+    outcomes = []
+    del outcomes
+    strategy.close()
+    gc.collect()
+    return {"batches": batches, "error": error, "after_close": memfd_state()}
+
+
+__all__ = [
+    "MMMode",
+    "LocalGroup",
+    "TEST_LIMITS",
+    "mixed_batch",
+    "run_group",
+    "same_outcome",
+    "start_group",
+]
