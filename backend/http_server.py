@@ -77,9 +77,13 @@ class BackendServer:
         for seconds in s.mm_stage_seconds:
             m.mm_stage.observe(seconds)
         self._gen_tokens += sum(1 for e in report.events if isinstance(e, TokenEvent))
+
+    def _update_gen_throughput(self) -> None:
+        """Tokens per second since the previous scrape (so an idle server reads 0, not its last burst)."""
         t0, n0 = self._gen_window
         now = time.monotonic()
-        if now - t0 >= 1.0:
+        if now - t0 > 0.05:
+            m = self.metrics
             m.gen_throughput.labels(**m.sched_labels).set((self._gen_tokens - n0) / (now - t0))
             self._gen_window = (now, self._gen_tokens)
 
@@ -348,6 +352,7 @@ class BackendServer:
             return self._error(
                 "metrics are disabled (start with --enable-metrics)", 404, "NotFoundError", generation=False
             )
+        self._update_gen_throughput()
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
