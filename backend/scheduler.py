@@ -133,6 +133,7 @@ class Scheduler:
                 if isinstance(msg, GenerateReq):
                     new.append(msg)
                 elif isinstance(msg, AbortReq):
+                    new = [r for r in new if r.rid != msg.rid]  # aborted before it was even processed
                     self.abort(msg.rid)
                 elif isinstance(msg, SetFaults):
                     self.faults = msg.faults
