@@ -93,15 +93,15 @@ def build_units(
     return units, refused
 
 
-def plan_unit(unit: PlanUnit, limits: MMLimits, profile: VisionProfile) -> np.ndarray | MMInputError:
+def plan_unit(unit: PlanUnit, limits: MMLimits, profile: VisionProfile) -> list[np.ndarray] | MMInputError:
+    """The unit's decoded, resized (H, W, 3) uint8 frames, padded; or its error."""
     try:
         size = None
         if unit.size_source is not None:
             width, height = image_size(load_source_bytes(unit.size_source, limits), limits)
             size = resize_target(width, height, profile, video=True)
         frames = load_frames(list(unit.sources), limits, profile, video=unit.video, size=size)
-        frames += [frames[-1]] * unit.pad
-        return np.stack(frames)
+        return frames + [frames[-1]] * unit.pad
     except InputRejected as exc:
         return MMInputError("", exc.status, f"item {unit.item}: {exc.message}")
     except Exception as exc:  # noqa: BLE001 - fails this request only, on every rank
@@ -161,7 +161,7 @@ class ShardedShmExchange:
         owners = assign([u.cost for u in units], world_size)
         # Phase 1: decode + resize my units into my input segment.
         results: list[UnitResult] = []
-        planned: dict[int, np.ndarray] = {}
+        planned: dict[int, list[np.ndarray]] = {}
         offset = 0
         for k in (k for k, owner in enumerate(owners) if owner == rank):
             value = plan_unit(units[k], limits, profile)
@@ -169,8 +169,9 @@ class ShardedShmExchange:
                 results.append(UnitResult(k, status=value.status, message=value.message))
             else:
                 planned[k] = value
-                results.append(UnitResult(k, offset, value.shape))  # type: ignore[arg-type]
-                offset += shm.aligned(value.nbytes)
+                h, w, c = value[0].shape
+                results.append(UnitResult(k, offset, (len(value), h, w, c)))
+                offset += shm.aligned(len(value) * value[0].nbytes)
         input_handle = self._write_input(results, planned, offset) if offset else None
         del planned
         output = self._lend_output() if rank == 0 else None
@@ -226,10 +227,10 @@ class ShardedShmExchange:
         assert self._input_map is not None
         for res in results:
             if not res.status:
-                value = planned[res.unit]
-                np.frombuffer(self._input_map, np.uint8, value.nbytes, res.offset).reshape(value.shape)[
-                    ...
-                ] = value
+                n, h, w, c = res.shape
+                slots = np.frombuffer(self._input_map, np.uint8, n * h * w * c, res.offset).reshape(res.shape)
+                for slot, frame in zip(slots, planned[res.unit], strict=True):
+                    slot[...] = frame  # straight from the decoder's array: no intermediate stack
         return shm.SegmentHandle(shm.host_identity(), os.getpid(), self._input_fd, self._input_size)
 
     def input_frames(self, owner: int, handle: shm.SegmentHandle, res: UnitResult) -> np.ndarray:
