@@ -11,6 +11,7 @@ Idle ranks block (rank 0 in a ZMQ poll, the others inside the broadcast); none s
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import signal
 from collections import deque
@@ -70,14 +71,22 @@ class _Req:
 
 @dataclass
 class _LeakedMemory:
-    """Memory the leak fault retains on purpose; pages are written so RSS really grows."""
+    """Memory the leak fault retains on purpose.
 
-    blocks: list[bytes] = field(default_factory=list)
+    Fresh anonymous mappings with every page written: RSS grows by exactly what is retained, even when
+    the heap holds freed memory that a malloc'd block would silently reuse.
+    """
+
+    blocks: list[mmap.mmap] = field(default_factory=list)
 
     def retain(self, kib: float) -> None:
         n = int(kib * 1024)
-        if n > 0:
-            self.blocks.append(b"\xa5" * n)
+        if n <= 0:
+            return
+        block = mmap.mmap(-1, n)
+        for offset in range(0, n, mmap.PAGESIZE):
+            block[offset] = 0xA5
+        self.blocks.append(block)
 
 
 class Scheduler:
