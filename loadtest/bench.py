@@ -57,7 +57,7 @@ class Workload:
 class Row:
     scenario: str
     client: str
-    load_before: float
+    busy_before: float  # cores busy with other work just before the run
     summary: dict[str, Any]
     cpu_s: float
     extra: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +94,45 @@ def backend() -> contextlib.AbstractContextManager[str]:
     port = free_port()
     command = [sys.executable, "-m", "backend", "--model-path", "bench-vlm", "--tp-size", "1"]
     return _server([*command, "--port", str(port), "--enable-metrics"], "/health", port, timeout_s=180)
+
+
+def _busy_cores(window_s: float = 3.0) -> float:
+    """Cores busy across the machine over a short window (from /proc/stat)."""
+
+    def sample() -> tuple[float, float]:
+        with open("/proc/stat") as handle:
+            fields = [float(v) for v in handle.readline().split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, sum(fields)
+
+    busy0, total0 = sample()
+    time.sleep(window_s)
+    busy1, total1 = sample()
+    return (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1e-9)
+
+
+def wait_for_quiet(max_busy_cores: float, timeout_s: float) -> float:
+    """Wait until other work leaves the machine nearly idle; returns the busy cores last seen."""
+    deadline = time.monotonic() + timeout_s
+    busy = _busy_cores()
+    while busy > max_busy_cores and time.monotonic() < deadline:
+        _log(f"waiting for a quiet machine: {busy:.2f} cores busy (want <= {max_busy_cores})")
+        busy = _busy_cores(10.0)
+    return busy
+
+
+_QUIET = {"max_busy_cores": float("inf"), "timeout_s": 0.0}
+
+
+def _before_run() -> float:
+    """Busy cores just before a run (after waiting for quiet when asked)."""
+    if _QUIET["timeout_s"] > 0:
+        return wait_for_quiet(_QUIET["max_busy_cores"], _QUIET["timeout_s"])
+    return _busy_cores(1.0)
+
+
+def _load_text(busy: float) -> str:
+    return f"{busy:.2f} cores busy before the run, load average {os.getloadavg()[0]:.2f}"
 
 
 def _children_cpu() -> float:
@@ -148,9 +187,9 @@ def run_reference_client(url: str, work: Workload, duration_s: float) -> tuple[d
 def side_by_side(name: str, url_factory: Any, work: Workload, duration_s: float) -> list[Row]:
     rows = []
     for client in ("locust", "reference"):
+        load = _before_run()
         with url_factory() as url, tempfile.TemporaryDirectory() as tmp:
-            load = os.getloadavg()[0]
-            _log(f"{name}: {client} at {work.rate:g} req/s for {duration_s:g}s (load average {load:.2f})")
+            _log(f"{name}: {client} at {work.rate:g} req/s for {duration_s:g}s ({_load_text(load)})")
             if client == "locust":
                 before = _children_cpu()
                 summary, _ = run_locust(url, work, duration_s, Path(tmp))
@@ -177,12 +216,12 @@ def ttft_vs_stub(duration_s: float) -> list[Row]:
     work = Workload(rate=20, arrival="poisson", image_sizes="448x448", max_tokens=8)
     rows = []
     for client in ("locust", "reference"):
+        load = _before_run()
         with (
             stub("--tokens", "8", "--ttft-ms", "20", "--itl-ms", "2") as url,
             tempfile.TemporaryDirectory() as tmp,
         ):
-            load = os.getloadavg()[0]
-            _log(f"ttft-stub: {client} at 20 req/s for {duration_s:g}s (load average {load:.2f})")
+            _log(f"ttft-stub: {client} at 20 req/s for {duration_s:g}s ({_load_text(load)})")
             if client == "locust":
                 summary, records = run_locust(url, work, duration_s, Path(tmp))
             else:
@@ -252,8 +291,8 @@ def ttft_vs_backend(duration_s: float) -> list[Row]:
         return rows
     try:
         for client in ("locust", "reference"):
-            load = os.getloadavg()[0]
-            _log(f"ttft-backend: {client} at 2 req/s for {duration_s:g}s (load average {load:.2f})")
+            load = _busy_cores(1.0)  # the idle backend is running already
+            _log(f"ttft-backend: {client} at 2 req/s for {duration_s:g}s ({_load_text(load)})")
             increments: list[float] = []
             stop = threading.Event()
 
@@ -287,14 +326,14 @@ def ttft_vs_backend(duration_s: float) -> list[Row]:
 
 def render_table(rows: list[Row]) -> str:
     header = (
-        f"{'scenario':<13}{'client':<10}{'load':>5}{'target':>9}{'achieved':>9}{'err%':>7}{'lag p50':>9}"
+        f"{'scenario':<13}{'client':<10}{'busy':>5}{'target':>9}{'achieved':>9}{'err%':>7}{'lag p50':>9}"
         f"{'lag p99':>9}{'dropped':>8}{'ttft p50':>9}{'ttft p99':>9}{'e2e p50':>9}{'cpu s':>7}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
         s, all_arms = row.summary["schedule"], row.summary["arms"]["all"]
         lines.append(
-            f"{row.scenario:<13}{row.client:<10}{row.load_before:>5.2f}{_f(s['target_rate_rps'])}"
+            f"{row.scenario:<13}{row.client:<10}{row.busy_before:>5.2f}{_f(s['target_rate_rps'])}"
             f"{_f(s['achieved_rate_rps'])}{_f(s['rate_error_pct'], 7)}{_f(s['lag_ms']['p50'])}{_f(s['lag_ms']['p99'])}"
             f"{s['dropped_in_flight'] + s['dropped_too_late']:>8}{_f(all_arms['ttft_ms']['p50'])}"
             f"{_f(all_arms['ttft_ms']['p99'])}{_f(all_arms['e2e_ms']['p50'])}{_f(row.cpu_s, 7)}"
@@ -315,7 +354,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", choices=SCENARIOS, help="repeatable; default: all")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per run (default 30)")
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench-loadtest"))
+    parser.add_argument(
+        "--quiet-cores",
+        type=float,
+        default=None,
+        help="before each run wait until at most this many cores are busy with other work",
+    )
+    parser.add_argument("--quiet-wait", type=float, default=900.0, help="seconds to wait for quiet per run")
     args = parser.parse_args(argv)
+    if args.quiet_cores is not None:
+        _QUIET.update(max_busy_cores=args.quiet_cores, timeout_s=args.quiet_wait)
     chosen = args.scenario or list(SCENARIOS)
     _log(f"scenarios {', '.join(chosen)}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     rows: list[Row] = []
