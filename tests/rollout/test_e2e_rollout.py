@@ -260,7 +260,7 @@ def test_regression_injected_at_a_step_is_reverted_within_two_evaluation_interva
     # Rehearsal: the first step's pre-step hook switches on a CPU-burn fault in the canary.
     inject = (
         "import os, urllib.request; urllib.request.urlopen(urllib.request.Request("
-        "os.environ['ROLLOUT_CANARY_URL'] + '/rehearsal/faults', data=b'{\"cpu_burn_ms\": 40}', method='POST'))"
+        "os.environ['ROLLOUT_CANARY_URL'] + '/rehearsal/faults', data=b'{\"cpu_burn_ms\": 100}', method='POST'))"
     )
     # YAML is a superset of JSON: the hooks file as data.
     hooks.write_text(
@@ -274,8 +274,6 @@ def test_regression_injected_at_a_step_is_reverted_within_two_evaluation_interva
         "quick",
         "--interval",
         str(interval),
-        "--canary-cpu-cores",
-        "0.5",
         "--hooks",
         str(hooks),
         timeout=240,
