@@ -269,3 +269,38 @@ def test_requests_outlasting_the_drain_are_recorded_as_cancelled_not_failed(tmp_
     assert cancelled and all(r["status"] == 200 and not r["ok"] for r in cancelled)
     assert summary["arms"]["all"]["cancelled"] == len(cancelled)
     assert summary["arms"]["all"]["failed"] == 0
+
+
+def test_a_dataset_drives_the_requests_in_order(tmp_path):
+    from loadtest.payloads import synthetic_image
+
+    synthetic_image(64, 32, 1).save(tmp_path / "a.jpg")
+    synthetic_image(32, 64, 2).save(tmp_path / "b.png")
+    dataset = tmp_path / "prompts.jsonl"
+    dataset.write_text(
+        '{"prompt": "two images", "images": ["a.jpg", "b.png"], "max_tokens": 3}\n{"prompt": "text only"}\n'
+    )
+    with stub_server("--arm", "baseline") as url:
+        code, log = run_locust(
+            [
+                "--headless",
+                "--host",
+                url,
+                "--rate",
+                "10",
+                "-t",
+                "3s",
+                "--dataset",
+                str(dataset),
+                "--max-tokens",
+                "5",
+            ]
+            + [*LOOSE, *outputs(tmp_path)],
+            tmp_path,
+        )
+    assert code == 0, log
+    records = read_jsonl(tmp_path / "out" / "requests.jsonl")
+    assert len(records) >= 10
+    for r in records:
+        # the stub answers with as many tokens as the request's max_tokens
+        assert (r["images"], r["output_tokens"]) == ((2, 3) if r["seq"] % 2 == 0 else (0, 5))
