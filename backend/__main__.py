@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import signal
-import sys
-from collections.abc import Sequence
 
-from aiohttp import web
+_early_stop: list[int] = []
+if __name__ == "__main__":
+    # Importing torch takes seconds: a SIGTERM in that time means "stop", not "die with 143".
+    signal.signal(signal.SIGTERM, lambda signum, frame: _early_stop.append(signum))
 
-from backend.config import ServerConfig, parse_config
-from backend.http_server import BackendServer
+import asyncio  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from aiohttp import web  # noqa: E402
+
+from backend.config import ServerConfig, parse_config  # noqa: E402
+from backend.http_server import BackendServer  # noqa: E402
 
 log = logging.getLogger("backend")
 
@@ -25,23 +31,30 @@ async def serve(cfg: ServerConfig) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if _early_stop:
+        stop.set()
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+    await site.start()  # bind first: a taken port fails before any rank is spawned
     await server.engine.start()
-    await site.start()
     log.info("serving %s on http://%s:%d (tp=%d, mm-input-mode=%s)", cfg.served_model_name, cfg.host, cfg.port,
              cfg.tp_size, cfg.mm_input_mode)  # fmt: skip
+
+    async def startup_deadline() -> None:
+        try:
+            await asyncio.wait_for(server.engine.ready.wait(), STARTUP_TIMEOUT_S)
+        except TimeoutError:
+            server.engine.failure = f"scheduler ranks not ready after {STARTUP_TIMEOUT_S:.0f}s"
+            server.engine.failed.set()
+
+    deadline_task = asyncio.create_task(startup_deadline())
     waiters = {
-        asyncio.create_task(stop.wait()): "signal",
+        asyncio.create_task(stop.wait()): "signal",  # honoured while starting, too
         asyncio.create_task(server.engine.failed.wait()): "failed",
     }
-    try:
-        await asyncio.wait_for(server.engine.ready.wait(), STARTUP_TIMEOUT_S)
-    except TimeoutError:
-        server.engine.failure = f"scheduler ranks not ready after {STARTUP_TIMEOUT_S:.0f}s"
-        server.engine.failed.set()
     done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    deadline_task.cancel()
     reason = waiters[done.pop()]
     for task in waiters:
         task.cancel()
