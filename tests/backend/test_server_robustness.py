@@ -7,6 +7,8 @@ import http.client
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from urllib.parse import urlparse
@@ -15,8 +17,10 @@ import psutil
 import pytest
 from backend_testlib import (
     MODEL,
+    REPO,
     Server,
     chat_body,
+    free_port,
     image_data_url,
     metric_samples,
     oversized_png_data_url,
@@ -197,8 +201,7 @@ def test_crashed_rank_fails_health_and_exits_non_zero(tmp_path):
         wait_until(unhealthy, 15, what="/health to fail")
         assert srv.proc.wait(30) != 0, srv.log()
         assert "scheduler rank 1" in srv.log()
-        wait_until(lambda: not psutil.pid_exists(pids[0]) or psutil.Process(pids[0]).status() == "zombie", 15,
-                   what="rank 0 to be stopped")  # fmt: skip
+        wait_until(lambda: not _live_group_members(srv.proc.pid), 15, what="rank 0 to be stopped too")
 
 
 def test_client_disconnect_aborts_the_request_on_every_rank(server: Server):
@@ -225,3 +228,42 @@ def test_client_disconnect_aborts_the_request_on_every_rank(server: Server):
 
     wait_until(settled, 20, interval=0.3, what="the dropped stream to be aborted")
     assert request(server.url + "/v1/chat/completions", chat_body(max_tokens=3))[0] == 200
+
+
+def test_sigterm_while_starting_exits_zero(tmp_path):
+    """A pod deleted during its slow start-up must not die with 143 nor leave ranks behind."""
+    log = open(tmp_path / "early.log", "wb")  # noqa: SIM115 - closed below
+    cmd = [
+        sys.executable,
+        "-m",
+        "backend",
+        "--model-path",
+        MODEL,
+        "--tp-size",
+        "2",
+        "--port",
+        str(free_port()),
+    ]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        time.sleep(1.0)  # inside the imports or the rank start-up, depending on the machine
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, (tmp_path / "early.log").read_text()
+        wait_until(lambda: not _live_group_members(proc.pid), 10, what="no rank left behind")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """Processes of the server's process group that are still running (zombies excluded)."""
+    members = []
+    for p in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(p.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
