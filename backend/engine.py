@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class Engine:
         self.failure: str | None = None
         self.ranks_ready: RanksReady | None = None
         self.stats = SchedulerStats(0, 0, 0)
+        self.last_receive = 0.0  # monotonic time of the entry rank's last report (health checks use it)
         self.on_report: list = []  # callbacks(StepReport), e.g. metrics
         self._queues: dict[str, asyncio.Queue] = {}
         self._procs: list[mp.process.BaseProcess] = []
@@ -166,6 +168,7 @@ class Engine:
         while True:
             msg = await self._recv.recv_pyobj()
             if isinstance(msg, StepReport):
+                self.last_receive = time.monotonic()
                 self.stats = msg.stats
                 for event in msg.events:
                     queue = self._queues.get(event.rid)

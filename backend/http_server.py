@@ -265,11 +265,16 @@ class BackendServer:
 
     # ---- health, readiness, info ----
     async def health_generate(self, request: web.Request) -> web.Response:
-        """503 while starting, draining or failed; else 200 once a one-token generation answers in time."""
+        """503 while starting, draining or failed; else 200 once the scheduler shows life in time.
+
+        As sglang: a one-token generation is queued, and any output from the scheduler after the check
+        began counts (a busy server answers at once instead of queueing the probe behind its load).
+        """
         if self.draining or not self.healthy:
             return web.Response(status=503)
         inp = GenerationInput("", (), 1, 1, False, False, b"health")
         rid = f"{HEALTH_RID_PREFIX}_{uuid.uuid4().hex}"
+        tic = time.monotonic()
 
         async def one_token() -> bool:
             async with contextlib.aclosing(self.engine.generate(inp, rid)) as events:
@@ -277,11 +282,21 @@ class BackendServer:
                     return isinstance(event, TokenEvent)
             return False
 
+        probe = asyncio.create_task(one_token())
+        ok = False
         try:
-            ok = await asyncio.wait_for(one_token(), timeout=self.cfg.health_timeout_s)
-        except (TimeoutError, EngineFailed):
-            ok = False
-        return web.Response(status=200 if ok else 503)
+            while time.monotonic() - tic < self.cfg.health_timeout_s:
+                done, _ = await asyncio.wait({probe}, timeout=0.1)
+                if done:
+                    ok = probe.exception() is None and probe.result()
+                    break
+                if self.engine.last_receive > tic:
+                    ok = True
+                    break
+        finally:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+        return web.Response(status=200 if ok and self.healthy else 503)
 
     async def ready(self, request: web.Request) -> web.Response:
         return web.Response(status=200 if self.healthy and not self.draining else 503)

@@ -156,12 +156,21 @@ def test_rehearsal_faults_leak_errors_latency_and_cpu(server: Server):
 
 
 def test_initial_faults_from_flags_and_sigterm_drains_in_flight_stream(tmp_path):
-    args = ("--tp-size", "2", "--step-cost-ms", "2", "--fault-extra-latency-ms", "50", "--seed", "5")
+    args = (
+        "--tp-size",
+        "2",
+        "--step-cost-ms",
+        "2",
+        "--fault-extra-latency-ms",
+        "50",
+        "--max-running-requests",
+        "1",
+    )
     with running_server(tmp_path, *args) as srv:
         assert request(srv.url + "/rehearsal/faults")[1]["extra_latency_ms"] == 50
         result: dict = {}
         # Long enough to still be streaming when SIGTERM lands (each step also yields to the other rank).
-        body = chat_body(images=(image_data_url(),), max_tokens=600, stream=True)
+        body = chat_body(images=(image_data_url(),), max_tokens=1000, stream=True)
         reader = threading.Thread(
             target=lambda: result.update(out=stream(srv.url + "/v1/chat/completions", body))
         )
@@ -171,6 +180,12 @@ def test_initial_faults_from_flags_and_sigterm_drains_in_flight_stream(tmp_path)
             30,
             what="the stream to be running",
         )
+        # Saturated (one running slot, taken): health still answers at once, from the scheduler's
+        # activity, instead of queueing its probe behind the stream (as sglang's /health_generate).
+        t0 = time.perf_counter()
+        assert request(srv.url + "/health_generate")[0] == 200
+        assert time.perf_counter() - t0 < 2.0
+        assert result.get("out") is None  # the stream was still running meanwhile
         srv.proc.send_signal(signal.SIGTERM)
         wait_until(lambda: request(srv.url + "/ready")[0] == 503, 10, what="/ready to turn 503")
         assert request(srv.url + "/health")[0] == 503
@@ -181,7 +196,7 @@ def test_initial_faults_from_flags_and_sigterm_drains_in_flight_stream(tmp_path)
         status, events = result["out"]
         assert status == 200 and events[-1] == "[DONE]"
         tokens = [e for e in events[:-1] if e["choices"] and e["choices"][0]["delta"].get("content")]
-        assert len(tokens) == 600  # the drain let it finish
+        assert len(tokens) == 1000  # the drain let it finish
 
 
 def test_crashed_rank_fails_health_and_exits_non_zero(tmp_path):
