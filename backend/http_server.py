@@ -104,6 +104,13 @@ class BackendServer:
         except web.HTTPException as exc:
             status = exc.status
             raise
+        except Exception as exc:  # a bug must still answer in the API's error shape, and be logged
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            resp = self._error(
+                f"Internal server error: {type(exc).__name__}: {exc}", 500, "InternalServerError"
+            )
+            status = resp.status
+            return resp
         finally:
             active.dec()
             m.http_responses.labels(endpoint, str(status), request.method).inc()
