@@ -143,3 +143,4 @@ def test_metrics_use_sglang_names_labels_and_buckets(server: Server):
         sample_value(after, "sglang:http_responses_total", endpoint="/v1/chat/completions", status_code="200")
         >= 1
     )
+    assert not [s.name for fam in after.values() for s in fam if s.name.endswith("_created")]  # as sglang
