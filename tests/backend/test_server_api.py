@@ -13,6 +13,7 @@ from backend_testlib import (
     sample_value,
     stream,
 )
+from PIL import Image
 
 from backend.metrics import E2E_BUCKETS, ITL_BUCKETS, TTFT_BUCKETS
 from backend.textgen import count_text_tokens
@@ -144,3 +145,17 @@ def test_metrics_use_sglang_names_labels_and_buckets(server: Server):
         >= 1
     )
     assert not [s.name for fam in after.values() for s in fam if s.name.endswith("_created")]  # as sglang
+
+
+def test_local_file_image_paths_are_served_like_data_urls(server: Server, tmp_path):
+
+    path = tmp_path / "red.png"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(path)
+    by_url = request(
+        server.url + "/v1/chat/completions", chat_body(images=(image_data_url(64, 48),), max_tokens=5)
+    )
+    for source in (str(path), f"file://{path}"):
+        status, body = request(server.url + "/v1/chat/completions", chat_body(images=(source,), max_tokens=5))
+        assert status == 200, body
+        # Same pixels, same multimodal tokens (the text differs: the source string seeds it too).
+        assert body["usage"]["prompt_tokens"] == by_url[1]["usage"]["prompt_tokens"]
