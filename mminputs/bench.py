@@ -87,12 +87,16 @@ def _rank_main(rank: int, world: int, port: int, plan_path: str, result_path: st
         plan = pickle.load(fh)
     group = dist.group.WORLD
     strategies = {mode: make_strategy(mode, group=group) for mode in plan["modes"]}
-    for strategy in strategies.values():  # warm-up: first-use costs stay out of the numbers
-        strategy.obtain(plan["warmup"])
+    for strategy in strategies.values():  # first-use costs (imports, probes) stay out of the numbers
+        strategy.obtain(plan["first_use"])
     records = []
     for workload_name, batches in plan["cells"]:
         for size, batch in batches.items():
             samples: dict[str, list[tuple[float, float, float]]] = {m: [] for m in plan["modes"]}
+            for _ in range(plan["warmup"]):  # untimed passes, every mode alike: steady state, not first use
+                for strategy in strategies.values():
+                    dist.barrier(group=group)
+                    strategy.obtain(batch)
             for _ in range(plan["reps"]):
                 for mode, strategy in strategies.items():
                     dist.barrier(group=group)
@@ -144,18 +148,26 @@ def _progress_line(tp: int, workload: str, size: int, cell: list[dict]) -> str:
 
 
 def run_tp(
-    tp: int, workloads: list[Workload], sizes: list[int], modes: list[str], reps: int, timeout_s: float
+    tp: int,
+    workloads: list[Workload],
+    sizes: list[int],
+    modes: list[str],
+    reps: int,
+    warmup: int,
+    timeout_s: float,
 ):
     cells = []
     for workload in workloads:
         started = time.monotonic()
         cells.append((workload.name, build_batches(workload, sizes)))
         print(f"built {workload.name} inputs in {time.monotonic() - started:.1f}s", flush=True)
-    warmup = [MMRequest("warmup", (MMItem.image(synthetic_frame(64, 48, 1)),))]
+    first_use = [MMRequest("first-use", (MMItem.image(synthetic_frame(64, 48, 1)),))]
     with tempfile.TemporaryDirectory(prefix="bench-mm-") as tmp:
         plan_path, result_path = os.path.join(tmp, "plan.pkl"), os.path.join(tmp, "result.json")
         with open(plan_path, "wb") as fh:
-            pickle.dump({"cells": cells, "modes": modes, "reps": reps, "warmup": warmup}, fh)
+            pickle.dump(
+                {"cells": cells, "modes": modes, "reps": reps, "warmup": warmup, "first_use": first_use}, fh
+            )
         ctx = mp.get_context("spawn")
         port = free_port()
         procs = [
@@ -182,7 +194,12 @@ def run_tp(
 
 
 def markdown(records: list[dict], host: str) -> str:
-    lines = [f"Machine: {host}", ""]
+    lines = [
+        f"Machine: {host}",
+        "",
+        "Medians of the timed passes; wall: first start to last end over the ranks.",
+        "",
+    ]
     for tp in sorted({r["tp"] for r in records}):
         lines += [
             f"### TP={tp}",
@@ -240,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reps", type=int, default=1, help="timed repetitions per cell and mode (median reported)"
     )
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed passes per cell and mode before the timed ones"
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before a TP run is abandoned")
     parser.add_argument("--out", default="reports/bench-mm", help="directory for table.md and results.json")
     args = parser.parse_args(argv)
@@ -251,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError) as exc:
         print(f"bad option: {exc}", file=sys.stderr)
         return 3
-    if min(tps) < 1 or min(sizes) < 1 or args.reps < 1:
-        print("--tp, --batches and --reps must be positive", file=sys.stderr)
+    if min(tps) < 1 or min(sizes) < 1 or args.reps < 1 or args.warmup < 0:
+        print("--tp, --batches and --reps must be positive, --warmup not negative", file=sys.stderr)
         return 3
     host = host_description()
     print(
@@ -260,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     records: list[dict] = []
     for tp in tps:
-        records += run_tp(tp, workloads, sizes, modes, args.reps, args.timeout)
+        records += run_tp(tp, workloads, sizes, modes, args.reps, args.warmup, args.timeout)
     table = markdown(records, host)
     print(table)
     out = Path(args.out) / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

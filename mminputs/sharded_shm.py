@@ -62,9 +62,8 @@ class RankShare:
 
     input_handle: shm.SegmentHandle | None
     results: tuple[UnitResult, ...]
-    output: tuple[int, shm.SegmentHandle] | None  # the first rank: the pooled output segment it lends
     released: tuple[int, ...]  # output segments whose tensors died on this rank since its last report
-    live: tuple[int, ...]  # the first rank: ids of the pool's segments; peers close the others
+    spare: tuple[int, shm.SegmentHandle] | None  # the first rank: an empty segment, used if none is free
 
 
 def build_units(
@@ -126,11 +125,12 @@ class _Mapping(mmap.mmap):
 class ShardedShmExchange:
     """Per-rank state of the sharded mode on one host: segments kept mapped across batches.
 
-    Writing fresh shared memory costs a page fault per 4 KiB (shmem gets no transparent huge pages), which
-    is as much as a fifth of the normalization itself; so segments are reused. Each rank keeps one input
-    segment (free again after each batch's final barrier). Output segments come from a pool the group's
-    first rank keeps: a segment returns to the pool once every rank reports (piggybacked on the next
-    batch's all-gather) that the tensors over it are gone. At most `pool_keep` free segments and
+    Writing fresh shared memory costs a page fault per 4 KiB (shmem gets no transparent huge pages), as
+    much as a fifth of the normalization itself; so segments are reused. Each rank keeps one input segment
+    (free again after each batch's final barrier). Output segments form a pool whose bookkeeping every rank
+    replicates from the all-gathered reports: a segment is free again once every rank has reported that
+    the tensors over it are gone; each batch takes the largest free one, or the spare (an empty segment
+    the first rank creates ahead, so no extra collective is needed). At most `pool_keep` free segments and
     `pool_bytes` free bytes are kept; the rest are closed.
     """
 
@@ -141,17 +141,22 @@ class ShardedShmExchange:
         self._input_map: mmap.mmap | None = None
         self._input_size = 0
         self._peer_inputs: dict[tuple[int, int], tuple[mmap.mmap, int]] = {}
-        self._outputs: dict[int, tuple[int, mmap.mmap | None, int]] = {}  # seg id -> (fd, shared map, size)
         self._released: list[int] = []  # seg ids whose tensors died on this rank, not yet reported
-        # The first rank's pool.
-        self._next_id = 0
-        self._owned: dict[int, int] = {}  # seg id -> the creator's fd
+        # Replicated on every rank: the pool's segments, their sizes, the free ones, who still holds each.
+        self._handles: dict[int, shm.SegmentHandle] = {}
+        self._sizes: dict[int, int] = {}
         self._free: list[int] = []
         self._pending: dict[int, set[int]] = {}
+        # This rank's descriptor and shared mapping of each pool segment it has used.
+        self._mapped: dict[int, tuple[int, mmap.mmap | None, int]] = {}
+        # The first rank only: the descriptors it created, and the next id.
+        self._owned: dict[int, int] = {}
+        self._spare: tuple[int, shm.SegmentHandle] | None = None
+        self._next_id = 0
 
     @property
     def pooled_segments(self) -> int:
-        return len(self._outputs)
+        return len(self._handles)
 
     def collect(
         self, requests: Sequence[MMRequest], limits: MMLimits, profile: VisionProfile
@@ -174,47 +179,108 @@ class ShardedShmExchange:
                 offset += shm.aligned(len(value) * value[0].nbytes)
         input_handle = self._write_input(results, planned, offset) if offset else None
         del planned
-        output = self._lend_output() if rank == 0 else None
-        live = tuple(self._owned) if rank == 0 else ()
+        if rank == 0 and self._spare is None:
+            seg_id, self._next_id = self._next_id, self._next_id + 1
+            self._owned[seg_id] = shm.create_memfd("mminputs-out")
+            self._spare = (
+                seg_id,
+                shm.SegmentHandle(shm.host_identity(), os.getpid(), self._owned[seg_id], 0),
+            )
         released, self._released = tuple(self._released), []
-        share = RankShare(input_handle, tuple(results), output, released, live)
+        share = RankShare(input_handle, tuple(results), released, self._spare)
         shares: list = [None] * world_size
         dist.all_gather_object(shares, share, group=self.group)
-        if rank == 0:
-            self._take_back([s.released for s in shares])
-        self._forget_retired(shares[0].live)
+        self._take_back([s.released for s in shares])
 
-        # Every rank now derives the same outcomes, layout and split of the normalization work.
+        # Every rank now derives the same outcomes, layout, output segment and split of the work.
         unit_results: dict[int, tuple[int, UnitResult]] = {}
         for owner, other in enumerate(shares):
             for res in other.results:
                 unit_results[res.unit] = (owner, res)
         placed, clips, total = _layout(requests, units, unit_results, refused, profile)
-        seg_id, out_handle = shares[0].output
         out_map = None
         if total:
-            fd, shared = self._output_segment(seg_id, out_handle, total)
+            seg_id = self._lend(total, shares[0].spare)
+            fd, shared = self._output_segment(seg_id, total)
             _normalize_my_rows(clips, self, units, unit_results, shares, shared, profile)
             dist.barrier(group=self.group)  # every row written; peers done reading input segments
             out_map = _Mapping(fd, total, flags=mmap.MAP_PRIVATE)
             weakref.finalize(out_map, self._released.append, seg_id)
         else:
-            dist.barrier(group=self.group)
-            self._released.append(seg_id)
+            dist.barrier(group=self.group)  # peers may still be reading my input segment
         return _outcomes(requests, placed, out_map, profile)
 
     def close(self) -> None:
         self._peer_inputs.clear()
-        for fd, _, _ in self._outputs.values():
+        for fd, _, _ in self._mapped.values():
             os.close(fd)
-        self._outputs.clear()
+        self._mapped.clear()
         for fd in self._owned.values():
             os.close(fd)
         self._owned.clear()
+        self._spare = None
+        self._handles.clear()
+        self._free.clear()
+        self._pending.clear()
         self._input_map = None
         if self._input_fd is not None:
             os.close(self._input_fd)
             self._input_fd = None
+
+    # -- output pool, replicated on every rank ------------------------------------------------------
+    def _take_back(self, released_by_rank: list[tuple[int, ...]]) -> None:
+        for rank, released in enumerate(released_by_rank):
+            for seg_id in released:
+                waiting = self._pending.get(seg_id)
+                if waiting is None:
+                    continue
+                waiting.discard(rank)
+                if not waiting:
+                    del self._pending[seg_id]
+                    self._free.append(seg_id)
+        self._free.sort(key=lambda i: (-self._sizes[i], i))
+        kept: list[int] = []
+        kept_bytes = 0
+        for seg_id in self._free:
+            if len(kept) < self.pool_keep and kept_bytes + self._sizes[seg_id] <= self.pool_bytes:
+                kept.append(seg_id)
+                kept_bytes += self._sizes[seg_id]
+            else:
+                self._retire(seg_id)
+        self._free = kept
+
+    def _lend(self, total: int, spare: tuple[int, shm.SegmentHandle] | None) -> int:
+        if self._free:
+            seg_id = self._free.pop(0)  # the largest free one: fewest regrowths
+        else:
+            assert spare is not None, "the first rank always offers a spare segment"
+            seg_id, handle = spare
+            self._handles[seg_id] = handle
+            self._sizes[seg_id] = 0
+            if self.rank == 0:
+                self._spare = None  # a new spare is made before the next batch
+        self._sizes[seg_id] = max(self._sizes[seg_id], total)
+        self._pending[seg_id] = set(range(self.world_size))
+        return seg_id
+
+    def _retire(self, seg_id: int) -> None:
+        del self._handles[seg_id], self._sizes[seg_id]
+        fd, _, _ = self._mapped.pop(seg_id, (-1, None, 0))
+        if fd >= 0:
+            os.close(fd)
+        if seg_id in self._owned:
+            os.close(self._owned.pop(seg_id))
+
+    def _output_segment(self, seg_id: int, total: int) -> tuple[int, mmap.mmap]:
+        fd, shared, size = self._mapped.get(seg_id, (-1, None, 0))
+        if fd < 0:
+            fd = shm.open_peer_fd(self._handles[seg_id], writable=True)
+        if shared is None or size < total:
+            if os.fstat(fd).st_size < total:
+                os.ftruncate(fd, total)  # every rank grows it to the same size; the order does not matter
+            shared, size = mmap.mmap(fd, total), total
+        self._mapped[seg_id] = (fd, shared, size)
+        return fd, shared
 
     # -- input segment ------------------------------------------------------------------------------
     def _write_input(self, results, planned, nbytes: int) -> shm.SegmentHandle:
@@ -249,57 +315,6 @@ class ShardedShmExchange:
             buffer = cached[0]
         n, h, w, c = res.shape
         return np.frombuffer(buffer, np.uint8, n * h * w * c, res.offset).reshape(n, h, w, c)  # type: ignore[arg-type]
-
-    # -- output pool (first rank) -------------------------------------------------------------------
-    def _lend_output(self) -> tuple[int, shm.SegmentHandle]:
-        if self._free:
-            self._free.sort(key=lambda i: self._outputs.get(i, (0, None, 0))[2])
-            seg_id = self._free.pop()  # the largest: fewest regrowths
-        else:
-            seg_id = self._next_id
-            self._next_id += 1
-            self._owned[seg_id] = shm.create_memfd("mminputs-out")
-        self._pending[seg_id] = set(range(self.world_size))
-        return seg_id, shm.SegmentHandle(shm.host_identity(), os.getpid(), self._owned[seg_id], 0)
-
-    def _take_back(self, released_by_rank: list[tuple[int, ...]]) -> None:
-        for rank, released in enumerate(released_by_rank):
-            for seg_id in released:
-                waiting = self._pending.get(seg_id)
-                if waiting is None:
-                    continue
-                waiting.discard(rank)
-                if not waiting:
-                    del self._pending[seg_id]
-                    self._free.append(seg_id)
-        self._free.sort(key=lambda i: self._outputs.get(i, (0, None, 0))[2], reverse=True)
-        kept: list[int] = []
-        kept_bytes = 0
-        for seg_id in self._free:
-            size = self._outputs.get(seg_id, (0, None, 0))[2]
-            if len(kept) < self.pool_keep and kept_bytes + size <= self.pool_bytes:
-                kept.append(seg_id)
-                kept_bytes += size
-            else:
-                os.close(self._owned.pop(seg_id))  # peers drop theirs when it leaves `live`
-        self._free = kept
-
-    # -- output segments (every rank) ---------------------------------------------------------------
-    def _output_segment(self, seg_id: int, handle: shm.SegmentHandle, total: int) -> tuple[int, mmap.mmap]:
-        fd, shared, size = self._outputs.get(seg_id, (-1, None, 0))
-        if fd < 0:
-            fd = shm.open_peer_fd(handle, writable=True)
-        if shared is None or size < total:
-            if os.fstat(fd).st_size < total:
-                os.ftruncate(fd, total)  # every rank grows it to the same size; the order does not matter
-            shared, size = mmap.mmap(fd, total), total
-        self._outputs[seg_id] = (fd, shared, size)
-        return fd, shared
-
-    def _forget_retired(self, live: tuple[int, ...]) -> None:
-        for seg_id in [i for i in self._outputs if i not in live]:
-            fd, _, _ = self._outputs.pop(seg_id)
-            os.close(fd)
 
 
 @dataclass(frozen=True)
