@@ -103,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"embedded backend --mm-input-mode (default {mode or 'the recommended mode'})",
         )
         arms.add_argument(
-            f"--{arm}-cpu-cores", type=float, default=1.0, help="cores allotted (CPU gate denominator)"
+            f"--{arm}-cpu-cores",
+            type=float,
+            default=None,
+            help="cores allotted, the CPU gate's denominator (default: one per TP rank)",
         )
         arms.add_argument(f"--{arm}-args", default="", help="extra backend flags, e.g. rehearsal faults")
     arms.add_argument("--tp-size", type=int, default=2)

@@ -42,7 +42,7 @@ class ArmSpec:
     arm: str
     mm_input_mode: str
     tp_size: int = 2
-    cpu_cores: float = 1.0
+    cpu_cores: float | None = None  # None: the backend's default, one core per TP rank
     extra_args: tuple[str, ...] = ()  # e.g. rehearsal faults: ("--fault-leak-kib-per-request", "256")
     command: str | None = None  # replaces the embedded backend; `{port}` is filled in
     url: str | None = None  # an already running server; nothing is started for this arm
@@ -61,7 +61,7 @@ class ArmSpec:
             f"--port={port}",
             "--enable-metrics",
             f"--mm-input-mode={self.mm_input_mode}",
-            f"--cpu-cores={self.cpu_cores}",
+            *([] if self.cpu_cores is None else [f"--cpu-cores={self.cpu_cores}"]),
             *self.extra_args,
         ]
 
