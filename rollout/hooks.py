@@ -46,6 +46,18 @@ class Hook:
     def describe(self) -> str:
         return self.url if self.url is not None else " ".join(self.command or ())
 
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": self.kind, "timeout_s": self.timeout_s}
+        if self.url is not None:
+            data["url"] = self.url
+        if self.command is not None:
+            data["command"] = list(self.command)
+        if self.body:
+            data["body"] = dict(self.body)
+        if self.steps is not None:
+            data["steps"] = list(self.steps)
+        return data
+
 
 @dataclass(frozen=True)
 class HookResult:
@@ -65,6 +77,11 @@ def load_hooks(path: Path | None) -> tuple[Hook, ...]:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"hooks file {path}: {exc}") from exc
+    return parse_hooks(data, str(path))
+
+
+def parse_hooks(data: Any, path: str = "hooks") -> tuple[Hook, ...]:
+    """Hooks from `{"hooks": [...]}` (a hooks file's content, or what the state recorded)."""
     entries = data.get("hooks") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise ValueError(f"hooks file {path}: expected a top-level 'hooks:' list")

@@ -21,7 +21,7 @@ from typing import Any
 
 from rollout.controller import RolloutController, new_state, rollback_locked
 from rollout.gating import GateEvaluator, PrometheusGates, load_gate_config
-from rollout.hooks import Hook
+from rollout.hooks import Hook, parse_hooks
 from rollout.local_stack import ArmSpec, LoadSpec, LocalStack, start_local_stack, wait_for_first_samples
 from rollout.plan import Phase, Profile
 from rollout.report import collect_timeline, write_report
@@ -170,7 +170,12 @@ def run_local(options: LocalRunOptions, *, say: Callable[[str], None] = print) -
                 say=say,
             )
             state = new_state(
-                run_id=run_id, profile=profile, router=router, stack=stack.as_dict(), now=time.time()
+                run_id=run_id,
+                profile=profile,
+                router=router,
+                stack=stack.as_dict(),
+                now=time.time(),
+                hooks=options.hooks,
             )
             store.save(state)
             wait_for_first_samples(stack)
@@ -188,7 +193,7 @@ def run_local(options: LocalRunOptions, *, say: Callable[[str], None] = print) -
             store=store,
             router=router,
             gates=gates,
-            hooks=options.hooks,
+            hooks=parse_hooks({"hooks": list(state.hooks)}),  # as recorded when the run began
             progress=progress.event,
             hook_context={
                 "baseline_url": stack.arms["baseline"]["url"],
@@ -230,8 +235,22 @@ def rollback_command(
         if state is None:
             raise RuntimeError(f"no rollout state at {store.describe()}: nothing to roll back")
         router = router_from_description(state.router)
+        context = {}
+        if state.stack.get("kind") == "local":
+            stack = LocalStack.from_dict(state.stack)
+            context = {
+                "baseline_url": stack.arms["baseline"]["url"],
+                "canary_url": stack.arms["canary"]["url"],
+            }
         state = rollback_locked(
-            state, router=router, hooks=(), who=who, reason=reason, outcome=Phase.ABORTED, now=time.time()
+            state,
+            router=router,
+            hooks=parse_hooks({"hooks": list(state.hooks)}),
+            who=who,
+            reason=reason,
+            outcome=Phase.ABORTED,
+            now=time.time(),
+            context=context,
         )
         assert state is not None
         store.save(state)
@@ -325,6 +344,7 @@ def run_cluster(options: ClusterRunOptions, *, say: Callable[[str], None] = prin
             router=router,
             stack={"kind": "kubernetes", "namespace": target.namespace, "release": target.release},
             now=time.time(),
+            hooks=options.hooks,
         )
         store.save(state)
         say(
@@ -363,7 +383,13 @@ def cluster_rollback_command(
         raise RuntimeError(f"no rollout state in {store.describe()}: nothing to roll back")
     router = router_from_description(state.router)
     state = rollback_locked(
-        state, router=router, hooks=(), who=who, reason=reason, outcome=Phase.ABORTED, now=time.time()
+        state,
+        router=router,
+        hooks=parse_hooks({"hooks": list(state.hooks)}),
+        who=who,
+        reason=reason,
+        outcome=Phase.ABORTED,
+        now=time.time(),
     )
     assert state is not None
     store.save(state)

@@ -35,6 +35,7 @@ class RolloutState:
     stack: dict[str, Any] = field(default_factory=dict)  # local processes and URLs, or cluster coordinates
     evaluations: tuple[dict[str, Any], ...] = ()  # every gate evaluation, with step and window
     events: tuple[dict[str, Any], ...] = ()  # weight changes, hooks, promotions, rollbacks (who and why)
+    hooks: tuple[dict[str, Any], ...] = ()  # the run's hooks, so a later `rollout rollback` runs them too
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -52,6 +53,7 @@ class RolloutState:
         data["phase"] = self.phase.value
         data["evaluations"] = list(self.evaluations)
         data["events"] = list(self.events)
+        data["hooks"] = list(self.hooks)
         return data
 
     @classmethod
@@ -67,6 +69,7 @@ class RolloutState:
             raise ValueError(f"rollout state has bad phase {data.get('phase')!r}") from exc
         values["evaluations"] = tuple(values.get("evaluations", ()))
         values["events"] = tuple(values.get("events", ()))
+        values["hooks"] = tuple(values.get("hooks", ()))
         return cls(**values)
 
 

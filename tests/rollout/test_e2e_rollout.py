@@ -219,8 +219,15 @@ def test_prometheus_stopped_mid_run_is_inconclusive_and_never_promotes(rollout):
     assert not any(e["kind"] == "step-passed" for e in decision["events"])
 
 
-def test_sigkill_mid_step_then_make_rollback_restores_all_traffic_to_baseline(rollout):
-    proc = rollout.start("--profile", "quick")
+def test_sigkill_mid_step_then_make_rollback_restores_all_traffic_to_baseline(rollout, tmp_path):
+    marker = tmp_path / "rollback-hook"
+    hooks = tmp_path / "hooks.yaml"
+    hooks.write_text(
+        json.dumps(
+            {"hooks": [{"kind": "rollback", "command": ["sh", "-c", f'echo "$ROLLOUT_REASON" >> {marker}']}]}
+        )
+    )
+    proc = rollout.start("--profile", "quick", "--hooks", str(hooks))
     state = rollout.wait_for(
         lambda s: s.step_started_at is not None and s.evaluations, timeout=120, what="step 1"
     )
@@ -249,12 +256,14 @@ def test_sigkill_mid_step_then_make_rollback_restores_all_traffic_to_baseline(ro
     canary = ProcessRef.from_dict(state.stack["arms"]["canary"]["process"])
     assert not is_alive(canary)  # the canary is scaled down; the baseline keeps serving
     assert rollout.decision()["outcome"] == "aborted"
+    assert marker.read_text().splitlines() == ["on-call saw a regression"]  # the run's rollback hook ran
 
     again = rollout.cli("rollback", "--reason", "again", "--who", "tester")
     assert again.returncode == 0, again.stdout + again.stderr
     rollbacks = [e for e in rollout.state().events if e["kind"] == "rollback"]
     assert [(e["who"], e["changed"]) for e in rollbacks][-1] == ("tester", False)
     assert rollout.state().decided_by == after.decided_by
+    assert marker.read_text().splitlines() == ["on-call saw a regression"]  # not again: nothing changed
 
     down = rollout.cli("down")
     assert down.returncode == 0, down.stdout + down.stderr
