@@ -29,11 +29,18 @@ def _quiet(_state: RolloutState, _message: str) -> None:
 
 
 def new_state(
-    *, run_id: str, profile: Profile, router: TrafficRouter, stack: dict[str, Any], now: float
+    *,
+    run_id: str,
+    profile: Profile,
+    router: TrafficRouter,
+    stack: dict[str, Any],
+    now: float,
+    hooks: tuple[Hook, ...] = (),
 ) -> RolloutState:
     from dataclasses import asdict
 
     return RolloutState(
+        hooks=tuple(h.as_dict() for h in hooks),
         run_id=run_id,
         profile=asdict(profile),
         phase=Phase.INITIALIZING,

@@ -63,7 +63,7 @@ def load_gate_config(
         document = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise GateConfigError(f"cannot read gate file {path}: {exc}") from exc
-    by_name = {g.get("name"): g for g in document.get("gates", []) if isinstance(g, dict)}
+    by_name = {str(g.get("name")): g for g in document.get("gates", []) if isinstance(g, dict)}
     for name, params in overrides.items():
         if name not in by_name:
             raise GateConfigError(f"gate override names unknown gate {name!r}; gates: {sorted(by_name)}")
