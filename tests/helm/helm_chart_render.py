@@ -53,8 +53,11 @@ def template_args(values_files: tuple[str, ...] = (), sets: tuple[str, ...] = ()
 
 
 def load_tool(name: str) -> ModuleType:
-    """Import tools/<name>.py (tools/ holds scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"tools_{name}", ROOT / "tools" / f"{name}.py")
+    """Import tools/<name>.py, e.g. "helm_docs" or "k8s/cluster" (tools/ holds scripts, not a package)."""
+    module_name = "tools_" + name.replace("/", "_")
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "tools" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
