@@ -1,8 +1,8 @@
 """`python -m rollout.bench` (make bench-rollout): whole rollouts on this machine, timed.
 
 Scenarios: `good` (the canary should promote; wall time of the whole command, samples behind each
-step's final verdict, failed requests) and `regression` (a CPU-burn fault switched on by the first
-step's pre-step hook; seconds from the step's start to the revert, in evaluation intervals).
+step's final verdict, failed requests) and `regression` (a 50 ms CPU-burn fault per request and rank, switched on by
+the first step's pre-step hook, canary allotted one core; seconds from the step's start to the revert, in evaluation intervals).
 Writes `<out>/bench.json` and prints a table.
 """
 
@@ -21,7 +21,7 @@ from rollout.plan import PROFILES, get_profile
 
 INJECT = (
     "import os, urllib.request; urllib.request.urlopen(urllib.request.Request("
-    "os.environ['ROLLOUT_CANARY_URL'] + '/rehearsal/faults', data=b'{\"cpu_burn_ms\": 100}', method='POST'))"
+    "os.environ['ROLLOUT_CANARY_URL'] + '/rehearsal/faults', data=b'{\"cpu_burn_ms\": 50}', method='POST'))"
 )
 
 
@@ -105,7 +105,14 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
             )
-            results.append(_run(args.out, name, ["--profile", profile.name, "--hooks", str(hooks)]))
+            # One allotted core for the canary: the burn (2 ranks x 50 ms per request) alone is ~half of it.
+            results.append(
+                _run(
+                    args.out,
+                    name,
+                    ["--profile", profile.name, "--canary-cpu-cores", "1.0", "--hooks", str(hooks)],
+                )
+            )
         else:
             parser.error(f"unknown scenario {name!r} (good, regression)")
     (args.out / "bench.json").write_text(

@@ -275,7 +275,7 @@ def test_regression_injected_at_a_step_is_reverted_within_two_evaluation_interva
     # Rehearsal: the first step's pre-step hook switches on a CPU-burn fault in the canary.
     inject = (
         "import os, urllib.request; urllib.request.urlopen(urllib.request.Request("
-        "os.environ['ROLLOUT_CANARY_URL'] + '/rehearsal/faults', data=b'{\"cpu_burn_ms\": 100}', method='POST'))"
+        "os.environ['ROLLOUT_CANARY_URL'] + '/rehearsal/faults', data=b'{\"cpu_burn_ms\": 50}', method='POST'))"
     )
     # YAML is a superset of JSON: the hooks file as data.
     hooks.write_text(
@@ -289,6 +289,8 @@ def test_regression_injected_at_a_step_is_reverted_within_two_evaluation_interva
         "quick",
         "--interval",
         str(interval),
+        "--canary-cpu-cores",
+        "1.0",  # the burn (2 ranks x 50 ms x ~5 req/s) alone is half of it
         "--hooks",
         str(hooks),
         timeout=240,
@@ -303,3 +305,26 @@ def test_regression_injected_at_a_step_is_reverted_within_two_evaluation_interva
     latency = reverted_at - step["started_at"]
     # Two evaluations (the gates need two failing ones in a row), plus the time one evaluation takes.
     assert latency <= 2 * interval + 5, f"reverted {latency:.1f}s after the step began"
+
+
+def test_rerun_after_sigkill_resumes_the_same_rollout_inside_its_step(rollout):
+    first = rollout.start("--profile", "quick")
+    before = rollout.wait_for(lambda s: len(s.evaluations) >= 2, timeout=120, what="two evaluations")
+    first.kill()
+    first.wait(timeout=10)
+    second = rollout.start("--profile", "quick")
+    resumed = rollout.wait_for(
+        lambda s: len(s.evaluations) >= len(before.evaluations) + 2,
+        timeout=60,
+        what="evaluations after resuming",
+    )
+    assert "resuming rollout " + before.run_id in rollout.output()
+    assert resumed.run_id == before.run_id
+    assert resumed.step_index == before.step_index and resumed.step_started_at == before.step_started_at
+    # The resumed evaluations still cover the whole step, from its original start.
+    assert resumed.evaluations[-1]["window"][0] == before.evaluations[0]["window"][0]
+    second.send_signal(signal.SIGINT)  # Ctrl-C: roll back, report, stop the stack
+    assert second.wait(timeout=120) == 2, rollout.output()
+    final = rollout.state()
+    assert final.outcome == "aborted" and "interrupted" in final.reason
+    assert not is_alive(ProcessRef.from_dict(final.stack["arms"]["canary"]["process"]))
