@@ -145,16 +145,18 @@ def step_spans(state: RolloutState) -> list[dict[str, Any]]:
     return spans
 
 
-def _sample_counts(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Per gate, the sample counts the evaluator reported (whatever keys it used for them)."""
-    counts: dict[str, Any] = {}
+def _sample_text(evaluation: dict[str, Any]) -> str:
+    """`gate baseline/canary` sample counts the evaluator reported, e.g. `latency_e2e_p99 1023/342`."""
+    parts = []
     for gate in evaluation.get("evaluation", {}).get("gates", []) or []:
-        if not isinstance(gate, dict):
-            continue
-        found = {k: v for k, v in gate.items() if "sample" in k or k in ("n", "count", "counts", "points")}
-        if found:
-            counts[str(gate.get("name", "?"))] = found
-    return counts
+        samples = gate.get("samples") if isinstance(gate, dict) else None
+        if isinstance(samples, dict) and samples:
+            counts = "/".join(
+                "-" if samples.get(arm) is None else f"{float(samples[arm]):.0f}"
+                for arm in ("baseline", "canary")
+            )
+            parts.append(f"{gate.get('name')} {counts}")
+    return "; ".join(parts)
 
 
 def decision_record(state: RolloutState, loadtest_summary: dict[str, Any] | None) -> dict[str, Any]:
@@ -215,8 +217,8 @@ def summary_markdown(decision: dict[str, Any]) -> str:
             gates = ", ".join(f"{n}={v}" for n, v in ev["gate_verdicts"].items()) or ev["evaluation"].get(
                 "error", ""
             )
-            samples = _sample_counts(ev)
-            sample_text = f" — samples {json.dumps(samples)}" if samples else ""
+            samples = _sample_text(ev)
+            sample_text = f"; samples (baseline/canary): {samples}" if samples else ""
             lines.append(
                 f"- {_fmt_time(ev['at'], t0)} at {ev['canary_weight']}%: **{ev['verdict']}** ({gates}){sample_text}"
             )
