@@ -152,3 +152,32 @@ def test_proxy_process_runs_in_its_own_session(local_proxy):
     _, ref = local_proxy
     assert is_alive(ref)
     assert os.getsid(ref.pid) == ref.pid  # survives the orchestrator's death and signals to its group
+
+
+def test_rollback_restarts_a_dead_proxy_on_its_ports_at_the_new_weights(standin_arms, tmp_path):
+    import os
+    import signal as signals
+
+    spec = LocalProxySpec(
+        host="127.0.0.1",
+        port=free_port(),
+        admin_port=free_port(),
+        baseline_url=standin_arms["baseline"],
+        canary_url=standin_arms["canary"],
+    )
+    ref = start_local_proxy(spec, Weights(50, 50), log_path=tmp_path / "proxy.log")
+    router = LocalProxyRouter.for_process(spec, ref, tmp_path / "proxy.log")
+    os.killpg(ref.pid, signals.SIGKILL)
+    try:
+        assert router.verify_weights(Weights(50, 50)) is WeightCheck.UNKNOWN
+        router.set_weights(100, 0)
+        assert router.process != ref and is_alive(router.process)
+        assert router.get_weights() == Weights(100, 0)
+        request = urllib.request.Request(
+            spec.url + "/v1/chat/completions", data=b'{"chunks": 1}', method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.headers["x-canary-arm"] == "baseline"
+        assert router.describe()["process"] == router.process.as_dict()  # what the state will record
+    finally:
+        terminate(router.process)
