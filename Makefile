@@ -10,7 +10,7 @@ MARK ?=
 PYTEST_ARGS ?=
 
 .PHONY: help canary rollback status test test-unit test-integration test-e2e lint setup system-deps \
-	bench-mm bench-gates bench-loadtest bench-backend bench-rollout images helm-bin helm-lint helm-docs k8s-build k8s-up
+	bench-mm bench-gates bench-loadtest bench-backend bench-rollout images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s
 
 help:
 	@echo "make canary [PROFILE=quick]  run a canary rollout (embedded stack unless a cluster is configured)"
@@ -43,7 +43,10 @@ rollback: setup
 status: setup
 	$(PY) -m rollout status
 
+# The k8s tier needs the local control plane (tools/k8s/build.sh, cached); built unless MARK leaves k8s out.
+K8S_WANTED = $(if $(MARK),$(if $(findstring not k8s,$(MARK)),,$(findstring k8s,$(MARK))),all)
 test: setup helm-bin
+	@$(if $(K8S_WANTED),bash tools/k8s/build.sh)
 	$(PY) -m pytest $(if $(MARK),-m "$(MARK)") $(PYTEST_ARGS)
 
 test-unit: MARK = not integration and not e2e and not k8s
@@ -52,6 +55,8 @@ test-integration: MARK = integration
 test-integration: test
 test-e2e: MARK = e2e
 test-e2e: test
+test-k8s: MARK = k8s
+test-k8s: test
 
 lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff check .

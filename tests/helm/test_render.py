@@ -292,6 +292,11 @@ def test_orchestrator_job_runs_with_its_account_and_names_its_objects(scenario):
     out.get("Deployment", env["ROLLOUT_BASELINE_DEPLOYMENT"])
     out.get("Deployment", env["ROLLOUT_CANARY_DEPLOYMENT"])
     out.get("ConfigMap", env["ROLLOUT_STATE_CONFIGMAP"])
+    route_backends = [
+        r["name"] for r in out.get("HTTPRoute", env["ROLLOUT_HTTPROUTE"])["spec"]["rules"][0]["backendRefs"]
+    ]
+    assert route_backends == [env["ROLLOUT_BASELINE_SERVICE"], env["ROLLOUT_CANARY_SERVICE"]]
+    out.get("Service", env["ROLLOUT_BASELINE_SERVICE"])
     assert env["ROLLOUT_PROMETHEUS_URL"] == o["prometheusUrl"]
     assert env["ROLLOUT_ARM_HEADER"] == "x-canary-arm"
     volumes = {v["name"]: v for v in spec["volumes"]}

@@ -132,7 +132,7 @@ class Dispatcher:
         prepared = self.body_for(arrival.seq)
         meter: StreamMeter | None = None
         status: int | None = None
-        arm: str | None = None
+        arm: Any = None
         error_kind: str | None = None
         error: str | None = None
         sent = time.perf_counter()

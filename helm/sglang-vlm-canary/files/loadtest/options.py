@@ -100,7 +100,7 @@ _OPTIONS: list[tuple[str, Any, Any, str]] = [
     (
         "--drain-timeout",
         _number(float, minimum=0.0),
-        30.0,
+        10.0,
         "seconds in-flight requests get to finish when the run stops",
     ),
     (

@@ -241,7 +241,7 @@ class DatasetBodies:
         where = f"dataset {path} line {number}"
         try:
             item = json.loads(line)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise DatasetError(f"{where}: not JSON ({exc.msg})") from None
         if not isinstance(item, dict) or not isinstance(item.get("prompt"), str):
             raise DatasetError(f"{where}: expected an object with a string 'prompt'")

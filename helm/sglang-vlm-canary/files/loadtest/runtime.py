@@ -69,9 +69,11 @@ class LoadRuntime:
 
     def __init__(self, environment: Environment) -> None:
         self.env = environment
-        self.runner = environment.runner
-        self.is_master = isinstance(self.runner, MasterRunner)
-        self.is_worker = isinstance(self.runner, WorkerRunner)
+        # Local, master and worker runners expose different APIs (clients, worker_index, messages).
+        runner: Any = environment.runner
+        self.runner = runner
+        self.is_master = isinstance(runner, MasterRunner)
+        self.is_worker = isinstance(runner, WorkerRunner)
         self.lock = gevent.lock.RLock()
         self.active = False
         self.config: LoadConfig | None = None
@@ -91,9 +93,9 @@ class LoadRuntime:
         events.test_stop.add_listener(self.on_test_stop)
         events.quitting.add_listener(self.on_quitting)
         if self.is_master:
-            self.runner.register_message(MSG_RECORDS, self.on_worker_records)
+            runner.register_message(MSG_RECORDS, self.on_worker_records)
         if self.is_worker:
-            self.runner.register_message(MSG_FINISH, self.on_finish_request, concurrent=True)
+            runner.register_message(MSG_FINISH, self.on_finish_request, concurrent=True)
         if not self.is_worker:
             self._validate_inputs_or_exit()
 
@@ -102,8 +104,8 @@ class LoadRuntime:
         """Fail before the run for inputs that cannot work (a worker gets its options at spawn)."""
         try:
             config = load_config(self.env.parsed_options)
-            if config.values["dataset"]:
-                self._bodies_for(config)
+            if config.values["dataset"] or not self.is_master:
+                self._bodies_for(config)  # a standalone run starts faster with its bodies ready
         except (ValueError, DatasetError) as exc:
             log.error("%s", exc)
             sys.exit(EXIT_USAGE)
@@ -142,12 +144,10 @@ class LoadRuntime:
                     self._abort(problem)
                     return
                 self.summary = RunSummary(config.values, config.nominal_rate, config.slo)
-                self.writer = (
-                    JsonlWriter(config.values["requests_jsonl"]) if config.values["requests_jsonl"] else None
-                )
+                if not self._open_writer(config):
+                    return
                 self.expected = {0}
-                clock = Clock.now()
-                self._start_dispatcher(config, target, clock, time.perf_counter() + _LOCAL_START_LEAD_S, 0, 1)
+                self._start_dispatcher(config, target, None, 0, 1)
                 self._spawn(self._collect_locally)
             else:
                 self._start_worker(config, target)
@@ -168,18 +168,27 @@ class LoadRuntime:
         workers = runner.clients.ready + runner.clients.running + runner.clients.spawning
         indexes = sorted(runner.get_worker_index(node.id) for node in workers)
         # Shipped to the workers inside the spawn message's options.
-        self.env.parsed_options.vlm_worker_indexes = indexes
-        self.env.parsed_options.vlm_start_at = time.time() + config.values["start_delay"]
+        options: Any = self.env.parsed_options
+        options.vlm_worker_indexes = indexes
+        options.vlm_start_at = time.time() + config.values["start_delay"]
         self.expected = set(range(len(indexes)))
         self.summary = RunSummary(config.values, config.nominal_rate, config.slo)
-        self.writer = (
-            JsonlWriter(config.values["requests_jsonl"]) if config.values["requests_jsonl"] else None
-        )
+        if not self._open_writer(config):
+            return
         if config.finite:
             self._spawn(self._end_when_schedule_done)
 
+    def _open_writer(self, config: LoadConfig) -> bool:
+        path = config.values["requests_jsonl"]
+        try:
+            self.writer = JsonlWriter(path) if path else None
+        except OSError as exc:
+            self._abort(f"cannot write --requests-jsonl {path}: {exc.strerror}")
+            return False
+        return True
+
     def _start_worker(self, config: LoadConfig, target: Target) -> None:
-        options = self.env.parsed_options
+        options: Any = self.env.parsed_options
         indexes = list(getattr(options, "vlm_worker_indexes", []))
         my_index = self.runner.worker_index
         if my_index not in indexes:
@@ -187,9 +196,7 @@ class LoadRuntime:
             self.active = False
             return
         self.rank = indexes.index(my_index)
-        clock = Clock.now()
-        start_perf = clock.to_perf(float(options.vlm_start_at))
-        self._start_dispatcher(config, target, clock, start_perf, self.rank, len(indexes))
+        self._start_dispatcher(config, target, float(options.vlm_start_at), self.rank, len(indexes))
         self._spawn(self._report_to_master)
         if config.finite:
             self._spawn(self._finish_worker_when_schedule_done)
@@ -200,13 +207,22 @@ class LoadRuntime:
         self._finish_worker()
 
     def _start_dispatcher(
-        self, config: LoadConfig, target: Target, clock: Clock, start_perf: float, rank: int, workers: int
+        self, config: LoadConfig, target: Target, start_unix: float | None, rank: int, workers: int
     ) -> None:
+        """Bodies first, then the clock: preparing (large) images must not eat into the schedule."""
         bodies = self._bodies_for(config)
-        if time.perf_counter() > start_perf:
-            log.warning(
-                "worker %d finished preparing bodies after the start time; early arrivals are late", rank
-            )
+        clock = Clock.now()
+        if start_unix is None:
+            start_perf = clock.perf_at_anchor + _LOCAL_START_LEAD_S
+        else:
+            start_perf = clock.to_perf(start_unix)
+            if clock.perf_at_anchor > start_perf:
+                log.warning(
+                    "worker %d finished preparing bodies %.2fs after the start time; early arrivals are late "
+                    "(raise --start-delay)",
+                    rank,
+                    clock.perf_at_anchor - start_perf,
+                )
         self.dispatcher = Dispatcher(
             target=target,
             arrivals=config.schedule.arrivals(rank, workers),
@@ -220,6 +236,8 @@ class LoadRuntime:
 
     def _fire_locust_request(self, record: dict[str, Any]) -> None:
         """Live numbers in Locust's UI: one request per stream, response time = end-to-end."""
+        if record["error_kind"] == "cancelled":
+            return  # cut off by the stop, says nothing about the server
         exception = None if record["ok"] else RuntimeError(f"{record['error_kind']}: {record['error']}")
         self.env.events.request.fire(
             request_type="POST",
