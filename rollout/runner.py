@@ -178,7 +178,6 @@ def run_local(options: LocalRunOptions, *, say: Callable[[str], None] = print) -
                 hooks=options.hooks,
             )
             store.save(state)
-            wait_for_first_samples(stack)
         profile_dict = state.profile
         config = load_gate_config(
             options.gate_file, gate_profile="local", overrides=profile_dict.get("gate_overrides") or None
@@ -203,6 +202,8 @@ def run_local(options: LocalRunOptions, *, say: Callable[[str], None] = print) -
             },
         )
         try:
+            if state.phase is Phase.INITIALIZING:
+                wait_for_first_samples(stack)  # no evaluation before Prometheus has scraped every target
             state = drive(controller, progress, stop)
         except _Interrupted:
             state = (
