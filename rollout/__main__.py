@@ -236,10 +236,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"for {time.time() - state.step_started_at:.0f}s"
         )
     try:
+        from rollout.processes import ProcessRef, is_alive
         from rollout.routers import router_from_description
 
+        process = state.router.get("process")
+        if process and not is_alive(ProcessRef.from_dict(process)):
+            print(f"  router ({state.router.get('kind')}): not running (the run's local stack is stopped)")
+            raise LookupError
         weights = router_from_description(state.router).get_weights()
         print(f"  router ({state.router.get('kind')}): baseline {weights.baseline}% canary {weights.canary}%")
+    except LookupError:
+        pass
     except Exception as exc:  # status must work with the router down too
         print(f"  router ({state.router.get('kind')}): unreachable ({exc})")
     if state.evaluations:
