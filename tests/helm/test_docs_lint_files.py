@@ -108,3 +108,10 @@ def test_sync_detects_and_repairs_drift(tmp_path):
     ]
     sync_chart_loadtest.sync(source, copy)
     assert sorted(p.name for p in copy.iterdir()) == ["vlm.py"]
+
+
+def test_locustfile_configmap_fits_the_configmap_size_limit(render):
+    # The API server refuses ConfigMaps over 1 MiB; the whole loadtest package travels in one.
+    data = render("loadtest-mesh-values.yaml").get("ConfigMap", "vlm-locustfile")["data"]
+    size = sum(len(k) + len(v.encode()) for k, v in data.items())
+    assert size < 1024 * 1024 * 0.8, f"locustfile ConfigMap is {size} bytes"
