@@ -90,6 +90,12 @@ class Cluster:
         self.kubectl("create", "namespace", name)
         _wait_default_service_account(self, timeout_s, name)
 
+    def service_account_kubeconfig(self, namespace: str, account: str, path: Path) -> Path:
+        """A kubeconfig that authenticates as the ServiceAccount itself (a TokenRequest token)."""
+        token = self.kubectl("create", "token", account, "-n", namespace, "--duration", "1h").stdout.strip()
+        _write_kubeconfig(path, self.server, token, namespace=namespace)
+        return path
+
     def log_tail(self, component: str, lines: int = 30) -> str:
         path = self.workdir / f"{component}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
@@ -137,13 +143,15 @@ def _alive(cluster: Cluster, name: str):
     return check
 
 
-def _write_kubeconfig(path: Path, server: str, token: str) -> None:
+def _write_kubeconfig(path: Path, server: str, token: str, namespace: str = "default") -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "local", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
         "users": [{"name": "admin", "user": {"token": token}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "admin"}}],
+        "contexts": [
+            {"name": "local", "context": {"cluster": "local", "user": "admin", "namespace": namespace}}
+        ],
         "current-context": "local",
     }
     path.write_text(json.dumps(config, indent=2))
