@@ -117,6 +117,7 @@ def test_one_deployment_per_arm_with_gpu_shm_probes_and_limits(scenario):
         assert c["readinessProbe"]["httpGet"]["path"] in ("/ready", "/health_generate")
         assert c["livenessProbe"]["httpGet"]["path"] == "/health"
         assert spec["terminationGracePeriodSeconds"] >= 60
+        assert spec["automountServiceAccountToken"] is False
         assert spec["nodeSelector"] == server["nodeSelector"]
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
         assert spec.get("affinity", {}) == server["affinity"]
