@@ -357,6 +357,45 @@ def test_orchestrator_account_cannot_reach_other_namespaces(rbac_release):
     assert result.stdout.strip() == "no"
 
 
+def set_route_weights(cluster, baseline: int, canary: int) -> None:
+    for index, weight in ((0, baseline), (1, canary)):
+        cluster.kubectl(
+            "patch",
+            "httproute",
+            FULL,
+            "-n",
+            RBAC_NS,
+            "--type",
+            "json",
+            "-p",
+            json.dumps(
+                [{"op": "replace", "path": f"/spec/rules/0/backendRefs/{index}/weight", "value": weight}]
+            ),
+        )
+
+
+def route_weights(cluster) -> list[int]:
+    route = get_json(cluster, "httproute", FULL, "-n", RBAC_NS)
+    return [r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]]
+
+
+def test_helm_upgrade_without_a_new_build_leaves_the_orchestrators_weights(rbac_release):
+    set_route_weights(rbac_release, 50, 50)
+    helm(
+        rbac_release,
+        "upgrade",
+        RELEASE,
+        str(CHART),
+        "-n",
+        RBAC_NS,
+        "-f",
+        str(CHART / "ci" / "default-values.yaml"),
+        "--set",
+        "orchestrator.profile=quick",
+    )
+    assert route_weights(rbac_release) == [50, 50]
+
+
 def test_orchestrator_account_moves_weights_and_scales_canary_for_real(rbac_release):
     patch = {
         "spec": {
@@ -432,6 +471,7 @@ def test_orchestrator_account_is_refused_what_it_was_not_granted(rbac_release):
 
 def test_helm_upgrade_keeps_the_orchestrators_state(rbac_release):
     # Runs after the real-action test wrote state: an upgrade must not wipe it (the chart renders no data).
+    set_route_weights(rbac_release, 90, 10)
     state = get_json(rbac_release, "configmap", f"{FULL}-rollout-state", "-n", RBAC_NS)
     if "data" not in state:
         rbac_release.kubectl(
@@ -458,8 +498,16 @@ def test_helm_upgrade_keeps_the_orchestrators_state(rbac_release):
         "arms.canary.image.tag=0.5.23-rc2",
     )
     assert get_json(rbac_release, "configmap", f"{FULL}-rollout-state", "-n", RBAC_NS)["data"]["step"] == "1"
+    # A new canary build: helm's three-way merge puts the canary's replicas back to the values, and the
+    # changed builds header replaces the route's rules, so the new build starts with no traffic.
+    route = get_json(rbac_release, "httproute", FULL, "-n", RBAC_NS)
+    assert [r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]] == [100, 0]
+    assert get_json(rbac_release, "deployment", f"{FULL}-canary", "-n", RBAC_NS)["spec"]["replicas"] == 1
+    revision = json.loads(helm(rbac_release, "status", RELEASE, "-n", RBAC_NS, "-o", "json").stdout)[
+        "version"
+    ]
     jobs = [j["metadata"]["name"] for j in get_json(rbac_release, "jobs", "-n", RBAC_NS)["items"]]
-    assert f"{FULL}-rollout-r2" in jobs and f"{FULL}-rollout-r1" not in jobs
+    assert revision > 1 and jobs == [f"{FULL}-rollout-r{revision}"], jobs
 
 
 # The orchestrator's own Kubernetes calls (rollout/kube.py through its router and wrappers), run with a

@@ -169,6 +169,8 @@ def test_httproute_splits_by_weight_and_names_the_arm(scenario):
                 "responseHeaderModifier": {"set": [{"name": "x-canary-arm", "value": arm}]},
             }
         ]
+    ((builds,),) = [f["responseHeaderModifier"]["set"] for f in rule["filters"]]
+    assert builds["name"] == "x-canary-builds" and len(builds["value"]) == 12
     if values["route"]["timeouts"]:
         assert rule["timeouts"] == values["route"]["timeouts"]
     assert route["spec"].get("hostnames", []) == values["route"]["hostnames"]
@@ -395,6 +397,29 @@ def test_helm_test_pod_checks_every_service(scenario):
 
 
 # Scenario-specific facts, so a scenario that silently stopped exercising its feature fails.
+
+
+def builds_header(out) -> str:
+    return out.get("HTTPRoute", FULLNAME)["spec"]["rules"][0]["filters"][0]["responseHeaderModifier"]["set"][
+        0
+    ]["value"]
+
+
+def test_builds_header_changes_with_a_build_and_only_then(render):
+    # A changed value replaces the route's rules on upgrade (weights back to the chart's); see httproute.yaml.
+    base = builds_header(render("default-values.yaml"))
+    for build_change in (
+        "arms.canary.image.tag=0.5.24",
+        "arms.canary.mmInputMode=batched",
+        "server.tpSize=8",
+    ):
+        assert builds_header(render("default-values.yaml", sets=(build_change,))) != base, build_change
+    for other in (
+        "orchestrator.profile=quick",
+        "route.weights.canary=10,route.weights.baseline=90",
+        "loadtest.rate=3",
+    ):
+        assert builds_header(render("default-values.yaml", sets=(other,))) == base, other
 
 
 def test_default_sends_all_traffic_to_baseline(render):

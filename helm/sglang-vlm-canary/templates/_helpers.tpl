@@ -77,6 +77,11 @@ app.kubernetes.io/component: {{ .arm }}
 {{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
 {{- end }}
 
+{{/* 12 hex digits naming the two builds as deployed: everything that shapes the server pods. */}}
+{{- define "sglang-vlm-canary.buildsChecksum" -}}
+{{- dict "server" .Values.server "arms" .Values.arms | toJson | sha256sum | trunc 12 }}
+{{- end }}
+
 {{/*
 Arms that are deployed, in a fixed order. Returns a comma-separated string because templates can
 only return strings.
