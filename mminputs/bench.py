@@ -201,13 +201,12 @@ def markdown(records: list[dict], host: str) -> str:
         "",
     ]
     for tp in sorted({r["tp"] for r in records}):
-        lines += [
-            f"### TP={tp}",
-            "",
+        lines += [f"### TP={tp}", ""]
+        rows = [r for r in records if r["tp"] == tp]
+        lines += _summary(rows) + [
             "| input | batch | mode | transport | wall s | wall / per_rank | CPU s (all ranks) | CPU / per_rank |",
             "|---|---:|---|---|---:|---:|---:|---:|",
         ]
-        rows = [r for r in records if r["tp"] == tp]
         for key in _cells(rows):
             cell = [r for r in rows if (r["workload"], r["batch"]) == key]
             base = next((r for r in cell if r["mode"] == "per_rank"), None)
@@ -220,6 +219,26 @@ def markdown(records: list[dict], host: str) -> str:
                 )
         lines.append("")
     return "\n".join(lines)
+
+
+def _summary(rows: list[dict]) -> list[str]:
+    """Ratios to per_rank, one line per cell: the figures the targets are stated in."""
+    modes = [m for m in ALL_MODES if m != "per_rank" and any(r["mode"] == m for r in rows)]
+    head = " | ".join(f"{m} wall / CPU" for m in modes)
+    lines = [f"| input | batch | {head} |", "|---|---:|" + "---:|" * len(modes)]
+    for key in _cells(rows):
+        cell = {r["mode"]: r for r in rows if (r["workload"], r["batch"]) == key}
+        base = cell.get("per_rank")
+        if base is None:
+            continue
+        parts = [
+            f"{cell[m]['wall_median_s'] / base['wall_median_s']:.2f}x / {cell[m]['cpu_median_s'] / base['cpu_median_s']:.2f}x"
+            if m in cell
+            else "-"
+            for m in modes
+        ]
+        lines.append(f"| {WORKLOADS[key[0]].label} | {key[1]} | " + " | ".join(parts) + " |")
+    return lines + [""]
 
 
 def _cells(rows: list[dict]) -> list[tuple[str, int]]:
@@ -276,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     host = host_description()
     print(
-        f"bench-mm on {host}: tp={tps} workloads={[w.name for w in workloads]} batches={sizes} reps={args.reps}"
+        f"bench-mm on {host}: tp={tps} workloads={[w.name for w in workloads]} batches={sizes} reps={args.reps} "
+        f"warmup={args.warmup}"
     )
     records: list[dict] = []
     for tp in tps:
