@@ -18,6 +18,7 @@ import logging
 import mmap
 import os
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -141,7 +142,9 @@ class ShardedShmExchange:
         self._input_map: mmap.mmap | None = None
         self._input_size = 0
         self._peer_inputs: dict[tuple[int, int], tuple[mmap.mmap, int]] = {}
-        self._released: list[int] = []  # seg ids whose tensors died on this rank, not yet reported
+        # Seg ids whose tensors died on this rank, not yet reported. Finalizers may run on any thread: a
+        # deque's append and popleft are atomic, so none is lost between reading and clearing.
+        self._released: deque[int] = deque()
         # Replicated on every rank: the pool's segments, their sizes, the free ones, who still holds each.
         self._handles: dict[int, shm.SegmentHandle] = {}
         self._sizes: dict[int, int] = {}
@@ -186,7 +189,7 @@ class ShardedShmExchange:
                 seg_id,
                 shm.SegmentHandle(shm.host_identity(), os.getpid(), self._owned[seg_id], 0),
             )
-        released, self._released = tuple(self._released), []
+        released = tuple(_drain(self._released))
         share = RankShare(input_handle, tuple(results), released, self._spare)
         shares: list = [None] * world_size
         dist.all_gather_object(shares, share, group=self.group)
@@ -422,3 +425,12 @@ def _view(out_map, span, profile: VisionProfile):
         return None
     offset, rows = span
     return shm.tensor_view(out_map, offset, (rows, profile.patch_dim))
+
+
+def _drain(items: deque[int]) -> list[int]:
+    out = []
+    while True:
+        try:
+            out.append(items.popleft())
+        except IndexError:
+            return out
