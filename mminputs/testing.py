@@ -208,6 +208,25 @@ def scenario_mixed_stream(rank: int, world: int, modes: list[str], batches: int,
     return report
 
 
+def scenario_writes_stay_private(rank: int, world: int, modes: list[str]) -> dict:
+    """Rank 0 overwrites its tensors in place; every other rank's tensors must not change."""
+    requests = [MMRequest(f"w{k}", (MMItem.image(synthetic_frame(60 + 10 * k, 50, k)),)) for k in range(3)]
+    reference = [materialize(r, MMLimits()) for r in requests]
+    report = {}
+    for mode in modes:
+        strategy = make_strategy(mode, group=dist.group.WORLD)
+        got = strategy.obtain(requests)
+        if rank == 0:
+            for outcome in got:
+                assert isinstance(outcome, MaterializedInputs) and outcome.pixel_values is not None
+                outcome.pixel_values.fill_(-7.0)
+        dist.barrier()
+        report[mode] = [same_outcome(g, w) for g, w in zip(got, reference, strict=True)]
+        dist.barrier()
+        strategy.close()
+    return report
+
+
 def memfd_state() -> dict:
     """Descriptors and mappings of this process that refer to mminputs segments."""
     fds = 0

@@ -52,6 +52,18 @@ def test_every_mode_equals_single_process_materialization_bitwise(image_file):
     }
 
 
+def test_in_place_writes_on_one_rank_do_not_reach_its_peers():
+    from mminputs.testing import scenario_writes_stay_private
+
+    reports = run_group(
+        scenario_writes_stay_private, 2, ["batched", "sharded", "sharded_tensor"], timeout_s=120
+    )
+    for mode, equal in reports[0].items():
+        assert equal == [False, False, False], f"rank 0 {mode}: its own writes must show"
+    for mode, equal in reports[1].items():
+        assert equal == [True, True, True], f"rank 1 {mode}: saw rank 0's writes"
+
+
 def test_long_mixed_stream_keeps_group_in_step():
     from mminputs.testing import scenario_mixed_stream
 
