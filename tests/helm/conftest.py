@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import yaml
 # The shared helpers import as `helm_chart_render` under importlib mode.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helm_chart_render import ROOT, HelmResult, Rendered, template_args  # noqa: E402
+from helm_chart_render import ROOT, HelmResult, Rendered, load_tool, template_args  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +63,13 @@ def render_error(run_helm: Callable[..., HelmResult]) -> Callable[..., str]:
         return result.stderr
 
     return do_render
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory, helm_bin: Path):
+    """One real control plane (tools/k8s/cluster.py) for the k8s tests; stopped at the end, even on failure."""
+    cluster_tool = load_tool("k8s/cluster")
+    began = time.monotonic()
+    with cluster_tool.running(tmp_path_factory.mktemp("k8s") / "cluster") as running_cluster:
+        print(f"control plane up in {time.monotonic() - began:.1f}s")
+        yield running_cluster

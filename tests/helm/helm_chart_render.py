@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,3 +65,17 @@ def load_tool(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+def helm_on(cluster: Any, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """helm against a running tools/k8s/cluster.py control plane."""
+    env = os.environ | {
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "HELM_CACHE_HOME": str(cluster.workdir / "helm"),
+    }
+    proc = subprocess.run(
+        [str(ROOT / ".cache" / "bin" / "helm"), *args], capture_output=True, text=True, timeout=300, env=env
+    )
+    if check:
+        assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stderr}"
+    return proc

@@ -17,33 +17,12 @@ from typing import Any
 
 import pytest
 import yaml
-from helm_chart_render import CHART, RELEASE, ROOT, SCENARIOS, load_tool
+from helm_chart_render import CHART, RELEASE, ROOT, SCENARIOS
+from helm_chart_render import helm_on as helm
 
 pytestmark = pytest.mark.k8s
 
-cluster_tool = load_tool("k8s/cluster")
 GPUS_PER_NODE = 8
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, helm_bin: Path):
-    began = time.monotonic()
-    with cluster_tool.running(tmp_path_factory.mktemp("k8s") / "cluster") as c:
-        print(f"control plane up in {time.monotonic() - began:.1f}s")
-        yield c
-
-
-def helm(cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = os.environ | {
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "HELM_CACHE_HOME": str(cluster.workdir / "helm"),
-    }
-    proc = subprocess.run(
-        [str(ROOT / ".cache" / "bin" / "helm"), *args], capture_output=True, text=True, timeout=300, env=env
-    )
-    if check:
-        assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stderr}"
-    return proc
 
 
 def get_json(cluster, *args: str) -> Any:
