@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .processor import DEFAULT_PROFILE, PlannedRequest, VisionProfile, finish, plan
+from .processor import PlannedRequest, VisionProfile, finish, plan
 from .shm import aligned
 from .sources import InputRejected
 from .types import MaterializedInputs, MMInputError, MMLimits, MMRequest, Outcome
@@ -134,4 +134,4 @@ def _span(view, span: Span | None, profile: VisionProfile) -> torch.Tensor | Non
     return view(offset, (rows, profile.patch_dim))
 
 
-__all__ = ["DEFAULT_PROFILE", "Packed", "Record", "fill", "flat_view", "layout", "plan_safely", "unpack"]
+__all__ = ["Packed", "Record", "fill", "flat_view", "layout", "plan_safely", "unpack"]

@@ -8,7 +8,6 @@ shared-memory segment): `plan` decodes and resizes (uint8, cheap to hold), `fini
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,12 +164,6 @@ def materialize(request: MMRequest, limits: MMLimits, profile: VisionProfile = D
         return finish(plan(request, limits, profile), profile)
     except InputRejected as exc:
         return MMInputError(request.rid, exc.status, exc.message)
-
-
-def materialize_all(
-    requests: Sequence[MMRequest], limits: MMLimits, profile: VisionProfile = DEFAULT_PROFILE
-):
-    return [materialize(r, limits, profile) for r in requests]
 
 
 def resize_target(width: int, height: int, profile: VisionProfile, *, video: bool) -> tuple[int, int]:
