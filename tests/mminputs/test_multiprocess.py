@@ -93,7 +93,7 @@ def test_ten_thousand_requests_leave_cache_and_shared_memory_empty(mode):
     assert _dev_shm() - before == set()
 
 
-@pytest.mark.parametrize(("mode", "victim"), [("sharded", 1), ("batched", 0), ("batched", 1)])
+@pytest.mark.parametrize(("mode", "victim"), [("sharded", 0), ("sharded", 1), ("batched", 0), ("batched", 1)])
 def test_sigkill_of_a_rank_leaves_no_segment_and_no_hang(mode, victim, tmp_path):
     from mminputs.testing import scenario_until_killed
 
