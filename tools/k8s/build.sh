@@ -5,7 +5,7 @@
 #   crds/ Gateway API standard CRDs (sigs.k8s.io/gateway-api) and the ServiceMonitor/PodMonitor CRDs
 #         (github.com/prometheus-operator/prometheus-operator), read from the Go module cache
 # Idempotent: a stamp named after this script, go.mod and go.sum skips everything when nothing changed.
-# Built single-threaded at the lowest priority because the build machine's cores are shared; the cold
+# Built at the lowest priority (set GOMAXPROCS=1 to leave a shared machine a core); the cold
 # build time is printed and kept in .cache/k8s/build-seconds.
 set -euo pipefail
 KWOK_VERSION=v0.7.0
@@ -20,7 +20,7 @@ command -v go >/dev/null || { echo "tools/k8s/build.sh: Go toolchain not found o
 
 cd "$here"
 # go.mod and go.sum are complete (go mod tidy); readonly turns any drift into an error, not an edit.
-export GOMAXPROCS="${GOMAXPROCS:-1}" GOFLAGS="-mod=readonly"
+export GOMAXPROCS="${GOMAXPROCS:-$(nproc)}" GOFLAGS="-mod=readonly"
 mkdir -p "$out/bin" "$out/crds"
 rm -f "$out"/bin/.built-*
 start=$(date +%s)
