@@ -1,8 +1,8 @@
 """`python -m rollout.bench` (make bench-rollout): whole rollouts on this machine, timed.
 
 Scenarios: `good` (the canary should promote; wall time of the whole command, samples behind each
-step's final verdict, failed requests) and `regression` (a 50 ms CPU-burn fault per request and rank, switched on by
-the first step's pre-step hook, canary allotted one core; seconds from the step's start to the revert, in evaluation intervals).
+step's final verdict, failed requests) and `regression` (a 100 ms CPU-burn fault per request and rank, switched on by
+the first step's pre-step hook, canary allotted half a core; seconds from the step's start to the revert, in evaluation intervals).
 Writes `<out>/bench.json` and prints a table.
 """
 
@@ -21,7 +21,7 @@ from rollout.plan import PROFILES, get_profile
 
 INJECT = (
     "import os, urllib.request; urllib.request.urlopen(urllib.request.Request("
-    "os.environ['ROLLOUT_CANARY_URL'] + '/rehearsal/faults', data=b'{\"cpu_burn_ms\": 50}', method='POST'))"
+    "os.environ['ROLLOUT_CANARY_URL'] + '/rehearsal/faults', data=b'{\"cpu_burn_ms\": 100}', method='POST'))"
 )
 
 
@@ -105,12 +105,12 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
             )
-            # One allotted core for the canary: the burn (2 ranks x 50 ms per request) alone is ~half of it.
+            # Half a core for the canary: the burn alone (2 ranks x 100 ms per request) asks for more.
             results.append(
                 _run(
                     args.out,
                     name,
-                    ["--profile", profile.name, "--canary-cpu-cores", "1.0", "--hooks", str(hooks)],
+                    ["--profile", profile.name, "--canary-cpu-cores", "0.5", "--hooks", str(hooks)],
                 )
             )
         else:

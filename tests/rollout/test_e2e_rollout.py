@@ -130,6 +130,19 @@ def _gate_names(decision: dict, verdict: str) -> set[str]:
     }
 
 
+def _verdicts(decision: dict) -> str:
+    """Every evaluation's gate verdicts and reasons, for assertion messages."""
+    lines = [f"outcome {decision['outcome']}: {decision['reason']}"]
+    for step in decision["steps"]:
+        for ev in step["evaluations"]:
+            lines.append(f"{step['canary_weight']}% +{ev['at'] - step['started_at']:.0f}s {ev['verdict']}")
+            for gate in ev["evaluation"].get("gates", []):
+                lines.append(
+                    f"    {gate['name']}: {gate['raw_verdict']} -> {gate['verdict']}: {gate['reason'][:160]}"
+                )
+    return "\n".join(lines)
+
+
 def _requests(cli: RolloutCli) -> list[dict]:
     state = cli.state()
     lines = Path(state.stack["loadtest"]["requests_jsonl"]).read_text().splitlines()
@@ -140,7 +153,7 @@ def test_good_canary_promotes_through_all_steps_with_no_request_lost_to_a_weight
     rc = rollout.run("--profile", "quick", timeout=300)
     decision = rollout.decision()
     assert rc == 0, rollout.output()
-    assert decision["outcome"] == "promoted"
+    assert decision["outcome"] == "promoted", _verdicts(decision)
     assert [s["canary_weight"] for s in decision["steps"]] == [25, 50, 100]
     assert all(s["result"] == "passed" for s in decision["steps"])
     for step in decision["steps"]:
@@ -178,7 +191,7 @@ def test_canary_retaining_memory_reverts_on_the_memory_leak_gate(rollout):
     decision = rollout.decision()
     assert rc == 1, rollout.output()
     assert decision["outcome"] == "reverted"
-    assert "memory_leak" in decision["failed_gates"]
+    assert "memory_leak" in decision["failed_gates"], _verdicts(decision)
     assert "memory_leak" in decision["reason"]
     assert decision["steps"][0]["result"] == "reverted"
 
@@ -190,7 +203,7 @@ def test_per_rank_canary_over_its_cpu_budget_reverts_on_the_cpu_gate(rollout):
     decision = rollout.decision()
     assert rc == 1, rollout.output()
     assert decision["outcome"] == "reverted"
-    assert "cpu_utilisation" in decision["failed_gates"]
+    assert "cpu_utilisation" in decision["failed_gates"], _verdicts(decision)
     cpu = next(
         g
         for g in decision["steps"][-1]["evaluations"][-1]["evaluation"]["gates"]
@@ -275,7 +288,7 @@ def test_regression_injected_at_a_step_is_reverted_within_two_evaluation_interva
     # Rehearsal: the first step's pre-step hook switches on a CPU-burn fault in the canary.
     inject = (
         "import os, urllib.request; urllib.request.urlopen(urllib.request.Request("
-        "os.environ['ROLLOUT_CANARY_URL'] + '/rehearsal/faults', data=b'{\"cpu_burn_ms\": 50}', method='POST'))"
+        "os.environ['ROLLOUT_CANARY_URL'] + '/rehearsal/faults', data=b'{\"cpu_burn_ms\": 100}', method='POST'))"
     )
     # YAML is a superset of JSON: the hooks file as data.
     hooks.write_text(
@@ -290,7 +303,7 @@ def test_regression_injected_at_a_step_is_reverted_within_two_evaluation_interva
         "--interval",
         str(interval),
         "--canary-cpu-cores",
-        "1.0",  # the burn (2 ranks x 50 ms x ~5 req/s) alone is half of it
+        "0.5",  # the burn alone (2 ranks x 100 ms x ~5 req/s) asks for twice that
         "--hooks",
         str(hooks),
         timeout=240,
@@ -299,12 +312,12 @@ def test_regression_injected_at_a_step_is_reverted_within_two_evaluation_interva
     assert rc == 1, rollout.output()
     hook = decision["hooks"][0]
     assert hook["ok"], hook
-    assert "cpu_utilisation" in decision["failed_gates"]
+    assert "cpu_utilisation" in decision["failed_gates"], _verdicts(decision)
     step = decision["steps"][0]
     reverted_at = decision["rollbacks"][0]["at"]
     latency = reverted_at - step["started_at"]
     # Two evaluations (the gates need two failing ones in a row), plus the time one evaluation takes.
-    assert latency <= 2 * interval + 5, f"reverted {latency:.1f}s after the step began"
+    assert latency <= 2 * interval + 5, f"reverted {latency:.1f}s after the step began\n{_verdicts(decision)}"
 
 
 def test_rerun_after_sigkill_resumes_the_same_rollout_inside_its_step(rollout):
