@@ -26,7 +26,7 @@ from rollout.local_stack import ArmSpec, LoadSpec, LocalStack, start_local_stack
 from rollout.plan import Phase, Profile
 from rollout.report import collect_timeline, write_report
 from rollout.routers import router_from_description
-from rollout.routers.base import TrafficRouter
+from rollout.routers.base import RouterUnavailable, TrafficRouter
 from rollout.state import FileStateStore, RolloutState, single_runner
 
 
@@ -91,17 +91,35 @@ def _interruptible_sleep(stop: threading.Event, seconds: float) -> None:
         raise _Interrupted
 
 
+ROUTER_RETRIES = 3  # intervals in a row the router may be unreachable before the orchestrator gives up
+
+
 def drive(controller: RolloutController, progress: TerminalProgress, stop: threading.Event) -> RolloutState:
-    """Call `advance()` at the step start plus whole intervals until the rollout is terminal."""
-    state = controller.advance()
-    progress.status(state)
-    while not state.phase.terminal:
-        interval = float(state.profile["interval_s"])
-        anchor = state.step_started_at or time.time()
-        # Next tick on the step's own grid, so evaluations land at step start + k intervals.
-        ticks = max(1, int((time.time() - anchor) / interval) + 1)
-        _interruptible_sleep(stop, anchor + ticks * interval - time.time())
-        state = controller.advance()
+    """Call `advance()` at the step start plus whole intervals until the rollout is terminal.
+
+    A router that cannot be reached holds the rollout (nothing is decided without it) for up to
+    ROUTER_RETRIES intervals; then the error propagates and the caller rolls back.
+    """
+    state = controller.load()
+    failures = 0
+    first = True
+    while first or not state.phase.terminal:
+        if not first:
+            interval = float(state.profile["interval_s"])
+            anchor = state.step_started_at or time.time()
+            # Next tick on the step's own grid, so evaluations land at step start + k intervals.
+            ticks = max(1, int((time.time() - anchor) / interval) + 1)
+            _interruptible_sleep(stop, anchor + ticks * interval - time.time())
+        first = False
+        try:
+            state = controller.advance()
+            failures = 0
+        except RouterUnavailable as exc:
+            failures += 1
+            progress.event(state, f"router unavailable ({failures}/{ROUTER_RETRIES}), holding: {exc}")
+            if failures >= ROUTER_RETRIES:
+                raise
+            continue
         progress.status(state)
     return state
 
@@ -360,6 +378,10 @@ def run_cluster(options: ClusterRunOptions, *, say: Callable[[str], None] = prin
         state = drive(controller, progress, stop)
     except _Interrupted:
         state = controller.rollback(who=whoami(), reason="orchestrator interrupted (SIGINT/SIGTERM)") or state
+    except BaseException as exc:
+        say(f"orchestrator error: {type(exc).__name__}: {exc}; rolling back")
+        controller.rollback(who="rollout", reason=f"orchestrator error: {exc}")
+        raise
     if state.outcome in ("reverted", "aborted"):
         kube.scale_deployment(
             context=target.context, namespace=target.namespace, name=target.canary_deployment, replicas=0

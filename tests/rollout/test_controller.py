@@ -173,3 +173,22 @@ def test_each_evaluation_gets_the_earlier_records_of_its_step_even_after_a_resta
     fresh.advance()  # first evaluation of step 2
     assert [len(c["previous"]) for c in gates.calls] == [0, 1, 2, 0]
     assert gates.calls[2]["previous"][0]["verdict"] == "pass"
+
+
+def test_drive_holds_while_the_router_is_unreachable_then_gives_up(tmp_path):
+    import threading
+
+    from rollout.runner import ROUTER_RETRIES, TerminalProgress, drive
+
+    fast = PROFILE.with_overrides(interval_s=0.01, settle_s=0.0, bake_s=(0.0, 0.0, 0.0))
+    router = MemoryRouter()
+    router.down = True
+    store = FileStateStore(tmp_path / "state")
+    store.save(new_state(run_id="r", profile=fast, router=router, stack={}, now=0.0))
+    lines = []
+    controller = RolloutController(store=store, router=router, gates=ScriptedGates("pass"))
+    with pytest.raises(RouterUnavailable):
+        drive(controller, TerminalProgress(lines.append), threading.Event())
+    assert sum("router unavailable" in line for line in lines) == ROUTER_RETRIES
+    router.down = False  # it comes back: the same state resumes and promotes
+    assert drive(controller, TerminalProgress(lines.append), threading.Event()).phase is Phase.PROMOTED
