@@ -4,8 +4,11 @@ One implementation shared by the embedded backend and the sglang plugin; see doc
 """
 
 from .cache import DEFAULT_CACHE_CAPACITY
+from .image_pipeline import ImagePipeline
+from .materializer import Materializer, Staged, TensorSpec
 from .modes import DEFAULT_MODE, MODE_ENV_VAR, RECOMMENDED_MODE, MMMode, mode_from_env, parse_mode
 from .processor import DEFAULT_PROFILE, VisionProfile, materialize, smart_resize
+from .sources import InputRejected
 from .strategies import MMStrategy, make_strategy
 from .types import MaterializedInputs, MMInputError, MMItem, MMLimits, MMRequest, Outcome
 
@@ -15,6 +18,8 @@ __all__ = [
     "DEFAULT_PROFILE",
     "MODE_ENV_VAR",
     "RECOMMENDED_MODE",
+    "ImagePipeline",
+    "InputRejected",
     "MMInputError",
     "MMItem",
     "MMLimits",
@@ -22,7 +27,10 @@ __all__ = [
     "MMRequest",
     "MMStrategy",
     "MaterializedInputs",
+    "Materializer",
     "Outcome",
+    "Staged",
+    "TensorSpec",
     "VisionProfile",
     "make_strategy",
     "materialize",

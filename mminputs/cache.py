@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 from .types import Outcome
 
@@ -21,7 +22,7 @@ class OutcomeCache:
             raise ValueError(f"cache_capacity must be a positive integer, got {capacity!r}")
         self.capacity = capacity
         self.evictions = 0
-        self._entries: OrderedDict[str, Outcome] = OrderedDict()
+        self._entries: OrderedDict[str, Any] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -29,14 +30,16 @@ class OutcomeCache:
     def __contains__(self, rid: object) -> bool:
         return rid in self._entries
 
-    def put(self, outcome: Outcome) -> None:
-        self._entries.pop(outcome.rid, None)  # a re-sent rid replaces its old entry, at the back
-        self._entries[outcome.rid] = outcome
+    def put(self, outcome: Outcome | Any, rid: str | None = None) -> None:
+        """Store `outcome` under `rid` (default: its own `.rid`; results of other materializers have none)."""
+        key = outcome.rid if rid is None else rid
+        self._entries.pop(key, None)  # a re-sent rid replaces its old entry, at the back
+        self._entries[key] = outcome
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
             self.evictions += 1
 
-    def pop(self, rid: str) -> Outcome:
+    def pop(self, rid: str) -> Any:
         try:
             return self._entries.pop(rid)
         except KeyError:

@@ -1,137 +1,89 @@
-"""Materializing a share of a batch into one buffer, and describing it with small picklable records.
+"""A share of a batch laid out in one buffer, and described by small picklable records.
 
-A source rank plans (decode + resize) its requests, lays every float tensor out in one buffer (a shared
-memory segment, or a flat tensor for tensor-native collectives), and normalizes straight into it. Peers
-receive only `Packed` records and the buffer's handle or bytes, then rebuild the outcomes as views.
+A rank stages its requests (see materializer.py), lays every tensor of every result out in one buffer (a
+shared-memory segment, or a flat byte tensor for tensor-native collectives), and has each result's tensors
+written straight into it. Peers receive only `Packed` records and the buffer's handle or bytes, then
+rebuild the results as views of the buffer with the materializer's `assemble`.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from .processor import PlannedRequest, VisionProfile, finish, plan
+from .materializer import Materializer, Staged, TensorSpec
 from .shm import aligned
-from .sources import InputRejected
-from .types import MaterializedInputs, MMInputError, MMLimits, MMRequest, Outcome
+from .types import MMInputError
 
-log = logging.getLogger(__name__)
-
-Span = tuple[int, int]  # (byte offset, rows)
+Span = tuple[int, TensorSpec]  # (byte offset in the buffer, the tensor there)
+View = Callable[[int, TensorSpec], torch.Tensor]
+Keyed = tuple[str, object]  # (rid, result or MMInputError)
 
 
 @dataclass(frozen=True)
 class Packed:
-    """A materialized request without its tensors: where in the buffer they lie."""
+    """A staged request without its tensors: its skeleton, and where in the buffer its tensors lie."""
 
     rid: str
-    image_grid_thw: tuple[tuple[int, int, int], ...]
-    video_grid_thw: tuple[tuple[int, int, int], ...]
-    num_mm_tokens: int
-    image_span: Span | None
-    video_span: Span | None
+    skeleton: object
+    spans: tuple[Span, ...]
 
 
 Record = Packed | MMInputError
 
 
-def plan_safely(
-    request: MMRequest, limits: MMLimits, profile: VisionProfile
-) -> PlannedRequest | MMInputError:
-    """Plan one request; bad input and unexpected failures both become that request's error, never a raise,
-    so the source rank always reaches the collective that tells its peers (the upstream error envelope)."""
-    try:
-        return plan(request, limits, profile)
-    except InputRejected as exc:
-        return MMInputError(request.rid, exc.status, exc.message)
-    except Exception as exc:  # noqa: BLE001 - an unexpected failure aborts this request only, on every rank
-        log.exception("materializing request %s failed", request.rid)
-        return MMInputError(
-            request.rid, 500, f"multimodal input processing failed: {type(exc).__name__}: {exc}"
-        )
-
-
-def layout(
-    planned: Sequence[PlannedRequest | MMInputError], profile: VisionProfile
-) -> tuple[list[Record], int]:
-    """Records for `planned` with aligned byte spans, and the buffer size they need."""
+def layout(staged: Sequence[Staged | MMInputError]) -> tuple[list[Record], int]:
+    """Records for `staged` with aligned byte spans, and the buffer size they need."""
     records: list[Record] = []
     offset = 0
-    row_bytes = profile.patch_dim * 4
-    for item in planned:
+    for item in staged:
         if isinstance(item, MMInputError):
             records.append(item)
             continue
-        spans: list[Span | None] = []
-        for rows in (item.image_rows, item.video_rows):
-            if rows:
-                spans.append((offset, rows))
-                offset += aligned(rows * row_bytes)
-            else:
-                spans.append(None)
-        records.append(Packed(item.rid, item.image_grid_thw, item.video_grid_thw, item.num_mm_tokens, *spans))
+        spans: list[Span] = []
+        for spec in item.specs:
+            spans.append((offset, spec))
+            offset += aligned(spec.nbytes)
+        records.append(Packed(item.rid, item.skeleton, tuple(spans)))
     return records, offset
 
 
-def fill(
-    planned: Sequence[PlannedRequest | MMInputError],
-    records: Sequence[Record],
-    view: Callable[[int, tuple[int, int]], torch.Tensor],
-    profile: VisionProfile,
-) -> None:
-    """Normalize every planned request into the buffer at its record's spans."""
-    for item, record in zip(planned, records, strict=True):
+def fill(staged: Sequence[Staged | MMInputError], records: Sequence[Record], view: View) -> None:
+    """Have every staged request write its tensors into the buffer at its record's spans."""
+    for item, record in zip(staged, records, strict=True):
         if isinstance(item, MMInputError):
             continue
         assert isinstance(record, Packed)
-        finish(
-            item,
-            profile,
-            image_out=_span(view, record.image_span, profile),
-            video_out=_span(view, record.video_span, profile),
-        )
+        item.write([view(offset, spec) for offset, spec in record.spans])
 
 
-def unpack(
-    records: Sequence[Record], view: Callable[[int, tuple[int, int]], torch.Tensor], profile: VisionProfile
-) -> list[Outcome]:
-    """Outcomes whose tensors are views of the buffer `view` slices."""
-    out: list[Outcome] = []
+def unpack(records: Sequence[Record], view: View, materializer: Materializer) -> list[Keyed]:
+    """(rid, outcome) per record; results' tensors are views of the buffer `view` slices."""
+    out: list[Keyed] = []
     for record in records:
         if isinstance(record, MMInputError):
-            out.append(record)
+            out.append((record.rid, record))
             continue
-        out.append(
-            MaterializedInputs(
-                rid=record.rid,
-                pixel_values=_span(view, record.image_span, profile),
-                image_grid_thw=record.image_grid_thw,
-                pixel_values_videos=_span(view, record.video_span, profile),
-                video_grid_thw=record.video_grid_thw,
-                num_mm_tokens=record.num_mm_tokens,
-            )
-        )
+        tensors = [view(offset, spec) for offset, spec in record.spans]
+        out.append((record.rid, materializer.assemble(record.skeleton, tensors)))
     return out
 
 
-def flat_view(flat: torch.Tensor) -> Callable[[int, tuple[int, int]], torch.Tensor]:
-    """Slices of a flat float32 tensor addressed by byte offset (the tensor-native transport's buffer)."""
+def flat_view(flat: torch.Tensor) -> View:
+    """Typed tensors over a flat uint8 tensor addressed by byte offset (the tensor-native transport's buffer).
 
-    def view(offset: int, shape: tuple[int, int]) -> torch.Tensor:
-        start = offset // 4
-        return flat[start : start + shape[0] * shape[1]].view(shape)
+    Each gets a storage of its own over the same memory (no copy): pickling one result later then carries
+    only its own bytes, not the whole buffer, and views of different dtypes never share a storage."""
+    array = flat.numpy()  # shares the tensor's memory and keeps it alive
+
+    def view(offset: int, spec: TensorSpec) -> torch.Tensor:
+        if spec.nbytes == 0:
+            return torch.empty(spec.shape, dtype=spec.dtype)
+        return torch.frombuffer(array[offset : offset + spec.nbytes], dtype=spec.dtype).view(spec.shape)
 
     return view
 
 
-def _span(view, span: Span | None, profile: VisionProfile) -> torch.Tensor | None:
-    if span is None:
-        return None
-    offset, rows = span
-    return view(offset, (rows, profile.patch_dim))
-
-
-__all__ = ["Packed", "Record", "fill", "flat_view", "layout", "plan_safely", "unpack"]
+__all__ = ["Keyed", "Packed", "Record", "Span", "View", "fill", "flat_view", "layout", "unpack"]

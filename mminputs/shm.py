@@ -63,10 +63,12 @@ class OwnedSegment:
             raise
         self.handle = SegmentHandle(host_identity(), os.getpid(), self._fd, nbytes)
 
-    def writable(self, offset: int, shape: tuple[int, ...]) -> torch.Tensor:
-        """A float32 tensor over the segment that writes into the shared memory."""
+    def writable(
+        self, offset: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """A tensor over the segment that writes into the shared memory."""
         assert self._writer is not None, "segment already sealed"
-        return _tensor(self._writer, offset, shape)
+        return _tensor(self._writer, offset, shape, dtype)
 
     def seal(self) -> mmap.mmap:
         """Drop the shared writer mapping and give the creator its own private one, like its peers'."""
@@ -113,9 +115,11 @@ def map_peer_segment(handle: SegmentHandle) -> mmap.mmap:
         os.close(fd)
 
 
-def tensor_view(buffer: mmap.mmap, offset: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """A float32 tensor over `buffer` without copying; the tensor keeps the mapping alive."""
-    return _tensor(buffer, offset, shape)
+def tensor_view(
+    buffer: mmap.mmap, offset: int, shape: tuple[int, ...], dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """A tensor over `buffer` without copying; the tensor keeps the mapping alive."""
+    return _tensor(buffer, offset, shape, dtype)
 
 
 def aligned(nbytes: int) -> int:
@@ -126,8 +130,10 @@ def probe_token() -> bytes:
     return secrets.token_bytes(16)
 
 
-def _tensor(buffer: mmap.mmap, offset: int, shape: tuple[int, ...]) -> torch.Tensor:
+def _tensor(buffer: mmap.mmap, offset: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     count = 1
     for dim in shape:
         count *= dim
-    return torch.frombuffer(buffer, dtype=torch.float32, count=count, offset=offset).view(shape)
+    if count == 0:
+        return torch.empty(shape, dtype=dtype)  # frombuffer refuses an empty view
+    return torch.frombuffer(buffer, dtype=dtype, count=count, offset=offset).view(shape)

@@ -4,6 +4,10 @@ Every rank of the group calls `prepare` with the same ordered batch (in sglang e
 the raw requests after `recv_requests`). Each rank's cache then holds, per request, the materialized
 inputs or the request's error; a bad request fails alone, identically on every rank, and the collectives
 stay in step because every rank always takes part in the same sequence of them.
+
+What is materialized is the strategy's `Materializer` (materializer.py): by default the image pipeline on
+`MMRequest`s (the embedded backend); the sglang plugin passes upstream's processor-output conversion.
+Who materializes, the error envelope, the cache and the transports are the same for every materializer.
 """
 
 from __future__ import annotations
@@ -11,17 +15,19 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch.distributed as dist
 
-from . import sharded_shm
-from .balance import assign, sources_cost
+from .balance import assign
 from .cache import DEFAULT_CACHE_CAPACITY, OutcomeCache
+from .image_pipeline import ImagePipeline
+from .materializer import Materializer, ShardedExchange, materialize_safely, stage_safely
 from .modes import MMMode, parse_mode
-from .packing import plan_safely
-from .processor import DEFAULT_PROFILE, VisionProfile, finish
+from .packing import Keyed
+from .processor import DEFAULT_PROFILE, VisionProfile
 from .transport import ShareDescriptor, ShmTransport, TensorTransport, Transport, shm_usable
-from .types import MMInputError, MMLimits, MMRequest, Outcome
+from .types import MMLimits
 
 
 @dataclass(frozen=True)
@@ -46,44 +52,46 @@ class MMStrategy:
     transport_name = "none"  # how results reach peers: none, pickle, shm or tensor
 
     def __init__(
-        self, mode: MMMode, info: GroupInfo, cache_capacity: int, limits: MMLimits, profile: VisionProfile
+        self, mode: MMMode, info: GroupInfo, cache_capacity: int, materializer: Materializer
     ) -> None:
         self.mode = mode
         self.info = info
-        self.limits = limits
-        self.profile = profile
+        self.materializer = materializer
         self._cache = OutcomeCache(cache_capacity)
         self.last_stage_seconds = 0.0
 
     # -- public API ---------------------------------------------------------------------------------
-    def prepare(self, batch: Sequence[MMRequest]) -> None:
+    def prepare(self, batch: Sequence[Any]) -> None:
         """Collective: every rank calls it with the same batch; fills this rank's cache for each request."""
-        requests = self._checked(batch)
+        requests, rids = self._checked(batch)
         if not requests:
             return
         start = time.perf_counter()
-        outcomes = self._collect(requests)
+        keyed = self._collect(requests, rids)
         self.last_stage_seconds = time.perf_counter() - start
-        for outcome in outcomes:
-            self._cache.put(outcome)
+        got = [rid for rid, _ in keyed]
+        if got != rids:
+            raise RuntimeError(f"TP group out of step: expected outcomes for {rids[:5]}..., got {got[:5]}...")
+        for rid, outcome in keyed:
+            self._cache.put(outcome, rid)
 
-    def pop(self, rid: str) -> Outcome:
-        """The request's outcome, removed from the cache; KeyError (naming the rid) if it is not there."""
+    def pop(self, rid: str) -> Any:
+        """The request's outcome (result or MMInputError), removed; KeyError (naming the rid) if absent."""
         return self._cache.pop(rid)
 
     def discard(self, rid: str) -> bool:
         """Drop an aborted request's entry; True if there was one."""
         return self._cache.discard(rid)
 
-    def obtain(self, batch: Sequence[MMRequest]) -> list[Outcome]:
+    def obtain(self, batch: Sequence[Any]) -> list[Any]:
         """Collective convenience: prepare then pop each request, in batch order (chunked to the capacity)."""
         requests = list(batch)
-        out: list[Outcome] = []
+        out: list[Any] = []
         step = self._cache.capacity
         for start in range(0, len(requests), step):
             chunk = requests[start : start + step]
             self.prepare(chunk)
-            out.extend(self._cache.pop(r.rid) for r in chunk)
+            out.extend(self._cache.pop(self.materializer.check(r, i)) for i, r in enumerate(chunk))
         return out
 
     @property
@@ -102,36 +110,34 @@ class MMStrategy:
         self._cache.clear()
 
     # -- for subclasses -----------------------------------------------------------------------------
-    def _collect(self, requests: list[MMRequest]) -> list[Outcome]:
+    def _collect(self, requests: list[Any], rids: list[str]) -> list[Keyed]:
         raise NotImplementedError
 
-    def _materialize(self, request: MMRequest) -> Outcome:
-        planned = plan_safely(request, self.limits, self.profile)
-        return planned if isinstance(planned, MMInputError) else finish(planned, self.profile)
-
-    def _checked(self, batch: Sequence[MMRequest]) -> list[MMRequest]:
+    def _checked(self, batch: Sequence[Any]) -> tuple[list[Any], list[str]]:
         # Deterministic checks before any collective, so every rank raises the same error or none does.
         requests = list(batch)
+        rids: list[str] = []
         seen: set[str] = set()
         for index, request in enumerate(requests):
-            if not isinstance(request, MMRequest):
-                raise TypeError(f"batch[{index}] is {type(request).__name__}, expected MMRequest")
-            if not isinstance(request.rid, str) or request.rid in seen:
-                raise ValueError(f"batch[{index}] has a missing or repeated rid {request.rid!r}")
-            seen.add(request.rid)
+            rid = self.materializer.check(request, index)  # TypeError naming batch[index]
+            if not isinstance(rid, str) or rid in seen:
+                raise ValueError(f"batch[{index}] has a missing or repeated rid {rid!r}")
+            seen.add(rid)
+            rids.append(rid)
         if len(requests) > self._cache.capacity:
             raise ValueError(
                 f"batch of {len(requests)} requests exceeds the cache capacity {self._cache.capacity}; "
                 "use obtain() or a larger cache_capacity"
             )
-        return requests
+        return requests, rids
 
 
 class PerRankStrategy(MMStrategy):
     """Every rank materializes every request; no collective at all (sglang's default; also TP=1)."""
 
-    def _collect(self, requests: list[MMRequest]) -> list[Outcome]:
-        return [self._materialize(r) for r in requests]
+    def _collect(self, requests: list[Any], rids: list[str]) -> list[Keyed]:
+        m = self.materializer
+        return [(rid, materialize_safely(m, r, rid)) for r, rid in zip(requests, rids, strict=True)]
 
 
 class PerRequestStrategy(MMStrategy):
@@ -139,18 +145,18 @@ class PerRequestStrategy(MMStrategy):
 
     transport_name = "pickle"
 
-    def _collect(self, requests: list[MMRequest]) -> list[Outcome]:
+    def _collect(self, requests: list[Any], rids: list[str]) -> list[Keyed]:
         info = self.info
-        out: list[Outcome] = []
-        for request in requests:
-            box: list[object] = [self._materialize(request) if info.is_source else None]
+        out: list[Keyed] = []
+        for request, rid in zip(requests, rids, strict=True):
+            box: list[object] = [
+                (rid, materialize_safely(self.materializer, request, rid)) if info.is_source else None
+            ]
             dist.broadcast_object_list(box, src=info.source_rank, group=info.group)
-            outcome = box[0]
-            if not isinstance(outcome, (MMInputError,)) and getattr(outcome, "rid", None) != request.rid:
-                raise RuntimeError(
-                    f"TP group out of step: expected inputs of {request.rid!r}, got {outcome!r:.200}"
-                )
-            out.append(outcome)  # type: ignore[arg-type]
+            received = box[0]
+            if not isinstance(received, tuple) or received[0] != rid:
+                raise RuntimeError(f"TP group out of step: expected inputs of {rid!r}, got {received!r:.200}")
+            out.append(received)
         return out
 
 
@@ -162,81 +168,78 @@ class BatchedStrategy(MMStrategy):
         self._transport = transport
         self.transport_name = transport.name
 
-    def _collect(self, requests: list[MMRequest]) -> list[Outcome]:
+    def _collect(self, requests: list[Any], rids: list[str]) -> list[Keyed]:
         info = self.info
         local = None
         box: list[object] = [None]
         try:
             if info.is_source:
-                planned = [plan_safely(r, self.limits, self.profile) for r in requests]
-                local = self._transport.build(planned, self.profile)
+                staged = [
+                    stage_safely(self.materializer, r, rid) for r, rid in zip(requests, rids, strict=True)
+                ]
+                local = self._transport.build(staged, self.materializer)
                 box[0] = local.descriptor
             dist.broadcast_object_list(box, src=info.source_rank, group=info.group)
             descriptor = box[0]
             assert isinstance(descriptor, ShareDescriptor)
-            [outcomes] = self._transport.exchange(
-                [descriptor], [info.source_rank], local, info.group, self.profile
+            [keyed] = self._transport.exchange(
+                [descriptor], [info.source_rank], local, info.group, self.materializer
             )
         finally:
             if local is not None:
                 local.release()
-        _check_order(requests, outcomes)
-        return outcomes
+        return keyed
 
 
 class ShardedStrategy(MMStrategy):
     """Each rank materializes its share of the batch; every rank gets every share.
 
-    On one host the split is by plan units and patch rows through shared memory (`sharded_shm`); across
-    hosts by whole requests, each rank's share travelling as one float32 tensor broadcast."""
+    By whole requests: each rank stages its share into one buffer (a shared-memory segment on one host, one
+    byte-tensor broadcast across hosts) and one `all_gather_object` shares the descriptors. A materializer
+    may bring a finer split for ranks sharing memory (the image pipeline's `sharded_shm`: plan units and
+    patch rows), used on one host."""
 
     def __init__(self, *args, transport: Transport, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._transport = transport
         self.transport_name = transport.name
         info = self.info
-        self._exchange = sharded_shm.ShardedShmExchange(info.group, info.rank, info.world_size)
+        self._fine: ShardedExchange | None = None
+        if isinstance(transport, ShmTransport):
+            self._fine = self.materializer.sharded_exchange(info.group, info.rank, info.world_size)
 
     def close(self) -> None:
         super().close()
-        self._exchange.close()
+        if self._fine is not None:
+            self._fine.close()
 
-    def _collect(self, requests: list[MMRequest]) -> list[Outcome]:
+    def _collect(self, requests: list[Any], rids: list[str]) -> list[Keyed]:
+        if self._fine is not None:
+            return self._fine.collect(requests)
         info = self.info
-        if isinstance(self._transport, ShmTransport):
-            # One host: split finer than whole requests (see sharded_shm), results in shared memory.
-            outcomes = self._exchange.collect(requests, self.limits, self.profile)
-            _check_order(requests, outcomes)
-            return outcomes
-        owners = assign_owners(requests, info.world_size)
-        mine = [r for r, owner in zip(requests, owners, strict=True) if owner == info.rank]
+        owners = assign([self.materializer.cost(r) for r in requests], info.world_size)
         local = None
         try:
-            planned = [plan_safely(r, self.limits, self.profile) for r in mine]
-            local = self._transport.build(planned, self.profile)
-            descriptors: list[object] = [None] * info.world_size
-            dist.all_gather_object(descriptors, local.descriptor, group=info.group)
-            shares = self._transport.exchange(descriptors, info.global_ranks, local, info.group, self.profile)  # type: ignore[arg-type]
+            staged = [
+                stage_safely(self.materializer, r, rid)
+                for r, rid, owner in zip(requests, rids, owners, strict=True)
+                if owner == info.rank
+            ]
+            local = self._transport.build(staged, self.materializer)
+            gathered: list[object] = [None] * info.world_size
+            dist.all_gather_object(gathered, local.descriptor, group=info.group)
+            descriptors = [d for d in gathered if isinstance(d, ShareDescriptor)]
+            if len(descriptors) != info.world_size:
+                raise RuntimeError(f"TP group out of step: expected share descriptors, got {gathered!r:.200}")
+            shares = self._transport.exchange(
+                descriptors, info.global_ranks, local, info.group, self.materializer
+            )
         finally:
             if local is not None:
                 local.release()
         # Back to batch order: each share lists its owner's requests in batch order.
         cursors = [iter(share) for share in shares]
-        outcomes = [next(cursors[owner]) for owner in owners]
-        _check_order(requests, outcomes)
-        return outcomes
-
-
-def assign_owners(requests: Sequence[MMRequest], world_size: int) -> list[int]:
-    """Group rank that materializes each whole request (the tensor-collective path)."""
-    return assign([sources_cost([s for item in r.items for s in item.sources]) for r in requests], world_size)
-
-
-def _check_order(requests: Sequence[MMRequest], outcomes: Sequence[Outcome]) -> None:
-    got = [o.rid for o in outcomes]
-    want = [r.rid for r in requests]
-    if got != want:
-        raise RuntimeError(f"TP group out of step: expected outcomes for {want[:5]}..., got {got[:5]}...")
+        return [next(cursors[owner]) for owner in owners]
 
 
 def make_strategy(
@@ -247,6 +250,7 @@ def make_strategy(
     cache_capacity: int = DEFAULT_CACHE_CAPACITY,
     limits: MMLimits | None = None,
     profile: VisionProfile | None = None,
+    materializer: Materializer | None = None,
 ) -> MMStrategy:
     """The strategy for `mode` on this rank.
 
@@ -254,13 +258,19 @@ def make_strategy(
     materialized in-process and no collective runs, whatever the mode. `src_rank` is the global rank of the
     entry rank; by default the group's first rank (sglang's `dp_tp_group.first_rank`). Collective when the
     mode is `batched` or `sharded` with a group: every rank must call it together (it probes whether the
-    ranks share a host, to pick shared memory or tensor collectives).
+    ranks share a host, to pick shared memory or tensor collectives). `materializer` says what is
+    materialized; by default `ImagePipeline(limits, profile)` on `MMRequest`s (give one or the other).
     """
     mode = parse_mode(mode)
-    limits = limits or MMLimits()
-    profile = profile or DEFAULT_PROFILE
+    chosen: Materializer
+    if materializer is None:
+        chosen = ImagePipeline(limits or MMLimits(), profile or DEFAULT_PROFILE)
+    elif limits is not None or profile is not None:
+        raise ValueError("give either a materializer or limits/profile (the image pipeline's), not both")
+    else:
+        chosen = materializer
     info = _group_info(group, src_rank)
-    common = (mode, info, cache_capacity, limits, profile)
+    common = (mode, info, cache_capacity, chosen)
     if info.world_size == 1 or mode == MMMode.PER_RANK:
         return PerRankStrategy(*common)
     if mode == MMMode.PER_REQUEST:

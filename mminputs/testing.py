@@ -16,13 +16,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from infra.net import free_port
 
+from . import object_tensors
+from .image_pipeline import ImagePipeline
+from .materializer import materialize_safely
 from .modes import MMMode
 from .processor import materialize
+from .sources import InputRejected
 from .strategies import make_strategy
 from .types import MaterializedInputs, MMInputError, MMItem, MMLimits, MMRequest
 from .workloads import encode_jpeg, synthetic_frame
@@ -295,6 +300,133 @@ def scenario_until_killed(rank: int, world: int, mode: str, marker_dir: str) -> 
     strategy.close()
     gc.collect()
     return {"batches": batches, "error": error, "after_close": memfd_state()}
+
+
+# -- a materializer other than the image pipeline (the strategies are generic over what they materialize) --
+@dataclass(frozen=True)
+class RecordRequest:
+    """A request for `RecordMaterializer`: `fail` 0 = succeed, 413 = rejected input, 500 = a crash."""
+
+    rid: str
+    rows: int
+    fail: int = 0
+
+
+@dataclass
+class Record:
+    """A result with tensors of several dtypes, nested, one referenced twice, one empty, one not a tensor."""
+
+    rid: str
+    features: torch.Tensor
+    extra: dict
+    positions: list
+
+
+class RecordMaterializer:
+    """Deterministic records (like upstream's processor-output conversion: any picklable object with tensors),
+    staged through `object_tensors`: the path the sglang plugin takes."""
+
+    name = "records"
+
+    def check(self, request: object, index: int) -> str:
+        if not isinstance(request, RecordRequest):
+            raise TypeError(f"batch[{index}] is {type(request).__name__}, expected RecordRequest")
+        return request.rid
+
+    def cost(self, request: RecordRequest) -> int:
+        return request.rows + 1
+
+    def materialize(self, request: RecordRequest) -> Record:
+        if request.fail == 413:
+            raise InputRejected(413, f"{request.rows} rows is over the limit")
+        if request.fail:
+            raise ValueError(f"cannot convert {request.rid}")
+        gen = torch.Generator().manual_seed(request.rows)
+        features = torch.randn(request.rows, 7, generator=gen)
+        grid = torch.tensor([[1, request.rows, 7]], dtype=torch.int64)
+        return Record(
+            request.rid,
+            features,
+            {
+                "grid": grid,
+                "half": features.to(torch.bfloat16)[:, ::2],
+                "mask": features > 0,
+                "empty": torch.empty(0, 3),
+            },
+            [grid, request.rows, "text"],
+        )
+
+    def stage(self, request: RecordRequest):
+        return object_tensors.stage_object(request.rid, self.materialize(request))
+
+    def assemble(self, skeleton, tensors):
+        return object_tensors.join(skeleton, tensors)
+
+    def sharded_exchange(self, group, rank: int, world_size: int):
+        return None
+
+
+class WholeRequestImages(ImagePipeline):
+    """The image pipeline without its finer sharded split: the sharded mode's whole-request shm path."""
+
+    def sharded_exchange(self, group, rank: int, world_size: int):
+        return None
+
+
+def same_record(got: Any, want: Any) -> bool:
+    """Bitwise equality of two `Record`s (or equal errors), including dtypes and the shared grid."""
+    if not isinstance(want, Record):
+        return bool(got == want)
+    tensors = lambda r: [r.features, *(r.extra[k] for k in sorted(r.extra)), r.positions[0]]  # noqa: E731
+    same = all(
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+        for a, b in zip(tensors(got), tensors(want), strict=True)
+    )
+    return (
+        same
+        and got.rid == want.rid
+        and got.positions[1:] == want.positions[1:]
+        and got.positions[0] is got.extra["grid"]
+    )
+
+
+def record_batch() -> list[RecordRequest]:
+    return [
+        RecordRequest("rec-0", 5),
+        RecordRequest("rec-crash", 3, fail=500),
+        RecordRequest("rec-1", 40),
+        RecordRequest("rec-big", 2, fail=413),
+        RecordRequest("rec-2", 1),
+        RecordRequest("rec-3", 17),
+    ]
+
+
+def scenario_generic_materializers(rank: int, world: int, image_path: str, modes: list[str]) -> dict:
+    """Every mode with `RecordMaterializer` and with whole-request images: equal to single-process results."""
+    records = RecordMaterializer()
+    record_requests = record_batch()
+    record_reference = [materialize_safely(records, r, r.rid) for r in record_requests]
+    images = WholeRequestImages(TEST_LIMITS)
+    image_requests = [r for r, _ in mixed_batch(image_path)]
+    image_reference = [materialize(r, TEST_LIMITS) for r in image_requests]
+    report = {}
+    for mode in modes:
+        got_records = make_strategy(mode, group=dist.group.WORLD, materializer=records)
+        got_images = make_strategy(mode, group=dist.group.WORLD, materializer=images)
+        outcomes = got_records.obtain(record_requests)
+        image_outcomes = got_images.obtain(image_requests)
+        report[mode] = {
+            "transport": (got_records.transport_name, got_images.transport_name),
+            "records": [same_record(g, w) for g, w in zip(outcomes, record_reference, strict=True)],
+            "images": [same_outcome(g, w) for g, w in zip(image_outcomes, image_reference, strict=True)],
+            "status": [g.status if isinstance(g, MMInputError) else 200 for g in outcomes],
+            "cache": got_records.cache_size + got_images.cache_size,
+        }
+        got_records.close()
+        got_images.close()
+    return report
 
 
 __all__ = [

@@ -1,24 +1,24 @@
 """How a source rank's buffer reaches its peers: shared memory on one host, tensor collectives across hosts.
 
-Both transports share one shape: `build` materializes a share of the batch into a buffer the transport
-owns; the share's small descriptor travels by an object collective (the caller's); `exchange` then gives
-every rank the outcomes of every share, in the order of the descriptors.
+Both transports share one shape: `build` writes a share of the batch (staged by a materializer) into a
+buffer the transport owns; the share's small descriptor travels by an object collective (the caller's);
+`exchange` then gives every rank the (rid, outcome) pairs of every share, in the order of the descriptors.
 """
 
 from __future__ import annotations
 
 import logging
 import mmap
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 
 from . import shm
-from .packing import Record, fill, flat_view, layout, unpack
-from .processor import PlannedRequest, VisionProfile
-from .types import MMInputError, Outcome
+from .materializer import Materializer, Staged, TensorSpec
+from .packing import Keyed, Record, View, fill, flat_view, layout, unpack
+from .types import MMInputError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class LocalShare:
     """The source side of a share: outcomes over the buffer, and what must be released after the exchange."""
 
     descriptor: ShareDescriptor
-    outcomes: list[Outcome]
+    outcomes: list[Keyed]
     flat: torch.Tensor | None = None
     segment: shm.OwnedSegment | None = field(default=None, repr=False)
 
@@ -47,13 +47,22 @@ class LocalShare:
             self.segment = None
 
 
-def _no_view(offset: int, shape: tuple[int, int]) -> torch.Tensor:
-    raise AssertionError("a share without a buffer has no tensors")
+def _no_view(offset: int, spec: TensorSpec) -> torch.Tensor:
+    if spec.nbytes:
+        raise AssertionError("a share without a buffer has no tensor bytes")
+    return torch.empty(spec.shape, dtype=spec.dtype)
 
 
-def _mapping_view(mapping: mmap.mmap) -> Callable[[int, tuple[int, int]], torch.Tensor]:
-    def view(offset: int, shape: tuple[int, int]) -> torch.Tensor:
-        return shm.tensor_view(mapping, offset, shape)
+def _mapping_view(mapping: mmap.mmap) -> View:
+    def view(offset: int, spec: TensorSpec) -> torch.Tensor:
+        return shm.tensor_view(mapping, offset, spec.shape, spec.dtype)
+
+    return view
+
+
+def _writable_view(segment: shm.OwnedSegment) -> View:
+    def view(offset: int, spec: TensorSpec) -> torch.Tensor:
+        return segment.writable(offset, spec.shape, spec.dtype)
 
     return view
 
@@ -63,18 +72,18 @@ class ShmTransport:
 
     name = "shm"
 
-    def build(self, planned: Sequence[PlannedRequest | MMInputError], profile: VisionProfile) -> LocalShare:
-        records, nbytes = layout(planned, profile)
+    def build(self, staged: Sequence[Staged | MMInputError], materializer: Materializer) -> LocalShare:
+        records, nbytes = layout(staged)
         if nbytes == 0:
-            return LocalShare(ShareDescriptor(tuple(records), 0), unpack(records, _no_view, profile))
+            return LocalShare(ShareDescriptor(tuple(records), 0), unpack(records, _no_view, materializer))
         segment = shm.OwnedSegment(nbytes)
         try:
-            fill(planned, records, segment.writable, profile)
+            fill(staged, records, _writable_view(segment))
             private = segment.seal()
         except BaseException:
             segment.close()
             raise
-        outcomes = unpack(records, _mapping_view(private), profile)
+        outcomes = unpack(records, _mapping_view(private), materializer)
         return LocalShare(ShareDescriptor(tuple(records), nbytes, segment.handle), outcomes, segment=segment)
 
     def exchange(
@@ -83,21 +92,21 @@ class ShmTransport:
         source_ranks: Sequence[int],
         local: LocalShare | None,
         group,
-        profile: VisionProfile,
-    ) -> list[list[Outcome]]:
+        materializer: Materializer,
+    ) -> list[list[Keyed]]:
         me = dist.get_rank()
-        results: list[list[Outcome]] = []
+        results: list[list[Keyed]] = []
         try:
             for desc, src in zip(descriptors, source_ranks, strict=True):
                 if src == me:
                     assert local is not None
                     results.append(local.outcomes)
                 elif desc.nbytes == 0:
-                    results.append(unpack(desc.records, _no_view, profile))
+                    results.append(unpack(desc.records, _no_view, materializer))
                 else:
                     assert desc.handle is not None
                     mapping = shm.map_peer_segment(desc.handle)
-                    results.append(unpack(desc.records, _mapping_view(mapping), profile))
+                    results.append(unpack(desc.records, _mapping_view(mapping), materializer))
         finally:
             # Every rank has mapped what it needs once all pass this barrier; then creators drop their fds
             # and the segments live on only in the mappings (freed with the last tensor over them).
@@ -108,16 +117,16 @@ class ShmTransport:
 
 
 class TensorTransport:
-    """Across hosts: each share's buffer travels as one float32 tensor broadcast (no pickling of pixels)."""
+    """Across hosts: each share's buffer travels as one byte-tensor broadcast (no pickling of tensors)."""
 
     name = "tensor"
 
-    def build(self, planned: Sequence[PlannedRequest | MMInputError], profile: VisionProfile) -> LocalShare:
-        records, nbytes = layout(planned, profile)
-        flat = torch.empty(nbytes // 4, dtype=torch.float32)
-        fill(planned, records, flat_view(flat), profile)
+    def build(self, staged: Sequence[Staged | MMInputError], materializer: Materializer) -> LocalShare:
+        records, nbytes = layout(staged)
+        flat = torch.empty(nbytes, dtype=torch.uint8)
+        fill(staged, records, flat_view(flat))
         return LocalShare(
-            ShareDescriptor(tuple(records), nbytes), unpack(records, flat_view(flat), profile), flat=flat
+            ShareDescriptor(tuple(records), nbytes), unpack(records, flat_view(flat), materializer), flat=flat
         )
 
     def exchange(
@@ -126,10 +135,10 @@ class TensorTransport:
         source_ranks: Sequence[int],
         local: LocalShare | None,
         group,
-        profile: VisionProfile,
-    ) -> list[list[Outcome]]:
+        materializer: Materializer,
+    ) -> list[list[Keyed]]:
         me = dist.get_rank()
-        results: list[list[Outcome]] = []
+        results: list[list[Keyed]] = []
         for desc, src in zip(descriptors, source_ranks, strict=True):
             if src == me:
                 assert local is not None and local.flat is not None
@@ -137,11 +146,11 @@ class TensorTransport:
                     dist.broadcast(local.flat, src=src, group=group)
                 results.append(local.outcomes)
             elif desc.nbytes == 0:
-                results.append(unpack(desc.records, _no_view, profile))
+                results.append(unpack(desc.records, _no_view, materializer))
             else:
-                buf = torch.empty(desc.nbytes // 4, dtype=torch.float32)
+                buf = torch.empty(desc.nbytes, dtype=torch.uint8)
                 dist.broadcast(buf, src=src, group=group)
-                results.append(unpack(desc.records, flat_view(buf), profile))
+                results.append(unpack(desc.records, flat_view(buf), materializer))
         return results
 
 

@@ -14,7 +14,7 @@ import sys
 
 from .config import PluginConfigError, config_from_env
 from .hook import SchedulerBindings, install
-from .manifest import SCHEDULER, IncompatibleSglang, check_runtime, installed_sglang_version
+from .manifest import SCHEDULE_BATCH, SCHEDULER, IncompatibleSglang, check_runtime, installed_sglang_version
 
 log = logging.getLogger("sglang_plugin")
 
@@ -34,7 +34,8 @@ def load() -> None:
     mismatches = check_runtime()
     if mismatches:
         _refuse(str(IncompatibleSglang(mismatches, installed_sglang_version())))
-    install(SchedulerBindings.from_module(importlib.import_module(SCHEDULER)), config)
+    modules = importlib.import_module(SCHEDULER), importlib.import_module(SCHEDULE_BATCH)
+    install(SchedulerBindings.from_modules(*modules), config)
 
 
 def _refuse(message: str):

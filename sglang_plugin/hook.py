@@ -4,12 +4,13 @@ Three class attributes change (the originals are kept and called):
 - `__init__`: after upstream's, attaches a `BatchStep` to the scheduler when its TP group has more than one
   rank (TP=1 attaches nothing, so every wrapper below falls straight through to upstream).
 - `process_input_requests`: once per received batch, before upstream handles each request, the step runs the
-  shared strategy's collective `prepare` over every request of the batch whose raw inputs are in the shared
-  request form; after upstream is done with the batch, entries nobody consumed (aborted or skipped requests)
-  are dropped.
+  shared strategy's collective `prepare` over every request of the batch whose `mm_inputs` is a
+  `MultimodalProcessorOutput` (what the tokenizer sends); the strategy's materializer is upstream's own
+  `MultimodalInputs.from_processor_output` (see materializer.py). After upstream is done with the batch,
+  entries nobody consumed (aborted or skipped requests) are dropped.
 - `_process_and_broadcast_mm_inputs`: upstream's per-request broadcast is replaced by popping the request's
-  prepared outcome. An error outcome raises upstream's `_MultimodalInputProcessingError`, so the request
-  aborts alone, on every rank, through upstream's own handling. Inputs the step did not prepare take
+  prepared `MultimodalInputs`. An error outcome raises upstream's `_MultimodalInputProcessingError`, so the
+  request aborts alone, on every rank, through upstream's own handling. Inputs the step did not prepare take
   upstream's per-request path, which is collective and in step because every rank decides alike.
 
 Every decision above depends only on the batch, which every rank of the group holds identically, so the
@@ -24,10 +25,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from mminputs import MMInputError, MMRequest, MMStrategy, Outcome, make_strategy
+from mminputs import Materializer, MMInputError, MMStrategy, make_strategy
 
 from .config import MODE_ENV, PluginConfig, PluginConfigError
 from .manifest import IncompatibleSglang, check_instance_attributes, installed_sglang_version
+from .materializer import ProcessorOutputConversion, ProcessorOutputRequest, features_on_cpu
 from .metrics import plugin_metrics
 
 log = logging.getLogger("sglang_plugin")
@@ -36,25 +38,36 @@ STATE_ATTR = "_sglang_plugin_batch_step"
 ORIGINALS_ATTR = "__sglang_plugin_originals__"
 HOOKED = ("__init__", "process_input_requests", "_process_and_broadcast_mm_inputs")
 
-Extract = Callable[[object], MMRequest | None]
-
-
-def extract_request(raw: object) -> MMRequest | None:
-    """The request in the strategies' form, or None when `raw` is not in it (upstream handles it then)."""
-    return raw if isinstance(raw, MMRequest) else None
+# (rid, raw mm_inputs) -> the request in the materializer's form, or the reason it takes upstream's path.
+Extract = Callable[[str, object], object | str]
 
 
 @dataclass(frozen=True)
 class SchedulerBindings:
-    """The sglang names the hook uses, resolved once from the scheduler module (all in the manifest)."""
+    """The sglang names the hook uses, resolved once from their modules (all in the manifest)."""
 
     scheduler_cls: type
     processing_error: type[Exception]
     get_mm: Callable[[], Any]
+    processor_output_cls: type
+    from_processor_output: Callable[..., Any]
 
     @staticmethod
-    def from_module(module: Any) -> SchedulerBindings:
-        return SchedulerBindings(module.Scheduler, module._MultimodalInputProcessingError, module.get_mm)
+    def from_modules(scheduler_module: Any, schedule_batch_module: Any) -> SchedulerBindings:
+        return SchedulerBindings(
+            scheduler_module.Scheduler,
+            scheduler_module._MultimodalInputProcessingError,
+            scheduler_module.get_mm,
+            schedule_batch_module.MultimodalProcessorOutput,
+            schedule_batch_module.MultimodalInputs.from_processor_output,
+        )
+
+    def extract(self, rid: str, raw: object) -> ProcessorOutputRequest | str:
+        if not isinstance(raw, self.processor_output_cls):
+            return f"input_type:{type(raw).__name__}"
+        if not features_on_cpu(raw):
+            return "features_not_on_cpu"
+        return ProcessorOutputRequest(rid, raw)
 
 
 class BatchStep:
@@ -67,13 +80,15 @@ class BatchStep:
         group: object,
         src_rank: int,
         rank_label: str,
-        extract: Extract = extract_request,
+        materializer: Materializer,
+        extract: Extract,
         strategy_factory: Callable[..., MMStrategy] = make_strategy,
     ) -> None:
         assert config.mode is not None
         self.config = config
         self._group = group
         self._src_rank = src_rank
+        self._materializer = materializer
         self._extract = extract
         self._strategy_factory = strategy_factory
         # Made at the first batch that needs it: make_strategy may be collective, and the first such batch
@@ -98,25 +113,29 @@ class BatchStep:
 
     def prepare(self, recv_reqs: Iterable[object], tokenized: Callable[[object], Iterable[object]]) -> None:
         """Collective over the group: prepare every eligible request of the received batch."""
-        batch: list[MMRequest] = []
+        batch: list[object] = []
         rids: set[str] = set()
         for recv_req in recv_reqs:
             for req in tokenized(recv_req):
                 raw = getattr(req, "mm_inputs", None)
                 if raw is None:
                     continue
-                request = self._extract(raw)
-                if request is None:
-                    self._note_fallback(f"input_type:{type(raw).__name__}")
+                rid = getattr(req, "rid", None)
+                if not isinstance(rid, str):
+                    self._note_fallback("no_rid")
                     continue
-                if request.rid in rids or id(raw) in self._prepared:
+                request = self._extract(rid, raw)
+                if isinstance(request, str):
+                    self._note_fallback(request)
+                    continue
+                if rid in rids or id(raw) in self._prepared:
                     self._note_fallback("repeated_rid")
                     continue
                 if len(batch) >= self.config.cache_capacity:
                     self._note_fallback("over_capacity")
                     continue
-                rids.add(request.rid)
-                self._prepared[id(raw)] = (raw, request.rid)
+                rids.add(rid)
+                self._prepared[id(raw)] = (raw, rid)
                 batch.append(request)
         if not batch:
             return
@@ -128,6 +147,7 @@ class BatchStep:
                     group=self._group,
                     src_rank=self._src_rank,
                     cache_capacity=self.config.cache_capacity,
+                    materializer=self._materializer,
                 )
             self._strategy.prepare(batch)
         except BaseException:
@@ -137,7 +157,7 @@ class BatchStep:
             self._stage.observe(time.perf_counter() - start)
             self._gauge.set(self.cache_size)
 
-    def take(self, raw: object) -> Outcome | None:
+    def take(self, raw: object) -> Any:
         """The prepared outcome for these raw inputs (removed), or None: the caller goes the upstream way."""
         entry = self._prepared.pop(id(raw), None)
         if entry is None or entry[0] is not raw or self._strategy is None:
@@ -173,7 +193,7 @@ class BatchStep:
             )
 
 
-def install(bindings: SchedulerBindings, config: PluginConfig, *, extract: Extract = extract_request) -> bool:
+def install(bindings: SchedulerBindings, config: PluginConfig) -> bool:
     """Patch `bindings.scheduler_cls`. Returns False when it was already patched (idempotent)."""
     cls = bindings.scheduler_cls
     if ORIGINALS_ATTR in cls.__dict__:
@@ -187,7 +207,7 @@ def install(bindings: SchedulerBindings, config: PluginConfig, *, extract: Extra
 
     def __init__(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
-        _attach(self, bindings, config, extract)
+        _attach(self, bindings, config)
 
     def process_input_requests(self, recv_reqs):
         step: BatchStep | None = self.__dict__.get(STATE_ATTR)
@@ -240,8 +260,10 @@ def is_installed(scheduler_cls: type) -> bool:
     return ORIGINALS_ATTR in scheduler_cls.__dict__
 
 
-def _attach(scheduler: Any, bindings: SchedulerBindings, config: PluginConfig, extract: Extract) -> None:
+def _attach(scheduler: Any, bindings: SchedulerBindings, config: PluginConfig) -> None:
     missing = check_instance_attributes(scheduler, "Scheduler")
+    if not missing:
+        missing = check_instance_attributes(scheduler.model_config, "ModelConfig")
     if missing:
         raise IncompatibleSglang(missing, installed_sglang_version())
     if not getattr(bindings.get_mm(), "enable_broadcast_mm_inputs_process", False):
@@ -257,7 +279,10 @@ def _attach(scheduler: Any, bindings: SchedulerBindings, config: PluginConfig, e
         group=scheduler.dp_tp_cpu_group,
         src_rank=group.first_rank,
         rank_label=str(group.rank_in_group),
-        extract=extract,
+        materializer=ProcessorOutputConversion(
+            bindings.from_processor_output, bool(scheduler.model_config.requires_mm_token_modalities)
+        ),
+        extract=bindings.extract,
     )
 
 

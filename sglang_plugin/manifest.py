@@ -22,6 +22,8 @@ Kind = Literal["class", "method", "staticmethod", "property", "function", "field
 
 SCHEDULER = "sglang.srt.managers.scheduler"
 IO_STRUCT = "sglang.srt.managers.io_struct"
+SCHEDULE_BATCH = "sglang.srt.managers.schedule_batch"
+MODEL_CONFIG = "sglang.srt.configs.model_config"
 RUNTIME_CONTEXT = "sglang.srt.runtime_context"
 PARALLEL_STATE = "sglang.srt.distributed.parallel_state"
 
@@ -66,16 +68,28 @@ MANIFEST: tuple[Expected, ...] = (
     # called: reads enable_broadcast_mm_inputs_process
     Expected(SCHEDULER, "get_mm", "imported", RUNTIME_CONTEXT),
     Expected(RUNTIME_CONTEXT, "get_mm", "function", ""),
-    # read: each tokenized request's raw multimodal inputs
+    # read: each tokenized request's raw multimodal inputs, and its id (declared on their base class)
     Expected(IO_STRUCT, "TokenizedGenerateReqInput.mm_inputs", "field"),
     Expected(IO_STRUCT, "TokenizedEmbeddingReqInput.mm_inputs", "field"),
+    Expected(IO_STRUCT, "BaseReq.rid", "field"),
+    # the form the tokenizer sends (isinstance), and upstream's conversion the strategies run (called)
+    Expected(SCHEDULE_BATCH, "MultimodalProcessorOutput", "class"),
+    Expected(SCHEDULE_BATCH, "MultimodalInputs", "class"),
+    Expected(
+        SCHEDULE_BATCH,
+        "MultimodalInputs.from_processor_output",
+        "staticmethod",
+        "obj, *, requires_mm_token_modalities",
+    ),
     # read: the TP group (world_size, rank_in_group, first_rank = source rank)
     Expected(PARALLEL_STATE, "GroupCoordinator", "class"),
     Expected(PARALLEL_STATE, "GroupCoordinator.first_rank", "property"),
 )
 
 ATTRIBUTES: tuple[ExpectedAttributes, ...] = (
-    ExpectedAttributes(SCHEDULER, "Scheduler", ("dp_tp_group", "dp_tp_cpu_group")),
+    ExpectedAttributes(SCHEDULER, "Scheduler", ("dp_tp_group", "dp_tp_cpu_group", "model_config")),
+    # read: passed to from_processor_output, as upstream passes it
+    ExpectedAttributes(MODEL_CONFIG, "ModelConfig", ("requires_mm_token_modalities",)),
     ExpectedAttributes(
         PARALLEL_STATE, "GroupCoordinator", ("ranks", "world_size", "rank_in_group", "cpu_group")
     ),

@@ -110,3 +110,23 @@ def test_sigkill_of_a_rank_leaves_no_segment_and_no_hang(mode, victim, tmp_path)
     assert report["batches"] >= 3
     assert report["after_close"] == {"fds": 0, "maps": 0}, report
     assert _dev_shm() - before == set()
+
+
+def test_other_materializers_take_every_mode_and_transport(image_file):
+    # The strategies are generic over what they materialize: records of mixed-dtype tensors (the sglang
+    # plugin's shape of result) and the image pipeline without its finer split (whole requests through shm).
+    from mminputs.testing import scenario_generic_materializers
+
+    reports = run_group(scenario_generic_materializers, 2, image_file, ALL_MODES, timeout_s=180)
+    expected_images = [status for _, status in mixed_batch(image_file)]
+    for rank, report in reports.items():
+        for mode in ALL_MODES:
+            got = report[mode]
+            assert all(got["records"]), f"rank {rank} {mode}: records differ at {got['records']}"
+            assert all(got["images"]), f"rank {rank} {mode}: images differ at {got['images']}"
+            assert got["status"] == [200, 500, 200, 413, 200, 200], f"rank {rank} {mode}"
+            assert got["cache"] == 0
+    assert reports[0]["sharded"]["transport"] == ("shm", "shm")
+    assert reports[0]["batched"]["transport"] == ("shm", "shm")
+    assert reports[0]["sharded_tensor"]["transport"] == ("tensor", "tensor")
+    assert expected_images.count(200) > 0

@@ -17,10 +17,60 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 
-from mminputs import MMItem, MMRequest
-from mminputs.workloads import image_request, synthetic_frame, video_request
+from mminputs import MaterializedInputs, MMLimits, MMRequest, materialize
+from mminputs.workloads import image_request, video_request
 
-BAD_BASE64 = "data:image/png;base64,bm90IGFuIGltYWdl"  # decodes to "not an image"
+IMAGE_TOKEN, VIDEO_TOKEN = 151655, 151656
+
+
+def processor_output(request: MMRequest) -> object:
+    """What sglang's tokenizer sends the scheduler for `request` (a `MultimodalProcessorOutput`): one item per
+    image or video with its normalized features and grid, the prompt's token ids with placeholder runs, and
+    rope positions. The project's image pipeline stands in for the model's HF processor."""
+    from sglang.srt.managers.schedule_batch import Modality, MultimodalDataItem, MultimodalProcessorOutput
+
+    input_ids = [1, 2, 3]
+    items = []
+    for item in request.items:
+        out = materialize(MMRequest(request.rid, (item,)), MMLimits())
+        assert isinstance(out, MaterializedInputs), out
+        image = item.modality == "image"
+        start = len(input_ids)
+        input_ids += [IMAGE_TOKEN if image else VIDEO_TOKEN] * out.num_mm_tokens
+        items.append(
+            MultimodalDataItem(
+                modality=Modality.IMAGE if image else Modality.VIDEO,
+                feature=out.pixel_values if image else out.pixel_values_videos,
+                offsets=[(start, len(input_ids) - 1)],
+                model_specific_data={
+                    "image_grid_thw" if image else "video_grid_thw": torch.tensor(
+                        out.image_grid_thw if image else out.video_grid_thw
+                    )
+                },
+            )
+        )
+    input_ids.append(4)
+    positions = torch.arange(len(input_ids)).expand(3, -1).clone()
+    return MultimodalProcessorOutput(
+        mm_items=items,
+        input_ids=input_ids,
+        im_token_id=IMAGE_TOKEN,
+        video_token_id=VIDEO_TOKEN,
+        mrope_positions=positions,
+        mrope_position_delta=torch.tensor([[0]]),
+    )
+
+
+def broken_output(rid: str, problem: str) -> object:
+    """A processor output whose conversion fails on the scheduler: no feature (hashing fails), or placeholder
+    offsets beyond the prompt (the token modality map refuses them)."""
+    output = processor_output(image_request(rid, 32, 32, 8))
+    item = output.mm_items[0]
+    if problem == "no-feature":
+        item.feature = None
+    else:
+        item.offsets = [(len(output.input_ids), len(output.input_ids) + 3)]
+    return output
 
 
 def scenario_batches(name: str) -> list[list[object]]:
@@ -30,22 +80,21 @@ def scenario_batches(name: str) -> list[list[object]]:
         TokenizedGenerateReqInput,
     )
 
-    gen = TokenizedGenerateReqInput
+    def gen(rid: str, request: MMRequest | None, **kw) -> TokenizedGenerateReqInput:
+        return TokenizedGenerateReqInput(rid, None if request is None else processor_output(request), **kw)
+
     if name == "mixed":
-        too_many_items = MMRequest(
-            "r-413", tuple(MMItem.image(synthetic_frame(16, 16, 9)) for _ in range(17))
-        )
         first: list[object] = [
             gen("r-img-a", image_request("r-img-a", 64, 48, 1)),
-            gen("r-bad", MMRequest("r-bad", (MMItem.image(BAD_BASE64),))),
+            TokenizedGenerateReqInput("r-no-feature", broken_output("r-no-feature", "no-feature")),
             gen("r-vid", video_request("r-vid", 48, 32, 4, 2)),
             gen("r-text", None),
             gen("r-rejected", image_request("r-rejected", 40, 40, 3), rejected_before_mm=True),
             BatchTokenizedGenerateReqInput(
                 [gen("r-batch-1", image_request("r-batch-1", 90, 30, 4)), gen("r-batch-2", None)]
             ),
-            TokenizedEmbeddingReqInput("r-embed", image_request("r-embed", 33, 77, 5)),
-            gen("r-413", too_many_items),
+            TokenizedEmbeddingReqInput("r-embed", processor_output(image_request("r-embed", 33, 77, 5))),
+            TokenizedGenerateReqInput("r-bad-offsets", broken_output("r-bad-offsets", "offsets")),
             gen("r-img-b", image_request("r-img-b", 120, 90, 6)),
         ]
         second: list[object] = [gen("r-after-bad", image_request("r-after-bad", 56, 56, 7))]
@@ -58,7 +107,7 @@ def scenario_batches(name: str) -> list[list[object]]:
             for i in range(start, min(start + 50, total)):
                 rid = f"m-{i}"
                 if i % 13 == 0:
-                    batch.append(gen(rid, MMRequest(rid, (MMItem.image(BAD_BASE64),))))
+                    batch.append(TokenizedGenerateReqInput(rid, broken_output(rid, "no-feature")))
                 else:
                     batch.append(
                         gen(rid, image_request(rid, 24 + i % 5, 20, i), rejected_before_mm=i % 7 == 0)
@@ -66,6 +115,43 @@ def scenario_batches(name: str) -> list[list[object]]:
             batches.append(batch)
         return batches
     raise SystemExit(f"unknown scenario {name!r}")
+
+
+def summary(inputs: object) -> dict | None:
+    """Admitted `MultimodalInputs` as plain values (loadable without the harness), tensors kept as tensors."""
+    if inputs is None:
+        return None
+    items = [
+        {
+            "modality": item.modality.name,
+            "hash": item.hash,
+            "pad_value": item.pad_value,
+            "offsets": item.offsets,
+            "feature": item.feature,
+            "model_specific_data": dict(item.model_specific_data),
+        }
+        for item in inputs.mm_items
+    ]
+    fields = ("padded_input_ids", "token_modalities", "im_token_id", "video_token_id")
+    tensors = ("mrope_positions", "mrope_position_delta")
+    return {
+        "type": type(inputs).__name__,
+        "items": items,
+        **{name: getattr(inputs, name) for name in fields + tensors},
+    }
+
+
+def fallback_counts(rank_label: str) -> dict[str, float]:
+    from prometheus_client import REGISTRY
+
+    from sglang_plugin.metrics import FALLBACK_TOTAL
+
+    counts: dict[str, float] = {}
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == FALLBACK_TOTAL and sample.labels.get("rank") == rank_label:
+                counts[sample.labels["reason"]] = sample.value
+    return counts
 
 
 def main() -> int:
@@ -115,7 +201,9 @@ def main() -> int:
         "strategy_mode": None if strategy is None else strategy.mode.value,
         "transport": None if strategy is None else strategy.transport_name,
         "source_rank": None if strategy is None else strategy.info.source_rank,
-        "admitted": scheduler.admitted,
+        "admitted": {rid: summary(inputs) for rid, inputs in scheduler.admitted.items()},
+        "admitted_types": sorted({type(x).__name__ for x in scheduler.admitted.values() if x is not None}),
+        "fallbacks": fallback_counts(str(scheduler.dp_tp_group.rank_in_group)),
         "aborted": scheduler.aborted,
         "rejected": scheduler.rejected,
         "upstream_broadcasts": scheduler.upstream_broadcasts,

@@ -1,16 +1,22 @@
-"""The per-rank batch step in one process (TP=1 strategy): cache bounds, fallbacks, metrics, TP=1 cost."""
+"""The per-rank batch step in one process (TP=1 strategy): cache bounds, fallbacks, metrics, TP=1 cost.
+
+The step is generic over the materializer; most tests drive it with the image pipeline on `MMRequest`s
+(cheap, shared with the backend), the last ones with upstream's conversion on processor outputs."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from prometheus_client import REGISTRY
 
-from mminputs import MaterializedInputs, MMInputError, MMItem, MMMode, MMRequest
-from mminputs.workloads import synthetic_frame
+from mminputs import ImagePipeline, MaterializedInputs, MMInputError, MMItem, MMMode, MMRequest
+from mminputs.workloads import image_request, synthetic_frame
 from sglang_plugin.config import PluginConfig
 from sglang_plugin.hook import BatchStep, SchedulerBindings, batch_step_of, install, uninstall
+from sglang_plugin.materializer import ProcessorOutputConversion
 from sglang_plugin.metrics import CACHE_ENTRIES, FALLBACK_TOTAL
 
 TINY = synthetic_frame(16, 16, 1)
@@ -24,9 +30,18 @@ def tokenized(recv_req):
     return (recv_req,)
 
 
+def mm_request(rid: str, raw: object) -> MMRequest | str:
+    return raw if isinstance(raw, MMRequest) else f"input_type:{type(raw).__name__}"
+
+
 def make_step(capacity: int = 1000, rank_label: str = "t0") -> BatchStep:
     return BatchStep(
-        config=PluginConfig(MMMode.PER_RANK, capacity), group=None, src_rank=0, rank_label=rank_label
+        config=PluginConfig(MMMode.PER_RANK, capacity),
+        group=None,
+        src_rank=0,
+        rank_label=rank_label,
+        materializer=ImagePipeline(),
+        extract=mm_request,
     )
 
 
@@ -104,6 +119,8 @@ def test_a_failed_prepare_leaves_nothing_behind():
         group=None,
         src_rank=0,
         rank_label="tfail",
+        materializer=ImagePipeline(),
+        extract=mm_request,
         strategy_factory=broken_factory,
     )
     r = req("x")
@@ -112,17 +129,64 @@ def test_a_failed_prepare_leaves_nothing_behind():
     assert step.take(r.mm_inputs) is None
 
 
+def _processor_output(rid: str):
+    """A processor output like the harness tokenizer's (rank_worker.processor_output); needs the harness."""
+    here = str(Path(__file__).resolve().parent)
+    sys.path.insert(0, here)
+    try:
+        from rank_worker import processor_output
+    finally:
+        sys.path.remove(here)
+    return processor_output(image_request(rid, 30, 20, 2))
+
+
 def test_tp1_attaches_nothing_and_runs_upstream(harness_sglang, monkeypatch):
     module = harness_sglang
     group = SimpleNamespace(world_size=1, rank_in_group=0, ranks=[0], cpu_group=None, first_rank=0)
     monkeypatch.setattr(module, "get_dp_tp_group", lambda: group)
-    install(SchedulerBindings.from_module(module), PluginConfig(MMMode.SHARDED))
+    bindings = SchedulerBindings.from_modules(module, sys.modules["sglang.srt.managers.schedule_batch"])
+    install(bindings, PluginConfig(MMMode.SHARDED))
     try:
         scheduler = module.Scheduler(SimpleNamespace(enable_broadcast_mm_inputs_process=True), None)
         assert batch_step_of(scheduler) is None
-        r = module.TokenizedGenerateReqInput("solo", MMRequest("solo", (MMItem.image(TINY),)))
+        r = module.TokenizedGenerateReqInput("solo", _processor_output("solo"))
         scheduler.process_input_requests([r])
         assert scheduler.upstream_broadcasts == 1  # upstream's own path, unchanged
-        assert isinstance(scheduler.admitted["solo"], MaterializedInputs)
+        assert type(scheduler.admitted["solo"]).__name__ == "MultimodalInputs"
     finally:
         uninstall(module.Scheduler)
+
+
+def test_processor_outputs_run_upstreams_conversion_and_odd_inputs_fall_back(harness_sglang):
+    batch_module = sys.modules["sglang.srt.managers.schedule_batch"]
+    bindings = SchedulerBindings.from_modules(harness_sglang, batch_module)
+    step = BatchStep(
+        config=PluginConfig(MMMode.PER_RANK),
+        group=None,
+        src_rank=0,
+        rank_label="tpo",
+        materializer=ProcessorOutputConversion(bindings.from_processor_output, True),
+        extract=bindings.extract,
+    )
+    good = SimpleNamespace(rid="good", mm_inputs=_processor_output("good"))
+    broken = _processor_output("broken")
+    broken.mm_items[0].feature = None
+    bad = SimpleNamespace(rid="bad", mm_inputs=broken)
+    on_device = _processor_output("meta")
+    on_device.mm_items[0].feature = on_device.mm_items[0].feature.to("meta")  # stands for a GPU tensor
+    odd = SimpleNamespace(rid="meta", mm_inputs=on_device)
+    nameless = SimpleNamespace(rid=None, mm_inputs=_processor_output("x"))
+    step.prepare([good, bad, odd, nameless], tokenized)
+    assert step.cache_size == 2
+    want = batch_module.MultimodalInputs.from_processor_output(
+        _processor_output("good"), requires_mm_token_modalities=True
+    )
+    got = step.take(good.mm_inputs)
+    assert isinstance(got, batch_module.MultimodalInputs)
+    assert got.mm_items[0].hash == want.mm_items[0].hash and got.token_modalities == want.token_modalities
+    error = step.take(bad.mm_inputs)
+    assert isinstance(error, MMInputError) and error.status == 500 and error.message.startswith("TypeError: ")
+    assert step.take(odd.mm_inputs) is None and step.take(nameless.mm_inputs) is None
+    assert fallbacks("tpo", "features_not_on_cpu") == 1 and fallbacks("tpo", "no_rid") == 1
+    step.finish_batch()
+    assert step.cache_size == 0

@@ -2,9 +2,10 @@
 
 Each rank is a separate process running the harness sglang tree (same qualified names and signatures as
 sglang 0.5.23, checked in test_manifest.py): plugins are loaded through the `sglang.srt.plugins` entry point
-as sglang does, then batches go through `Scheduler.process_input_requests`. What the scheduler admitted or
-aborted must be identical on every rank, across every mode, to upstream's per-request path, and to
-single-process materialization.
+as sglang does, then batches of tokenized requests whose `mm_inputs` are `MultimodalProcessorOutput`s (what
+sglang's tokenizer sends) go through `Scheduler.process_input_requests`. What the scheduler admitted or
+aborted must be identical on every rank, across every mode, to upstream's per-request path, and to a
+single-process `from_processor_output`, whose features are the image pipeline's own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pytest
 import torch
 
 from infra.net import free_port
-from mminputs import MaterializedInputs, MMInputError, MMLimits, MMMode, MMRequest, materialize
+from mminputs import MaterializedInputs, MMLimits, MMMode, materialize
+from mminputs.workloads import image_request
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +31,7 @@ WORKER = HERE / "rank_worker.py"
 RANK_TIMEOUT_S = 180
 
 sys.path.insert(0, str(HERE))
-from rank_worker import scenario_batches  # noqa: E402
+from rank_worker import processor_output, scenario_batches, summary  # noqa: E402
 
 sys.path.remove(str(HERE))
 
@@ -79,55 +81,68 @@ def run_ranks(
 
 
 def _normalized(message: str) -> str:
-    # PIL's error text carries an object address, which differs between processes.
+    # Error texts may carry an object address, which differs between processes.
     return re.sub(r" at 0x[0-9a-f]+", " at 0x?", message)
 
 
-def _requests(scenario: str) -> dict[str, tuple[object, bool]]:
-    found: dict[str, tuple[object, bool]] = {}
-    for batch in scenario_batches_harnessless(scenario):
-        for rid, raw, rejected in batch:
-            found[rid] = (raw, rejected)
-    return found
-
-
-def scenario_batches_harnessless(scenario: str) -> list[list[tuple[str, object, bool]]]:
-    """The scenario's (rid, raw inputs, rejected) triples, read through the harness request types."""
+def reference(scenario: str) -> dict[str, tuple[str, object]]:
+    """Per rid, what a single process gets: ("rejected", None), ("admitted", summary or None) or
+    ("aborted", "<ExceptionType>: <message>") from the harness `from_processor_output` (model config as the
+    harness scheduler's: token modalities required)."""
     sys.path.insert(0, str(HERE / "harness"))
     try:
-        out: list[list[tuple[str, object, bool]]] = []
+        from sglang.srt.managers.schedule_batch import MultimodalInputs
+
+        found: dict[str, tuple[str, object]] = {}
         for batch in scenario_batches(scenario):
-            rows: list[tuple[str, object, bool]] = []
             for recv in batch:
                 for req in getattr(recv, "batch", [recv]):
-                    rows.append((req.rid, req.mm_inputs, req.rejected_before_mm))
-            out.append(rows)
-        return out
+                    if req.rejected_before_mm:
+                        found[req.rid] = ("rejected", None)
+                    elif req.mm_inputs is None:
+                        found[req.rid] = ("admitted", None)
+                    else:
+                        try:
+                            inputs = MultimodalInputs.from_processor_output(
+                                req.mm_inputs, requires_mm_token_modalities=True
+                            )
+                            found[req.rid] = ("admitted", summary(inputs))
+                        except Exception as error:  # noqa: BLE001 - the expected abort
+                            found[req.rid] = ("aborted", f"{type(error).__name__}: {error}")
+        return found
     finally:
         sys.path.remove(str(HERE / "harness"))
         for name in [m for m in sys.modules if m == "sglang" or m.startswith("sglang.")]:
             del sys.modules[name]
 
 
+def same_value(a: object, b: object) -> bool:
+    """Equality where tensors compare bitwise (dtype, shape, bytes) and containers element by element."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+        )
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 def assert_matches_single_process(result: dict, scenario: str) -> None:
-    """Admitted inputs are bitwise those of single-process materialization; errors abort the request."""
-    limits = MMLimits()
-    for rid, (raw, rejected) in _requests(scenario).items():
-        if rejected:
+    """Admitted inputs bitwise equal to a single-process conversion; failed conversions abort the request."""
+    for rid, (kind, want) in reference(scenario).items():
+        if kind == "rejected":
             assert rid in result["rejected"], rid
-            continue
-        if raw is None:
-            assert result["admitted"][rid] is None
-            continue
-        assert isinstance(raw, MMRequest)
-        expected = materialize(raw, limits)
-        if isinstance(expected, MMInputError):
+        elif kind == "aborted":
             assert rid not in result["admitted"], f"{rid} should have been aborted"
-            assert f"status {expected.status}" in result["aborted"][rid]
-            assert _normalized(expected.message) in _normalized(result["aborted"][rid])
+            assert isinstance(want, str) and _normalized(want) in _normalized(result["aborted"][rid]), rid
         else:
-            got = result["admitted"][rid]
-            assert isinstance(got, MaterializedInputs) and got.same_as(expected), rid
+            assert same_value(result["admitted"][rid], want), rid
 
 
 def assert_ranks_agree(results: list[dict]) -> None:
@@ -135,13 +150,30 @@ def assert_ranks_agree(results: list[dict]) -> None:
     for other in results[1:]:
         assert sorted(other["admitted"]) == sorted(first["admitted"])
         for rid, inputs in first["admitted"].items():
-            assert (inputs is None and other["admitted"][rid] is None) or inputs.same_as(
-                other["admitted"][rid]
-            )
+            assert same_value(inputs, other["admitted"][rid]), rid
         assert {k: _normalized(v) for k, v in other["aborted"].items()} == {
             k: _normalized(v) for k, v in first["aborted"].items()
         }
         assert other["rejected"] == first["rejected"]
+
+
+def test_features_are_the_image_pipelines_own():
+    # The harness tokenizer's features are single-process materialization of the same images, so the inputs
+    # compared below are bitwise the image pipeline's.
+    sys.path.insert(0, str(HERE / "harness"))
+    try:
+        request = image_request("r", 64, 48, 1)
+        output = processor_output(request)
+        want = materialize(request, MMLimits())
+        assert isinstance(want, MaterializedInputs)
+        assert same_value(output.mm_items[0].feature, want.pixel_values)
+        assert output.mm_items[0].model_specific_data["image_grid_thw"].tolist() == list(
+            map(list, want.image_grid_thw)
+        )
+    finally:
+        sys.path.remove(str(HERE / "harness"))
+        for name in [m for m in sys.modules if m == "sglang" or m.startswith("sglang.")]:
+            del sys.modules[name]
 
 
 PLUGIN_MODES = [m.value for m in MMMode]
@@ -163,8 +195,11 @@ def test_hook_replaces_the_per_request_path_with_the_shared_strategy(mixed_runs,
         assert result["strategy_module"] == "mminputs.strategies"
         assert result["strategy_mode"] == mode
         assert result["source_rank"] == 0
-        # Every multimodal request went through the batch step: upstream's broadcast never ran.
+        # Every multimodal request went through the batch step: upstream's broadcast never ran, and no
+        # MultimodalProcessorOutput was counted as taking upstream's path.
         assert result["upstream_broadcasts"] == 0
+        assert result["fallbacks"] == {}
+        assert result["admitted_types"] == ["MultimodalInputs"]
         assert result["cache_after_batches"] == [0, 0, 0]
     if mode in ("batched", "sharded"):
         assert {r["transport"] for r in results} == {"shm"}
@@ -181,7 +216,12 @@ def test_results_identical_across_ranks_modes_and_single_process(mixed_runs, mod
     # Same admitted set and aborted set as upstream's own per-request path.
     upstream = mixed_runs["off"][0]
     assert sorted(results[0]["admitted"]) == sorted(upstream["admitted"])
-    assert sorted(results[0]["aborted"]) == sorted(upstream["aborted"]) == ["r-413", "r-bad"]
+    assert sorted(results[0]["aborted"]) == sorted(upstream["aborted"]) == ["r-bad-offsets", "r-no-feature"]
+    for rid in upstream["admitted"]:
+        assert same_value(results[0]["admitted"][rid], upstream["admitted"][rid]), rid
+    if mode != "off":
+        for message in results[0]["aborted"].values():
+            assert message.startswith("Multimodal input processing failed (status 500): "), message
     assert results[0]["admitted"]["r-after-bad"] is not None  # the next good request succeeds
 
 
@@ -213,6 +253,7 @@ def test_small_cache_falls_back_to_upstream_in_step(tmp_path):
     )
     assert "failed" not in results[0], results[0]
     assert [r["upstream_broadcasts"] for r in results] == [4, 4]
+    assert [r["fallbacks"] for r in results] == [{"over_capacity": 5.0}] * 2
     assert_ranks_agree(results)
     assert_matches_single_process(results[0], "mixed")
 
@@ -232,7 +273,7 @@ def test_many_requests_leave_the_cache_empty_and_no_shm(tmp_path):
     assert_ranks_agree(results)
     for result in results:
         assert set(result["cache_after_batches"]) == {0}
-        assert result["upstream_broadcasts"] == 0
+        assert result["upstream_broadcasts"] == 0 and result["fallbacks"] == {}
         assert len(result["admitted"]) + len(result["aborted"]) + len(result["rejected"]) == 500
         assert len(result["aborted"]) == len(range(0, 500, 13))
     assert_matches_single_process(results[1], "many-500")

@@ -88,8 +88,30 @@ def _mutate(sources: dict[str, str], module: str, old: str, new: str) -> dict[st
             "    mm_data: Optional[MultimodalProcessorOutput]\n",
             "TokenizedGenerateReqInput.mm_inputs: field is not declared",
         ),
+        (
+            manifest.SCHEDULE_BATCH,
+            "obj: MultimodalProcessorOutput, *, requires_mm_token_modalities: bool = False",
+            "obj: MultimodalProcessorOutput, requires_mm_token_modalities: bool = False",
+            "MultimodalInputs.from_processor_output: has parameters (obj, requires_mm_token_modalities), "
+            "expected (obj, *, requires_mm_token_modalities)",
+        ),
+        (
+            manifest.MODEL_CONFIG,
+            "        self.requires_mm_token_modalities = requires_mm_token_modalities(",
+            "        self.needs_mm_token_modalities = requires_mm_token_modalities(",
+            "ModelConfig.requires_mm_token_modalities: attribute is never assigned",
+        ),
     ],
-    ids=["renamed-method", "changed-signature", "static-to-method", "renamed-error", "renamed-attr", "field"],
+    ids=[
+        "renamed-method",
+        "changed-signature",
+        "static-to-method",
+        "renamed-error",
+        "renamed-attr",
+        "field",
+        "conversion-signature",
+        "model-config-attr",
+    ],
 )
 def test_modified_source_is_refused_with_a_clear_message(wheel_sources, module, old, new, expected):
     mismatches = check_sources(_mutate(wheel_sources, module, old, new))

@@ -4,16 +4,19 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class TokenizedGenerateReqInput:
-    rid: str
+class BaseReq:
+    rid: str | None = None
+
+
+@dataclass
+class TokenizedGenerateReqInput(BaseReq):
     mm_inputs: object = None
     # Stands for upstream's early exits before multimodal handling (validation, sessions, ...).
     rejected_before_mm: bool = False
 
 
 @dataclass
-class TokenizedEmbeddingReqInput:
-    rid: str
+class TokenizedEmbeddingReqInput(BaseReq):
     mm_inputs: object = None
     rejected_before_mm: bool = False
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sglang.srt.configs.model_config import ModelConfig
 from sglang.srt.distributed.parallel_state import get_dp_tp_group
 from sglang.srt.managers.io_struct import (
     BatchTokenizedGenerateReqInput,
@@ -35,6 +36,7 @@ class Scheduler:
         publish_mm(enable_broadcast_mm_inputs_process=server_args.enable_broadcast_mm_inputs_process)
         self.dp_tp_group = get_dp_tp_group()
         self.dp_tp_cpu_group = self.dp_tp_group.cpu_group
+        self.model_config = ModelConfig(getattr(server_args, "requires_mm_token_modalities", True))
         # What the tests read back: per rid the inputs the request was admitted with, or its abort message.
         self.admitted = {}
         self.aborted = {}
@@ -70,12 +72,16 @@ class Scheduler:
     def _get_multimodal_inputs(self, mm_inputs):
         if isinstance(mm_inputs, MMInputsProcessError):
             raise _MultimodalInputProcessingError(mm_inputs.message)
+        if isinstance(mm_inputs, MultimodalInputs):
+            return mm_inputs
         if get_mm().enable_broadcast_mm_inputs_process:
             return self._process_and_broadcast_mm_inputs(mm_inputs)
-        return MultimodalInputs.from_processor_output(mm_inputs, requires_mm_token_modalities=False)
+        return MultimodalInputs.from_processor_output(
+            mm_inputs, requires_mm_token_modalities=self.model_config.requires_mm_token_modalities
+        )
 
     def _process_and_broadcast_mm_inputs(self, raw_mm_inputs):
-        # The entry rank materializes; one pickled broadcast per request carries the inputs or the error.
+        # The entry rank converts; one pickled broadcast per request carries the inputs or the error.
         if raw_mm_inputs is None:
             return None
         self.upstream_broadcasts += 1
@@ -84,10 +90,15 @@ class Scheduler:
         if group.rank_in_group == 0:
             try:
                 box[0] = _MultimodalInputBroadcast(
-                    inputs=MultimodalInputs.from_processor_output(raw_mm_inputs)
+                    inputs=MultimodalInputs.from_processor_output(
+                        raw_mm_inputs,
+                        requires_mm_token_modalities=self.model_config.requires_mm_token_modalities,
+                    )
                 )
             except Exception as error:
-                box[0] = _MultimodalInputBroadcast(error=f"{type(error).__name__}: {error}")
+                box[0] = _MultimodalInputBroadcast(
+                    error=f"Multimodal input processing failed on the TP entry rank: {type(error).__name__}: {error}"
+                )
         if group.world_size > 1:
             torch.distributed.broadcast_object_list(box, src=group.first_rank, group=self.dp_tp_cpu_group)
         if box[0].error is not None:

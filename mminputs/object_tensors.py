@@ -1,0 +1,77 @@
+"""Any picklable result as a small skeleton plus its CPU tensors, so the tensors can take a transport.
+
+`split` pickles the object with every plain, dense CPU tensor replaced by a slot number; `join` unpickles
+it with each slot bound to a tensor the caller provides (views of a shared-memory segment or of a flat
+broadcast buffer). Everything else (other objects, GPU tensors, numpy arrays, tensor subclasses) is
+pickled as `broadcast_object_list` would pickle it. A tensor referenced twice gets one slot, so identity
+within the object survives; tensors arrive contiguous (strides are not kept) and tensors that were views
+of one storage arrive as separate tensors.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Sequence
+
+import torch
+
+from .materializer import Staged, TensorSpec
+
+_SLOT = "mminputs-tensor-slot"
+
+
+def split(obj: object) -> tuple[bytes, list[torch.Tensor]]:
+    """The object pickled without its tensors, and those tensors in slot order."""
+    tensors: list[torch.Tensor] = []
+    slots: dict[int, int] = {}
+
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, value: object):
+            if not _transportable(value):
+                return None
+            assert isinstance(value, torch.Tensor)
+            slot = slots.get(id(value))
+            if slot is None:
+                slot = slots[id(value)] = len(tensors)
+                tensors.append(value)
+            return (_SLOT, slot)
+
+    buffer = io.BytesIO()
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue(), tensors
+
+
+def join(skeleton: bytes, tensors: Sequence[torch.Tensor]) -> object:
+    """The object `split` took apart, with its tensors taken from `tensors` (by slot)."""
+
+    class _Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid):
+            tag, slot = pid
+            if tag != _SLOT or not 0 <= slot < len(tensors):
+                raise pickle.UnpicklingError(f"unknown tensor slot {pid!r}")
+            return tensors[slot]
+
+    return _Unpickler(io.BytesIO(skeleton)).load()
+
+
+def stage_object(rid: str, obj: object) -> Staged:
+    """A materialized object staged for a transport: its tensors are copied into the transport's views."""
+    skeleton, tensors = split(obj)
+    specs = tuple(TensorSpec(t.dtype, tuple(t.shape)) for t in tensors)
+
+    def write(views: Sequence[torch.Tensor]) -> None:
+        for view, tensor in zip(views, tensors, strict=True):
+            view.copy_(tensor)
+
+    return Staged(rid, skeleton, specs, write)
+
+
+def _transportable(value: object) -> bool:
+    return (
+        type(value) is torch.Tensor
+        and value.device.type == "cpu"
+        and value.layout == torch.strided
+        and not value.is_quantized
+        and not value.requires_grad
+    )

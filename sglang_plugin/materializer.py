@@ -1,0 +1,83 @@
+"""Upstream's per-request step as an `mminputs` materializer, so the shared strategies run it in sglang.
+
+In sglang 0.5.23 the tokenizer process decodes, resizes and normalizes images; every scheduler rank then
+receives the same `MultimodalProcessorOutput` (finished feature tensors) in `recv_req.mm_inputs`, and the
+step that `--enable-broadcast-mm-inputs-process` moves onto the entry rank is
+`MultimodalInputs.from_processor_output` (drop invalid items, rebuild CUDA-IPC features, build the token
+modality map, hash each item's feature into its pad values) followed by one pickled broadcast of the
+resulting `MultimodalInputs` per request. Here that same conversion is what the strategies materialize:
+the mode decides which rank runs it, and its result's CPU tensors travel through the shared transports
+(shared memory on one host, tensor broadcasts across hosts) while the rest of the object is pickled as
+upstream pickles it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mminputs import Staged
+from mminputs.object_tensors import join, stage_object
+
+
+@dataclass(frozen=True, eq=False)
+class ProcessorOutputRequest:
+    """One request as the strategies see it: its rid and its `MultimodalProcessorOutput`, as received."""
+
+    rid: str
+    raw: Any
+
+
+@dataclass(frozen=True)
+class ProcessorOutputConversion:
+    """Materializes `convert(raw, requires_mm_token_modalities=...)` (upstream's `from_processor_output`)."""
+
+    convert: Callable[..., Any]
+    requires_mm_token_modalities: bool
+    name: str = "sglang_from_processor_output"
+
+    def check(self, request: object, index: int) -> str:
+        if not isinstance(request, ProcessorOutputRequest):
+            raise TypeError(f"batch[{index}] is {type(request).__name__}, expected ProcessorOutputRequest")
+        return request.rid
+
+    def cost(self, request: ProcessorOutputRequest) -> int:
+        # Hashing the features dominates the conversion; every rank holds the same raw input, so the same cost.
+        return 1 + sum(_nbytes(item) for item in getattr(request.raw, "mm_items", None) or ())
+
+    def materialize(self, request: ProcessorOutputRequest) -> Any:
+        return self.convert(request.raw, requires_mm_token_modalities=self.requires_mm_token_modalities)
+
+    def stage(self, request: ProcessorOutputRequest) -> Staged:
+        return stage_object(request.rid, self.materialize(request))
+
+    def assemble(self, skeleton: bytes, tensors: Sequence[torch.Tensor]) -> Any:
+        return join(skeleton, tensors)
+
+    def sharded_exchange(self, group: Any, rank: int, world_size: int) -> None:
+        return None  # whole requests per rank: the conversion has no finer unit
+
+
+def features_on_cpu(raw: Any) -> bool:
+    """True when every item's feature and precomputed embeddings are absent or CPU tensors (lists of them).
+
+    Anything else (CUDA-IPC proxies of --mm-feature-transport, GPU tensors) is reconstructed on the entry
+    rank's device by upstream, with consumer accounting the plugin does not take over: those requests keep
+    upstream's path. Every rank received the same raw input, so every rank decides alike."""
+    for item in getattr(raw, "mm_items", None) or ():
+        for value in (getattr(item, "feature", None), getattr(item, "precomputed_embeddings", None)):
+            values = value if isinstance(value, list | tuple) else [value]
+            if not all(v is None or (isinstance(v, torch.Tensor) and v.device.type == "cpu") for v in values):
+                return False
+    return True
+
+
+def _nbytes(item: Any) -> int:
+    value = getattr(item, "feature", None)
+    if value is None:
+        value = getattr(item, "precomputed_embeddings", None)
+    values = value if isinstance(value, list | tuple) else [value]
+    return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))

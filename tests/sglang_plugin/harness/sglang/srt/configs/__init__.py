@@ -1,0 +1,1 @@
+"""Test harness package (see the harness README)."""
