@@ -1,9 +1,11 @@
 """Any picklable result as a small skeleton plus its CPU tensors, so the tensors can take a transport.
 
-`split` pickles the object with every plain, dense CPU tensor replaced by a slot number; `join` unpickles
-it with each slot bound to a tensor the caller provides (views of a shared-memory segment or of a flat
-broadcast buffer). Everything else (other objects, GPU tensors, numpy arrays, tensor subclasses) is
-pickled as `broadcast_object_list` would pickle it. A tensor referenced twice gets one slot, so identity
+`split` pickles the object with every plain, dense CPU tensor that `travels` selects replaced by a slot
+number; `join` unpickles it with each slot bound to a tensor the caller provides (views of a shared-memory
+segment or of a flat broadcast buffer). Everything else (other objects, unselected tensors, GPU tensors,
+numpy arrays, tensor subclasses) is pickled as `broadcast_object_list` would pickle it. Select the large,
+short-lived tensors: a transport's buffer lives until the last tensor over it is gone, so a small tensor
+kept for a request's whole life would pin its batch's buffer. A tensor referenced twice gets one slot, so identity
 within the object survives; tensors arrive contiguous (strides are not kept) and tensors that were views
 of one storage arrive as separate tensors.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -21,8 +23,11 @@ from .materializer import Staged, TensorSpec
 _SLOT = "mminputs-tensor-slot"
 
 
-def split(obj: object) -> tuple[bytes, list[torch.Tensor]]:
-    """The object pickled without its tensors, and those tensors in slot order."""
+Travels = Callable[[torch.Tensor], bool]
+
+
+def split(obj: object, travels: Travels | None = None) -> tuple[bytes, list[torch.Tensor]]:
+    """The object pickled without its (selected) tensors, and those tensors in slot order."""
     tensors: list[torch.Tensor] = []
     slots: dict[int, int] = {}
 
@@ -31,6 +36,8 @@ def split(obj: object) -> tuple[bytes, list[torch.Tensor]]:
             if not _transportable(value):
                 return None
             assert isinstance(value, torch.Tensor)
+            if travels is not None and not travels(value):
+                return None
             slot = slots.get(id(value))
             if slot is None:
                 slot = slots[id(value)] = len(tensors)
@@ -55,9 +62,9 @@ def join(skeleton: bytes, tensors: Sequence[torch.Tensor]) -> object:
     return _Unpickler(io.BytesIO(skeleton)).load()
 
 
-def stage_object(rid: str, obj: object) -> Staged:
+def stage_object(rid: str, obj: object, travels: Travels | None = None) -> Staged:
     """A materialized object staged for a transport: its tensors are copied into the transport's views."""
-    skeleton, tensors = split(obj)
+    skeleton, tensors = split(obj, travels)
     specs = tuple(TensorSpec(t.dtype, tuple(t.shape)) for t in tensors)
 
     def write(views: Sequence[torch.Tensor]) -> None:

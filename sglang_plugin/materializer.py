@@ -52,7 +52,12 @@ class ProcessorOutputConversion:
         return self.convert(request.raw, requires_mm_token_modalities=self.requires_mm_token_modalities)
 
     def stage(self, request: ProcessorOutputRequest) -> Staged:
-        return stage_object(request.rid, self.materialize(request))
+        # Only the items' features travel through the transport: they are the bulk, and sglang drops them
+        # once the vision encoder has run. Positions, grids and the rest (small, kept for the request's whole
+        # life) are pickled with the object, so they never pin a batch's shared memory.
+        inputs = self.materialize(request)
+        features = {id(t) for item in getattr(inputs, "mm_items", None) or () for t in _feature_tensors(item)}
+        return stage_object(request.rid, inputs, lambda tensor: id(tensor) in features)
 
     def assemble(self, skeleton: bytes, tensors: Sequence[torch.Tensor]) -> Any:
         return join(skeleton, tensors)
@@ -75,9 +80,13 @@ def features_on_cpu(raw: Any) -> bool:
     return True
 
 
+def _feature_tensors(item: Any) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    for value in (getattr(item, "feature", None), getattr(item, "precomputed_embeddings", None)):
+        values = value if isinstance(value, list | tuple) else [value]
+        found += [v for v in values if isinstance(v, torch.Tensor)]
+    return found
+
+
 def _nbytes(item: Any) -> int:
-    value = getattr(item, "feature", None)
-    if value is None:
-        value = getattr(item, "precomputed_embeddings", None)
-    values = value if isinstance(value, list | tuple) else [value]
-    return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
+    return sum(t.numel() * t.element_size() for t in _feature_tensors(item))

@@ -12,7 +12,7 @@ import torch
 
 from mminputs import ImagePipeline, InputRejected, MMInputError, MMItem, MMRequest, make_strategy, materialize
 from mminputs.materializer import materialize_safely, stage_safely
-from mminputs.object_tensors import join, split
+from mminputs.object_tensors import join, split, stage_object
 from mminputs.packing import fill, flat_view, layout, unpack
 from mminputs.testing import Record, RecordMaterializer, RecordRequest, record_batch, same_record
 from mminputs.workloads import synthetic_frame
@@ -119,3 +119,13 @@ def test_flat_buffer_views_have_storages_of_their_own():
     result.features.fill_(1.0)
     assert result.features.untyped_storage().data_ptr() >= flat.data_ptr()  # still the buffer's memory
     assert flat.sum() > 0
+
+
+def test_only_selected_tensors_travel():
+    big, small = torch.ones(1000), torch.arange(3)
+    skeleton, tensors = split({"big": big, "small": small}, lambda t: t.numel() > 100)
+    assert len(tensors) == 1 and tensors[0] is big
+    back = join(skeleton, [torch.zeros(1000)])
+    assert back["big"].sum() == 0 and back["small"].tolist() == [0, 1, 2]  # small came with the pickle
+    staged = stage_object("r", {"big": big, "small": small}, lambda t: t is big)
+    assert [s.shape for s in staged.specs] == [(1000,)]

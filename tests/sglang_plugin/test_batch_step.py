@@ -10,13 +10,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from prometheus_client import REGISTRY
 
 from mminputs import ImagePipeline, MaterializedInputs, MMInputError, MMItem, MMMode, MMRequest
 from mminputs.workloads import image_request, synthetic_frame
 from sglang_plugin.config import PluginConfig
 from sglang_plugin.hook import BatchStep, SchedulerBindings, batch_step_of, install, uninstall
-from sglang_plugin.materializer import ProcessorOutputConversion
+from sglang_plugin.materializer import ProcessorOutputConversion, ProcessorOutputRequest
 from sglang_plugin.metrics import CACHE_ENTRIES, FALLBACK_TOTAL
 
 TINY = synthetic_frame(16, 16, 1)
@@ -190,3 +191,21 @@ def test_processor_outputs_run_upstreams_conversion_and_odd_inputs_fall_back(har
     assert fallbacks("tpo", "features_not_on_cpu") == 1 and fallbacks("tpo", "no_rid") == 1
     step.finish_batch()
     assert step.cache_size == 0
+
+
+def test_only_features_travel_the_rest_is_pickled_with_the_inputs(harness_sglang):
+    batch_module = sys.modules["sglang.srt.managers.schedule_batch"]
+    conversion = ProcessorOutputConversion(batch_module.MultimodalInputs.from_processor_output, True)
+    raw = _processor_output("two")
+    raw.mm_items.append(_processor_output("two").mm_items[0])
+    staged = conversion.stage(ProcessorOutputRequest("two", raw))
+    # Two features travel; positions and grids (kept for the request's whole life) ride in the skeleton.
+    assert [s.shape for s in staged.specs] == [tuple(item.feature.shape) for item in raw.mm_items]
+    views = [torch.zeros(s.shape, dtype=s.dtype) for s in staged.specs]
+    staged.write(views)
+    inputs = conversion.assemble(staged.skeleton, views)
+    assert inputs.mm_items[0].feature is views[0] and torch.equal(views[1], raw.mm_items[1].feature)
+    assert torch.equal(inputs.mrope_positions, raw.mrope_positions)
+    assert conversion.cost(ProcessorOutputRequest("two", raw)) == 1 + sum(
+        i.feature.numel() * 4 for i in raw.mm_items
+    )
