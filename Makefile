@@ -10,7 +10,7 @@ MARK ?=
 PYTEST_ARGS ?=
 
 .PHONY: help canary rollback status test test-unit test-integration test-e2e lint setup system-deps \
-	bench-mm bench-gates bench-loadtest bench-backend bench-rollout images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s
+	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s
 
 help:
 	@echo "make canary [PROFILE=quick]  run a canary rollout (embedded stack unless a cluster is configured)"
@@ -18,7 +18,7 @@ help:
 	@echo "make status                  show the current rollout state"
 	@echo "make test [MARK=expr]        run the test suite (all tiers, or one: MARK=integration)"
 	@echo "make lint                    ruff and mypy"
-	@echo "make bench-mm|bench-gates|bench-loadtest|bench-backend|bench-rollout   benchmarks (BENCH_ARGS=...)"
+	@echo "make bench-mm|bench-plugin|bench-gates|bench-loadtest|bench-backend|bench-rollout   benchmarks (BENCH_ARGS=...)"
 
 $(DEPS_STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -66,6 +66,9 @@ lint: $(DEPS_STAMP)
 # Benchmarks: each prints a side-by-side table and writes it under reports/.
 bench-mm: setup
 	$(PY) -m mminputs.bench $(BENCH_ARGS)
+
+bench-plugin: setup
+	$(PY) -m sglang_plugin.bench $(BENCH_ARGS)
 
 bench-gates: setup
 	$(PY) -m gates.bench $(BENCH_ARGS)
