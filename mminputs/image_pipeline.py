@@ -74,7 +74,9 @@ class ImagePipeline:
 
         return Staged(planned.rid, skeleton, tuple(TensorSpec(torch.float32, (r, dim)) for r in rows), write)
 
-    def assemble(self, skeleton: ImageSkeleton, tensors: Sequence[torch.Tensor]) -> MaterializedInputs:
+    def assemble(
+        self, skeleton: ImageSkeleton, tensors: Sequence[torch.Tensor], request: object = None
+    ) -> MaterializedInputs:
         out = iter(tensors)
         return MaterializedInputs(
             rid=skeleton.rid,

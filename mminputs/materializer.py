@@ -6,7 +6,9 @@ A strategy (see strategies.py) owns the collectives, the error envelope, the cac
 - `stage(request)` then `Staged.write(views)`: the result without its tensors plus the tensors' specs, so
   the transport can lay every tensor of a batch out in one buffer (a shared-memory segment or one flat
   tensor) and have them written straight into it; peers rebuild the result with `assemble(skeleton,
-  views)`. Only `Record`s (small, picklable) cross process boundaries.
+  views, request)`. Only `Record`s (small, picklable) cross process boundaries. Every rank holds every
+  request of the batch, so a result may also take tensors from the receiving rank's own copy of its
+  request instead of the transport (the sglang plugin's features).
 """
 
 from __future__ import annotations
@@ -85,8 +87,9 @@ class Materializer(Protocol):
         """The result up to its tensors; may raise (the caller's envelope catches)."""
         ...
 
-    def assemble(self, skeleton: Any, tensors: Sequence[torch.Tensor]) -> Any:
-        """The result from its skeleton and its tensors (views of the transport's buffer)."""
+    def assemble(self, skeleton: Any, tensors: Sequence[torch.Tensor], request: Any) -> Any:
+        """The result from its skeleton, its tensors (views of the transport's buffer) and this rank's copy
+        of the request."""
         ...
 
     def sharded_exchange(self, group: Any, rank: int, world_size: int) -> ShardedExchange | None:

@@ -8,8 +8,9 @@ rebuild the results as views of the buffer with the materializer's `assemble`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -59,15 +60,18 @@ def fill(staged: Sequence[Staged | MMInputError], records: Sequence[Record], vie
         item.write([view(offset, spec) for offset, spec in record.spans])
 
 
-def unpack(records: Sequence[Record], view: View, materializer: Materializer) -> list[Keyed]:
-    """(rid, outcome) per record; results' tensors are views of the buffer `view` slices."""
+def unpack(
+    records: Sequence[Record], view: View, materializer: Materializer, requests: Mapping[str, Any]
+) -> list[Keyed]:
+    """(rid, outcome) per record; results' tensors are views of the buffer `view` slices; `requests` is this
+    rank's copy of the batch by rid."""
     out: list[Keyed] = []
     for record in records:
         if isinstance(record, MMInputError):
             out.append((record.rid, record))
             continue
         tensors = [view(offset, spec) for offset, spec in record.spans]
-        out.append((record.rid, materializer.assemble(record.skeleton, tensors)))
+        out.append((record.rid, materializer.assemble(record.skeleton, tensors, requests[record.rid])))
     return out
 
 

@@ -177,13 +177,20 @@ class BatchedStrategy(MMStrategy):
                 staged = [
                     stage_safely(self.materializer, r, rid) for r, rid in zip(requests, rids, strict=True)
                 ]
-                local = self._transport.build(staged, self.materializer)
+                local = self._transport.build(
+                    staged, self.materializer, dict(zip(rids, requests, strict=True))
+                )
                 box[0] = local.descriptor
             dist.broadcast_object_list(box, src=info.source_rank, group=info.group)
             descriptor = box[0]
             assert isinstance(descriptor, ShareDescriptor)
             [keyed] = self._transport.exchange(
-                [descriptor], [info.source_rank], local, info.group, self.materializer
+                [descriptor],
+                [info.source_rank],
+                local,
+                info.group,
+                self.materializer,
+                dict(zip(rids, requests, strict=True)),
             )
         finally:
             if local is not None:
@@ -225,14 +232,15 @@ class ShardedStrategy(MMStrategy):
                 for r, rid, owner in zip(requests, rids, owners, strict=True)
                 if owner == info.rank
             ]
-            local = self._transport.build(staged, self.materializer)
+            by_rid = dict(zip(rids, requests, strict=True))
+            local = self._transport.build(staged, self.materializer, by_rid)
             gathered: list[object] = [None] * info.world_size
             dist.all_gather_object(gathered, local.descriptor, group=info.group)
             descriptors = [d for d in gathered if isinstance(d, ShareDescriptor)]
             if len(descriptors) != info.world_size:
                 raise RuntimeError(f"TP group out of step: expected share descriptors, got {gathered!r:.200}")
             shares = self._transport.exchange(
-                descriptors, info.global_ranks, local, info.group, self.materializer
+                descriptors, info.global_ranks, local, info.group, self.materializer, by_rid
             )
         finally:
             if local is not None:

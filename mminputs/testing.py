@@ -303,13 +303,15 @@ def scenario_until_killed(rank: int, world: int, mode: str, marker_dir: str) -> 
 
 
 # -- a materializer other than the image pipeline (the strategies are generic over what they materialize) --
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RecordRequest:
-    """A request for `RecordMaterializer`: `fail` 0 = succeed, 413 = rejected input, 500 = a crash."""
+    """A request for `RecordMaterializer`: `fail` 0 = succeed, 413 = rejected input, 500 = a crash. `given`
+    is a tensor every rank's copy of the request holds (it needs no transport)."""
 
     rid: str
     rows: int
     fail: int = 0
+    given: torch.Tensor | None = None
 
 
 @dataclass
@@ -320,6 +322,7 @@ class Record:
     features: torch.Tensor
     extra: dict
     positions: list
+    given: torch.Tensor | None = None
 
 
 class RecordMaterializer:
@@ -354,13 +357,15 @@ class RecordMaterializer:
                 "empty": torch.empty(0, 3),
             },
             [grid, request.rows, "text"],
+            request.given,
         )
 
     def stage(self, request: RecordRequest):
-        return object_tensors.stage_object(request.rid, self.materialize(request))
+        given = {} if request.given is None else {id(request.given): "given"}
+        return object_tensors.stage_object(request.rid, self.materialize(request), local=given)
 
-    def assemble(self, skeleton, tensors):
-        return object_tensors.join(skeleton, tensors)
+    def assemble(self, skeleton, tensors, request: RecordRequest):
+        return object_tensors.join(skeleton, tensors, lambda key: getattr(request, str(key)))
 
     def sharded_exchange(self, group, rank: int, world_size: int):
         return None
@@ -384,8 +389,12 @@ def same_record(got: Any, want: Any) -> bool:
         and torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
         for a, b in zip(tensors(got), tensors(want), strict=True)
     )
+    same_given = (got.given is None and want.given is None) or (
+        got.given is not None and want.given is not None and torch.equal(got.given, want.given)
+    )
     return (
         same
+        and same_given
         and got.rid == want.rid
         and got.positions[1:] == want.positions[1:]
         and got.positions[0] is got.extra["grid"]
@@ -394,7 +403,7 @@ def same_record(got: Any, want: Any) -> bool:
 
 def record_batch() -> list[RecordRequest]:
     return [
-        RecordRequest("rec-0", 5),
+        RecordRequest("rec-0", 5, given=torch.arange(6.0)),
         RecordRequest("rec-crash", 3, fail=500),
         RecordRequest("rec-1", 40),
         RecordRequest("rec-big", 2, fail=413),
@@ -420,6 +429,8 @@ def scenario_generic_materializers(rank: int, world: int, image_path: str, modes
         report[mode] = {
             "transport": (got_records.transport_name, got_images.transport_name),
             "records": [same_record(g, w) for g, w in zip(outcomes, record_reference, strict=True)],
+            # the rank's own tensor, not a copy that travelled
+            "given_is_own": outcomes[0].given is record_requests[0].given,
             "images": [same_outcome(g, w) for g, w in zip(image_outcomes, image_reference, strict=True)],
             "status": [g.status if isinstance(g, MMInputError) else 200 for g in outcomes],
             "cache": got_records.cache_size + got_images.cache_size,

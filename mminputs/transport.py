@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import mmap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -72,10 +73,14 @@ class ShmTransport:
 
     name = "shm"
 
-    def build(self, staged: Sequence[Staged | MMInputError], materializer: Materializer) -> LocalShare:
+    def build(
+        self, staged: Sequence[Staged | MMInputError], materializer: Materializer, requests: Mapping[str, Any]
+    ) -> LocalShare:
         records, nbytes = layout(staged)
         if nbytes == 0:
-            return LocalShare(ShareDescriptor(tuple(records), 0), unpack(records, _no_view, materializer))
+            return LocalShare(
+                ShareDescriptor(tuple(records), 0), unpack(records, _no_view, materializer, requests)
+            )
         segment = shm.OwnedSegment(nbytes)
         try:
             fill(staged, records, _writable_view(segment))
@@ -83,7 +88,7 @@ class ShmTransport:
         except BaseException:
             segment.close()
             raise
-        outcomes = unpack(records, _mapping_view(private), materializer)
+        outcomes = unpack(records, _mapping_view(private), materializer, requests)
         return LocalShare(ShareDescriptor(tuple(records), nbytes, segment.handle), outcomes, segment=segment)
 
     def exchange(
@@ -93,6 +98,7 @@ class ShmTransport:
         local: LocalShare | None,
         group,
         materializer: Materializer,
+        requests: Mapping[str, Any],
     ) -> list[list[Keyed]]:
         me = dist.get_rank()
         results: list[list[Keyed]] = []
@@ -102,11 +108,11 @@ class ShmTransport:
                     assert local is not None
                     results.append(local.outcomes)
                 elif desc.nbytes == 0:
-                    results.append(unpack(desc.records, _no_view, materializer))
+                    results.append(unpack(desc.records, _no_view, materializer, requests))
                 else:
                     assert desc.handle is not None
                     mapping = shm.map_peer_segment(desc.handle)
-                    results.append(unpack(desc.records, _mapping_view(mapping), materializer))
+                    results.append(unpack(desc.records, _mapping_view(mapping), materializer, requests))
         finally:
             # Every rank has mapped what it needs once all pass this barrier; then creators drop their fds
             # and the segments live on only in the mappings (freed with the last tensor over them).
@@ -121,12 +127,16 @@ class TensorTransport:
 
     name = "tensor"
 
-    def build(self, staged: Sequence[Staged | MMInputError], materializer: Materializer) -> LocalShare:
+    def build(
+        self, staged: Sequence[Staged | MMInputError], materializer: Materializer, requests: Mapping[str, Any]
+    ) -> LocalShare:
         records, nbytes = layout(staged)
         flat = torch.empty(nbytes, dtype=torch.uint8)
         fill(staged, records, flat_view(flat))
         return LocalShare(
-            ShareDescriptor(tuple(records), nbytes), unpack(records, flat_view(flat), materializer), flat=flat
+            ShareDescriptor(tuple(records), nbytes),
+            unpack(records, flat_view(flat), materializer, requests),
+            flat=flat,
         )
 
     def exchange(
@@ -136,6 +146,7 @@ class TensorTransport:
         local: LocalShare | None,
         group,
         materializer: Materializer,
+        requests: Mapping[str, Any],
     ) -> list[list[Keyed]]:
         me = dist.get_rank()
         results: list[list[Keyed]] = []
@@ -146,11 +157,11 @@ class TensorTransport:
                     dist.broadcast(local.flat, src=src, group=group)
                 results.append(local.outcomes)
             elif desc.nbytes == 0:
-                results.append(unpack(desc.records, _no_view, materializer))
+                results.append(unpack(desc.records, _no_view, materializer, requests))
             else:
                 buf = torch.empty(desc.nbytes, dtype=torch.uint8)
                 dist.broadcast(buf, src=src, group=group)
-                results.append(unpack(desc.records, flat_view(buf), materializer))
+                results.append(unpack(desc.records, flat_view(buf), materializer, requests))
         return results
 
 

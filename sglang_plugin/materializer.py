@@ -6,14 +6,14 @@ step that `--enable-broadcast-mm-inputs-process` moves onto the entry rank is
 `MultimodalInputs.from_processor_output` (drop invalid items, rebuild CUDA-IPC features, build the token
 modality map, hash each item's feature into its pad values) followed by one pickled broadcast of the
 resulting `MultimodalInputs` per request. Here that same conversion is what the strategies materialize:
-the mode decides which rank runs it, and its result's CPU tensors travel through the shared transports
-(shared memory on one host, tensor broadcasts across hosts) while the rest of the object is pickled as
-upstream pickles it.
+the mode decides which rank runs it; the result is pickled as upstream pickles it, except its features:
+those every rank already holds are bound to the receiving rank's own copy, and any the conversion
+replaced travel through the shared transports (shared memory on one host, tensor broadcasts across hosts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,15 +52,33 @@ class ProcessorOutputConversion:
         return self.convert(request.raw, requires_mm_token_modalities=self.requires_mm_token_modalities)
 
     def stage(self, request: ProcessorOutputRequest) -> Staged:
-        # Only the items' features travel through the transport: they are the bulk, and sglang drops them
-        # once the vision encoder has run. Positions, grids and the rest (small, kept for the request's whole
-        # life) are pickled with the object, so they never pin a batch's shared memory.
+        # Every rank received the same processor output, features included (sglang broadcasts the batch to
+        # the TP group), so features the conversion kept as they were travel as references into the
+        # receiving rank's own copy: no bytes move for them. Features it replaced (moved through a GPU
+        # buffer for hashing) take the transport. Positions, grids and the rest (small, kept for the
+        # request's whole life) are pickled with the object, as upstream pickles them, and never pin a buffer.
+        # Taken before converting: the conversion may replace features on the very item objects it returns.
+        # `received` keeps those tensors alive until the split is done, so no id is reused meanwhile.
+        received = _received_features(request.raw)
         inputs = self.materialize(request)
         features = {id(t) for item in getattr(inputs, "mm_items", None) or () for t in _feature_tensors(item)}
-        return stage_object(request.rid, inputs, lambda tensor: id(tensor) in features)
+        own = {id(tensor): key for key, tensor in received}
+        return stage_object(request.rid, inputs, lambda tensor: id(tensor) in features, own)
 
-    def assemble(self, skeleton: bytes, tensors: Sequence[torch.Tensor]) -> Any:
-        return join(skeleton, tensors)
+    def assemble(
+        self, skeleton: bytes, tensors: Sequence[torch.Tensor], request: ProcessorOutputRequest
+    ) -> Any:
+        items = request.raw.mm_items
+
+        def resolve(key: Hashable) -> torch.Tensor:
+            assert isinstance(key, tuple) and len(key) == 2, f"not a feature reference: {key!r}"
+            index: int = key[0]
+            name: str = key[1]
+            value = getattr(items[index], name)
+            assert isinstance(value, torch.Tensor), f"item {index} of {request.rid} has no tensor {name}"
+            return value
+
+        return join(skeleton, tensors, resolve)
 
     def sharded_exchange(self, group: Any, rank: int, world_size: int) -> None:
         return None  # whole requests per rank: the conversion has no finer unit
@@ -78,6 +96,17 @@ def features_on_cpu(raw: Any) -> bool:
             if not all(v is None or (isinstance(v, torch.Tensor) and v.device.type == "cpu") for v in values):
                 return False
     return True
+
+
+def _received_features(raw: Any) -> list[tuple[tuple[int, str], torch.Tensor]]:
+    """((item index, field), tensor) of the features in this rank's copy of the processor output."""
+    found: list[tuple[tuple[int, str], torch.Tensor]] = []
+    for index, item in enumerate(getattr(raw, "mm_items", None) or ()):
+        for name in ("feature", "precomputed_embeddings"):
+            value = getattr(item, name, None)
+            if isinstance(value, torch.Tensor):
+                found.append(((index, name), value))
+    return found
 
 
 def _feature_tensors(item: Any) -> list[torch.Tensor]:

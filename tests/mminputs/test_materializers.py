@@ -55,7 +55,7 @@ def test_staged_objects_round_trip_through_a_flat_buffer():
     assert nbytes % 64 == 0 and nbytes > 0
     flat = torch.empty(nbytes, dtype=torch.uint8)
     fill(staged, records, flat_view(flat))
-    got = unpack(records, flat_view(flat), m)
+    got = unpack(records, flat_view(flat), m, {r.rid: r for r in requests})
     assert [rid for rid, _ in got] == [r.rid for r in requests]
     for (_, outcome), request in zip(got, requests, strict=True):
         assert same_record(outcome, materialize_safely(m, request, request.rid))
@@ -102,7 +102,7 @@ def test_image_pipeline_staging_writes_what_materialize_returns():
     assert [s.dtype for s in staged.specs] == [torch.float32, torch.float32]
     views = [torch.empty(s.shape, dtype=s.dtype) for s in staged.specs]
     staged.write(views)
-    assert pipeline.assemble(staged.skeleton, views).same_as(materialize(request, pipeline.limits))
+    assert pipeline.assemble(staged.skeleton, views, request).same_as(materialize(request, pipeline.limits))
 
 
 def test_flat_buffer_views_have_storages_of_their_own():
@@ -111,7 +111,7 @@ def test_flat_buffer_views_have_storages_of_their_own():
     records, nbytes = layout(staged)
     flat = torch.empty(nbytes, dtype=torch.uint8)
     fill(staged, records, flat_view(flat))
-    result = unpack(records, flat_view(flat), m)[0][1]
+    result = unpack(records, flat_view(flat), m, {r.rid: r for r in record_batch()})[0][1]
     # One result pickles its own bytes only (not the whole buffer), and torch.save takes its mixed dtypes.
     assert len(pickle.dumps(result.features)) < result.features.numel() * 4 + 2_000 < nbytes
     buffer = io.BytesIO()
@@ -129,3 +129,14 @@ def test_only_selected_tensors_travel():
     assert back["big"].sum() == 0 and back["small"].tolist() == [0, 1, 2]  # small came with the pickle
     staged = stage_object("r", {"big": big, "small": small}, lambda t: t is big)
     assert [s.shape for s in staged.specs] == [(1000,)]
+
+
+def test_tensors_every_rank_holds_are_taken_from_the_receivers_own_request():
+    given, moving = torch.arange(5.0), torch.ones(300)
+    skeleton, tensors = split({"given": given, "moving": moving}, local={id(given): ("item", 0)})
+    assert [t is moving for t in tensors] == [True]
+    mine = torch.arange(5.0)  # the receiving rank's own copy
+    back = join(skeleton, [torch.zeros(300)], lambda key: mine if key == ("item", 0) else None)
+    assert back["given"] is mine and back["moving"].sum() == 0
+    with pytest.raises(pickle.UnpicklingError, match="unknown tensor slot"):
+        join(skeleton, [torch.zeros(300)])  # no resolver: a local reference cannot be bound

@@ -126,6 +126,8 @@ def test_other_materializers_take_every_mode_and_transport(image_file):
             assert all(got["images"]), f"rank {rank} {mode}: images differ at {got['images']}"
             assert got["status"] == [200, 500, 200, 413, 200, 200], f"rank {rank} {mode}"
             assert got["cache"] == 0
+            # A tensor every rank holds does not travel, except in upstream's pickled per-request broadcast.
+            assert got["given_is_own"] == (mode != "per_request" or rank == 0), f"rank {rank} {mode}"
     assert reports[0]["sharded"]["transport"] == ("shm", "shm")
     assert reports[0]["batched"]["transport"] == ("shm", "shm")
     assert reports[0]["sharded_tensor"]["transport"] == ("tensor", "tensor")

@@ -187,9 +187,18 @@ def main() -> int:
 
     step = batch_step_of(scheduler)
     cache_after_batches = []
+    raws: dict[str, object] = {}
     for batch in scenario_batches(args.scenario):
+        for recv in batch:
+            raws.update({req.rid: req.mm_inputs for req in getattr(recv, "batch", [recv])})
         scheduler.process_input_requests(batch)
         cache_after_batches.append(0 if step is None else step.cache_size)
+    # Whether each admitted request's features are this rank's own received tensors (not copies).
+    own_features = {
+        rid: all(any(item.feature is mine.feature for mine in raws[rid].mm_items) for item in inputs.mm_items)
+        for rid, inputs in scheduler.admitted.items()
+        if inputs is not None
+    }
     strategy = None if step is None else step.strategy
     result = {
         "rank": args.rank,
@@ -202,6 +211,7 @@ def main() -> int:
         "transport": None if strategy is None else strategy.transport_name,
         "source_rank": None if strategy is None else strategy.info.source_rank,
         "admitted": {rid: summary(inputs) for rid, inputs in scheduler.admitted.items()},
+        "own_features": own_features,
         "admitted_types": sorted({type(x).__name__ for x in scheduler.admitted.values() if x is not None}),
         "fallbacks": fallback_counts(str(scheduler.dp_tp_group.rank_in_group)),
         "aborted": scheduler.aborted,

@@ -193,19 +193,34 @@ def test_processor_outputs_run_upstreams_conversion_and_odd_inputs_fall_back(har
     assert step.cache_size == 0
 
 
-def test_only_features_travel_the_rest_is_pickled_with_the_inputs(harness_sglang):
+def test_features_are_the_receivers_own_unless_the_conversion_replaced_them(harness_sglang):
     batch_module = sys.modules["sglang.srt.managers.schedule_batch"]
-    conversion = ProcessorOutputConversion(batch_module.MultimodalInputs.from_processor_output, True)
+    convert = batch_module.MultimodalInputs.from_processor_output
+    conversion = ProcessorOutputConversion(convert, True)
     raw = _processor_output("two")
     raw.mm_items.append(_processor_output("two").mm_items[0])
     staged = conversion.stage(ProcessorOutputRequest("two", raw))
-    # Two features travel; positions and grids (kept for the request's whole life) ride in the skeleton.
+    # Every rank holds the features already: nothing travels; positions and grids ride in the skeleton.
+    assert staged.specs == ()
+    mine = _processor_output("two")  # the receiving rank's own copy of the same request
+    mine.mm_items.append(_processor_output("two").mm_items[0])
+    inputs = conversion.assemble(staged.skeleton, [], ProcessorOutputRequest("two", mine))
+    assert [i.feature for i in inputs.mm_items] == [i.feature for i in mine.mm_items]  # the same objects
+    assert all(a.feature is b.feature for a, b in zip(inputs.mm_items, mine.mm_items, strict=True))
+    assert inputs.mm_items[0].hash is not None and torch.equal(inputs.mrope_positions, raw.mrope_positions)
+
+    def copying(obj, **kwargs):  # like upstream's GPU hashing buffer: features come back as new tensors
+        result = convert(obj, **kwargs)
+        for item in result.mm_items:
+            item.feature = item.feature.clone()
+        return result
+
+    staged = ProcessorOutputConversion(copying, True).stage(ProcessorOutputRequest("two", raw))
     assert [s.shape for s in staged.specs] == [tuple(item.feature.shape) for item in raw.mm_items]
     views = [torch.zeros(s.shape, dtype=s.dtype) for s in staged.specs]
     staged.write(views)
-    inputs = conversion.assemble(staged.skeleton, views)
+    inputs = conversion.assemble(staged.skeleton, views, ProcessorOutputRequest("two", mine))
     assert inputs.mm_items[0].feature is views[0] and torch.equal(views[1], raw.mm_items[1].feature)
-    assert torch.equal(inputs.mrope_positions, raw.mrope_positions)
     assert conversion.cost(ProcessorOutputRequest("two", raw)) == 1 + sum(
         i.feature.numel() * 4 for i in raw.mm_items
     )

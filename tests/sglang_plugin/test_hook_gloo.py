@@ -200,6 +200,10 @@ def test_hook_replaces_the_per_request_path_with_the_shared_strategy(mixed_runs,
         assert result["upstream_broadcasts"] == 0
         assert result["fallbacks"] == {}
         assert result["admitted_types"] == ["MultimodalInputs"]
+        # No feature bytes moved: every rank's inputs hold the features it received with the batch; only
+        # per_request (upstream's pickled broadcast, as a mode) hands the other rank copies.
+        own = list(result["own_features"].values())
+        assert own and (all(own) if mode != "per_request" or result["rank"] == 0 else not any(own))
         assert result["cache_after_batches"] == [0, 0, 0]
     if mode in ("batched", "sharded"):
         assert {r["transport"] for r in results} == {"shm"}
@@ -229,6 +233,9 @@ def test_plugin_off_leaves_upstream_untouched(mixed_runs):
     for result in mixed_runs["off"]:
         assert not result["hooked"] and not result["replaced"] and not result["step"]
         assert result["upstream_broadcasts"] == 8  # one per multimodal request that reached the path
+    # Upstream pickles the features to the other rank: its inputs hold copies.
+    entry, other = mixed_runs["off"]
+    assert all(entry["own_features"].values()) and not any(other["own_features"].values())
 
 
 def test_source_rank_is_the_first_rank_of_the_group_and_tp1_pays_nothing(tmp_path):
