@@ -66,7 +66,7 @@ def get_httproute(*, context: str | None, namespace: str, name: str) -> dict[str
 def json_patch_httproute(
     *, context: str | None, namespace: str, name: str, operations: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """RFC 6902 patch (a list body is sent as application/json-patch+json); `test` ops guard the paths."""
+    """RFC 6902 JSON patch; its `test` ops make the API server refuse it if the guarded paths changed."""
     from kubernetes import client
 
     api = client.CustomObjectsApi(_client(context))
@@ -79,6 +79,7 @@ def json_patch_httproute(
         HTTPROUTES,
         name,
         operations,
+        _content_type="application/json-patch+json",  # the client's default for custom objects is merge-patch
     )
 
 
@@ -117,4 +118,5 @@ def scale_deployment(*, context: str | None, namespace: str, name: str, replicas
         name,
         namespace,
         {"spec": {"replicas": replicas}},
+        _content_type="application/merge-patch+json",
     )
