@@ -120,6 +120,11 @@ class LocalStack:
             return None
         return ProcessRef.from_dict(entry["process"])
 
+    def serving(self) -> bool:
+        """Whether the baseline arm this run started is still up (URL-only arms always count as up)."""
+        ref = self._ref(self.arms.get("baseline"))
+        return ref is None or is_alive(ref)
+
     def dead_parts(self) -> list[str]:
         """Parts whose recorded process is gone (URL-only arms count as alive)."""
         dead = []

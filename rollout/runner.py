@@ -257,6 +257,23 @@ def rollback_command(
         context = {}
         if state.stack.get("kind") == "local":
             stack = LocalStack.from_dict(state.stack)
+            if state.phase.terminal and not stack.serving():
+                # A finished run whose stack was stopped: no traffic to move, and restarting its router
+                # in front of stopped arms would serve nothing. Record the request only.
+                state = state.with_event(
+                    time.time(),
+                    "rollback",
+                    who=who,
+                    reason=reason,
+                    weights_before="stack stopped",
+                    verified="unknown",
+                    changed=False,
+                )
+                store.save(state)
+                say(
+                    f"rollout {state.run_id} is {state.phase.value} and its local stack is stopped: nothing to move"
+                )
+                return state
             context = {
                 "baseline_url": stack.arms["baseline"]["url"],
                 "canary_url": stack.arms["canary"]["url"],

@@ -49,3 +49,40 @@ def test_dead_parts_and_stop_use_the_recorded_processes(tmp_path: Path):
         assert stack.dead_parts() == ["baseline", "canary", "loadtest"]
     finally:
         terminate(alive)
+
+
+def test_rollback_after_a_finished_run_with_its_stack_stopped_only_records_the_request(tmp_path: Path):
+    from dataclasses import replace
+
+    from rollout.controller import new_state
+    from rollout.plan import Phase, get_profile
+    from rollout.routers.local_proxy import LocalProxyRouter
+    from rollout.runner import rollback_command
+    from rollout.state import FileStateStore
+
+    gone = spawn_detached(["true"], log_path=tmp_path / "b.log")
+    terminate(gone)
+    stack = LocalStack(
+        run_dir=tmp_path,
+        arms={
+            "baseline": {"url": "u", "process": gone.as_dict()},
+            "canary": {"url": "u", "process": gone.as_dict()},
+        },
+        prometheus={"url": "http://127.0.0.1:9", "process": None},
+        loadtest={},
+        router_url="r",
+    )
+    router = LocalProxyRouter(admin_url="http://127.0.0.1:9")
+    store = FileStateStore(tmp_path / "state")
+    state = new_state(run_id="r", profile=get_profile("quick"), router=router, stack=stack.as_dict(), now=1.0)
+    store.save(replace(state, phase=Phase.PROMOTED, outcome="promoted", finished_at=2.0))
+    lines: list[str] = []
+    after = rollback_command(
+        state_dir=tmp_path / "state",
+        reports_dir=tmp_path / "reports",
+        who="w",
+        reason="why",
+        say=lines.append,
+    )
+    assert after is not None and after.phase is Phase.PROMOTED and after.events[-1]["who"] == "w"
+    assert after.events[-1]["changed"] is False and "nothing to move" in lines[-1]
