@@ -274,6 +274,11 @@ def _attach(scheduler: Any, bindings: SchedulerBindings, config: PluginConfig) -
     group = scheduler.dp_tp_group
     if group.world_size <= 1:
         return  # TP=1 pays nothing: no step attached, the wrappers call upstream directly
+    if getattr(bindings.get_mm(), "mm_feature_transport", None) == "cuda_vmm":
+        # Upstream converts every request on every rank itself at the top of process_input_requests and never
+        # takes the broadcast path; a step would only convert twice.
+        log.warning("sglang_plugin: --mm-feature-transport cuda_vmm converts on every rank; no batch step")
+        return
     scheduler.__dict__[STATE_ATTR] = BatchStep(
         config=config,
         group=scheduler.dp_tp_cpu_group,

@@ -224,3 +224,22 @@ def test_features_are_the_receivers_own_unless_the_conversion_replaced_them(harn
     assert conversion.cost(ProcessorOutputRequest("two", raw)) == 1 + sum(
         i.feature.numel() * 4 for i in raw.mm_items
     )
+
+
+def test_cuda_vmm_feature_transport_attaches_no_step(harness_sglang, monkeypatch):
+    # With --mm-feature-transport cuda_vmm upstream converts on every rank before the broadcast path.
+    module = harness_sglang
+    group = SimpleNamespace(world_size=2, rank_in_group=0, ranks=[0, 1], cpu_group=None, first_rank=0)
+    monkeypatch.setattr(module, "get_dp_tp_group", lambda: group)
+    sys.modules["sglang.srt.runtime_context"].publish_mm(mm_feature_transport="cuda_vmm")
+    install(
+        SchedulerBindings.from_modules(module, sys.modules["sglang.srt.managers.schedule_batch"]),
+        PluginConfig(MMMode.SHARDED),
+    )
+    try:
+        scheduler = module.Scheduler(SimpleNamespace(enable_broadcast_mm_inputs_process=True), None)
+        assert batch_step_of(scheduler) is None
+        sys.modules["sglang.srt.runtime_context"].publish_mm(mm_feature_transport=None)
+        assert batch_step_of(module.Scheduler(SimpleNamespace(enable_broadcast_mm_inputs_process=True), None))
+    finally:
+        uninstall(module.Scheduler)
