@@ -71,11 +71,12 @@ class ProcessorOutputConversion:
         items = request.raw.mm_items
 
         def resolve(key: Hashable) -> torch.Tensor:
-            assert isinstance(key, tuple) and len(key) == 2, f"not a feature reference: {key!r}"
-            index: int = key[0]
-            name: str = key[1]
+            assert isinstance(key, tuple) and len(key) == 3, f"not a feature reference: {key!r}"
+            index, name, position = key
             value = getattr(items[index], name)
-            assert isinstance(value, torch.Tensor), f"item {index} of {request.rid} has no tensor {name}"
+            if position is not None:
+                value = value[position]
+            assert isinstance(value, torch.Tensor), f"item {index} of {request.rid} has no tensor {key!r}"
             return value
 
         return join(skeleton, tensors, resolve)
@@ -98,14 +99,19 @@ def features_on_cpu(raw: Any) -> bool:
     return True
 
 
-def _received_features(raw: Any) -> list[tuple[tuple[int, str], torch.Tensor]]:
-    """((item index, field), tensor) of the features in this rank's copy of the processor output."""
-    found: list[tuple[tuple[int, str], torch.Tensor]] = []
+FeatureKey = tuple[int, str, int | None]  # (item index, field, position in a list field or None)
+
+
+def _received_features(raw: Any) -> list[tuple[FeatureKey, torch.Tensor]]:
+    """(key, tensor) of the features in this rank's copy of the processor output (plain or in lists)."""
+    found: list[tuple[FeatureKey, torch.Tensor]] = []
     for index, item in enumerate(getattr(raw, "mm_items", None) or ()):
         for name in ("feature", "precomputed_embeddings"):
             value = getattr(item, name, None)
             if isinstance(value, torch.Tensor):
-                found.append(((index, name), value))
+                found.append(((index, name, None), value))
+            elif isinstance(value, list | tuple):
+                found += [((index, name, k), v) for k, v in enumerate(value) if isinstance(v, torch.Tensor)]
     return found
 
 

@@ -243,3 +243,20 @@ def test_cuda_vmm_feature_transport_attaches_no_step(harness_sglang, monkeypatch
         assert batch_step_of(module.Scheduler(SimpleNamespace(enable_broadcast_mm_inputs_process=True), None))
     finally:
         uninstall(module.Scheduler)
+
+
+def test_features_in_lists_are_bound_to_the_receivers_own_too():
+    def raw() -> SimpleNamespace:
+        frames = [torch.full((4, 3), float(k)) for k in range(2)]
+        return SimpleNamespace(mm_items=[SimpleNamespace(feature=frames, precomputed_embeddings=None)])
+
+    def convert(obj, **kwargs):  # keeps the items, as upstream's conversion does
+        return SimpleNamespace(mm_items=list(obj.mm_items), requires=kwargs["requires_mm_token_modalities"])
+
+    conversion = ProcessorOutputConversion(convert, False)
+    staged = conversion.stage(ProcessorOutputRequest("l", raw()))
+    assert staged.specs == ()
+    mine = raw()
+    inputs = conversion.assemble(staged.skeleton, [], ProcessorOutputRequest("l", mine))
+    assert all(a is b for a, b in zip(inputs.mm_items[0].feature, mine.mm_items[0].feature, strict=True))
+    assert inputs.requires is False
