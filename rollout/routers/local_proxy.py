@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -123,11 +124,16 @@ class LocalProxyRouter:
             raise RouterUnavailable(f"local router {self.admin_url} unreachable: {exc}") from exc
 
     def _restartable(self) -> bool:
-        return (
-            self.spec is not None
-            and self.log_path is not None
-            and (self.process is None or not is_alive(self.process))
-        )
+        if self.spec is None or self.log_path is None:
+            return False
+        # A proxy that was just killed can take a moment to disappear; wait briefly before deciding
+        # that it is alive but not answering (then it is not ours to replace).
+        deadline = time.monotonic() + 3.0
+        while self.process is not None and is_alive(self.process):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def set_weights(self, baseline: int, canary: int) -> None:
         weights = Weights(baseline=baseline, canary=canary)
