@@ -242,12 +242,16 @@ def backfill(openmetrics: str | os.PathLike[str], data_dir: str | os.PathLike[st
 def openmetrics_text(series: Iterable[tuple[str, Mapping[str, str], Sequence[tuple[float, float]]]]) -> str:
     """OpenMetrics text for `(metric name, labels, [(unix seconds, value), ...])` triples, ending in EOF.
 
-    Samples of each series are sorted by time, as promtool requires.
+    Triples naming the same series (name and labels) are merged, and each series' samples sorted by
+    time, as promtool requires.
     """
-    lines: list[str] = []
+    merged: dict[str, list[tuple[float, float]]] = {}
     for name, labels, samples in series:
         label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
         prefix = f"{name}{{{label_text}}}" if label_text else name
+        merged.setdefault(prefix, []).extend(samples)
+    lines: list[str] = []
+    for prefix, samples in merged.items():
         for ts, value in sorted(samples, key=lambda s: s[0]):
             lines.append(f"{prefix} {_number(value)} {ts:.3f}")
     lines.append("# EOF")

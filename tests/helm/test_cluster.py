@@ -546,11 +546,6 @@ def test_orchestrator_state_and_scale_calls_work_with_the_service_account_token(
     assert get_json(rbac_release, "deployment", f"{FULL}-baseline", "-n", RBAC_NS)["spec"]["replicas"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rollout/kube.py json_patch_httproute sends its RFC 6902 list without "
-    '_content_type="application/json-patch+json", so the API server answers 400 (verified fix)',
-)
 def test_orchestrator_route_calls_work_with_the_service_account_token(rbac_release, tmp_path):
     assert run_as_orchestrator(rbac_release, tmp_path, ORCHESTRATOR_ROUTE_CALLS) == [50, 50]
     route = get_json(rbac_release, "httproute", FULL, "-n", RBAC_NS)

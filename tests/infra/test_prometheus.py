@@ -40,6 +40,23 @@ def test_openmetrics_text_sorts_samples_and_ends_with_eof():
     ]
 
 
+def test_openmetrics_text_merges_triples_of_one_series():
+    # Two windows of the same series given separately, later window first: promtool needs one sorted run.
+    text = openmetrics_text(
+        [
+            ("m_total", {"arm": "canary"}, [(30.0, 3.0)]),
+            ("m_total", {"arm": "baseline"}, [(5.0, 9.0)]),
+            ("m_total", {"arm": "canary"}, [(10.0, 1.0)]),
+        ]
+    )
+    assert text.splitlines() == [
+        'm_total{arm="canary"} 1.0 10.000',
+        'm_total{arm="canary"} 3.0 30.000',
+        'm_total{arm="baseline"} 9.0 5.000',
+        "# EOF",
+    ]
+
+
 def test_backfill_rejects_input_without_eof(tmp_path):
     with pytest.raises(PrometheusError, match="# EOF"):
         backfill('m{a="b"} 1 10\n', tmp_path)
