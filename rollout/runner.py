@@ -345,18 +345,24 @@ class ClusterRunOptions:
     reports_dir: Path
     gate_file: Path | None = None
     hooks: tuple[Hook, ...] = ()
+    # The rate offered to the Gateway, when the caller knows it (`--rate`); None: the throughput gate
+    # compares the arms per unit of traffic only (a cluster's traffic is not the profile's load test).
+    offered_rps: float | None = None
 
 
 def run_cluster(options: ClusterRunOptions, *, say: Callable[[str], None] = print) -> RolloutState:
     """The same plan against a cluster: HTTPRoute weights, state in the chart's ConfigMap, the cluster's
     Prometheus. Resumes when the ConfigMap holds a rollout that is not finished (e.g. the Job's pod was
     replaced). On revert or abort the canary Deployment is scaled to zero."""
+    from gates.config import load_gate_file
     from rollout import kube
+    from rollout.cluster import cluster_gate_variables
     from rollout.report import KUBERNETES_PANELS
     from rollout.routers.httproute import HTTPRouteRouter
     from rollout.state import ConfigMapStateStore
 
     target = options.target
+    prometheus_url = target.require_prometheus()
     store = ConfigMapStateStore(
         namespace=target.namespace, name=target.state_configmap, context=target.context
     )
@@ -386,8 +392,22 @@ def run_cluster(options: ClusterRunOptions, *, say: Callable[[str], None] = prin
         say(
             f"rollout {run_id} on {target.namespace}/{target.route}: steps {list(options.profile.steps)}% canary"
         )
+    # The packaged gates as they are (the local profiles' gate overrides size the gates to two CPU-only
+    # backends on one machine; a cluster's GPU servers are judged by the real bounds), with the release's
+    # namespace and per-arm pod regex unless the gate file names its own.
     config = load_gate_config(options.gate_file, gate_profile="kubernetes")
-    gates = PrometheusGates(config=config, prometheus_url=target.prometheus_url, offered_rps=None)
+    variables = cluster_gate_variables(
+        target,
+        file_variables=config.variables,
+        packaged_variables=load_gate_file(None, profile="kubernetes").variables,
+    )
+    say(f"gate variables: {variables}")
+    gates = PrometheusGates(
+        config=config,
+        prometheus_url=prometheus_url,
+        offered_rps=options.offered_rps,
+        variables=variables,
+    )
     controller = RolloutController(
         store=store, router=router, gates=gates, hooks=options.hooks, progress=progress.event
     )
@@ -405,7 +425,7 @@ def run_cluster(options: ClusterRunOptions, *, say: Callable[[str], None] = prin
         )
         say(f"scaled {target.canary_deployment} to 0")
     timeline = collect_timeline(
-        target.prometheus_url, state.started_at, state.finished_at or time.time(), KUBERNETES_PANELS
+        prometheus_url, state.started_at, state.finished_at or time.time(), KUBERNETES_PANELS
     )
     run_dir = write_report(state, options.reports_dir, timeline=timeline, panels=KUBERNETES_PANELS)
     say(f"{state.outcome}: {state.reason}\nreport: {run_dir}/report.html")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 
 import numpy as np
 import pytest
+from cluster_series import as_cluster_series, install_release, pod_regex, release_pods
 from helm_chart_render import CHART, RELEASE
 from helm_chart_render import helm_on as helm
 
@@ -23,97 +23,17 @@ from infra.prometheus import PrometheusServer, backfill, openmetrics_text
 pytestmark = pytest.mark.k8s
 
 NAMESPACE = "gates"
-FULL = f"{RELEASE}-sglang-vlm-canary"
 WINDOW_S = 660.0  # the memory gate's 60 s warm-up + a 10 min bake
 SCRAPE_S = 5.0
 EVEN = {"baseline": 50.0, "canary": 50.0}
 CANARY_REGRESSIONS = {"healthy": ArmBehaviour(), "tail": ArmBehaviour(p99_factor=1.6)}
 
 
-def pod_regex(arm: str) -> str:
-    """The pods of one arm's Deployment (`<deployment>-<template hash>-<suffix>`) and nothing else."""
-    return f"{FULL}-{arm}-[a-z0-9]+-[a-z0-9]+"
-
-
-def as_cluster_series(arm: str, pod: str, cpu_limit: float, series: list[Any]) -> list[Any]:
-    """Rename one arm's embedded-stack series to what cAdvisor, kube-state-metrics and sglang export."""
-    where = {"namespace": NAMESPACE, "pod": pod}
-    container = {**where, "container": "sglang"}
-    out: list[Any] = []
-    cpu_by_time: dict[float, float] = {}
-    for name, labels, points in series:
-        if name.startswith("sglang:"):
-            # The PodMonitor keeps sglang's labels and adds arm (from the pod label), namespace and pod.
-            out.append((name, {**labels, **where, "arm": arm}, points))
-        elif name == "backend_process_cpu_seconds_total":
-            for t, v in points:  # cAdvisor counts the container, not each rank
-                cpu_by_time[t] = cpu_by_time.get(t, 0.0) + v
-        elif name == "backend_process_resident_memory_bytes":
-            out.append(("container_memory_working_set_bytes", container, points))
-            # The pod-level cgroup (container="") must be filtered out by the queries, or memory doubles.
-            out.append(("container_memory_working_set_bytes", {**where, "container": ""}, points))
-        elif name == "router_requests_total" and labels.get("code") != "200":
-            out.append(("sglang:num_aborted_requests_total", {**where, "arm": arm}, points))
-    times = sorted(cpu_by_time)
-    out.append(("container_cpu_usage_seconds_total", container, [(t, cpu_by_time[t]) for t in times]))
-    out.append(
-        (
-            "container_cpu_usage_seconds_total",
-            {**where, "container": ""},
-            [(t, cpu_by_time[t]) for t in times],
-        )
-    )
-    out.append(
-        (
-            "kube_pod_container_resource_limits",
-            {**container, "resource": "cpu", "unit": "core"},
-            [(t, cpu_limit) for t in times],
-        )
-    )
-    return out
-
-
 @pytest.fixture(scope="module")
 def released_pods(cluster):
-    cluster.create_namespace(NAMESPACE)
-    helm(
-        cluster,
-        "install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        NAMESPACE,
-        "-f",
-        str(CHART / "ci" / "default-values.yaml"),
-    )
+    install_release(cluster, helm, CHART, NAMESPACE)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            pods = cluster.kubectl(
-                "get",
-                "pods",
-                "-n",
-                NAMESPACE,
-                "-l",
-                "app.kubernetes.io/component in (baseline,canary)",
-                "-o",
-                "jsonpath={range .items[*]}{.metadata.labels.app\\.kubernetes\\.io/component} {.metadata.name}\n{end}",
-            ).stdout.split("\n")
-            by_arm = dict(line.split() for line in pods if line.strip())
-            if len(by_arm) == 2:
-                break
-            assert time.monotonic() < deadline, f"server pods not created: {pods}"
-            time.sleep(0.5)
-        limit = cluster.kubectl(
-            "get",
-            "deployment",
-            f"{FULL}-canary",
-            "-n",
-            NAMESPACE,
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].resources.limits.cpu}",
-        ).stdout
-        yield by_arm, float(limit)
+        yield release_pods(cluster, NAMESPACE)
     finally:
         helm(cluster, "uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "2m")
 
@@ -132,7 +52,7 @@ def prometheus(released_pods, tmp_path_factory):
             # CPU used = 40% of the chart's limit, so the gate's denominator is the limit the chart set.
             behaviour = ArmBehaviour(**{**behaviour.__dict__, "allotted_cores": cpu_limit})
             local = arm_series(arm, behaviour, end - WINDOW_S - 120, end, SCRAPE_S, rng)
-            series += as_cluster_series(arm, by_arm[arm], cpu_limit, local)
+            series += as_cluster_series(NAMESPACE, arm, by_arm[arm], cpu_limit, local)
     backfill(openmetrics_text(series), data_dir)
     with PrometheusServer(data_dir=data_dir) as server:
         yield server, windows

@@ -1,0 +1,271 @@
+"""The orchestrator end to end on the real control plane: `python -m rollout run` as the chart's
+ServiceAccount (its real token), moving the release's HTTPRoute weights, keeping state in the chart's
+ConfigMap and scaling the canary, with gate verdicts from a real Prometheus holding backfilled per-arm
+series named as the cluster exports them. The series cover the rollout's future window (Prometheus
+serves a sample once wall time reaches its timestamp), so the orchestrator runs on wall-clock time with
+a short plan given through the same options users have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from cluster_series import FULL, as_cluster_series, install_release, release_pods, release_target
+from helm_chart_render import CHART, RELEASE, ROOT
+from helm_chart_render import helm_on as helm
+
+from gates.config import DEFAULT_GATE_FILE
+from gates.synthetic import ArmBehaviour, arm_series
+from infra.prometheus import PrometheusServer, backfill, openmetrics_text
+
+pytestmark = pytest.mark.k8s
+
+# One release per scenario, each in its own namespace; the gates select by namespace and pod regex.
+CANARIES = {
+    "rollout-pass": ArmBehaviour(rps=80.0),
+    "rollout-fail": ArmBehaviour(rps=80.0, cpu_utilisation=0.95),  # over the CPU gate's 0.60 of the limit
+    "rollout-kill": ArmBehaviour(rps=80.0),
+}
+SCRAPE_S = 1.0
+PAST_S, FUTURE_S = 30.0, 300.0  # backfilled span around the fixture's start; every run ends inside it
+# Through the CLI's plan options: an evaluation every 3 s, 9 s per step (windows of 1, 4, 7 s; at 80 req/s
+# per arm the last holds ~560 samples, over the latency gates' 300).
+SHORT_PLAN = ("--profile", "quick", "--steps", "10,50,100", "--bake", "9,9,9", "--interval", "3")
+
+
+@pytest.fixture(scope="module")
+def releases(cluster):
+    installed: list[str] = []
+    try:
+        for namespace in CANARIES:
+            install_release(cluster, helm, CHART, namespace)
+            installed.append(namespace)
+        yield {namespace: release_pods(cluster, namespace) for namespace in CANARIES}
+    finally:
+        for namespace in installed:
+            helm(cluster, "uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "2m")
+
+
+@pytest.fixture(scope="module")
+def prometheus(releases, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tsdb")
+    now = float(int(time.time()))
+    series: list[Any] = []
+    for index, (namespace, canary) in enumerate(CANARIES.items()):
+        by_arm, cpu_limit = releases[namespace]
+        rng = np.random.default_rng(3000 + index)
+        for arm, behaviour in (("baseline", ArmBehaviour(rps=80.0)), ("canary", canary)):
+            behaviour = ArmBehaviour(**{**behaviour.__dict__, "allotted_cores": cpu_limit})
+            local = arm_series(arm, behaviour, now - PAST_S, now + FUTURE_S, SCRAPE_S, rng)
+            series += as_cluster_series(namespace, arm, by_arm[arm], cpu_limit, local)
+    backfill(openmetrics_text(series), data_dir)
+    with PrometheusServer(data_dir=data_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gate_file(tmp_path_factory) -> Path:
+    """The packaged gates (variables included, as in a copy of the defaults) without `memory_leak`: its
+    60 s warm-up and 20 points at 10 s cannot fit a 9 s step; every other gate and threshold is as shipped."""
+    document = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
+    document["gates"] = [g for g in document["gates"] if g["name"] != "memory_leak"]
+    path = tmp_path_factory.mktemp("gates") / "gates.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def orchestrator_env(cluster, namespace: str, tmp_path: Path) -> dict[str, str]:
+    kubeconfig = cluster.service_account_kubeconfig(namespace, f"{FULL}-orchestrator", tmp_path / "sa")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
+    return env | {"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+
+
+def run_args(namespace: str, prometheus_url: str, gate_file: Path, reports: Path, *plan: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "rollout",
+        "run",
+        "--kube-namespace",
+        namespace,
+        "--release",
+        RELEASE,
+        "--prometheus-url",
+        prometheus_url,
+        "--gate-file",
+        str(gate_file),
+        "--reports-dir",
+        str(reports),
+        *plan,
+    ]
+
+
+def route_weights(cluster, namespace: str) -> tuple[int, int]:
+    route = json.loads(cluster.kubectl("get", "httproute", FULL, "-n", namespace, "-o", "json").stdout)
+    refs = {r["name"]: r.get("weight", 1) for r in route["spec"]["rules"][0]["backendRefs"]}
+    return refs[f"{FULL}-baseline"], refs[f"{FULL}-canary"]
+
+
+def replicas(cluster, namespace: str, arm: str) -> int:
+    out = cluster.kubectl(
+        "get", "deployment", f"{FULL}-{arm}", "-n", namespace, "-o", "jsonpath={.spec.replicas}"
+    )
+    return int(out.stdout)
+
+
+def stored_state(cluster, namespace: str) -> dict[str, Any]:
+    cm = json.loads(
+        cluster.kubectl("get", "configmap", f"{FULL}-rollout-state", "-n", namespace, "-o", "json").stdout
+    )
+    return json.loads(cm["data"]["state.json"])
+
+
+class RouteWatcher:
+    """The canary weights the route really held, in order (polled as cluster admin once a second)."""
+
+    def __init__(self, cluster, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.seen: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            canary = route_weights(self.cluster, self.namespace)[1]
+            if not self.seen or self.seen[-1] != canary:
+                self.seen.append(canary)
+            self._stop.wait(1.0)
+
+    def __enter__(self) -> RouteWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def run_to_end(cmd: list[str], env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
+    print(proc.stdout[-4000:], proc.stderr[-4000:])
+    return proc
+
+
+def test_passing_verdicts_take_the_route_10_50_100(cluster, prometheus, gate_file, tmp_path):
+    namespace = "rollout-pass"
+    env = orchestrator_env(cluster, namespace, tmp_path)
+    with RouteWatcher(cluster, namespace) as watcher:
+        proc = run_to_end(
+            run_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *SHORT_PLAN), env
+        )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert route_weights(cluster, namespace) == (0, 100)
+    assert watcher.seen[-3:] == [10, 50, 100], watcher.seen
+    state = stored_state(cluster, namespace)
+    assert state["outcome"] == "promoted", state["reason"]
+    # The gates judged this release's pods: the pod-based CPU gate had data and passed at every step.
+    final = [e for e in state["evaluations"] if e.get("verdict") == "pass"]
+    assert {e["step"] for e in final} == {0, 1, 2}, [
+        (e.get("step"), e.get("verdict")) for e in state["evaluations"]
+    ]
+    assert replicas(cluster, namespace, "canary") == 1
+    decision = json.loads(next((tmp_path / "reports").glob("*/decision.json")).read_text())
+    assert decision["outcome"] == "promoted"
+
+
+def test_failing_verdict_reverts_to_baseline_and_scales_canary_down(cluster, prometheus, gate_file, tmp_path):
+    namespace = "rollout-fail"
+    env = orchestrator_env(cluster, namespace, tmp_path)
+    with RouteWatcher(cluster, namespace) as watcher:
+        proc = run_to_end(
+            run_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *SHORT_PLAN), env
+        )
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert route_weights(cluster, namespace) == (100, 0)
+    assert 10 in watcher.seen and 50 not in watcher.seen, watcher.seen
+    assert replicas(cluster, namespace, "canary") == 0
+    state = stored_state(cluster, namespace)
+    assert state["outcome"] == "reverted" and "cpu_utilisation" in state["reason"], state["reason"]
+
+
+def test_rollback_after_sigkill_mid_step_restores_baseline(cluster, prometheus, gate_file, tmp_path):
+    namespace = "rollout-kill"
+    env = orchestrator_env(cluster, namespace, tmp_path)
+    plan = ("--profile", "quick", "--steps", "10,50,100", "--bake", "120,9,9", "--interval", "3")
+    cmd = run_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *plan)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while route_weights(cluster, namespace) != (90, 10):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "orchestrator never set 90/10"
+            time.sleep(0.5)
+        time.sleep(4)  # at least one evaluation recorded inside the step
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        output = proc.communicate(timeout=30)[0]
+    print(output[-3000:])
+    # Killed mid-step: traffic stays at the step's weights, the state says progressing.
+    assert route_weights(cluster, namespace) == (90, 10)
+    assert stored_state(cluster, namespace)["phase"] == "progressing"
+
+    rollback = [
+        sys.executable,
+        "-m",
+        "rollout",
+        "rollback",
+        "--kube-namespace",
+        namespace,
+        "--release",
+        RELEASE,
+    ]
+    for attempt in range(2):  # the second changes nothing and is recorded
+        done = run_to_end([*rollback, "--reason", f"orchestrator killed ({attempt})", "--who", "e2e"], env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert route_weights(cluster, namespace) == (100, 0)
+        assert replicas(cluster, namespace, "canary") == 0
+    state = stored_state(cluster, namespace)
+    assert state["phase"] == "aborted", state["phase"]
+    rollbacks = [e for e in state["events"] if e["kind"] == "rollback"]
+    assert [e.get("who") for e in rollbacks] == ["e2e", "e2e"], rollbacks
+    assert rollbacks[0].get("reason") == "orchestrator killed (0)", rollbacks
+
+    # The same token may not touch what the Role does not grant.
+    kubeconfig = env["KUBECONFIG"]
+    refused = cluster.kubectl(
+        "--kubeconfig",
+        kubeconfig,
+        "-n",
+        namespace,
+        "scale",
+        f"deployment/{FULL}-baseline",
+        "--replicas",
+        "0",
+        check=False,
+    )
+    assert refused.returncode != 0 and "Forbidden" in refused.stderr, refused.stderr
+    assert replicas(cluster, namespace, "baseline") == 1
+
+
+def test_gate_variables_name_the_releases_pods(releases):
+    # The regex the orchestrator passes matches this release's real pod names, one arm each.
+    import re
+
+    target = release_target("rollout-pass")
+    by_arm, _ = releases["rollout-pass"]
+    for arm, regex in target.gate_variables()["pod_regex"].items():
+        other = "canary" if arm == "baseline" else "baseline"
+        assert re.fullmatch(regex, by_arm[arm]) and not re.fullmatch(regex, by_arm[other]), (regex, by_arm)
