@@ -23,7 +23,7 @@ def test_cluster_target_prefers_the_jobs_environment():
     assert (target.route, target.state_configmap, target.prometheus_url) == ("r", "cm", "http://p:9090")
     assert target.canary_deployment == "demo-sglang-vlm-canary-canary"
     with pytest.raises(ValueError, match="--prometheus-url"):
-        ClusterTarget.resolve(namespace="ml", release="demo", env={})
+        ClusterTarget.resolve(namespace="ml", release="demo", env={}).require_prometheus()
 
 
 def test_profiles_give_every_arm_300_samples_with_margin_at_every_step_and_fit_their_time_budget():
