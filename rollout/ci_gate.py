@@ -1,0 +1,449 @@
+"""`python -m rollout ci-gate` (console script `canary-ci-gate`): the gates as a pull-request check.
+
+Starts both arms on this machine (the local stack of `rollout run`: embedded backends, commands or URLs,
+the weighted router, a real Prometheus, Locust), fixes the traffic split (50/50 by default, so both arms
+get equal samples), drives the load for a warm-up and then the measurement window, evaluates the gates
+once over that window (warm-up excluded) and writes the Markdown summary (also to
+`$GITHUB_STEP_SUMMARY` when set), the report directory and JUnit XML.
+
+Exit codes: 0 pass, 1 fail, 2 inconclusive (0 with `--allow-inconclusive`) or no verdict at all (the
+stack did not start), 3 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rollout.gating import GateResult, PrometheusGates, load_gate_config
+from rollout.local_stack import ArmSpec, LoadSpec, LocalStack, start_local_stack, wait_for_first_samples
+from rollout.plan import get_profile
+from rollout.processes import terminate
+from rollout.report import collect_timeline, plot_timeline, report_html
+from rollout.routers.base import Weights
+from rollout.routers.local_proxy import LocalProxyRouter
+
+SCHEMA = "ci-gate-decision/v1"
+EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 2}
+NO_VERDICT = 2  # the stack did not start or the evaluation could not run: missing data never passes
+USAGE = 3
+# Gate parameters and demo load of the quick rollout profile: sized for CPU-only backends on a small
+# CI runner (widened absolute latency bounds, memory-leak sampling that fits a minute-long window).
+SIZING_PROFILE = "quick"
+Say = Callable[[str], None]
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # CI logs show progress as it happens
+
+
+@dataclass(frozen=True)
+class CiGateOptions:
+    arms: dict[str, ArmSpec]  # "baseline" and "canary" (the candidate)
+    rate: float  # offered requests per second, Poisson arrivals, through the router
+    duration_s: float  # the measurement window the gates judge
+    warmup_s: float  # load before the window, left out of it
+    reports_dir: Path
+    canary_weight: int = 50
+    gate_file: Path | None = None
+    seed: int = 1
+    allow_inconclusive: bool = False
+    junit_path: Path | None = None  # default: <report dir>/junit.xml
+    step_summary: Path | None = None  # GitHub's $GITHUB_STEP_SUMMARY: the summary is appended there
+    github_output: Path | None = None  # GitHub's $GITHUB_OUTPUT: verdict and report paths for later steps
+
+    def __post_init__(self) -> None:
+        if set(self.arms) != {"baseline", "canary"}:
+            raise ValueError(f"arms must be baseline and canary, got {sorted(self.arms)}")
+        for key in ("rate", "duration_s"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key}={getattr(self, key)!r} must be > 0")
+        if self.warmup_s < 0:
+            raise ValueError(f"warmup_s={self.warmup_s!r} must be >= 0")
+        if not 0 < self.canary_weight < 100:
+            raise ValueError(
+                f"canary_weight={self.canary_weight!r} must be in 1..99 (both arms need samples)"
+            )
+
+
+@dataclass(frozen=True)
+class CiGateOutcome:
+    verdict: str  # pass | fail | inconclusive
+    exit_code: int
+    reason: str
+    failed_gates: tuple[str, ...]
+    inconclusive_gates: tuple[str, ...]
+    report_dir: Path
+    junit_path: Path
+
+
+def single_shot_config(gate_file: Path | None) -> Any:
+    """The gate file with the sizing profile's overrides, and every gate deciding on this one evaluation.
+
+    A rollout needs `consecutive_failures` failing evaluations in a row; the CI gate evaluates exactly
+    once, so a failing gate fails the check there (otherwise a regression could only ever be
+    inconclusive).
+    """
+    names = {g.name for g in load_gate_config(gate_file, gate_profile="local").gates}  # validates the file
+    sizing = {n: p for n, p in get_profile(SIZING_PROFILE).gate_overrides.items() if n in names}
+    config = load_gate_config(gate_file, gate_profile="local", overrides=sizing or None)
+    gates = tuple(dataclasses.replace(g, consecutive_failures=1) for g in config.gates)
+    return dataclasses.replace(config, gates=gates)
+
+
+def exit_code_for(verdict: str, *, allow_inconclusive: bool) -> int:
+    if verdict == "inconclusive" and allow_inconclusive:
+        return 0
+    return EXIT_CODES[verdict]
+
+
+def _sleep_with_progress(
+    until: float, label: str, say: Say, stack: LocalStack, every_s: float = 10.0
+) -> None:
+    while (left := until - time.time()) > 0:
+        time.sleep(min(every_s, left))
+        dead = stack.dead_parts()
+        note = f" (no longer running: {', '.join(dead)})" if dead else ""
+        say(f"{label}: {max(0.0, until - time.time()):4.0f}s left{note}")
+
+
+def _gate_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return [g for g in record.get("gates", []) if isinstance(g, dict)]
+
+
+def summary_markdown(decision: dict[str, Any]) -> str:
+    verdict = decision["verdict"]
+    icon = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}.get(verdict, verdict.upper())
+    window = decision["window"]
+    lines = [
+        f"# Canary CI gate: **{icon}**",
+        "",
+        f"- Reason: {decision['reason']}",
+        f"- Exit code: {decision['exit_code']}",
+        f"- Baseline: {decision['arms']['baseline']}",
+        f"- Candidate: {decision['arms']['canary']}",
+        f"- Load: {decision['rate']:g} req/s offered (Poisson), split {100 - decision['canary_weight']}/"
+        f"{decision['canary_weight']} baseline/candidate; warm-up {decision['warmup_s']:g} s excluded; "
+        f"window {window['seconds']:.0f} s",
+    ]
+    if decision["failed_gates"]:
+        lines.append(f"- Failed gate(s): {', '.join(decision['failed_gates'])}")
+    if decision["inconclusive_gates"]:
+        lines.append(f"- Inconclusive gate(s): {', '.join(decision['inconclusive_gates'])}")
+    rows = _gate_rows(decision.get("evaluation") or {})
+    if rows:
+        lines += ["", "| gate | verdict | samples (baseline/candidate) | reason |", "|---|---|---|---|"]
+        for g in rows:
+            samples = g.get("samples") or {}
+            counts = "/".join(
+                "-" if samples.get(arm) is None else f"{float(samples[arm]):.0f}"
+                for arm in ("baseline", "canary")
+            )
+            reason = str(g.get("reason", "")).replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {g.get('name')} | **{g.get('verdict')}** | {counts} | {reason} |")
+    arms = (decision.get("loadtest_summary") or {}).get("arms") or {}
+    if arms:
+        lines += [
+            "",
+            "## Client-side load (Locust, whole run)",
+            "",
+            "| arm | requests | failed | p99 e2e ms | p99 ttft ms |",
+            "|---|---|---|---|---|",
+        ]
+        for arm in ("baseline", "canary"):
+            a = arms.get(arm)
+            if a:
+                lines.append(
+                    f"| {arm} | {a.get('requests')} | {a.get('failed')} | {(a.get('e2e_ms') or {}).get('p99')} | "
+                    f"{(a.get('ttft_ms') or {}).get('p99')} |"
+                )
+    lines += ["", "Every gate's queries, values per arm, thresholds and intervals: `decision.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def junit_xml(decision: dict[str, Any]) -> bytes:
+    """One test case per gate: fail is a failure; inconclusive a failure too unless allowed (then skipped)."""
+    rows = _gate_rows(decision.get("evaluation") or {})
+    suite = ET.Element("testsuite", name="canary-ci-gate", tests=str(max(1, len(rows))))
+    failures = skipped = 0
+    if not rows:  # no evaluation at all: one failing case that says why
+        case = ET.SubElement(suite, "testcase", classname="canary-ci-gate", name="evaluation")
+        ET.SubElement(case, "failure", message=str(decision["reason"]))
+        failures = 1
+    for g in rows:
+        case = ET.SubElement(suite, "testcase", classname="canary-ci-gate", name=str(g.get("name")))
+        verdict, reason = str(g.get("verdict")), str(g.get("reason", ""))
+        if verdict == "fail" or (verdict == "inconclusive" and not decision["allow_inconclusive"]):
+            ET.SubElement(case, "failure", message=f"{verdict}: {reason}", type=verdict).text = json.dumps(
+                {k: g.get(k) for k in ("values", "threshold", "confidence_interval", "samples")}, default=str
+            )
+            failures += 1
+        elif verdict == "inconclusive":
+            ET.SubElement(case, "skipped", message=f"inconclusive: {reason}")
+            skipped += 1
+    suite.set("failures", str(failures))
+    suite.set("skipped", str(skipped))
+    suite.set("errors", "0")
+    return ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+
+
+def _arm_text(spec: ArmSpec) -> str:
+    if spec.url is not None:
+        return f"server at {spec.url}"
+    if spec.command is not None:
+        return f"command `{spec.command}`"
+    extra = f" {' '.join(spec.extra_args)}" if spec.extra_args else ""
+    return f"embedded backend, mm-input mode `{spec.mm_input_mode}`, TP={spec.tp_size}{extra}"
+
+
+def write_outputs(
+    decision: dict[str, Any], run_dir: Path, options: CiGateOptions, timeline: dict[str, Any] | None
+) -> Path:
+    """decision.json, summary.md, junit.xml, report.html (+ timeline.png); the summary also to GitHub's."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "decision.json").write_text(json.dumps(decision, indent=1, default=str) + "\n")
+    summary = summary_markdown(decision)
+    (run_dir / "summary.md").write_text(summary)
+    junit_path = options.junit_path or run_dir / "junit.xml"
+    junit_path.parent.mkdir(parents=True, exist_ok=True)
+    junit_path.write_bytes(junit_xml(decision))
+    # The rollout report's plot and page, with the run as one step at the fixed split.
+    page = {
+        "run_id": decision["run_id"],
+        "outcome": decision["verdict"],
+        "reason": decision["reason"],
+        "started_at": decision["started_at"],
+        "finished_at": decision["finished_at"],
+        "steps": [{"started_at": decision["window"]["start"], "canary_weight": decision["canary_weight"]}],
+    }
+    png = plot_timeline(page, timeline or {}, _panels())
+    (run_dir / "timeline.png").write_bytes(png)
+    (run_dir / "report.html").write_text(report_html(page, summary, png))
+    if options.step_summary is not None:
+        with options.step_summary.open("a") as out:
+            out.write(summary)
+    if options.github_output is not None:
+        with options.github_output.open("a") as out:
+            out.write(f"verdict={decision['verdict']}\nreport-dir={run_dir}\njunit={junit_path}\n")
+    return junit_path
+
+
+def _panels():
+    from rollout.report import LOCAL_PANELS
+
+    return LOCAL_PANELS
+
+
+def _teardown(stack: LocalStack, router: LocalProxyRouter, say: Say) -> None:
+    stack.stop(("prometheus", "canary", "baseline"), say=say)
+    if router.process is not None:
+        say(f"stopping router (pid {router.process.pid})")
+        terminate(router.process)
+
+
+def run_ci_gate(options: CiGateOptions, *, say: Say = _say) -> CiGateOutcome:
+    """Start, split, warm up, measure, evaluate once, report, stop everything (also on errors)."""
+    from rollout.runner import new_run_id
+
+    config = single_shot_config(options.gate_file)  # a bad gate file is a usage error before anything runs
+    profile = get_profile(SIZING_PROFILE)
+    run_id = new_run_id()
+    run_dir = options.reports_dir / run_id
+    started_at = time.time()
+    say(
+        f"ci-gate {run_id}: {options.rate:g} req/s, split {100 - options.canary_weight}/{options.canary_weight}, "
+        f"warm-up {options.warmup_s:g} s, window {options.duration_s:g} s"
+    )
+    stack, router = start_local_stack(
+        run_dir=run_dir,
+        arms=options.arms,
+        load=LoadSpec(rate=options.rate, seed=options.seed, extra_args=profile.loadtest_args),
+        say=say,
+    )
+    weights = Weights.for_canary(options.canary_weight)
+    record: dict[str, Any] = {}
+    verdict, reason = "inconclusive", "no evaluation"
+    window = {"start": started_at, "end": started_at, "seconds": 0.0}
+    try:
+        router.set_weights(weights.baseline, weights.canary)
+        wait_for_first_samples(stack)
+        start = time.time() + options.warmup_s
+        end = start + options.duration_s
+        window = {"start": start, "end": end, "seconds": options.duration_s}
+        _sleep_with_progress(start, "warm-up", say, stack)
+        _sleep_with_progress(end, "measuring", say, stack)
+        time.sleep(2.0)  # the last scrape of the window lands (scrape interval 1 s)
+        gates = PrometheusGates(
+            config=config,
+            prometheus_url=stack.prometheus_url,
+            offered_rps=options.rate,
+            loadtest_samples=stack.requests_jsonl,
+        )
+        result: GateResult = gates.evaluate(start=start, end=end, weights=weights, previous=[])
+        record, verdict = result.record, result.verdict
+        reason = str(record.get("reason") or verdict)
+        for name, v in result.gate_verdicts:
+            say(f"  {name}: {v}")
+    except Exception as exc:  # the report still says what happened; missing data never passes
+        reason = f"evaluation did not complete: {type(exc).__name__}: {exc}"
+        say(reason)
+        raise
+    finally:
+        stack.stop(("loadtest",), say=say)
+        summary_path = Path(stack.loadtest.get("summary_json", ""))
+        loadtest_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        finished_at = time.time()
+        timeline = collect_timeline(stack.prometheus_url, started_at, finished_at)
+        gate_verdicts = [(str(g.get("name")), str(g.get("verdict"))) for g in _gate_rows(record)]
+        code = exit_code_for(verdict, allow_inconclusive=options.allow_inconclusive)
+        decision = {
+            "schema": SCHEMA,
+            "run_id": run_id,
+            "verdict": verdict,
+            "exit_code": code,
+            "reason": reason,
+            "failed_gates": [n for n, v in gate_verdicts if v == "fail"],
+            "inconclusive_gates": [n for n, v in gate_verdicts if v == "inconclusive"],
+            "allow_inconclusive": options.allow_inconclusive,
+            "arms": {arm: _arm_text(spec) for arm, spec in options.arms.items()},
+            "rate": options.rate,
+            "canary_weight": options.canary_weight,
+            "warmup_s": options.warmup_s,
+            "window": window,
+            "started_at": started_at,
+            "finished_at": finished_at,
+            "evaluation": record,
+            "loadtest_summary": loadtest_summary,
+        }
+        junit_path = write_outputs(decision, run_dir, options, timeline)
+        _teardown(stack, router, say)
+        say(f"{verdict}: {reason}")
+        say(f"report: {run_dir}/summary.md, junit: {junit_path}")
+    return CiGateOutcome(
+        verdict=verdict,
+        exit_code=code,
+        reason=reason,
+        failed_gates=tuple(decision["failed_gates"]),
+        inconclusive_gates=tuple(decision["inconclusive_gates"]),
+        report_dir=run_dir,
+        junit_path=junit_path,
+    )
+
+
+class UsageErrorParser(argparse.ArgumentParser):
+    """Bad command lines exit with USAGE (3), not argparse's 2, which here means inconclusive."""
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        self.exit(USAGE, f"{self.prog}: error: {message}\n")
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, baseline_mode: str) -> None:
+    """The ci-gate options. Candidate options land on the `canary_*` names the stack's ArmSpec uses."""
+    env = os.environ.get
+    # String defaults go through `type`, so a bad environment value is reported like a bad flag.
+    parser.add_argument(
+        "--rate", type=float, default=env("CI_GATE_RATE", "20"), help="offered req/s (default 20)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=env("CI_GATE_DURATION", "60"),
+        help="measurement window in seconds (default 60; at 20 req/s 50/50 about 600 samples per arm)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=env("CI_GATE_WARMUP", "10"),
+        help="seconds of load left out (default 10)",
+    )
+    parser.add_argument("--candidate-weight", type=int, default=50, help="candidate's percent of traffic")
+    parser.add_argument("--gate-file", type=Path, default=None, help="gate YAML (default: the packaged one)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--allow-inconclusive", action="store_true", help="exit 0 on an inconclusive verdict (default: 2)"
+    )
+    parser.add_argument(
+        "--reports-dir",
+        type=Path,
+        default=env("CI_GATE_REPORTS_DIR", "reports/ci-gate"),
+        help="report directories go here (default reports/ci-gate)",
+    )
+    parser.add_argument(
+        "--junit", type=Path, default=None, help="JUnit XML path (default <report dir>/junit.xml)"
+    )
+    for flag, dest, default in (("baseline", "baseline", baseline_mode), ("candidate", "canary", None)):
+        parser.add_argument(
+            f"--{flag}-cmd", dest=f"{dest}_cmd", help="command line serving it; {port} filled in"
+        )
+        parser.add_argument(f"--{flag}-url", dest=f"{dest}_url", help="an already running server")
+        parser.add_argument(
+            f"--{flag}-mode",
+            dest=f"{dest}_mode",
+            default=default,
+            help=f"embedded backend --mm-input-mode (default {default or 'the recommended mode'})",
+        )
+        parser.add_argument(f"--{flag}-cpu-cores", dest=f"{dest}_cpu_cores", type=float, default=None)
+        parser.add_argument(
+            f"--{flag}-args",
+            dest=f"{dest}_args",
+            default="",
+            help="extra backend flags, e.g. rehearsal faults",
+        )
+    parser.add_argument("--tp-size", type=int, default=2)
+
+
+def options_from_args(args: argparse.Namespace, arms: dict[str, ArmSpec]) -> CiGateOptions:
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    output = os.environ.get("GITHUB_OUTPUT")
+    return CiGateOptions(
+        arms=arms,
+        rate=args.rate,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        reports_dir=args.reports_dir,
+        canary_weight=args.candidate_weight,
+        gate_file=args.gate_file,
+        seed=args.seed,
+        allow_inconclusive=args.allow_inconclusive,
+        junit_path=args.junit,
+        step_summary=Path(summary) if summary else None,
+        github_output=Path(output) if output else None,
+    )
+
+
+def run_from_args(args: argparse.Namespace, arms: dict[str, ArmSpec], *, say: Say = _say) -> int:
+    """The command's exit code; a bad option or gate file is USAGE, a stack that never served NO_VERDICT."""
+    try:
+        options = options_from_args(args, arms)
+        outcome = run_ci_gate(options, say=say)
+    except ValueError as exc:  # GateConfigError is one: bad key or value, named
+        print(f"ci-gate: {exc}", file=sys.stderr)
+        return USAGE
+    except Exception as exc:  # an error of the gate job itself is no verdict, never a regression (exit 1)
+        import traceback
+
+        traceback.print_exc()
+        print(f"ci-gate: no verdict: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return NO_VERDICT
+    return outcome.exit_code
+
+
+def console_main(argv: list[str] | None = None) -> int:
+    """`canary-ci-gate`: the same as `python -m rollout ci-gate`, with usage errors exiting 3."""
+    from rollout.__main__ import _arm_spec
+    from rollout.local_stack import BASELINE_MODE
+
+    parser = UsageErrorParser(prog="canary-ci-gate", description=__doc__.split("\n\n")[0])
+    add_arguments(parser, baseline_mode=BASELINE_MODE)
+    args = parser.parse_args(argv)
+    return run_from_args(args, {arm: _arm_spec(args, arm) for arm in ("baseline", "canary")})

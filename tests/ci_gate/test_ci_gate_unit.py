@@ -1,0 +1,123 @@
+"""The CI gate's decisions and outputs without a running stack: exit codes, JUnit, summary, options."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from rollout.ci_gate import (
+    CiGateOptions,
+    console_main,
+    exit_code_for,
+    junit_xml,
+    single_shot_config,
+    summary_markdown,
+)
+from rollout.local_stack import ArmSpec
+
+ARMS = {"baseline": ArmSpec("baseline", "per_request"), "canary": ArmSpec("canary", "sharded")}
+
+
+def _decision(verdicts: dict[str, str], *, allow_inconclusive: bool = False) -> dict:
+    gates = [
+        {"name": n, "verdict": v, "reason": f"{n} said {v}", "samples": {"baseline": 400, "canary": 390}}
+        for n, v in verdicts.items()
+    ]
+    failed = [n for n, v in verdicts.items() if v == "fail"]
+    inconclusive = [n for n, v in verdicts.items() if v == "inconclusive"]
+    verdict = "fail" if failed else "inconclusive" if inconclusive else "pass"
+    return {
+        "run_id": "r1",
+        "verdict": verdict,
+        "exit_code": exit_code_for(verdict, allow_inconclusive=allow_inconclusive),
+        "reason": "because",
+        "failed_gates": failed,
+        "inconclusive_gates": inconclusive,
+        "allow_inconclusive": allow_inconclusive,
+        "arms": {"baseline": "embedded per_request", "canary": "embedded sharded"},
+        "rate": 20.0,
+        "canary_weight": 50,
+        "warmup_s": 10.0,
+        "window": {"start": 0.0, "end": 40.0, "seconds": 40.0},
+        "evaluation": {"gates": gates},
+        "loadtest_summary": None,
+    }
+
+
+def test_exit_codes() -> None:
+    assert exit_code_for("pass", allow_inconclusive=False) == 0
+    assert exit_code_for("fail", allow_inconclusive=False) == 1
+    assert exit_code_for("fail", allow_inconclusive=True) == 1
+    assert exit_code_for("inconclusive", allow_inconclusive=False) == 2
+    assert exit_code_for("inconclusive", allow_inconclusive=True) == 0
+
+
+def test_junit_has_one_case_per_gate_and_fails_the_failing_one() -> None:
+    root = ET.fromstring(junit_xml(_decision({"cpu_utilisation": "pass", "memory_leak": "fail"})))
+    cases = {c.get("name"): c for c in root.iter("testcase")}
+    assert set(cases) == {"cpu_utilisation", "memory_leak"}
+    assert cases["cpu_utilisation"].find("failure") is None
+    failure = cases["memory_leak"].find("failure")
+    assert failure is not None and "memory_leak said fail" in failure.get("message", "")
+    assert root.get("failures") == "1" and root.get("tests") == "2"
+
+
+@pytest.mark.parametrize(("allowed", "failures", "skipped"), [(False, "1", "0"), (True, "0", "1")])
+def test_junit_inconclusive_fails_unless_allowed(allowed: bool, failures: str, skipped: str) -> None:
+    root = ET.fromstring(junit_xml(_decision({"throughput": "inconclusive"}, allow_inconclusive=allowed)))
+    assert (root.get("failures"), root.get("skipped")) == (failures, skipped)
+
+
+def test_junit_without_any_evaluation_is_a_failure() -> None:
+    decision = _decision({})
+    decision["evaluation"] = {}
+    decision["reason"] = "evaluation did not complete: TimeoutError"
+    root = ET.fromstring(junit_xml(decision))
+    assert root.get("failures") == "1"
+    assert "TimeoutError" in root.find("testcase/failure").get("message", "")  # type: ignore[union-attr]
+
+
+def test_summary_names_the_failing_gate_and_the_sample_counts() -> None:
+    text = summary_markdown(_decision({"latency_e2e_p99": "pass", "memory_leak": "fail"}))
+    assert "**FAIL**" in text
+    assert "Failed gate(s): memory_leak" in text
+    assert "| memory_leak | **fail** | 400/390 |" in text
+
+
+def test_every_gate_decides_on_the_single_evaluation() -> None:
+    config = single_shot_config(None)
+    assert config.gates and {g.consecutive_failures for g in config.gates} == {1}
+    leak = next(g for g in config.gates if g.name == "memory_leak")
+    assert leak.params["warmup_seconds"] == 15  # the quick profile's sizing reached the gate
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"rate": 0.0}, "rate"),
+        ({"duration_s": -1.0}, "duration_s"),
+        ({"warmup_s": -1.0}, "warmup_s"),
+        ({"canary_weight": 100}, "canary_weight"),
+        ({"arms": {"baseline": ARMS["baseline"]}}, "arms"),
+    ],
+)
+def test_bad_options_are_named(changes: dict, message: str, tmp_path: Path) -> None:
+    values = {"arms": ARMS, "rate": 20.0, "duration_s": 40.0, "warmup_s": 10.0, "reports_dir": tmp_path}
+    with pytest.raises(ValueError, match=message):
+        CiGateOptions(**{**values, **changes})
+
+
+def test_usage_errors_exit_3_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        console_main(["--rate", "fast"])
+    assert info.value.code == 3
+    bad = tmp_path / "gates.yaml"
+    bad.write_text("version: 1\ngates:\n  - {name: x, kind: no_such_kind, queries: {}}\n")
+    code = console_main(["--gate-file", str(bad), "--reports-dir", str(tmp_path / "reports")])
+    assert code == 3
+    assert "no_such_kind" in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists()  # nothing was started or written
