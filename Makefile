@@ -10,7 +10,8 @@ MARK ?=
 PYTEST_ARGS ?=
 
 .PHONY: help canary rollback status test test-unit test-integration test-e2e lint setup system-deps \
-	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s
+	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s \
+	ci-gate actionlint-bin
 
 help:
 	@echo "make canary [PROFILE=quick]  run a canary rollout (embedded stack unless a cluster is configured)"
@@ -43,9 +44,17 @@ rollback: setup
 status: setup
 	$(PY) -m rollout status
 
+# The pull-request check: baseline vs candidate at 50/50, gates once (CI_GATE_ARGS="--duration 60 ...").
+ci-gate: setup
+	$(PY) -m rollout ci-gate $(CI_GATE_ARGS)
+
+# actionlint (validates ci-templates/) is built from its Go module into .cache/bin (first use only).
+actionlint-bin:
+	@bash tools/install-actionlint.sh
+
 # The k8s tier needs the local control plane (tools/k8s/build.sh, cached); built unless MARK leaves k8s out.
 K8S_WANTED = $(if $(MARK),$(if $(findstring not k8s,$(MARK)),,$(findstring k8s,$(MARK))),all)
-test: setup helm-bin
+test: setup helm-bin actionlint-bin
 	@$(if $(K8S_WANTED),bash tools/k8s/build.sh)
 	$(PY) -m pytest $(if $(MARK),-m "$(MARK)") $(PYTEST_ARGS)
 
