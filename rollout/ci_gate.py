@@ -304,6 +304,8 @@ def run_ci_gate(options: CiGateOptions, *, say: Say = _say) -> CiGateOutcome:
         finished_at = time.time()
         timeline = collect_timeline(stack.prometheus_url, started_at, finished_at)
         gate_verdicts = [(str(g.get("name")), str(g.get("verdict"))) for g in _gate_rows(record)]
+        failed = tuple(n for n, v in gate_verdicts if v == "fail")
+        inconclusive = tuple(n for n, v in gate_verdicts if v == "inconclusive")
         code = exit_code_for(verdict, allow_inconclusive=options.allow_inconclusive)
         decision = {
             "schema": SCHEMA,
@@ -311,8 +313,8 @@ def run_ci_gate(options: CiGateOptions, *, say: Say = _say) -> CiGateOutcome:
             "verdict": verdict,
             "exit_code": code,
             "reason": reason,
-            "failed_gates": [n for n, v in gate_verdicts if v == "fail"],
-            "inconclusive_gates": [n for n, v in gate_verdicts if v == "inconclusive"],
+            "failed_gates": list(failed),
+            "inconclusive_gates": list(inconclusive),
             "allow_inconclusive": options.allow_inconclusive,
             "arms": {arm: _arm_text(spec) for arm, spec in options.arms.items()},
             "rate": options.rate,
@@ -332,8 +334,8 @@ def run_ci_gate(options: CiGateOptions, *, say: Say = _say) -> CiGateOutcome:
         verdict=verdict,
         exit_code=code,
         reason=reason,
-        failed_gates=tuple(decision["failed_gates"]),
-        inconclusive_gates=tuple(decision["inconclusive_gates"]),
+        failed_gates=failed,
+        inconclusive_gates=inconclusive,
         report_dir=run_dir,
         junit_path=junit_path,
     )

@@ -1,0 +1,91 @@
+"""`canary-ci-gate` end to end on this machine, quick-sized: real backends, router, Prometheus, Locust.
+
+The exit code must be exactly what the gate record says, and an injected leak must fail the check with
+the failing gate named in the summary (and in the GitHub job summary file and the JUnit XML).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from rollout.ci_gate import EXIT_CODES
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+# 20 req/s at 50/50 for 40 s: ~400 requests per arm, over the latency gates' 300-sample P99 minimum.
+QUICK = ("--rate", "20", "--warmup", "10", "--duration", "40")
+
+
+def _ci_gate(tmp_path: Path, *args: str) -> tuple[int, dict, Path, str]:
+    reports = tmp_path / "reports"
+    step_summary = tmp_path / "step-summary.md"
+    env = {**os.environ, "GITHUB_STEP_SUMMARY": str(step_summary)}
+    env.pop("GITHUB_OUTPUT", None)
+    # Its own session, so a timeout can stop the command and its stack; run_ci_gate stops the stack itself.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rollout", "ci-gate", *QUICK, "--reports-dir", str(reports), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=200)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 15)
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"ci-gate did not finish in 200 s:\n{out[-3000:]}")
+    run_dirs = [d for d in reports.iterdir() if d.is_dir()]
+    assert len(run_dirs) == 1, out[-3000:]
+    decision = json.loads((run_dirs[0] / "decision.json").read_text())
+    summary = step_summary.read_text() if step_summary.exists() else ""
+    return proc.returncode, decision, run_dirs[0], out + "\n" + summary
+
+
+def _verdicts(decision: dict) -> str:
+    return ", ".join(
+        f"{g['name']}={g['verdict']} ({g['reason']})" for g in decision["evaluation"].get("gates", [])
+    )
+
+
+def test_batched_broadcast_candidate_exits_as_the_gates_say(tmp_path: Path) -> None:
+    code, decision, run_dir, out = _ci_gate(
+        tmp_path, "--baseline-mode", "per_request", "--candidate-mode", "sharded"
+    )
+    assert decision["verdict"] in EXIT_CODES, out[-3000:]
+    assert code == EXIT_CODES[decision["verdict"]] == decision["exit_code"], _verdicts(decision) + out[-3000:]
+    assert decision["evaluation"]["gates"], "the gates were evaluated"
+    window = decision["evaluation"]["window"]
+    assert window["seconds"] == pytest.approx(40.0)
+    assert window["start"] >= decision["started_at"] + 10  # the warm-up is excluded
+    assert decision["evaluation"]["weights"] == {"baseline": 50.0, "canary": 50.0}
+    junit = ET.parse(run_dir / "junit.xml").getroot()
+    failing = {c.get("name") for c in junit.iter("testcase") if c.find("failure") is not None}
+    not_passing = {g["name"] for g in decision["evaluation"]["gates"] if g["verdict"] != "pass"}
+    assert failing == not_passing
+    assert f"Canary CI gate: **{decision['verdict'].upper()}**" in out  # the job summary file got it
+    assert (run_dir / "report.html").exists() and (run_dir / "summary.md").exists()
+
+
+def test_candidate_with_an_injected_leak_fails_naming_the_gate(tmp_path: Path) -> None:
+    code, decision, run_dir, out = _ci_gate(
+        tmp_path, "--candidate-mode", "sharded", "--candidate-args", "--fault-leak-kib-per-request 256"
+    )
+    assert code == 1, _verdicts(decision) + out[-3000:]
+    assert decision["verdict"] == "fail"
+    assert "memory_leak" in decision["failed_gates"], _verdicts(decision)
+    summary = (run_dir / "summary.md").read_text()
+    assert (
+        "Failed gate(s): " in summary
+        and "memory_leak" in summary.split("Failed gate(s): ")[1].splitlines()[0]
+    )
+    assert "| memory_leak | **fail** |" in out  # also in the GitHub job summary
