@@ -196,7 +196,13 @@ def test_failing_verdict_reverts_to_baseline_and_scales_canary_down(cluster, pro
     assert 10 in watcher.seen and 50 not in watcher.seen, watcher.seen
     assert replicas(cluster, namespace, "canary") == 0
     state = stored_state(cluster, namespace)
-    assert state["outcome"] == "reverted" and "cpu_utilisation" in state["reason"], state["reason"]
+    assert state["outcome"] == "reverted", state["reason"]
+    # Reverted by the CPU gate failing on this release's pods (not by a run of inconclusive evaluations).
+    last = state["evaluations"][-1]
+    assert last["verdict"] == "fail" and last["gate_verdicts"]["cpu_utilisation"] == "fail", last[
+        "gate_verdicts"
+    ]
+    assert "gate(s) cpu_utilisation failed at 10% canary" in state["reason"], state["reason"]
 
 
 def test_rollback_after_sigkill_mid_step_restores_baseline(cluster, prometheus, gate_file, tmp_path):
