@@ -127,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     down = sub.add_parser("down", help="stop the local stack processes a finished or rolled-back run left")
     _common(down)
+
+    from rollout.ci_gate import add_arguments as ci_gate_arguments
+
+    ci_gate = sub.add_parser("ci-gate", help="baseline vs candidate at a fixed split, gates once: a CI check")
+    ci_gate_arguments(ci_gate, baseline_mode=BASELINE_MODE)
     return parser
 
 
@@ -290,7 +295,19 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "status": cmd_status, "rollback": cmd_rollback, "down": cmd_down}
+def cmd_ci_gate(args: argparse.Namespace) -> int:
+    from rollout.ci_gate import run_from_args
+
+    return run_from_args(args, {arm: _arm_spec(args, arm) for arm in ("baseline", "canary")})
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "status": cmd_status,
+    "rollback": cmd_rollback,
+    "down": cmd_down,
+    "ci-gate": cmd_ci_gate,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
