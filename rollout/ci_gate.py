@@ -16,7 +16,9 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -250,8 +252,26 @@ def _teardown(stack: LocalStack, router: LocalProxyRouter, say: Say) -> None:
         terminate(router.process)
 
 
+def _interrupt_on_sigterm(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_ci_gate(options: CiGateOptions, *, say: Say = _say) -> CiGateOutcome:
-    """Start, split, warm up, measure, evaluate once, report, stop everything (also on errors)."""
+    """Start, split, warm up, measure, evaluate once, report, stop everything (also on errors).
+
+    A cancelled CI job gets SIGTERM: it is turned into KeyboardInterrupt so the stack, whose processes
+    run in sessions of their own, is stopped and the report written before the job goes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return _run_ci_gate(options, say=say)
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    try:
+        return _run_ci_gate(options, say=say)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_ci_gate(options: CiGateOptions, *, say: Say) -> CiGateOutcome:
     from rollout.runner import new_run_id
 
     config = single_shot_config(options.gate_file)  # a bad gate file is a usage error before anything runs
@@ -293,11 +313,13 @@ def run_ci_gate(options: CiGateOptions, *, say: Say = _say) -> CiGateOutcome:
         reason = str(record.get("reason") or verdict)
         for name, v in result.gate_verdicts:
             say(f"  {name}: {v}")
-    except Exception as exc:  # the report still says what happened; missing data never passes
+    except BaseException as exc:  # the report still says what happened; missing data never passes
         reason = f"evaluation did not complete: {type(exc).__name__}: {exc}"
         say(reason)
         raise
     finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the teardown short
         stack.stop(("loadtest",), say=say)
         summary_path = Path(stack.loadtest.get("summary_json", ""))
         loadtest_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
@@ -431,6 +453,9 @@ def run_from_args(args: argparse.Namespace, arms: dict[str, ArmSpec], *, say: Sa
     except ValueError as exc:  # GateConfigError is one: bad key or value, named
         print(f"ci-gate: {exc}", file=sys.stderr)
         return USAGE
+    except KeyboardInterrupt as exc:
+        print(f"ci-gate: cancelled ({exc or 'SIGINT'}): no verdict", file=sys.stderr)
+        return NO_VERDICT
     except Exception as exc:  # an error of the gate job itself is no verdict, never a regression (exit 1)
         import traceback
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -89,3 +90,42 @@ def test_candidate_with_an_injected_leak_fails_naming_the_gate(tmp_path: Path) -
         and "memory_leak" in summary.split("Failed gate(s): ")[1].splitlines()[0]
     )
     assert "| memory_leak | **fail** |" in out  # also in the GitHub job summary
+
+
+def test_a_cancelled_job_stops_its_stack_and_exits_without_a_verdict(tmp_path: Path) -> None:
+    import psutil
+
+    reports = tmp_path / "reports"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rollout", "ci-gate", "--warmup", "60", "--duration", "60"]
+        + ["--reports-dir", str(reports)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # cancel once the stack serves and the load runs
+            lines.append(line)
+            if line.startswith("warm-up:"):
+                proc.send_signal(15)
+                break
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+    text = "".join(lines) + out
+    assert proc.returncode == 2, text[-3000:]
+    started = [
+        int(re.search(r"pid (\d+)", x).group(1))  # type: ignore[union-attr]
+        for x in text.splitlines()
+        if x.startswith(("baseline: pid", "canary: pid", "router: pid", "load: "))
+    ]
+    assert len(started) >= 4, text  # both arms, router, load
+    for pid in started:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, (pid, text)
+    decision = json.loads(next(reports.glob("*/decision.json")).read_text())
+    assert decision["verdict"] == "inconclusive" and "KeyboardInterrupt" in decision["reason"]
