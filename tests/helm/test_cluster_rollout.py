@@ -275,3 +275,65 @@ def test_gate_variables_name_the_releases_pods(releases):
     for arm, regex in target.gate_variables()["pod_regex"].items():
         other = "canary" if arm == "baseline" else "baseline"
         assert re.fullmatch(regex, by_arm[arm]) and not re.fullmatch(regex, by_arm[other]), (regex, by_arm)
+
+
+ROUTE_VERIFY = """
+import json, sys
+from rollout.routers.base import Weights
+from rollout.routers.httproute import HTTPRouteRouter
+
+ns, full, action = sys.argv[1], sys.argv[2], sys.argv[3]
+router = HTTPRouteRouter(namespace=ns, route=full, services={"baseline": full + "-baseline", "canary": full + "-canary"})
+if action != "verify":
+    router.set_weights(*json.loads(action))
+checks = {f"{b}/{c}": router.verify_weights(Weights(baseline=b, canary=c)).value for b, c in ((70, 30), (60, 40))}
+print(json.dumps(checks))
+"""
+
+
+def route_verify(env: dict[str, str], namespace: str, action: str) -> dict[str, str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", ROUTE_VERIFY, namespace, FULL, action],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_weights_verify_through_a_gateway_controllers_route_status(cluster, releases, tmp_path):
+    # No gateway controller runs here; as one would, the admin writes Accepted at the route's generation.
+    namespace = "rollout-pass"
+    env = orchestrator_env(cluster, namespace, tmp_path)
+    assert route_verify(env, namespace, "[70, 30]") == {"70/30": "unknown", "60/40": "differs"}
+    route = json.loads(cluster.kubectl("get", "httproute", FULL, "-n", namespace, "-o", "json").stdout)
+    accepted = {
+        "type": "Accepted",
+        "status": "True",
+        "reason": "Accepted",
+        "message": "",
+        "observedGeneration": route["metadata"]["generation"],
+        "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    status = {
+        "parents": [
+            {"parentRef": {"name": "gw"}, "controllerName": "example.com/gw", "conditions": [accepted]}
+        ]
+    }
+    cluster.kubectl(
+        "patch",
+        "httproute",
+        FULL,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+    assert route_verify(env, namespace, "verify") == {"70/30": "matches", "60/40": "differs"}
+    # A new weight is a new generation: unconfirmed until the controller reports on it.
+    assert route_verify(env, namespace, "[60, 40]") == {"70/30": "differs", "60/40": "unknown"}
