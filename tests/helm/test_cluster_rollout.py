@@ -9,6 +9,7 @@ a short plan given through the same options users have.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from helm_chart_render import helm_on as helm
 from gates.config import DEFAULT_GATE_FILE
 from gates.synthetic import ArmBehaviour, arm_series
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
+from rollout.plan import get_profile
 
 pytestmark = pytest.mark.k8s
 
@@ -174,6 +176,15 @@ def test_passing_verdicts_take_the_route_10_50_100(cluster, prometheus, gate_fil
     assert watcher.seen[-3:] == [10, 50, 100], watcher.seen
     state = stored_state(cluster, namespace)
     assert state["outcome"] == "promoted", state["reason"]
+    # The whole state lives in one ConfigMap (1 MiB at most): the default profile's longest run (every
+    # evaluation of its bakes plus the inconclusive limit at each step) must fit with room to spare.
+    size = len(json.dumps(state))
+    per_evaluation = size / len(state["evaluations"])
+    default = get_profile("default")
+    planned = sum(math.ceil(b / default.interval_s) for b in default.bake_s)
+    planned += len(default.steps) * default.max_inconclusive
+    print(f"state {size} bytes for {len(state['evaluations'])} evaluations ({per_evaluation:.0f} B each)")
+    assert per_evaluation * planned < 512 * 1024, (per_evaluation, planned)
     # The gates judged this release's pods: the pod-based CPU gate had data and passed at every step.
     final = [e for e in state["evaluations"] if e.get("verdict") == "pass"]
     assert {e["step"] for e in final} == {0, 1, 2}, [
