@@ -18,7 +18,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 
@@ -27,21 +27,14 @@ from gates.evaluate import evaluate
 from gates.export import EXPORT_FORMATS, to_argo, to_flagger
 from gates.loadtest_samples import LoadtestSamplesError
 from gates.report import to_junit, to_markdown
+from infra.cli import EXIT_USAGE, UsageErrorParser
 
 EXIT = {"pass": 0, "fail": 1, "inconclusive": 2}
-EXIT_USAGE = 3
 SUBCOMMANDS = ("evaluate", "export", "validate", "defaults")
 
 
 class _UsageError(Exception):
     pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # argparse exits 2, which here means "inconclusive"
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
 
 
 def _duration_s(text: str) -> float:
@@ -91,11 +84,11 @@ def _variables(pairs: list[str]) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = UsageErrorParser(
         prog="python -m gates",
         description="Canary gate evaluator (exit 0 pass, 1 fail, 2 inconclusive, 3 usage error)",
     )
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", parser_class=UsageErrorParser)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -228,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help exits 0; usage errors exit 3 (see _Parser.error)
+    except SystemExit as exc:  # --help exits 0; usage errors exit 3 (see UsageErrorParser)
         return int(exc.code or 0)
     try:
         if args.command == "evaluate":

@@ -13,12 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+from infra.cli import EXIT_USAGE, UsageErrorParser
 from rollout.hooks import load_hooks
 from rollout.local_stack import BASELINE_MODE, ArmSpec, canary_default_mode
 from rollout.plan import PROFILES, get_profile
 
 EXIT = {"promoted": 0, "reverted": 1, "aborted": 2}
-USAGE = 3
+USAGE = EXIT_USAGE
 DEFAULT_STATE_DIR = Path(".cache/rollout")
 DEFAULT_REPORTS_DIR = Path("reports")
 
@@ -70,10 +71,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m rollout", description="Canary rollout for SGLang VLM serving."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = UsageErrorParser(prog="python -m rollout", description="Canary rollout for SGLang VLM serving.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=UsageErrorParser)
 
     run = sub.add_parser("run", help="start a rollout, or resume the one in the state directory")
     _common(run)
