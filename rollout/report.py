@@ -14,6 +14,7 @@ import os
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,31 +64,45 @@ LOCAL_PANELS = (
 )
 
 
-# In Kubernetes the arm comes from the pod label relabelled by the chart's monitors; CPU and memory from
-# cAdvisor (`container!=""` drops the pod-level aggregate).
-KUBERNETES_PANELS = (
-    LOCAL_PANELS[0],
-    LOCAL_PANELS[1],
-    Panel(
-        "CPU used (cores)",
-        "cores",
-        'sum by (arm) (label_replace(rate(container_cpu_usage_seconds_total{container!="",container!="POD"}[1m]),'
-        ' "arm", "$1", "pod", ".*-(baseline|canary)-.*"))',
-    ),
-    Panel(
-        "Working-set memory",
-        "MiB",
-        'sum by (arm) (label_replace(container_memory_working_set_bytes{container!="",container!="POD"},'
-        ' "arm", "$1", "pod", ".*-(baseline|canary)-.*"))',
-        1 / 2**20,
-    ),
-    Panel("Requests per second", "req/s", "sum by (arm) (rate(sglang:num_requests_total[1m]))"),
-    Panel(
-        "Aborted requests per second",
-        "req/s",
-        "sum by (arm) (rate(sglang:num_aborted_requests_total[1m]))",
-    ),
-)
+def kubernetes_panels(variables: Mapping[str, Any]) -> tuple[Panel, ...]:
+    """The cluster's panels, limited to one release: the gates' `namespace` and per-arm `pod_regex`.
+
+    The arm comes from the pod label the chart's monitors relabel into `arm`; CPU and memory come from
+    cAdvisor (`container!=""` drops the pod-level aggregate), whose arm is read off the pod name.
+    """
+    namespace = variables["namespace"]
+    regex = variables["pod_regex"]
+    pods = "|".join(regex[arm] for arm in sorted(regex)) if isinstance(regex, Mapping) else regex
+    sglang = f'namespace="{namespace}"'
+    cadvisor = f'namespace="{namespace}",pod=~"{pods}",container!="",container!="POD"'
+    arm_from_pod = '"arm", "$1", "pod", ".*-(baseline|canary)-.*"'
+
+    def quantile(metric: str) -> str:
+        return f"histogram_quantile(0.99, sum by (arm, le) (rate({metric}_bucket{{{sglang}}}[1m])))"
+
+    return (
+        Panel("P99 end-to-end latency", "ms", quantile("sglang:e2e_request_latency_seconds"), 1000.0),
+        Panel("P99 time to first token", "ms", quantile("sglang:time_to_first_token_seconds"), 1000.0),
+        Panel(
+            "CPU used (cores)",
+            "cores",
+            f"sum by (arm) (label_replace(rate(container_cpu_usage_seconds_total{{{cadvisor}}}[1m]), {arm_from_pod}))",
+        ),
+        Panel(
+            "Working-set memory",
+            "MiB",
+            f"sum by (arm) (label_replace(container_memory_working_set_bytes{{{cadvisor}}}, {arm_from_pod}))",
+            1 / 2**20,
+        ),
+        Panel(
+            "Requests per second", "req/s", f"sum by (arm) (rate(sglang:num_requests_total{{{sglang}}}[1m]))"
+        ),
+        Panel(
+            "Aborted requests per second",
+            "req/s",
+            f"sum by (arm) (rate(sglang:num_aborted_requests_total{{{sglang}}}[1m]))",
+        ),
+    )
 
 
 def query_range(prometheus_url: str, query: str, start: float, end: float, step_s: float) -> dict[str, list]:

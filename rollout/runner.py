@@ -357,7 +357,7 @@ def run_cluster(options: ClusterRunOptions, *, say: Callable[[str], None] = prin
     from gates.config import load_gate_file
     from rollout import kube
     from rollout.cluster import cluster_gate_variables
-    from rollout.report import KUBERNETES_PANELS
+    from rollout.report import kubernetes_panels
     from rollout.routers.httproute import HTTPRouteRouter
     from rollout.state import ConfigMapStateStore
 
@@ -424,10 +424,9 @@ def run_cluster(options: ClusterRunOptions, *, say: Callable[[str], None] = prin
             context=target.context, namespace=target.namespace, name=target.canary_deployment, replicas=0
         )
         say(f"scaled {target.canary_deployment} to 0")
-    timeline = collect_timeline(
-        prometheus_url, state.started_at, state.finished_at or time.time(), KUBERNETES_PANELS
-    )
-    run_dir = write_report(state, options.reports_dir, timeline=timeline, panels=KUBERNETES_PANELS)
+    panels = kubernetes_panels(variables)
+    timeline = collect_timeline(prometheus_url, state.started_at, state.finished_at or time.time(), panels)
+    run_dir = write_report(state, options.reports_dir, timeline=timeline, panels=panels)
     say(f"{state.outcome}: {state.reason}\nreport: {run_dir}/report.html")
     return state
 

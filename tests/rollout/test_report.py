@@ -1,12 +1,15 @@
 """Report files from a rollout state; the plot from a real matplotlib render."""
 
 import json
+import time
 
+import pytest
 from rollout_fakes import ManualClock, MemoryRouter, ScriptedGates
 
+from infra.prometheus import PrometheusServer, backfill, openmetrics_text
 from rollout.controller import RolloutController, new_state
 from rollout.plan import Profile
-from rollout.report import LOCAL_PANELS, decision_record, write_report
+from rollout.report import LOCAL_PANELS, collect_timeline, decision_record, kubernetes_panels, write_report
 from rollout.state import FileStateStore
 
 PROFILE = Profile(
@@ -72,3 +75,31 @@ def test_write_report_makes_the_three_files_and_points_latest_at_the_run(tmp_pat
     object.__setattr__(later, "run_id", "run-2")
     write_report(later, reports, timeline=None)
     assert (reports / "latest").resolve().name == "run-2"
+
+
+@pytest.mark.integration
+def test_cluster_panels_count_only_the_releases_pods(tmp_path):
+    """A real Prometheus holding cAdvisor series of the release and of its neighbours: only the release counts."""
+    release = {"baseline": "vlm-sglang-vlm-canary-baseline-[a-z0-9]+-[a-z0-9]+"}
+    release["canary"] = release["baseline"].replace("baseline", "canary")
+    end = float(int(time.time()) // 60 * 60 - 120)
+    times = [end - 600 + 15 * i for i in range(41)]
+
+    def cpu(namespace, pod, cores):  # a counter growing by `cores` CPU-seconds per second
+        labels = {"namespace": namespace, "pod": pod, "container": "sglang"}
+        return ("container_cpu_usage_seconds_total", labels, [(t, cores * (t - times[0])) for t in times])
+
+    series = [
+        cpu("serving", "vlm-sglang-vlm-canary-baseline-5d4f8-abcde", 2.0),
+        cpu("serving", "vlm-sglang-vlm-canary-canary-7c9b2-fghij", 3.0),
+        cpu("serving", "other-sglang-vlm-canary-canary-1a2b3-klmno", 5.0),  # another release
+        cpu("staging", "vlm-sglang-vlm-canary-canary-7c9b2-pqrst", 7.0),  # same names, another namespace
+    ]
+    backfill(openmetrics_text(series), tmp_path / "tsdb")
+    panels = kubernetes_panels({"namespace": "serving", "pod_regex": release})
+    with PrometheusServer(data_dir=tmp_path / "tsdb") as prometheus:
+        timeline = collect_timeline(prometheus.url, end - 300, end - 60, panels)
+    cpu_series = timeline["CPU used (cores)"]["series"]
+    assert set(cpu_series) == {"baseline", "canary"}, timeline["CPU used (cores)"]
+    assert all(abs(v - 2.0) < 0.01 for _, v in cpu_series["baseline"])
+    assert all(abs(v - 3.0) < 0.01 for _, v in cpu_series["canary"])
