@@ -668,7 +668,7 @@ def run_cluster_ci_gate(options: ClusterGateOptions, *, say: Say = _say, router:
 
 def _run_cluster_ci_gate(options: ClusterGateOptions, *, say: Say, router: Any) -> CiGateOutcome:
     from gates.config import load_gate_file
-    from rollout.report import KUBERNETES_PANELS
+    from rollout.report import kubernetes_panels
     from rollout.routers.httproute import HTTPRouteRouter
     from rollout.runner import new_run_id
 
@@ -731,7 +731,8 @@ def _run_cluster_ci_gate(options: ClusterGateOptions, *, say: Say, router: Any) 
                 f"{reason}; route not restored to 100% baseline: {restore_error}",
             )
         finished_at = time.time()
-        timeline = collect_timeline(prometheus_url, started_at, finished_at, KUBERNETES_PANELS)
+        panels = kubernetes_panels(variables)  # this release's pods only
+        timeline = collect_timeline(prometheus_url, started_at, finished_at, panels)
         decision = build_decision(
             run_id=run_id,
             verdict=verdict,
@@ -763,7 +764,7 @@ def _run_cluster_ci_gate(options: ClusterGateOptions, *, say: Say, router: Any) 
             route_restored=restore_error is None,
             route_restore_error=restore_error,
         )
-        junit_path = write_outputs(decision, run_dir, options, timeline, KUBERNETES_PANELS)
+        junit_path = write_outputs(decision, run_dir, options, timeline, panels)
         say(f"{decision['verdict']}: {decision['reason']}")
         say(f"report: {run_dir}/summary.md, junit: {junit_path}")
     return outcome_of(decision, run_dir, junit_path)

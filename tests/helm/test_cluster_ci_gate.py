@@ -1,0 +1,214 @@
+"""`python -m rollout ci-gate` in cluster mode on the real control plane: as the chart's orchestrator
+ServiceAccount (its real token) it splits the release's HTTPRoute 50/50, evaluates the `kubernetes` gates
+once on a real Prometheus holding backfilled per-arm series named as the cluster exports them, writes
+the report, and leaves the route at 100% baseline whatever the outcome (pass, fail, SIGTERM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from cluster_series import FULL, as_cluster_series, install_release, release_pods
+from helm_chart_render import CHART, RELEASE, ROOT
+from helm_chart_render import helm_on as helm
+
+from gates.config import DEFAULT_GATE_FILE
+from gates.synthetic import ArmBehaviour, arm_series
+from infra.prometheus import PrometheusServer, backfill, openmetrics_text
+
+pytestmark = pytest.mark.k8s
+
+CANDIDATES = {
+    "cigate-pass": ArmBehaviour(rps=80.0),
+    "cigate-fail": ArmBehaviour(rps=80.0, cpu_utilisation=0.95),  # over the CPU gate's 0.60 of the limit
+}
+SCRAPE_S = 1.0
+PAST_S, FUTURE_S = 30.0, 300.0  # backfilled span around the fixture's start; every run ends inside it
+# A 10 s window at 80 req/s per arm: ~800 samples per arm, over the latency gates' 300.
+SHORT = ("--warmup", "2", "--duration", "10", "--settle", "1")
+
+
+@pytest.fixture(scope="module")
+def releases(cluster):
+    installed: list[str] = []
+    try:
+        for namespace in CANDIDATES:
+            install_release(cluster, helm, CHART, namespace)
+            installed.append(namespace)
+        yield {namespace: release_pods(cluster, namespace) for namespace in CANDIDATES}
+    finally:
+        for namespace in installed:
+            helm(cluster, "uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "2m")
+
+
+@pytest.fixture(scope="module")
+def prometheus(releases, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tsdb")
+    now = float(int(time.time()))
+    series: list[Any] = []
+    for index, (namespace, candidate) in enumerate(CANDIDATES.items()):
+        by_arm, cpu_limit = releases[namespace]
+        rng = np.random.default_rng(4000 + index)
+        for arm, behaviour in (("baseline", ArmBehaviour(rps=80.0)), ("canary", candidate)):
+            behaviour = ArmBehaviour(**{**behaviour.__dict__, "allotted_cores": cpu_limit})
+            local = arm_series(arm, behaviour, now - PAST_S, now + FUTURE_S, SCRAPE_S, rng)
+            series += as_cluster_series(namespace, arm, by_arm[arm], cpu_limit, local)
+    backfill(openmetrics_text(series), data_dir)
+    with PrometheusServer(data_dir=data_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gate_file(tmp_path_factory) -> Path:
+    """The packaged gates without `memory_leak` (its 60 s warm-up and 20 points at 10 s cannot fit a 10 s
+    window); every other gate and threshold as shipped."""
+    document = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
+    document["gates"] = [g for g in document["gates"] if g["name"] != "memory_leak"]
+    path = tmp_path_factory.mktemp("gates") / "gates.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def service_account_env(cluster, namespace: str, tmp_path: Path) -> dict[str, str]:
+    """What a CI job has: a kubeconfig file in KUBECONFIG (here the chart's orchestrator token)."""
+    kubeconfig = cluster.service_account_kubeconfig(namespace, f"{FULL}-orchestrator", tmp_path / "sa")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLLOUT_", "CI_GATE_", "GITHUB_"))}
+    summary = tmp_path / "step-summary.md"
+    return env | {"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", "GITHUB_STEP_SUMMARY": str(summary)}
+
+
+def ci_gate_args(
+    namespace: str, prometheus_url: str, gate_file: Path, reports: Path, *extra: str
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "rollout",
+        "ci-gate",
+        "--kube-namespace",
+        namespace,
+        "--release",
+        RELEASE,
+        "--prometheus-url",
+        prometheus_url,
+        "--gate-file",
+        str(gate_file),
+        "--reports-dir",
+        str(reports),
+        *extra,
+    ]
+
+
+def route_weights(cluster, namespace: str) -> tuple[int, int]:
+    route = json.loads(cluster.kubectl("get", "httproute", FULL, "-n", namespace, "-o", "json").stdout)
+    refs = {r["name"]: r.get("weight", 1) for r in route["spec"]["rules"][0]["backendRefs"]}
+    return refs[f"{FULL}-baseline"], refs[f"{FULL}-canary"]
+
+
+class RouteWatcher:
+    """The (baseline, canary) weights the route really held, in order (polled as admin once a second)."""
+
+    def __init__(self, cluster, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.seen: list[tuple[int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            weights = route_weights(self.cluster, self.namespace)
+            if not self.seen or self.seen[-1] != weights:
+                self.seen.append(weights)
+            self._stop.wait(1.0)
+
+    def __enter__(self) -> RouteWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def run_gate(cluster, namespace: str, prometheus, gate_file: Path, tmp_path: Path):
+    env = service_account_env(cluster, namespace, tmp_path)
+    cmd = ci_gate_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *SHORT)
+    with RouteWatcher(cluster, namespace) as watcher:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150, cwd=ROOT)
+    print(proc.stdout[-4000:], proc.stderr[-4000:])
+    run_dir = next((tmp_path / "reports").iterdir())
+    return proc, watcher.seen, run_dir, Path(env["GITHUB_STEP_SUMMARY"])
+
+
+def test_passing_candidate_exits_0_and_the_route_ends_at_baseline(cluster, prometheus, gate_file, tmp_path):
+    namespace = "cigate-pass"
+    assert route_weights(cluster, namespace) == (100, 0)
+    proc, seen, run_dir, step_summary = run_gate(cluster, namespace, prometheus, gate_file, tmp_path)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert (50, 50) in seen, seen
+    assert route_weights(cluster, namespace) == (100, 0)
+    decision = json.loads((run_dir / "decision.json").read_text())
+    assert decision["verdict"] == "pass" and decision["exit_code"] == 0, decision["reason"]
+    assert decision["route_restored"] is True
+    assert decision["window"]["seconds"] == 10.0
+    # The release's namespace and pod regexes: the pod-based CPU gate had this release's data and passed.
+    assert decision["cluster"]["gate_variables"]["namespace"] == namespace
+    verdicts = {g["name"]: g["verdict"] for g in decision["evaluation"]["gates"]}
+    assert verdicts["cpu_utilisation"] == "pass", verdicts
+    assert "**PASS**" in (run_dir / "summary.md").read_text()
+    assert "**PASS**" in step_summary.read_text()
+    junit = (run_dir / "junit.xml").read_text()
+    assert 'failures="0"' in junit and "cpu_utilisation" in junit
+
+
+def test_failing_candidate_exits_1_names_the_gate_and_the_route_ends_at_baseline(
+    cluster, prometheus, gate_file, tmp_path
+):
+    namespace = "cigate-fail"
+    proc, seen, run_dir, step_summary = run_gate(cluster, namespace, prometheus, gate_file, tmp_path)
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert (50, 50) in seen, seen
+    assert route_weights(cluster, namespace) == (100, 0)
+    decision = json.loads((run_dir / "decision.json").read_text())
+    assert decision["verdict"] == "fail" and "cpu_utilisation" in decision["failed_gates"], decision
+    summary = (run_dir / "summary.md").read_text()
+    assert "**FAIL**" in summary and "Failed gate(s): cpu_utilisation" in summary, summary
+    assert summary == step_summary.read_text()
+
+
+def test_sigterm_mid_run_restores_the_route_and_exits_2(cluster, prometheus, gate_file, tmp_path):
+    namespace = "cigate-pass"
+    env = service_account_env(cluster, namespace, tmp_path)
+    cmd = ci_gate_args(namespace, prometheus.url, gate_file, tmp_path / "reports", "--warmup", "120")
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while route_weights(cluster, namespace) != (50, 50):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "ci-gate never set 50/50"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)  # a cancelled CI job
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    print(output[-3000:])
+    assert proc.returncode == 2, output[-3000:]
+    assert route_weights(cluster, namespace) == (100, 0)
+    decision = json.loads(next((tmp_path / "reports").glob("*/decision.json")).read_text())
+    assert decision["verdict"] == "inconclusive" and "KeyboardInterrupt" in decision["reason"], decision
+    assert decision["route_restored"] is True
