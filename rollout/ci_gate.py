@@ -642,9 +642,10 @@ def console_main(argv: list[str] | None = None) -> int:
 
 
 RESTORE_ATTEMPTS = 3
+RESTORE_PAUSE_S = 2.0
 
 
-def restore_baseline(router: Any, say: Say, *, pause_s: float = 2.0) -> str | None:
+def restore_baseline(router: Any, say: Say) -> str | None:
     """Route 100% to the baseline, retried; None when done, else the last error (reported, never hidden)."""
     error = None
     for attempt in range(1, RESTORE_ATTEMPTS + 1):
@@ -656,7 +657,7 @@ def restore_baseline(router: Any, say: Say, *, pause_s: float = 2.0) -> str | No
             error = f"{type(exc).__name__}: {exc}"
             say(f"restoring the route (attempt {attempt}/{RESTORE_ATTEMPTS}) failed: {error}")
             if attempt < RESTORE_ATTEMPTS:
-                time.sleep(pause_s)
+                time.sleep(RESTORE_PAUSE_S)
     return error
 
 

@@ -1,0 +1,127 @@
+"""Cluster mode without a cluster: the router is substituted at our own layer (`HTTPRouteRouter`'s
+interface) and Prometheus is an address nothing listens on, so no gate can pass. What must hold: the
+route ends at 100% baseline whatever happens, a failed restore is never a pass, bad options exit 3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from infra.net import free_port
+from rollout import ci_gate
+from rollout.ci_gate import ClusterGateOptions, console_main, run_cluster_ci_gate, single_shot_config
+from rollout.cluster import ClusterTarget
+from rollout.gating import load_gate_config
+from rollout.routers.base import RouterUnavailable
+
+
+class RecordingRouter:
+    """Records every weight change; `fail_split` / `fail_restore` make those calls raise like the API."""
+
+    def __init__(self, *, fail_split: bool = False, fail_restore: bool = False) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.fail_split, self.fail_restore = fail_split, fail_restore
+
+    def describe(self) -> dict:
+        return {"kind": "recording", "route": "r"}
+
+    def set_weights(self, baseline: int, canary: int) -> None:
+        self.calls.append((baseline, canary))
+        if (canary and self.fail_split) or (not canary and self.fail_restore):
+            raise RouterUnavailable(f"HTTPRoute ns/r: weights not set ({baseline}/{canary})")
+
+
+def _options(tmp_path: Path, **changes) -> ClusterGateOptions:
+    target = ClusterTarget.resolve(
+        namespace="ns", release="rel", prometheus_url=f"http://127.0.0.1:{free_port()}", env={}
+    )
+    values = {
+        "target": target,
+        "duration_s": 0.2,
+        "warmup_s": 0.0,
+        "settle_s": 0.0,
+        "reports_dir": tmp_path / "reports",
+        "step_summary": tmp_path / "step-summary.md",
+    }
+    return ClusterGateOptions(**{**values, **changes})
+
+
+def _decision(tmp_path: Path) -> dict:
+    return json.loads(next((tmp_path / "reports").glob("*/decision.json")).read_text())
+
+
+def test_no_prometheus_data_is_no_pass_and_the_route_ends_at_baseline(tmp_path: Path) -> None:
+    router = RecordingRouter()
+    outcome = run_cluster_ci_gate(
+        _options(tmp_path, allow_inconclusive=False), router=router, say=lambda _: None
+    )
+    assert router.calls == [(50, 50), (100, 0)]
+    assert outcome.verdict != "pass" and outcome.exit_code != 0
+    decision = _decision(tmp_path)
+    assert decision["route_restored"] is True and decision["exit_code"] == outcome.exit_code
+    # The orchestrator's variables for this release: its namespace, one pod regex per arm.
+    assert decision["cluster"]["gate_variables"]["namespace"] == "ns"
+    assert decision["cluster"]["gate_variables"]["pod_regex"]["canary"].startswith(
+        "rel-sglang-vlm-canary-canary"
+    )
+    assert (outcome.report_dir / "junit.xml").is_file()
+    assert "Deployment ns/rel-sglang-vlm-canary-canary" in (tmp_path / "step-summary.md").read_text()
+
+
+def test_a_route_not_restored_is_never_a_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ci_gate, "RESTORE_PAUSE_S", 0.0)
+    router = RecordingRouter(fail_restore=True)
+    outcome = run_cluster_ci_gate(
+        _options(tmp_path, allow_inconclusive=True), router=router, say=lambda _: None
+    )
+    assert router.calls == [(50, 50)] + [(100, 0)] * ci_gate.RESTORE_ATTEMPTS
+    assert outcome.exit_code == 2  # even with --allow-inconclusive
+    assert "route not restored" in outcome.reason
+    summary = (outcome.report_dir / "summary.md").read_text()
+    assert "Route NOT restored to 100% baseline" in summary and "100/0" in summary
+    assert _decision(tmp_path)["route_restored"] is False
+
+
+def test_a_split_refused_by_the_api_still_restores_and_reports(tmp_path: Path) -> None:
+    router = RecordingRouter(fail_split=True)
+    with pytest.raises(RouterUnavailable):
+        run_cluster_ci_gate(_options(tmp_path), router=router, say=lambda _: None)
+    assert router.calls == [(50, 50), (100, 0)]
+    decision = _decision(tmp_path)
+    assert decision["verdict"] == "inconclusive" and "RouterUnavailable" in decision["reason"]
+
+
+def test_cluster_gates_are_the_shipped_kubernetes_gates_deciding_at_once() -> None:
+    config = single_shot_config(None, gate_profile="kubernetes")
+    shipped = load_gate_config(None, gate_profile="kubernetes")
+    assert [g.name for g in config.gates] == [g.name for g in shipped.gates]
+    assert all(g.consecutive_failures == 1 for g in config.gates)
+    for mine, theirs in zip(config.gates, shipped.gates, strict=True):  # no local sizing on a cluster
+        assert mine.params == theirs.params, mine.name
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--kube-namespace", "ns"], "--release"),
+        (["--release", "rel", "--kube-namespace", "ns", "--candidate-cmd", "x {port}"], "--candidate-cmd"),
+        (["--release", "rel", "--kube-namespace", "ns"], "--prometheus-url"),
+        (
+            ["--release", "rel", "--kube-namespace", "ns", "--prometheus-url", "http://p", "--settle", "-1"],
+            "settle_s",
+        ),
+        (
+            ["--release", "rel", "--kube-namespace", "ns", "--prometheus-url", "http://p", "--rate", "0"],
+            "offered_rps",
+        ),
+    ],
+)
+def test_cluster_usage_errors_exit_3_and_name_the_option(
+    argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.delenv("ROLLOUT_PROMETHEUS_URL", raising=False)
+    assert console_main([*argv, "--reports-dir", str(tmp_path / "reports")]) == 3
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists()
