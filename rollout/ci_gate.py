@@ -473,7 +473,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, baseline_mode: str) -> Non
     parser.add_argument(
         "--rate",
         type=float,
-        default=env("CI_GATE_RATE"),
+        default=env("CI_GATE_RATE") or None,  # empty (a template's unset input) is no rate
         help=f"offered req/s (local: Locust's rate, default {LOCAL_RATE:g}; cluster: the rate reaching the "
         "Gateway if known, for the throughput gate, default none)",
     )

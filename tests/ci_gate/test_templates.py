@@ -82,7 +82,9 @@ def test_the_schema_rejects_wrong_keys_and_values(path: tuple[str, ...], value: 
 
 
 def _flags(text: str) -> set[str]:
-    return set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", text))
+    """Options on the gate command's lines (not comments; those building `helm_args` are helm's)."""
+    lines = [ln for ln in text.splitlines() if "helm_args" not in ln and not ln.lstrip().startswith("#")]
+    return set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", "\n".join(lines)))
 
 
 @pytest.mark.parametrize("template", [GITHUB, GITLAB], ids=["github", "gitlab"])
@@ -94,7 +96,37 @@ def test_templates_call_the_command_with_options_it_has(template: Path) -> None:
     used = _flags(text)
     assert "canary-ci-gate" in text
     assert {"--rate", "--duration", "--baseline-mode", "--candidate-mode", "--gate-file"} <= used
+    assert {"--kube-namespace", "--release", "--prometheus-url"} <= used  # the cluster job
     assert used <= known, f"{sorted(used - known)} are not options of canary-ci-gate"
     # The variables the command reads from the environment are the ones the template sets.
     for variable in ("CI_GATE_RATE", "CI_GATE_DURATION", "CI_GATE_REPORTS_DIR"):
         assert variable in text
+
+
+def test_github_cluster_job_writes_the_kubeconfig_secret_and_runs_instead_of_the_runner_job() -> None:
+    jobs = yaml.safe_load(GITHUB.read_text())["jobs"]
+    local, cluster = jobs["canary-ci-gate"], jobs["canary-ci-gate-cluster"]
+    assert (
+        local["if"] == "vars.CANARY_KUBE_NAMESPACE == ''"
+        and cluster["if"] == "vars.CANARY_KUBE_NAMESPACE != ''"
+    )
+    steps = {s.get("name", s.get("uses")): s for s in cluster["steps"]}
+    secret = steps["Write the kubeconfig secret to a file"]
+    assert secret["env"]["KUBECONFIG_TEXT"] == "${{ secrets.CANARY_KUBECONFIG }}"
+    assert 'KUBECONFIG=$RUNNER_TEMP/kubeconfig" >> "$GITHUB_ENV"' in secret["run"]
+    assert "umask 077" in secret["run"]  # the credentials file is readable by the job's user only
+    assert steps["Upload the report directory and JUnit XML"]["if"] == "always()"
+    # The cluster job must not inherit the runner job's Locust rate as the Gateway's offered rate.
+    assert "CI_GATE_RATE" in cluster["env"]
+
+
+def test_gitlab_cluster_job_uses_the_file_variable_and_replaces_the_runner_job() -> None:
+    document = yaml.safe_load(GITLAB.read_text())
+    assert document["canary-ci-gate"]["rules"][0] == {"if": "$CANARY_KUBECONFIG", "when": "never"}
+    assert all(
+        r["if"].startswith("$CANARY_KUBECONFIG && ") for r in document["canary-ci-gate-cluster"]["rules"]
+    )
+    hidden = document[".canary-ci-gate-cluster"]
+    assert 'export KUBECONFIG="$CANARY_KUBECONFIG"' in hidden["before_script"]
+    assert any("CI_GATE_RATE= canary-ci-gate" in line for line in hidden["script"])
+    assert hidden["artifacts"]["when"] == "always"
