@@ -105,9 +105,8 @@ helm-lint: helm-bin
 	  .cache/bin/helm lint --strict --kube-version 1.32.0 $(CHART) -f $$f >/dev/null && \
 	  .cache/bin/helm template lint $(CHART) --kube-version 1.32.0 -f $$f >/dev/null || exit 1; done
 
-# Copies loadtest/*.py into the chart and regenerates the chart README's values table.
+# Regenerates the chart README's values table from the values file.
 helm-docs: $(DEPS_STAMP)
-	$(PY) tools/sync_chart_loadtest.py
 	$(PY) tools/helm_docs.py $(CHART)
 
 # Local Kubernetes control plane for the k8s test tier (first build: long, single-threaded; then cached).

@@ -52,7 +52,7 @@ def fullname(values: dict[str, Any]) -> str:
 def scenario(request: pytest.FixtureRequest, render):
     name = request.param
     if scenario_values(name)["loadtest"]["enabled"] and not (CHART / "files/loadtest/vlm.py").exists():
-        pytest.fail("the chart holds no files/loadtest/vlm.py; run `make helm-docs`")
+        pytest.fail("the chart holds no files/loadtest/vlm.py (files/loadtest links to loadtest/)")
     return name, scenario_values(name), render(name)
 
 

@@ -112,7 +112,7 @@ only return strings.
 {{- fail "loadtest.host is empty but loadtest.enabled is true: set it to the Gateway's base URL (e.g. http://gateway.example:80)" }}
 {{- end }}
 {{- if and .Values.loadtest.enabled (not (.Files.Get "files/loadtest/vlm.py")) }}
-{{- fail "loadtest.enabled is true but the chart holds no files/loadtest/vlm.py: run `make helm-docs` to copy loadtest/ into the chart" }}
+{{- fail "loadtest.enabled is true but the chart holds no files/loadtest/vlm.py: files/loadtest must link to the project's loadtest/ (a chart packaged from a checkout carries the files)" }}
 {{- end }}
 {{- end }}
 
