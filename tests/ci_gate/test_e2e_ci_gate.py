@@ -119,10 +119,10 @@ def test_a_cancelled_job_stops_its_stack_and_exits_without_a_verdict(tmp_path: P
             os.killpg(proc.pid, 9)
     text = "".join(lines) + out
     assert proc.returncode == 2, text[-3000:]
+    # The arms start in parallel and may print onto one line: find them anywhere, not at line starts.
     started = [
-        int(re.search(r"pid (\d+)", x).group(1))  # type: ignore[union-attr]
-        for x in text.splitlines()
-        if x.startswith(("baseline: pid", "canary: pid", "router: pid", "load: "))
+        int(a or b)
+        for a, b in re.findall(r"(?:baseline|canary|router): pid (\d+)|load: [^\n]*?pid (\d+)", text)
     ]
     assert len(started) >= 4, text  # both arms, router, load
     for pid in started:
