@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.cli import EXIT_USAGE, UsageErrorParser
 from rollout.cluster import ClusterTarget, cluster_gate_variables
 from rollout.gating import GateResult, PrometheusGates, load_gate_config
 from rollout.local_stack import ArmSpec, LoadSpec, LocalStack, start_local_stack, wait_for_first_samples
@@ -43,7 +44,7 @@ from rollout.routers.local_proxy import LocalProxyRouter
 SCHEMA = "ci-gate-decision/v1"
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 2}
 NO_VERDICT = 2  # the stack did not start or the evaluation could not run: missing data never passes
-USAGE = 3
+USAGE = EXIT_USAGE
 # Gate parameters and demo load of the quick rollout profile: sized for CPU-only backends on a small
 # CI runner (widened absolute latency bounds, memory-leak sampling that fits a minute-long window).
 SIZING_PROFILE = "quick"
@@ -456,14 +457,6 @@ def outcome_of(decision: dict[str, Any], run_dir: Path, junit_path: Path) -> CiG
         report_dir=run_dir,
         junit_path=junit_path,
     )
-
-
-class UsageErrorParser(argparse.ArgumentParser):
-    """Bad command lines exit with USAGE (3), not argparse's 2, which here means inconclusive."""
-
-    def error(self, message: str) -> Any:
-        self.print_usage(sys.stderr)
-        self.exit(USAGE, f"{self.prog}: error: {message}\n")
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, baseline_mode: str) -> None:
