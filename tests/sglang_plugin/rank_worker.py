@@ -13,6 +13,7 @@ import sys
 import traceback
 from datetime import timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -23,7 +24,7 @@ from mminputs.workloads import image_request, video_request
 IMAGE_TOKEN, VIDEO_TOKEN = 151655, 151656
 
 
-def processor_output(request: MMRequest) -> object:
+def processor_output(request: MMRequest) -> Any:
     """What sglang's tokenizer sends the scheduler for `request` (a `MultimodalProcessorOutput`): one item per
     image or video with its normalized features and grid, the prompt's token ids with placeholder runs, and
     rope positions. The project's image pipeline stands in for the model's HF processor."""
@@ -61,7 +62,7 @@ def processor_output(request: MMRequest) -> object:
     )
 
 
-def broken_output(rid: str, problem: str) -> object:
+def broken_output(rid: str, problem: str) -> Any:
     """A processor output whose conversion fails on the scheduler: no feature (hashing fails), or placeholder
     offsets beyond the prompt (the token modality map refuses them)."""
     output = processor_output(image_request(rid, 32, 32, 8))
@@ -117,7 +118,7 @@ def scenario_batches(name: str) -> list[list[object]]:
     raise SystemExit(f"unknown scenario {name!r}")
 
 
-def summary(inputs: object) -> dict | None:
+def summary(inputs: Any) -> dict | None:
     """Admitted `MultimodalInputs` as plain values (loadable without the harness), tensors kept as tensors."""
     if inputs is None:
         return None
@@ -187,7 +188,7 @@ def main() -> int:
 
     step = batch_step_of(scheduler)
     cache_after_batches = []
-    raws: dict[str, object] = {}
+    raws: dict[str, Any] = {}
     for batch in scenario_batches(args.scenario):
         for recv in batch:
             raws.update({req.rid: req.mm_inputs for req in getattr(recv, "batch", [recv])})
