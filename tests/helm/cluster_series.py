@@ -5,11 +5,22 @@ synthetic series; shared by the gate scenarios and the orchestrator end-to-end t
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import yaml
 from helm_chart_render import RELEASE
 
+from gates.config import DEFAULT_GATE_FILE
+from gates.synthetic import ArmBehaviour, arm_series
+from infra.prometheus import PrometheusServer, backfill, openmetrics_text
 from rollout.cluster import ClusterTarget
 
 FULL = f"{RELEASE}-sglang-vlm-canary"
@@ -108,3 +119,102 @@ def release_pods(cluster, namespace: str, timeout_s: float = 90.0) -> tuple[dict
         "jsonpath={.spec.template.spec.containers[0].resources.limits.cpu}",
     ).stdout
     return by_arm, float(limit)
+
+
+@contextlib.contextmanager
+def installed_releases(cluster, helm, chart, namespaces) -> Iterator[dict[str, tuple[dict[str, str], float]]]:
+    """The chart installed once per namespace; yields namespace -> (arm -> pod name, CPU limit)."""
+    installed: list[str] = []
+    try:
+        for namespace in namespaces:
+            install_release(cluster, helm, chart, namespace)
+            installed.append(namespace)
+        yield {namespace: release_pods(cluster, namespace) for namespace in namespaces}
+    finally:
+        for namespace in installed:
+            helm(cluster, "uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "2m")
+
+
+@contextlib.contextmanager
+def backfilled_prometheus(
+    releases: dict[str, tuple[dict[str, str], float]],
+    canaries: dict[str, ArmBehaviour],
+    data_dir: Path,
+    *,
+    seed: int,
+    past_s: float = 30.0,
+    future_s: float = 300.0,
+    scrape_s: float = 1.0,
+    rps: float = 80.0,
+) -> Iterator[PrometheusServer]:
+    """A real Prometheus holding each release's per-arm series from `past_s` before now to `future_s` after
+    (Prometheus serves a sample once wall time reaches it, so a wall-clock run is judged inside the span)."""
+    now = float(int(time.time()))
+    series: list[Any] = []
+    for index, (namespace, canary) in enumerate(canaries.items()):
+        by_arm, cpu_limit = releases[namespace]
+        rng = np.random.default_rng(seed + index)
+        for arm, behaviour in (("baseline", ArmBehaviour(rps=rps)), ("canary", canary)):
+            behaviour = ArmBehaviour(**{**behaviour.__dict__, "allotted_cores": cpu_limit})
+            local = arm_series(arm, behaviour, now - past_s, now + future_s, scrape_s, rng)
+            series += as_cluster_series(namespace, arm, by_arm[arm], cpu_limit, local)
+    backfill(openmetrics_text(series), data_dir)
+    with PrometheusServer(data_dir=data_dir) as server:
+        yield server
+
+
+def gate_file_without_memory_leak(directory: Path) -> Path:
+    """The packaged gates (variables included, as in a copy of the defaults) without `memory_leak`: its 60 s
+    warm-up and 20 points at 10 s cannot fit a seconds-long test window; every other gate as shipped."""
+    document = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
+    document["gates"] = [g for g in document["gates"] if g["name"] != "memory_leak"]
+    path = directory / "gates.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def service_account_env(cluster, namespace: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a job holding the chart's orchestrator token in KUBECONFIG, and no settings of ours."""
+    kubeconfig = cluster.service_account_kubeconfig(namespace, f"{FULL}-orchestrator", tmp_path / "sa")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLLOUT_", "CI_GATE_", "GITHUB_"))}
+    return env | {"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+
+
+def route_weights(cluster, namespace: str) -> tuple[int, int]:
+    route = json.loads(cluster.kubectl("get", "httproute", FULL, "-n", namespace, "-o", "json").stdout)
+    refs = {r["name"]: r.get("weight", 1) for r in route["spec"]["rules"][0]["backendRefs"]}
+    return refs[f"{FULL}-baseline"], refs[f"{FULL}-canary"]
+
+
+class RouteWatcher:
+    """The (baseline, canary) weights the route really held, in order (polled as cluster admin once a second)."""
+
+    def __init__(self, cluster, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.seen: list[tuple[int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def canary_weights(self) -> list[int]:
+        """The canary's weights in the order the route held them, repeats folded."""
+        out: list[int] = []
+        for _, canary in self.seen:
+            if not out or out[-1] != canary:
+                out.append(canary)
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            weights = route_weights(self.cluster, self.namespace)
+            if not self.seen or self.seen[-1] != weights:
+                self.seen.append(weights)
+            self._stop.wait(1.0)
+
+    def __enter__(self) -> RouteWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)

@@ -7,25 +7,25 @@ the report, and leaves the route at 100% baseline whatever the outcome (pass, fa
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
-import yaml
-from cluster_series import FULL, as_cluster_series, install_release, release_pods
+from cluster_series import (
+    RouteWatcher,
+    backfilled_prometheus,
+    gate_file_without_memory_leak,
+    installed_releases,
+    route_weights,
+)
+from cluster_series import service_account_env as cluster_job_env
 from helm_chart_render import CHART, RELEASE, ROOT
 from helm_chart_render import helm_on as helm
 
-from gates.config import DEFAULT_GATE_FILE
-from gates.synthetic import ArmBehaviour, arm_series
-from infra.prometheus import PrometheusServer, backfill, openmetrics_text
+from gates.synthetic import ArmBehaviour
 
 pytestmark = pytest.mark.k8s
 
@@ -41,51 +41,25 @@ SHORT = ("--warmup", "2", "--duration", "10", "--settle", "1")
 
 @pytest.fixture(scope="module")
 def releases(cluster):
-    installed: list[str] = []
-    try:
-        for namespace in CANDIDATES:
-            install_release(cluster, helm, CHART, namespace)
-            installed.append(namespace)
-        yield {namespace: release_pods(cluster, namespace) for namespace in CANDIDATES}
-    finally:
-        for namespace in installed:
-            helm(cluster, "uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "2m")
+    with installed_releases(cluster, helm, CHART, CANDIDATES) as pods:
+        yield pods
 
 
 @pytest.fixture(scope="module")
 def prometheus(releases, tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("tsdb")
-    now = float(int(time.time()))
-    series: list[Any] = []
-    for index, (namespace, candidate) in enumerate(CANDIDATES.items()):
-        by_arm, cpu_limit = releases[namespace]
-        rng = np.random.default_rng(4000 + index)
-        for arm, behaviour in (("baseline", ArmBehaviour(rps=80.0)), ("canary", candidate)):
-            behaviour = ArmBehaviour(**{**behaviour.__dict__, "allotted_cores": cpu_limit})
-            local = arm_series(arm, behaviour, now - PAST_S, now + FUTURE_S, SCRAPE_S, rng)
-            series += as_cluster_series(namespace, arm, by_arm[arm], cpu_limit, local)
-    backfill(openmetrics_text(series), data_dir)
-    with PrometheusServer(data_dir=data_dir) as server:
+    with backfilled_prometheus(releases, CANDIDATES, tmp_path_factory.mktemp("tsdb"), seed=4000) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def gate_file(tmp_path_factory) -> Path:
-    """The packaged gates without `memory_leak` (its 60 s warm-up and 20 points at 10 s cannot fit a 10 s
-    window); every other gate and threshold as shipped."""
-    document = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
-    document["gates"] = [g for g in document["gates"] if g["name"] != "memory_leak"]
-    path = tmp_path_factory.mktemp("gates") / "gates.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
+    return gate_file_without_memory_leak(tmp_path_factory.mktemp("gates"))
 
 
 def service_account_env(cluster, namespace: str, tmp_path: Path) -> dict[str, str]:
-    """What a CI job has: a kubeconfig file in KUBECONFIG (here the chart's orchestrator token)."""
-    kubeconfig = cluster.service_account_kubeconfig(namespace, f"{FULL}-orchestrator", tmp_path / "sa")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLLOUT_", "CI_GATE_", "GITHUB_"))}
-    summary = tmp_path / "step-summary.md"
-    return env | {"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1", "GITHUB_STEP_SUMMARY": str(summary)}
+    """What a CI job has: the chart's orchestrator token in KUBECONFIG, and a job summary file."""
+    env = cluster_job_env(cluster, namespace, tmp_path)
+    return env | {"GITHUB_STEP_SUMMARY": str(tmp_path / "step-summary.md")}
 
 
 def ci_gate_args(
@@ -108,37 +82,6 @@ def ci_gate_args(
         str(reports),
         *extra,
     ]
-
-
-def route_weights(cluster, namespace: str) -> tuple[int, int]:
-    route = json.loads(cluster.kubectl("get", "httproute", FULL, "-n", namespace, "-o", "json").stdout)
-    refs = {r["name"]: r.get("weight", 1) for r in route["spec"]["rules"][0]["backendRefs"]}
-    return refs[f"{FULL}-baseline"], refs[f"{FULL}-canary"]
-
-
-class RouteWatcher:
-    """The (baseline, canary) weights the route really held, in order (polled as admin once a second)."""
-
-    def __init__(self, cluster, namespace: str) -> None:
-        self.cluster, self.namespace = cluster, namespace
-        self.seen: list[tuple[int, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            weights = route_weights(self.cluster, self.namespace)
-            if not self.seen or self.seen[-1] != weights:
-                self.seen.append(weights)
-            self._stop.wait(1.0)
-
-    def __enter__(self) -> RouteWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
 
 
 def run_gate(cluster, namespace: str, prometheus, gate_file: Path, tmp_path: Path):

@@ -10,25 +10,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import yaml
-from cluster_series import FULL, as_cluster_series, install_release, release_pods, release_target
+from cluster_series import (
+    FULL,
+    RouteWatcher,
+    backfilled_prometheus,
+    gate_file_without_memory_leak,
+    installed_releases,
+    release_target,
+    route_weights,
+    service_account_env,
+)
 from helm_chart_render import CHART, RELEASE, ROOT
 from helm_chart_render import helm_on as helm
 
-from gates.config import DEFAULT_GATE_FILE
-from gates.synthetic import ArmBehaviour, arm_series
-from infra.prometheus import PrometheusServer, backfill, openmetrics_text
+from gates.synthetic import ArmBehaviour
 from rollout.plan import get_profile
 
 pytestmark = pytest.mark.k8s
@@ -48,49 +51,19 @@ SHORT_PLAN = ("--profile", "quick", "--steps", "10,50,100", "--bake", "9,9,9", "
 
 @pytest.fixture(scope="module")
 def releases(cluster):
-    installed: list[str] = []
-    try:
-        for namespace in CANARIES:
-            install_release(cluster, helm, CHART, namespace)
-            installed.append(namespace)
-        yield {namespace: release_pods(cluster, namespace) for namespace in CANARIES}
-    finally:
-        for namespace in installed:
-            helm(cluster, "uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "2m")
+    with installed_releases(cluster, helm, CHART, CANARIES) as pods:
+        yield pods
 
 
 @pytest.fixture(scope="module")
 def prometheus(releases, tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("tsdb")
-    now = float(int(time.time()))
-    series: list[Any] = []
-    for index, (namespace, canary) in enumerate(CANARIES.items()):
-        by_arm, cpu_limit = releases[namespace]
-        rng = np.random.default_rng(3000 + index)
-        for arm, behaviour in (("baseline", ArmBehaviour(rps=80.0)), ("canary", canary)):
-            behaviour = ArmBehaviour(**{**behaviour.__dict__, "allotted_cores": cpu_limit})
-            local = arm_series(arm, behaviour, now - PAST_S, now + FUTURE_S, SCRAPE_S, rng)
-            series += as_cluster_series(namespace, arm, by_arm[arm], cpu_limit, local)
-    backfill(openmetrics_text(series), data_dir)
-    with PrometheusServer(data_dir=data_dir) as server:
+    with backfilled_prometheus(releases, CANARIES, tmp_path_factory.mktemp("tsdb"), seed=3000) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def gate_file(tmp_path_factory) -> Path:
-    """The packaged gates (variables included, as in a copy of the defaults) without `memory_leak`: its
-    60 s warm-up and 20 points at 10 s cannot fit a 9 s step; every other gate and threshold is as shipped."""
-    document = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
-    document["gates"] = [g for g in document["gates"] if g["name"] != "memory_leak"]
-    path = tmp_path_factory.mktemp("gates") / "gates.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
-
-
-def orchestrator_env(cluster, namespace: str, tmp_path: Path) -> dict[str, str]:
-    kubeconfig = cluster.service_account_kubeconfig(namespace, f"{FULL}-orchestrator", tmp_path / "sa")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLOUT_")}
-    return env | {"KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+    return gate_file_without_memory_leak(tmp_path_factory.mktemp("gates"))
 
 
 def run_args(namespace: str, prometheus_url: str, gate_file: Path, reports: Path, *plan: str) -> list[str]:
@@ -113,12 +86,6 @@ def run_args(namespace: str, prometheus_url: str, gate_file: Path, reports: Path
     ]
 
 
-def route_weights(cluster, namespace: str) -> tuple[int, int]:
-    route = json.loads(cluster.kubectl("get", "httproute", FULL, "-n", namespace, "-o", "json").stdout)
-    refs = {r["name"]: r.get("weight", 1) for r in route["spec"]["rules"][0]["backendRefs"]}
-    return refs[f"{FULL}-baseline"], refs[f"{FULL}-canary"]
-
-
 def replicas(cluster, namespace: str, arm: str) -> int:
     out = cluster.kubectl(
         "get", "deployment", f"{FULL}-{arm}", "-n", namespace, "-o", "jsonpath={.spec.replicas}"
@@ -133,31 +100,6 @@ def stored_state(cluster, namespace: str) -> dict[str, Any]:
     return json.loads(cm["data"]["state.json"])
 
 
-class RouteWatcher:
-    """The canary weights the route really held, in order (polled as cluster admin once a second)."""
-
-    def __init__(self, cluster, namespace: str) -> None:
-        self.cluster, self.namespace = cluster, namespace
-        self.seen: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            canary = route_weights(self.cluster, self.namespace)[1]
-            if not self.seen or self.seen[-1] != canary:
-                self.seen.append(canary)
-            self._stop.wait(1.0)
-
-    def __enter__(self) -> RouteWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-
 def run_to_end(cmd: list[str], env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
     print(proc.stdout[-4000:], proc.stderr[-4000:])
@@ -166,14 +108,14 @@ def run_to_end(cmd: list[str], env: dict[str, str], timeout_s: float = 120) -> s
 
 def test_passing_verdicts_take_the_route_10_50_100(cluster, prometheus, gate_file, tmp_path):
     namespace = "rollout-pass"
-    env = orchestrator_env(cluster, namespace, tmp_path)
+    env = service_account_env(cluster, namespace, tmp_path)
     with RouteWatcher(cluster, namespace) as watcher:
         proc = run_to_end(
             run_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *SHORT_PLAN), env
         )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert route_weights(cluster, namespace) == (0, 100)
-    assert watcher.seen[-3:] == [10, 50, 100], watcher.seen
+    assert watcher.canary_weights[-3:] == [10, 50, 100], watcher.seen
     state = stored_state(cluster, namespace)
     assert state["outcome"] == "promoted", state["reason"]
     # The whole state lives in one ConfigMap (1 MiB at most): the default profile's longest run (every
@@ -197,14 +139,14 @@ def test_passing_verdicts_take_the_route_10_50_100(cluster, prometheus, gate_fil
 
 def test_failing_verdict_reverts_to_baseline_and_scales_canary_down(cluster, prometheus, gate_file, tmp_path):
     namespace = "rollout-fail"
-    env = orchestrator_env(cluster, namespace, tmp_path)
+    env = service_account_env(cluster, namespace, tmp_path)
     with RouteWatcher(cluster, namespace) as watcher:
         proc = run_to_end(
             run_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *SHORT_PLAN), env
         )
     assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert route_weights(cluster, namespace) == (100, 0)
-    assert 10 in watcher.seen and 50 not in watcher.seen, watcher.seen
+    assert 10 in watcher.canary_weights and 50 not in watcher.canary_weights, watcher.seen
     assert replicas(cluster, namespace, "canary") == 0
     state = stored_state(cluster, namespace)
     assert state["outcome"] == "reverted", state["reason"]
@@ -218,7 +160,7 @@ def test_failing_verdict_reverts_to_baseline_and_scales_canary_down(cluster, pro
 
 def test_rollback_after_sigkill_mid_step_restores_baseline(cluster, prometheus, gate_file, tmp_path):
     namespace = "rollout-kill"
-    env = orchestrator_env(cluster, namespace, tmp_path)
+    env = service_account_env(cluster, namespace, tmp_path)
     plan = ("--profile", "quick", "--steps", "10,50,100", "--bake", "120,9,9", "--interval", "3")
     cmd = run_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *plan)
     proc = subprocess.Popen(
@@ -318,7 +260,7 @@ def route_verify(env: dict[str, str], namespace: str, action: str) -> dict[str, 
 def test_weights_verify_through_a_gateway_controllers_route_status(cluster, releases, tmp_path):
     # No gateway controller runs here; as one would, the admin writes Accepted at the route's generation.
     namespace = "rollout-pass"
-    env = orchestrator_env(cluster, namespace, tmp_path)
+    env = service_account_env(cluster, namespace, tmp_path)
     assert route_verify(env, namespace, "[70, 30]") == {"70/30": "unknown", "60/40": "differs"}
     route = json.loads(cluster.kubectl("get", "httproute", FULL, "-n", namespace, "-o", "json").stdout)
     accepted = {
