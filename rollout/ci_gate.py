@@ -37,7 +37,7 @@ from rollout.gating import GateResult, PrometheusGates, load_gate_config
 from rollout.local_stack import ArmSpec, LoadSpec, LocalStack, start_local_stack, wait_for_first_samples
 from rollout.plan import get_profile
 from rollout.processes import terminate
-from rollout.report import collect_timeline, plot_timeline, report_html
+from rollout.report import collect_timeline, loadtest_table, plot_timeline, report_html
 from rollout.routers.base import Weights
 from rollout.routers.local_proxy import LocalProxyRouter
 
@@ -200,22 +200,7 @@ def summary_markdown(decision: dict[str, Any]) -> str:
             )
             reason = str(g.get("reason", "")).replace("|", "\\|").replace("\n", " ")
             lines.append(f"| {g.get('name')} | **{g.get('verdict')}** | {counts} | {reason} |")
-    arms = (decision.get("loadtest_summary") or {}).get("arms") or {}
-    if arms:
-        lines += [
-            "",
-            "## Client-side load (Locust, whole run)",
-            "",
-            "| arm | requests | failed | p99 e2e ms | p99 ttft ms |",
-            "|---|---|---|---|---|",
-        ]
-        for arm in ("baseline", "canary"):
-            a = arms.get(arm)
-            if a:
-                lines.append(
-                    f"| {arm} | {a.get('requests')} | {a.get('failed')} | {(a.get('e2e_ms') or {}).get('p99')} | "
-                    f"{(a.get('ttft_ms') or {}).get('p99')} |"
-                )
+    lines += loadtest_table(decision.get("loadtest_summary"), "## Client-side load (Locust, whole run)")
     lines += ["", "Every gate's queries, values per arm, thresholds and intervals: `decision.json`."]
     return "\n".join(lines) + "\n"
 
@@ -297,6 +282,16 @@ def _panels():
     return LOCAL_PANELS
 
 
+def evaluate_once(
+    gates: PrometheusGates, *, start: float, end: float, weights: Weights, say: Say
+) -> tuple[dict[str, Any], str, str]:
+    """The one evaluation a CI gate makes (no earlier evaluations: no hysteresis); prints each gate's verdict."""
+    result: GateResult = gates.evaluate(start=start, end=end, weights=weights, previous=[])
+    for name, verdict in result.gate_verdicts:
+        say(f"  {name}: {verdict}")
+    return result.record, result.verdict, str(result.record.get("reason") or result.verdict)
+
+
 def _teardown(stack: LocalStack, router: LocalProxyRouter, say: Say) -> None:
     stack.stop(("prometheus", "canary", "baseline"), say=say)
     if router.process is not None:
@@ -369,11 +364,7 @@ def _run_ci_gate(options: CiGateOptions, *, say: Say) -> CiGateOutcome:
             offered_rps=options.rate,
             loadtest_samples=stack.requests_jsonl,
         )
-        result: GateResult = gates.evaluate(start=start, end=end, weights=weights, previous=[])
-        record, verdict = result.record, result.verdict
-        reason = str(record.get("reason") or verdict)
-        for name, v in result.gate_verdicts:
-            say(f"  {name}: {v}")
+        record, verdict, reason = evaluate_once(gates, start=start, end=end, weights=weights, say=say)
     except BaseException as exc:  # the report still says what happened; missing data never passes
         reason = f"evaluation did not complete: {type(exc).__name__}: {exc}"
         say(reason)
@@ -706,11 +697,7 @@ def _run_cluster_ci_gate(options: ClusterGateOptions, *, say: Say, router: Any) 
         gates = PrometheusGates(
             config=config, prometheus_url=prometheus_url, offered_rps=options.offered_rps, variables=variables
         )
-        result: GateResult = gates.evaluate(start=start, end=end, weights=weights, previous=[])
-        record, verdict = result.record, result.verdict
-        reason = str(record.get("reason") or verdict)
-        for name, v in result.gate_verdicts:
-            say(f"  {name}: {v}")
+        record, verdict, reason = evaluate_once(gates, start=start, end=end, weights=weights, say=say)
     except BaseException as exc:  # the report still says what happened; missing data never passes
         reason = f"evaluation did not complete: {type(exc).__name__}: {exc}"
         say(reason)

@@ -239,24 +239,30 @@ def summary_markdown(decision: dict[str, Any]) -> str:
             )
     for rollback in decision["rollbacks"]:
         lines.append(f"- rollback {_fmt_time(rollback['at'], t0)} by {rollback['who']}: {rollback['reason']}")
-    summary = decision.get("loadtest_summary") or {}
-    arms = summary.get("arms") or {}
-    if arms:
-        lines += [
-            "",
-            "## Client-side load (Locust)",
-            "",
-            "| arm | requests | failed | p99 e2e ms | p99 ttft ms |",
-            "|---|---|---|---|---|",
-        ]
-        for arm in ("baseline", "canary"):
-            a = arms.get(arm)
-            if a:
-                lines.append(
-                    f"| {arm} | {a.get('requests')} | {a.get('failed')} | {(a.get('e2e_ms') or {}).get('p99')} | "
-                    f"{(a.get('ttft_ms') or {}).get('p99')} |"
-                )
+    lines += loadtest_table(decision.get("loadtest_summary"), "## Client-side load (Locust)")
     return "\n".join(lines) + "\n"
+
+
+def loadtest_table(summary: Mapping[str, Any] | None, heading: str) -> list[str]:
+    """Markdown lines: Locust's per-arm requests, failures and P99s (none when there was no load summary)."""
+    arms = (summary or {}).get("arms") or {}
+    if not arms:
+        return []
+    lines = [
+        "",
+        heading,
+        "",
+        "| arm | requests | failed | p99 e2e ms | p99 ttft ms |",
+        "|---|---|---|---|---|",
+    ]
+    for arm in ("baseline", "canary"):
+        a = arms.get(arm)
+        if a:
+            lines.append(
+                f"| {arm} | {a.get('requests')} | {a.get('failed')} | {(a.get('e2e_ms') or {}).get('p99')} | "
+                f"{(a.get('ttft_ms') or {}).get('p99')} |"
+            )
+    return lines
 
 
 def plot_timeline(decision: dict[str, Any], timeline: dict[str, Any], panels: tuple[Panel, ...]) -> bytes:
