@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import os
-from enum import StrEnum
+from enum import Enum
 
 
-class MMMode(StrEnum):
+class MMMode(str, Enum):  # noqa: UP042 - not StrEnum: sglang images may run Python 3.10
     """Mode names are the strings used on command lines and in `MMINPUTS_MODE`."""
 
     PER_RANK = "per_rank"  # every rank materializes every request (sglang 0.5.23 default)
     PER_REQUEST = "per_request"  # entry rank materializes, one pickled broadcast per request (PR #11910)
     BATCHED = "batched"  # entry rank materializes the whole batch, one broadcast of shared-memory handles
-    SHARDED = (
-        "sharded"  # recommended: work split across ranks, shared memory on one host, tensors across hosts
-    )
+    # recommended: work split across ranks, shared memory on one host, tensors across hosts
+    SHARDED = "sharded"
     SHARDED_TENSOR = "sharded_tensor"  # sharded, forced onto tensor-native collectives (the cross-host path)
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
 DEFAULT_MODE = MMMode.PER_RANK
