@@ -55,6 +55,12 @@ def _say(line: str) -> None:
     print(line, flush=True)  # CI logs show progress as it happens
 
 
+def _check_split(canary_weight: int) -> None:
+    """Both modes measure the two arms side by side, so each must get some of the traffic."""
+    if not 0 < canary_weight < 100:
+        raise ValueError(f"canary_weight={canary_weight!r} must be in 1..99 (both arms need samples)")
+
+
 @dataclass(frozen=True)
 class CiGateOptions:
     arms: dict[str, ArmSpec]  # "baseline" and "canary" (the candidate)
@@ -78,10 +84,7 @@ class CiGateOptions:
                 raise ValueError(f"{key}={getattr(self, key)!r} must be > 0")
         if self.warmup_s < 0:
             raise ValueError(f"warmup_s={self.warmup_s!r} must be >= 0")
-        if not 0 < self.canary_weight < 100:
-            raise ValueError(
-                f"canary_weight={self.canary_weight!r} must be in 1..99 (both arms need samples)"
-            )
+        _check_split(self.canary_weight)
 
 
 @dataclass(frozen=True)
@@ -110,10 +113,7 @@ class ClusterGateOptions:
                 raise ValueError(f"{key}={getattr(self, key)!r} must be >= 0")
         if self.offered_rps is not None and not self.offered_rps > 0:
             raise ValueError(f"offered_rps={self.offered_rps!r} must be > 0")
-        if not 0 < self.canary_weight < 100:
-            raise ValueError(
-                f"canary_weight={self.canary_weight!r} must be in 1..99 (both arms need samples)"
-            )
+        _check_split(self.canary_weight)
 
 
 @dataclass(frozen=True)
