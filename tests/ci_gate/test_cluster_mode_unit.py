@@ -125,3 +125,17 @@ def test_cluster_usage_errors_exit_3_and_name_the_option(
     assert console_main([*argv, "--reports-dir", str(tmp_path / "reports")]) == 3
     assert message in capsys.readouterr().err
     assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"canary_weight": 0}, "canary_weight"),
+        ({"duration_s": 0.0}, "duration_s"),
+        ({"settle_s": -1.0}, "settle_s"),
+        ({"offered_rps": 0.0}, "offered_rps"),
+    ],
+)
+def test_bad_cluster_options_are_named(changes: dict, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=message):
+        _options(tmp_path, **changes)
