@@ -14,16 +14,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from infra.net import free_port, wait_http_ok
+from infra.net import free_port
+from infra.prometheus_api import PrometheusAPI, QueryError
 
 PROMETHEUS_BINARY = "prometheus"
 PROMTOOL_BINARY = "promtool"
@@ -93,6 +91,11 @@ class PrometheusServer:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def api(self) -> PrometheusAPI:
+        """The project's Prometheus client, pointed at this server."""
+        return PrometheusAPI(self.url)
+
+    @property
     def data_dir(self) -> Path:
         if self._given_data_dir is not None:
             return self._given_data_dir
@@ -135,7 +138,7 @@ class PrometheusServer:
         with open(self._log_path, "wb") as log:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_http_ok(f"{self.url}/-/ready", self._startup_timeout_s, alive=lambda: self.running)
+            self.api.wait_ready(self._startup_timeout_s, alive=lambda: self.running)
         except (RuntimeError, TimeoutError) as exc:
             tail = self.log_tail()
             self.stop()
@@ -177,18 +180,15 @@ class PrometheusServer:
         (self._workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     def reload(self, scrape_configs: Sequence[Mapping[str, Any]], timeout_s: float = 10.0) -> None:
-        """Replace the scrape jobs and ask the running server to reload (`POST /-/reload`)."""
+        """Replace the scrape jobs and ask the running server to reload its config file."""
         if not self.running:
             raise PrometheusError("cannot reload: Prometheus is not running")
         self._scrape_configs = [dict(c) for c in scrape_configs]
         self._write_config(self._scrape_configs)
-        req = urllib.request.Request(f"{self.url}/-/reload", method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-                resp.read()
-        except urllib.error.HTTPError as exc:
-            body = exc.read().decode(errors="replace")
-            raise PrometheusError(f"Prometheus rejected the new config: {body}\n{self.log_tail()}") from exc
+            PrometheusAPI(self.url, timeout_s).reload()
+        except QueryError as exc:
+            raise PrometheusError(f"Prometheus rejected the new config: {exc}\n{self.log_tail()}") from exc
 
     def log_tail(self, lines: int = 20) -> str:
         if self._log_path is None or not self._log_path.exists():
@@ -197,17 +197,7 @@ class PrometheusServer:
 
     def wait_for_series(self, promql: str, timeout_s: float = 15.0) -> None:
         """Block until an instant query of `promql` returns at least one series (live scrapes landed)."""
-        import json
-        import urllib.parse
-
-        deadline = time.monotonic() + timeout_s
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        while time.monotonic() < deadline:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                if json.load(resp)["data"]["result"]:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError(f"no series for {promql!r} after {timeout_s:.0f}s")
+        PrometheusAPI(self.url, timeout_s=5).wait_for(promql, timeout_s=timeout_s)
 
 
 def backfill(openmetrics: str | os.PathLike[str], data_dir: str | os.PathLike[str]) -> list[str]:

@@ -1,7 +1,4 @@
-import json
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, start_http_server
@@ -15,14 +12,6 @@ from infra.prometheus import (
     openmetrics_text,
     static_scrape_config,
 )
-
-
-def query(server, promql, at=None):
-    params = {"query": promql, **({"time": str(at)} if at is not None else {})}
-    with urllib.request.urlopen(
-        f"{server.url}/api/v1/query?{urllib.parse.urlencode(params)}", timeout=5
-    ) as resp:
-        return json.load(resp)["data"]["result"]
 
 
 def test_missing_binary_says_how_to_install(monkeypatch):
@@ -74,9 +63,9 @@ def test_backfilled_history_is_queryable_at_once(tmp_path):
     samples = [(end - 600 + i, float(i)) for i in range(0, 601, 5)]
     backfill(openmetrics_text([("demo_requests_total", {"arm": "canary"}, samples)]), tmp_path)
     with PrometheusServer(data_dir=tmp_path) as server:
-        result = query(server, "increase(demo_requests_total[300s])", at=end)
-        assert len(result) == 1 and float(result[0]["value"][1]) == pytest.approx(300.0, rel=0.05)
-        assert result[0]["metric"]["arm"] == "canary"
+        result = server.api.instant("increase(demo_requests_total[300s])", at=end)
+        assert len(result) == 1 and result[0].value == pytest.approx(300.0, rel=0.05)
+        assert result[0].labels["arm"] == "canary"
     assert (tmp_path).exists()  # a given data dir is the caller's: kept after stop
 
 
@@ -98,10 +87,10 @@ def test_live_scrape_with_arm_labels_and_reload():
         with PrometheusServer([job("baseline")], scrape_interval_s=0.5) as server:
             assert server.pid is not None and (server.workdir / "prometheus.yml").exists()
             server.wait_for_series('demo_requests_total{arm="baseline"}')
-            assert query(server, 'demo_requests_total{arm="canary"}') == []
+            assert server.api.instant('demo_requests_total{arm="canary"}') == []
             server.reload([job("baseline"), job("canary")])
             server.wait_for_series('demo_requests_total{arm="canary"}')
-            value = float(query(server, 'demo_requests_total{arm="canary"}')[0]["value"][1])
+            value = server.api.instant('demo_requests_total{arm="canary"}')[0].value
             assert value == 5.0
         assert not server.running and server.pid is None and server.workdir is None
     finally:
