@@ -74,22 +74,22 @@ lint: $(DEPS_STAMP)
 
 # Benchmarks: each prints a side-by-side table and writes it under reports/.
 bench-mm: setup
-	$(PY) -m mminputs.bench $(BENCH_ARGS)
+	$(PY) -m bench.mminputs $(BENCH_ARGS)
 
 bench-plugin: setup
-	$(PY) -m sglang_plugin.bench $(BENCH_ARGS)
+	$(PY) -m bench.plugin $(BENCH_ARGS)
 
 bench-gates: setup
-	$(PY) -m gates.bench $(BENCH_ARGS)
+	$(PY) -m bench.gates $(BENCH_ARGS)
 
 bench-loadtest: setup
-	$(PY) -m loadtest.bench $(BENCH_ARGS)
+	$(PY) -m bench.loadtest $(BENCH_ARGS)
 
 bench-backend: setup
-	$(PY) -m backend.bench $(BENCH_ARGS)
+	$(PY) -m bench.backend $(BENCH_ARGS)
 
 bench-rollout: setup
-	$(PY) -m rollout.bench $(BENCH_ARGS)
+	$(PY) -m bench.rollout $(BENCH_ARGS)
 
 images:
 	bash images/build.sh

@@ -9,7 +9,7 @@ from gates import GateConfigError, evaluate, parse_gate_document
 from gates.evaluate import _overall
 from gates.loadtest_samples import LoadtestSamplesError, read_loadtest_samples
 from gates.provider import Sample
-from gates.synthetic import LatencyModel
+from testkit.synthetic_arms import LatencyModel
 
 CPU_DOC = {
     "version": 1,

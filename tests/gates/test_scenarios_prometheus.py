@@ -16,8 +16,8 @@ from gates import evaluate, load_gate_file, parse_gate_document
 from gates.__main__ import main
 from gates.config import DEFAULT_GATE_FILE
 from gates.provider import PrometheusProvider
-from gates.synthetic import MIB, ArmBehaviour, MemoryModel, arm_series
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
+from testkit.synthetic_arms import MIB, ArmBehaviour, MemoryModel, arm_series
 
 pytestmark = pytest.mark.integration
 

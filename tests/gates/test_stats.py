@@ -6,7 +6,7 @@ from scipy import stats as sps
 
 from gates import judge as J
 from gates import stats
-from gates.synthetic import LatencyModel, MemoryModel, tail_stretch
+from testkit.synthetic_arms import LatencyModel, MemoryModel, tail_stretch
 
 MIB = 1024 * 1024
 

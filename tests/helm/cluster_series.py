@@ -19,7 +19,7 @@ import yaml
 from helm_chart_render import RELEASE
 
 from gates.config import DEFAULT_GATE_FILE
-from gates.synthetic import ArmBehaviour, arm_series
+from testkit.synthetic_arms import ArmBehaviour, arm_series
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
 from rollout.cluster import ClusterTarget
 

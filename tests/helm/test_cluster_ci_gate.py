@@ -25,7 +25,7 @@ from cluster_series import service_account_env as cluster_job_env
 from helm_chart_render import CHART, RELEASE, ROOT
 from helm_chart_render import helm_on as helm
 
-from gates.synthetic import ArmBehaviour
+from testkit.synthetic_arms import ArmBehaviour
 
 pytestmark = pytest.mark.k8s
 

@@ -17,7 +17,7 @@ from helm_chart_render import helm_on as helm
 
 from gates.config import load_gate_file
 from gates.evaluate import evaluate
-from gates.synthetic import ArmBehaviour, arm_series
+from testkit.synthetic_arms import ArmBehaviour, arm_series
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
 
 pytestmark = pytest.mark.k8s

@@ -31,7 +31,7 @@ from cluster_series import (
 from helm_chart_render import CHART, RELEASE, ROOT
 from helm_chart_render import helm_on as helm
 
-from gates.synthetic import ArmBehaviour
+from testkit.synthetic_arms import ArmBehaviour
 from rollout.plan import get_profile
 
 pytestmark = pytest.mark.k8s

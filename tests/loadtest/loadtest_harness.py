@@ -19,10 +19,10 @@ LOCUST = [sys.executable, "-m", "locust", "-f", LOCUSTFILE]
 
 @contextlib.contextmanager
 def stub_server(*args: str):
-    """`python -m loadtest.stub_server` on a free port; yields its base URL; always stopped."""
+    """`python -m testkit.stub_server` on a free port; yields its base URL; always stopped."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loadtest.stub_server", "--port", str(port), *args],
+        [sys.executable, "-m", "testkit.stub_server", "--port", str(port), *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

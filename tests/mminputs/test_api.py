@@ -20,7 +20,7 @@ from mminputs.balance import assign
 from mminputs.cache import OutcomeCache
 from mminputs.strategies import PerRankStrategy
 from mminputs.types import MMLimits
-from mminputs.workloads import synthetic_frame
+from testkit.images import synthetic_frame
 
 
 def test_default_mode_is_upstream_default():

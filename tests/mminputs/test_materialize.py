@@ -20,7 +20,7 @@ from mminputs import (
     materialize,
 )
 from mminputs.processor import smart_resize
-from mminputs.workloads import encode_jpeg, synthetic_frame
+from testkit.images import encode_jpeg, synthetic_frame
 
 LIMITS = MMLimits()
 

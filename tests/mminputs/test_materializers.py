@@ -14,8 +14,8 @@ from mminputs import ImagePipeline, InputRejected, MMInputError, MMItem, MMReque
 from mminputs.materializer import materialize_safely, stage_safely
 from mminputs.object_tensors import join, split, stage_object
 from mminputs.packing import fill, flat_view, layout, unpack
-from mminputs.testing import Record, RecordMaterializer, RecordRequest, record_batch, same_record
-from mminputs.workloads import synthetic_frame
+from testkit.images import synthetic_frame
+from testkit.mm_scenarios import Record, RecordMaterializer, RecordRequest, record_batch, same_record
 
 
 @dataclass

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from mminputs import MMMode
-from mminputs.testing import mixed_batch, run_group, start_group
-from mminputs.workloads import synthetic_frame
+from testkit.gloo_group import run_group, start_group
+from testkit.images import synthetic_frame
+from testkit.mm_scenarios import mixed_batch
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ def image_file(tmp_path):
 
 
 def test_every_mode_equals_single_process_materialization_bitwise(image_file):
-    from mminputs.testing import scenario_modes_match_reference
+    from testkit.mm_scenarios import scenario_modes_match_reference
 
     expected = [status for _, status in mixed_batch(image_file)]
     reports = run_group(scenario_modes_match_reference, 2, image_file, ALL_MODES, timeout_s=180)
@@ -53,7 +54,7 @@ def test_every_mode_equals_single_process_materialization_bitwise(image_file):
 
 
 def test_in_place_writes_on_one_rank_do_not_reach_its_peers():
-    from mminputs.testing import scenario_writes_stay_private
+    from testkit.mm_scenarios import scenario_writes_stay_private
 
     reports = run_group(
         scenario_writes_stay_private, 2, ["batched", "sharded", "sharded_tensor"], timeout_s=120
@@ -65,7 +66,7 @@ def test_in_place_writes_on_one_rank_do_not_reach_its_peers():
 
 
 def test_long_mixed_stream_keeps_group_in_step():
-    from mminputs.testing import scenario_mixed_stream
+    from testkit.mm_scenarios import scenario_mixed_stream
 
     reports = run_group(scenario_mixed_stream, 2, ALL_MODES, 60, 1234, timeout_s=240)
     assert reports[0] == reports[1], "ranks disagree"
@@ -79,7 +80,7 @@ def test_long_mixed_stream_keeps_group_in_step():
 
 @pytest.mark.parametrize("mode", ["sharded", "batched"])
 def test_ten_thousand_requests_leave_cache_and_shared_memory_empty(mode):
-    from mminputs.testing import scenario_many_requests
+    from testkit.mm_scenarios import scenario_many_requests
 
     before = _dev_shm()
     reports = run_group(scenario_many_requests, 2, mode, 10_000, 50, timeout_s=300)
@@ -95,7 +96,7 @@ def test_ten_thousand_requests_leave_cache_and_shared_memory_empty(mode):
 
 @pytest.mark.parametrize(("mode", "victim"), [("sharded", 0), ("sharded", 1), ("batched", 0), ("batched", 1)])
 def test_sigkill_of_a_rank_leaves_no_segment_and_no_hang(mode, victim, tmp_path):
-    from mminputs.testing import scenario_until_killed
+    from testkit.mm_scenarios import scenario_until_killed
 
     before = _dev_shm()
     with start_group(scenario_until_killed, 2, mode, str(tmp_path)) as group:
@@ -115,7 +116,7 @@ def test_sigkill_of_a_rank_leaves_no_segment_and_no_hang(mode, victim, tmp_path)
 def test_other_materializers_take_every_mode_and_transport(image_file):
     # The strategies are generic over what they materialize: records of mixed-dtype tensors (the sglang
     # plugin's shape of result) and the image pipeline without its finer split (whole requests through shm).
-    from mminputs.testing import scenario_generic_materializers
+    from testkit.mm_scenarios import scenario_generic_materializers
 
     reports = run_group(scenario_generic_materializers, 2, image_file, ALL_MODES, timeout_s=180)
     expected_images = [status for _, status in mixed_batch(image_file)]

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from mminputs import MaterializedInputs, MMLimits, MMRequest, materialize
-from mminputs.workloads import image_request, video_request
+from testkit.images import image_request, video_request
 
 IMAGE_TOKEN, VIDEO_TOKEN = 151655, 151656
 

@@ -14,11 +14,11 @@ import torch
 from prometheus_client import REGISTRY
 
 from mminputs import ImagePipeline, MaterializedInputs, MMInputError, MMItem, MMMode, MMRequest
-from mminputs.workloads import image_request, synthetic_frame
 from sglang_plugin.config import PluginConfig
 from sglang_plugin.hook import BatchStep, SchedulerBindings, batch_step_of, install, uninstall
 from sglang_plugin.materializer import ProcessorOutputConversion, ProcessorOutputRequest
 from sglang_plugin.metrics import CACHE_ENTRIES, FALLBACK_TOTAL
+from testkit.images import image_request, synthetic_frame
 
 TINY = synthetic_frame(16, 16, 1)
 

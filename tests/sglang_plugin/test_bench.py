@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sglang_plugin import bench
+from bench import plugin as bench
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import torch
 
 from infra.net import free_port
 from mminputs import MaterializedInputs, MMLimits, MMMode, materialize
-from mminputs.workloads import image_request
+from testkit.images import image_request
 
 pytestmark = pytest.mark.integration
 

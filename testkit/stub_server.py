@@ -1,6 +1,6 @@
 """A minimal OpenAI-compatible streaming chat endpoint for tests and load-generator benchmarks.
 
-    python -m loadtest.stub_server --port 8123 [--arm baseline] [--ttft-ms 20 --itl-ms 5 --tokens 16]
+    python -m testkit.stub_server --port 8123 [--arm baseline] [--ttft-ms 20 --itl-ms 5 --tokens 16]
 
 It streams sglang-shaped SSE chunks (`data: {...}`, a usage chunk, `data: [DONE]`), names its arm
 in `x-canary-arm`, and records its own time to first token per response id (GET /stub/timings), so

@@ -1,7 +1,7 @@
 """A reference open-loop client in asyncio + aiohttp, written the way sglang's bench_serving sends.
 
 It sends the same seeded schedule and the same bodies as the Locust generator and measures with the
-same stream meter, so `loadtest.bench` can put the two side by side against one endpoint. Unlike
+same stream meter, so `bench.loadtest` can put the two side by side against one endpoint. Unlike
 bench_serving (which sleeps each gap relative to the previous send, so delays accumulate), arrivals
 are kept on the absolute schedule, the way the Locust dispatcher keeps them.
 """

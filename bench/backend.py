@@ -1,6 +1,6 @@
 """Resource use of the embedded backend: CPU per process and RSS at idle and under open-loop VLM load.
 
-    python -m backend.bench [--tp-size 2] [--modes per_rank,sharded] [--rate 2] [--duration 20] [--idle 10]
+    python -m bench.backend [--tp-size 2] [--modes per_rank,sharded] [--rate 2] [--duration 20] [--idle 10]
 
 For each mode it starts a real server (`python -m backend`), samples `backend_process_cpu_seconds_total`
 and `backend_process_resident_memory_bytes` per `rank` from its /metrics over an idle window, then over a
@@ -202,7 +202,7 @@ def to_markdown(results: list[ModeResult], args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m backend.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.backend", description=__doc__.split("\n\n")[0])
     p.add_argument("--tp-size", type=int, default=2)
     p.add_argument("--modes", default="per_rank,sharded", help="comma-separated mm-input modes")
     p.add_argument("--rate", type=float, default=2.0, help="requests per second in the load window")

@@ -1,6 +1,6 @@
 """Benchmark of the multimodal stage per mode: wall time and CPU summed over the TP ranks.
 
-    python -m mminputs.bench [--tp 2] [--workloads img480p,img1080p,video720p] [--batches 1,10] [--reps 1]
+    python -m bench.mminputs [--tp 2] [--workloads img480p,img1080p,video720p] [--batches 1,10] [--reps 1]
 
 Real processes joined by a real gloo group, real materialization of JPEG data URLs. Prints a Markdown
 table per TP size (ratios to per_rank side by side) and writes it with the raw JSON under --out.
@@ -27,11 +27,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from infra.net import free_port
-
-from .modes import MMMode
-from .strategies import make_strategy
-from .types import MMItem, MMRequest
-from .workloads import synthetic_frame
+from mminputs.modes import MMMode
+from mminputs.strategies import make_strategy
+from mminputs.types import MMItem, MMRequest
+from testkit.images import synthetic_frame
 
 
 @dataclass(frozen=True)
@@ -260,7 +259,7 @@ def host_description() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mminputs.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.mminputs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tp", default="2", help="comma-separated TP sizes, e.g. 4,8 (default 2)")
     parser.add_argument(
         "--workloads", default=",".join(WORKLOADS), help=f"comma-separated of {', '.join(WORKLOADS)}"

@@ -1,6 +1,6 @@
 """Statistical benchmark of the gate judges over many seeded windows (`make bench-gates`).
 
-Every window draws fresh synthetic arms (gates/synthetic.py) and is judged by the same functions the
+Every window draws fresh synthetic arms (testkit/synthetic_arms.py) and is judged by the same functions the
 gates use (gates/judge.py on gates/stats.py estimates). Reports, with 95% Wilson intervals:
 - A/A false-fail rate of the P99 judge (both arms from one latency model);
 - detection of a 15% P99 regression at 400 requests per arm (whole distribution 15% slower, and a
@@ -26,7 +26,7 @@ import numpy as np
 from gates import judge as J
 from gates import stats
 from gates.config import load_gate_file
-from gates.synthetic import MIB, SGLANG_E2E_BUCKETS, LatencyModel, MemoryModel, tail_stretch
+from testkit.synthetic_arms import MIB, SGLANG_E2E_BUCKETS, LatencyModel, MemoryModel, tail_stretch
 
 DEFAULT_GATES = {g.name: g for g in load_gate_file(None, profile="local").gates}  # judged as shipped
 
@@ -408,7 +408,7 @@ def to_markdown(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gates.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.gates", description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=2000, help="seeded windows per scenario")
     parser.add_argument("--seed", type=int, default=20260101)
     parser.add_argument("--n-per-arm", type=int, default=400)

@@ -1,4 +1,4 @@
-"""Benchmarks of the load generator itself (`make bench-loadtest`, or `python -m loadtest.bench`).
+"""Benchmarks of the load generator itself (`make bench-loadtest`, or `python -m bench.loadtest`).
 
 Scenarios, each against a fresh local endpoint, Locust (`locust -f loadtest/vlm.py`, one process)
 side by side with the asyncio reference client on the same schedule and bodies:
@@ -34,9 +34,9 @@ from typing import Any
 
 from infra.net import free_port, wait_http_ok
 from loadtest.payloads import RequestShape, SyntheticBodies, parse_image_sizes
-from loadtest.reference_client import run_reference
 from loadtest.schedule import Schedule
 from loadtest.summary import RunSummary
+from testkit.reference_client import run_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("rate300", "hd50", "ttft-stub", "ttft-backend")
@@ -85,9 +85,7 @@ def _server(command: list[str], health_path: str, port: int, timeout_s: float = 
 
 def stub(*args: str) -> contextlib.AbstractContextManager[str]:
     port = free_port()
-    return _server(
-        [sys.executable, "-m", "loadtest.stub_server", "--port", str(port), *args], "/health", port
-    )
+    return _server([sys.executable, "-m", "testkit.stub_server", "--port", str(port), *args], "/health", port)
 
 
 def backend() -> contextlib.AbstractContextManager[str]:

@@ -1,4 +1,4 @@
-"""`python -m rollout.bench` (make bench-rollout): whole rollouts on this machine, timed.
+"""`python -m bench.rollout` (make bench-rollout): whole rollouts on this machine, timed.
 
 Scenarios: `good` (the canary should promote; wall time of the whole command, samples behind each
 step's final verdict, failed requests) and `regression` (a 100 ms CPU-burn fault per request and rank, switched on by

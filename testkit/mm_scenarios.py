@@ -1,4 +1,4 @@
-"""Real local gloo groups for tests: run a function on every rank of a fresh group of processes.
+"""Multimodal-input scenarios for the tests, run on every rank of a real gloo group (`testkit.gloo_group`).
 
 Scenario functions live here (not in test modules) because spawned ranks must import them by name.
 """
@@ -7,119 +7,22 @@ from __future__ import annotations
 
 import gc
 import os
-import queue
 import random
-import time
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from infra.net import free_port
-
-from . import object_tensors
-from .image_pipeline import ImagePipeline
-from .materializer import materialize_safely
-from .modes import MMMode
-from .processor import materialize
-from .sources import InputRejected
-from .strategies import make_strategy
-from .types import MaterializedInputs, MMInputError, MMItem, MMLimits, MMRequest
-from .workloads import encode_jpeg, synthetic_frame
-
-GLOO_TIMEOUT_S = 60
-
-
-def _entry(rank: int, world: int, port: int, fn: Callable, args: tuple, results) -> None:
-    try:
-        dist.init_process_group(
-            "gloo",
-            init_method=f"tcp://127.0.0.1:{port}",
-            rank=rank,
-            world_size=world,
-            timeout=timedelta(seconds=GLOO_TIMEOUT_S),
-        )
-        value = fn(rank, world, *args)
-        results.put((rank, True, value))
-    except BaseException:  # noqa: BLE001 - reported to the test, which fails with it
-        results.put((rank, False, traceback.format_exc()))
-    finally:
-        if dist.is_initialized():
-            try:
-                dist.destroy_process_group()
-            except Exception:  # noqa: BLE001 - a peer may be gone
-                pass
-
-
-@dataclass
-class LocalGroup:
-    """A group of spawned ranks; always `stop()` it (the context manager does)."""
-
-    procs: list
-    results: Any
-    collected: dict[int, tuple[bool, Any]] = field(default_factory=dict)
-
-    def wait(self, timeout_s: float, ranks: list[int] | None = None) -> dict[int, Any]:
-        """Each rank's return value; raises with the rank's traceback if one failed, or on timeout."""
-        wanted = set(range(len(self.procs)) if ranks is None else ranks)
-        deadline = time.monotonic() + timeout_s
-        while not wanted <= set(self.collected):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                missing = sorted(wanted - set(self.collected))
-                raise TimeoutError(f"ranks {missing} gave no result within {timeout_s:.0f}s (hung group?)")
-            try:
-                rank, ok, value = self.results.get(timeout=min(left, 1.0))
-            except queue.Empty:
-                continue
-            self.collected[rank] = (ok, value)
-        failed = {r: v for r, (ok, v) in self.collected.items() if not ok and r in wanted}
-        if failed:
-            raise AssertionError(
-                "rank(s) failed:\n" + "\n".join(f"rank {r}:\n{tb}" for r, tb in failed.items())
-            )
-        return {r: self.collected[r][1] for r in sorted(wanted)}
-
-    def kill(self, rank: int) -> None:
-        os.kill(self.procs[rank].pid, 9)
-        self.procs[rank].join(10)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.join(5)
-        for proc in self.procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-
-    def __enter__(self) -> LocalGroup:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def start_group(fn: Callable, world_size: int, *args: Any) -> LocalGroup:
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    port = free_port()
-    procs = [
-        ctx.Process(target=_entry, args=(r, world_size, port, fn, args, results)) for r in range(world_size)
-    ]
-    for proc in procs:
-        proc.start()
-    return LocalGroup(procs, results)
-
-
-def run_group(fn: Callable, world_size: int, *args: Any, timeout_s: float = 120) -> dict[int, Any]:
-    with start_group(fn, world_size, *args) as group:
-        return group.wait(timeout_s)
-
+from mminputs import object_tensors
+from mminputs.image_pipeline import ImagePipeline
+from mminputs.materializer import materialize_safely
+from mminputs.modes import MMMode
+from mminputs.processor import materialize
+from mminputs.sources import InputRejected
+from mminputs.strategies import make_strategy
+from mminputs.types import MaterializedInputs, MMInputError, MMItem, MMLimits, MMRequest
+from testkit.images import encode_jpeg, synthetic_frame
 
 # -- inputs --------------------------------------------------------------------------------------------
 TEST_LIMITS = MMLimits(max_items=4, max_frames=6, max_source_bytes=200_000, max_decoded_pixels=4_000_000)
@@ -442,10 +345,7 @@ def scenario_generic_materializers(rank: int, world: int, image_path: str, modes
 
 __all__ = [
     "MMMode",
-    "LocalGroup",
     "TEST_LIMITS",
     "mixed_batch",
-    "run_group",
     "same_outcome",
-    "start_group",
 ]

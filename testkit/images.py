@@ -1,4 +1,4 @@
-"""Deterministic synthetic images and videos (data URLs) for the tests and the benchmark."""
+"""Deterministic synthetic images and videos (data URLs) for the tests and the benchmarks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from .types import MMItem, MMRequest
+from mminputs.types import MMItem, MMRequest
 
 
 def synthetic_frame(width: int, height: int, seed: int, *, quality: int = 90) -> str:

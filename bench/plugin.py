@@ -1,6 +1,6 @@
 """Benchmark of the plugin's batch step on processor outputs: upstream's per-request path vs the strategies.
 
-    python -m sglang_plugin.bench [--tp 2] [--workloads img480p,img1080p] [--batches 1,10] [--reps 3]
+    python -m bench.plugin [--tp 2] [--workloads img480p,img1080p] [--batches 1,10] [--reps 3]
 
 Real spawned ranks in a real gloo group. Every rank holds the same batch of processor outputs (float32
 feature rows of 1176, the sizes Qwen2-VL gives those images, as sglang's tokenizer sends them) and
@@ -32,9 +32,8 @@ import torch
 import torch.distributed as dist
 
 from mminputs import MMMode, make_strategy
-from mminputs.testing import run_group
-
-from .materializer import ProcessorOutputConversion, ProcessorOutputRequest
+from sglang_plugin.materializer import ProcessorOutputConversion, ProcessorOutputRequest
+from testkit.gloo_group import run_group
 
 PATCH_DIM = 1176
 WORKLOADS = {  # name: (label, grid h, grid w): Qwen2-VL patch grids after smart resize (644x476, 1932x1092)
@@ -174,7 +173,7 @@ def markdown(rows: list[dict], host: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sglang_plugin.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.plugin", description=__doc__.split("\n")[0])
     parser.add_argument("--tp", type=int, default=2)
     parser.add_argument("--workloads", default="img480p,img1080p")
     parser.add_argument("--batches", default="1,10")
