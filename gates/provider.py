@@ -1,27 +1,44 @@
 """Fetching: PromQL in, numbers out, with a named error for every way data can be missing.
 
 The judge never sees an HTTP response; it sees floats or one of these errors, and every error makes
-the gate `inconclusive` (never `pass`). Tests substitute `MetricsProvider` at this layer.
+the gate `inconclusive` (never `pass`). Tests substitute `MetricsProvider` at this layer. The HTTP
+client and its transport errors (unreachable, query rejected) are `infra.prometheus_api`'s, re-exported
+here; the shape errors (no values, several series) belong to the helpers below.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from infra.prometheus_api import (
+    PrometheusAPI,
+    ProviderError,
+    QueryError,
+    RangeSeries,
+    Sample,
+    UnreachableError,
+)
 
-class ProviderError(Exception):
-    """Base of every fetch failure; `kind` is a short stable name used in records."""
+__all__ = [
+    "MetricsProvider",
+    "MultipleSeriesError",
+    "NoValuesError",
+    "PrometheusProvider",
+    "ProviderError",
+    "QueryError",
+    "RangeSeries",
+    "Sample",
+    "UnreachableError",
+    "histogram_buckets",
+    "single_range",
+    "single_value",
+]
 
-    kind = "error"
+
+PrometheusProvider = PrometheusAPI  # the gates' name for the one Prometheus client
 
 
 class NoValuesError(ProviderError):
@@ -32,83 +49,12 @@ class MultipleSeriesError(ProviderError):
     kind = "multiple_series"
 
 
-class UnreachableError(ProviderError):
-    kind = "unreachable"
-
-
-class QueryError(ProviderError):
-    """Prometheus rejected the query (bad PromQL, timeout on its side)."""
-
-    kind = "query_error"
-
-
-@dataclass(frozen=True)
-class Sample:
-    labels: Mapping[str, str]
-    value: float
-
-
-@dataclass(frozen=True)
-class RangeSeries:
-    labels: Mapping[str, str]
-    times: np.ndarray
-    values: np.ndarray
-
-
 class MetricsProvider(Protocol):
+    """What gates fetch through: `infra.prometheus_api.PrometheusAPI`, or a stand-in in tests."""
+
     def instant(self, promql: str, at: float) -> list[Sample]: ...
 
     def range(self, promql: str, start: float, end: float, step_s: float) -> list[RangeSeries]: ...
-
-
-class PrometheusProvider:
-    """Prometheus HTTP API (`/api/v1/query`, `/api/v1/query_range`)."""
-
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
-        self.url = url.rstrip("/")
-        self.timeout_s = timeout_s
-
-    def _get(self, path: str, params: dict[str, str]) -> dict:
-        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
-                body = json.load(resp)
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
-            if exc.code in (400, 422):
-                raise QueryError(f"Prometheus rejected {params.get('query')!r}: {detail}") from exc
-            raise UnreachableError(f"Prometheus at {self.url} answered HTTP {exc.code}: {detail}") from exc
-        except (OSError, ValueError) as exc:  # connection refused, timeout, garbage body
-            raise UnreachableError(f"Prometheus at {self.url} unreachable: {exc}") from exc
-        if body.get("status") != "success":
-            raise QueryError(f"Prometheus error for {params.get('query')!r}: {body.get('error', body)}")
-        return body["data"]
-
-    def instant(self, promql: str, at: float) -> list[Sample]:
-        data = self._get("/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
-        kind = data.get("resultType")
-        if kind == "scalar":
-            return [Sample({}, _float(data["result"][1]))]
-        if kind != "vector":
-            raise QueryError(f"expected an instant vector from {promql!r}, got {kind}")
-        return [Sample(dict(r["metric"]), _float(r["value"][1])) for r in data["result"]]
-
-    def range(self, promql: str, start: float, end: float, step_s: float) -> list[RangeSeries]:
-        data = self._get(
-            "/api/v1/query_range",
-            {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s:g}"},
-        )
-        if data.get("resultType") != "matrix":
-            raise QueryError(f"expected a range vector from {promql!r}, got {data.get('resultType')}")
-        out = []
-        for r in data["result"]:
-            pairs = np.array([[float(t), _float(v)] for t, v in r["values"]], dtype=float).reshape(-1, 2)
-            out.append(RangeSeries(dict(r["metric"]), pairs[:, 0], pairs[:, 1]))
-        return out
-
-
-def _float(text: str) -> float:
-    return float(text)  # Prometheus encodes NaN / +Inf as strings float() understands
 
 
 # -- shape checks shared by every gate kind ---------------------------------------------------------

@@ -168,7 +168,7 @@ def test_a_range_vector_where_an_instant_one_is_expected_is_a_query_error(promet
 
 
 @pytest.mark.integration
-def test_wait_for_repeats_the_query_until_the_condition_holds(prometheus):
+def test_wait_for_repeats_the_query_until_the_condition_holds(prometheus: PrometheusServer) -> None:
     seen: list[list] = []
 
     def third_answer(samples: list) -> bool:
