@@ -11,7 +11,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from infra.net import free_port, wait_http_ok
+from infra.prometheus_api import PrometheusAPI
 from rollout.processes import ProcessRef, is_alive, spawn_detached, terminate
 from rollout.routers.base import Weights
 from rollout.routers.local_proxy import LocalProxyRouter, LocalProxySpec, start_local_proxy
@@ -306,19 +306,15 @@ def start_local_stack(
 
 def wait_for_first_samples(stack: LocalStack, timeout_s: float = 60.0) -> None:
     """Block until both arms' series and the router's series are in Prometheus (scrapes landed)."""
-    import json
-    import urllib.parse
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    query = 'count(up{job=~"baseline|canary|router"} == 1)'
-    url = f"{stack.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            result = json.load(resp)["data"]["result"]
-        if result and float(result[0]["value"][1]) >= 3:
-            return
-        time.sleep(0.5)
-    raise TimeoutError(
-        f"Prometheus at {stack.prometheus_url} has not scraped all three targets in {timeout_s:.0f}s"
-    )
+    try:
+        PrometheusAPI(stack.prometheus_url, timeout_s=5).wait_for(
+            'count(up{job=~"baseline|canary|router"} == 1)',
+            until=lambda samples: bool(samples) and samples[0].value >= 3,
+            timeout_s=timeout_s,
+            interval_s=0.5,
+            what="all three targets up",
+        )
+    except TimeoutError as exc:
+        raise TimeoutError(
+            f"Prometheus at {stack.prometheus_url} has not scraped all three targets in {timeout_s:.0f}s"
+        ) from exc
