@@ -26,10 +26,10 @@ from gates.config import ARMS, DEFAULT_GATE_FILE, PROFILES, GateConfigError, loa
 from gates.evaluate import evaluate
 from gates.export import EXPORT_FORMATS, to_argo, to_flagger
 from gates.loadtest_samples import LoadtestSamplesError
+from gates.record import Evaluation
 from gates.report import to_junit, to_markdown
 from infra.cli import EXIT_USAGE, UsageErrorParser
 
-EXIT = {"pass": 0, "fail": 1, "inconclusive": 2}
 SUBCOMMANDS = ("evaluate", "export", "validate", "defaults")
 
 
@@ -163,11 +163,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise _UsageError("give the window: --start (unix seconds) or --window (e.g. 10m)")
     start = args.start if args.start is not None else end - args.window
     config = load_gate_file(args.gate_file, profile=args.profile)
-    previous = []
-    for p in args.previous:
+    streaks: dict[str, int] = {}
+    for p in args.previous:  # each earlier record carries every gate's failing streak up to it
         try:
-            previous.append(json.loads(p.read_text()))
-        except (OSError, ValueError) as exc:
+            streaks = Evaluation.from_dict(json.loads(p.read_text())).streaks()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise _UsageError(f"--previous {p}: {exc}") from exc
     ev = evaluate(
         config,
@@ -178,7 +178,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         offered_rps=args.offered_rps,
         variables=_variables(args.var),
         loadtest_samples=args.loadtest_samples,
-        previous=previous,
+        streaks=streaks,
         timeout_s=args.timeout,
     )
     record = json.dumps(ev.to_dict(), indent=2)
@@ -186,9 +186,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     _write(args.markdown, to_markdown(ev))
     _write(args.junit, to_junit(ev))
     for g in ev.gates:
-        print(f"{g.verdict.upper():13} {g.name}: {g.reason}")
+        print(f"{g.verdict.mark:13} {g.name}: {g.reason}")
     print(f"verdict: {ev.verdict} ({ev.reason})")
-    return EXIT[ev.verdict]
+    return ev.verdict.exit_code
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from gates.provider import (
     single_range,
     single_value,
 )
-from gates.record import Evaluation, GateResult, raw_verdicts_of
+from gates.record import Evaluation, GateResult, Verdict, overall
 
 
 class _StopAfterUnreachable:
@@ -259,22 +259,16 @@ KIND_EVALUATORS: dict[str, Callable[[GateSpec, _Context], _Outcome]] = {
 }
 
 
-def _apply_hysteresis(
-    gate: GateSpec, judgement: J.Judgement, previous: Sequence[Any]
-) -> tuple[str, str, int]:
-    """A failure counts as `fail` only after `consecutive_failures` failing evaluations in a row; an
-    earlier pass or inconclusive breaks the streak."""
-    if judgement.verdict != J.FAIL:
+def _apply_hysteresis(gate: GateSpec, judgement: J.Judgement, streak_before: int) -> tuple[Verdict, str, int]:
+    """A failure counts as `fail` only after `consecutive_failures` failing evaluations in a row;
+    `streak_before` is the gate's count so far (an evaluation that passes or is inconclusive resets it)."""
+    if judgement.verdict is not Verdict.FAIL:
         return judgement.verdict, judgement.reason, 0
-    streak = 1
-    for prev in reversed(list(previous)):
-        if raw_verdicts_of(prev, gate.name) != J.FAIL:
-            break
-        streak += 1
+    streak = streak_before + 1
     if streak >= gate.consecutive_failures:
-        return J.FAIL, judgement.reason, streak
+        return Verdict.FAIL, judgement.reason, streak
     note = f"failing {streak} of {gate.consecutive_failures} consecutive evaluations needed to fail: "
-    return J.INCONCLUSIVE, note + judgement.reason, streak
+    return Verdict.INCONCLUSIVE, note + judgement.reason, streak
 
 
 def evaluate(
@@ -287,14 +281,14 @@ def evaluate(
     offered_rps: float | None = None,
     variables: Mapping[str, Any] | None = None,
     loadtest_samples: str | os.PathLike[str] | LoadtestSamples | None = None,
-    previous: Sequence[Any] = (),
+    streaks: Mapping[str, int] | None = None,
     provider: MetricsProvider | None = None,
     timeout_s: float = 10.0,
 ) -> Evaluation:
     """Evaluate every gate over [start, end] (unix seconds), both arms over the same window.
 
-    `weights` are percent of traffic per arm; `previous` are earlier Evaluations (or their to_dict())
-    of this step, oldest first, for hysteresis. Raises GateConfigError for bad inputs; everything that
+    `weights` are percent of traffic per arm; `streaks` are each gate's failing evaluations in a row
+    before this one (`Evaluation.streaks()` of the previous evaluation; none: a fresh start), for hysteresis. Raises GateConfigError for bad inputs; everything that
     goes wrong with the data makes the affected gate `inconclusive`.
     """
     if not end > start:
@@ -330,7 +324,9 @@ def evaluate(
     results: list[GateResult] = []
     for gate in config.gates:
         outcome = KIND_EVALUATORS[gate.kind](gate, ctx)
-        verdict, reason, streak = _apply_hysteresis(gate, outcome.judgement, previous)
+        verdict, reason, streak = _apply_hysteresis(
+            gate, outcome.judgement, (streaks or {}).get(gate.name, 0)
+        )
         j = outcome.judgement
         results.append(
             GateResult(
@@ -350,7 +346,7 @@ def evaluate(
                 description=gate.description,
             )
         )
-    verdict, reason = _overall(results)
+    verdict, reason = overall(results)
     return Evaluation(
         verdict=verdict,
         reason=reason,
@@ -364,16 +360,6 @@ def evaluate(
         evaluated_at=time.time(),
         gate_file=config.source,
     )
-
-
-def _overall(results: Sequence[GateResult]) -> tuple[str, str]:
-    if not results:
-        return J.INCONCLUSIVE, "no gates were evaluated"
-    for verdict in (J.FAIL, J.INCONCLUSIVE):
-        names = [g.name for g in results if g.verdict == verdict]
-        if names:
-            return verdict, f"{verdict}: {', '.join(names)}"
-    return J.PASS, f"all {len(results)} gates passed"
 
 
 __all__ = ["KIND_EVALUATORS", "evaluate"]

@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gates import stats
+from gates.record import Verdict
 
-PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+PASS, FAIL, INCONCLUSIVE = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 MIB = 1024.0 * 1024.0
 
 
 @dataclass(frozen=True)
 class Judgement:
-    verdict: str
+    verdict: Verdict
     reason: str
     values: Mapping[str, Any] = field(default_factory=dict)  # per arm, plus derived (ratio, slope diff)
     threshold: Mapping[str, Any] = field(default_factory=dict)
@@ -34,7 +35,7 @@ class Judgement:
     samples: Mapping[str, Any] = field(default_factory=dict)  # per arm
 
 
-def combine(parts: Sequence[tuple[str, str]]) -> tuple[str, str]:
+def combine(parts: Sequence[tuple[Verdict, str]]) -> tuple[Verdict, str]:
     """Worst verdict of several checks (fail > inconclusive > pass) and the reasons behind it."""
     for verdict in (FAIL, INCONCLUSIVE, PASS):
         reasons = [r for v, r in parts if v == verdict]
@@ -68,7 +69,7 @@ def judge_threshold(
     unit: str = "",
 ) -> Judgement:
     """Each judged arm's value must lie within [min_value, max_value]; other arms are only recorded."""
-    parts: list[tuple[str, str]] = []
+    parts: list[tuple[Verdict, str]] = []
     for arm in arms:
         value = values.get(arm)
         count = None if samples is None else samples.get(arm)
@@ -107,7 +108,7 @@ def judge_latency_quantile(
     requests are, and with a bucket edge at the bound that count is exact.
     """
     label = f"p{quantile * 100:g}"
-    parts: list[tuple[str, str]] = []
+    parts: list[tuple[Verdict, str]] = []
     values: dict[str, Any] = {a: e.value for a, e in estimates.items()}
     ci: dict[str, Any] = {a: [e.low, e.high] for a, e in estimates.items()}
     samples = {a: e.n for a, e in estimates.items()}
@@ -207,7 +208,7 @@ def judge_throughput(
     Counts are treated as Poisson (open-loop arrivals split by weighted routing): a check fails only
     when the interval of the served rate lies entirely below the bound.
     """
-    parts: list[tuple[str, str]] = []
+    parts: list[tuple[Verdict, str]] = []
     values: dict[str, Any] = {}
     ci: dict[str, Any] = {}
     active = [a for a in ("baseline", "canary") if weights.get(a, 0.0) > 0]
@@ -286,7 +287,7 @@ def judge_error_rate(
     min_samples: int,
     confidence: float,
 ) -> Judgement:
-    parts: list[tuple[str, str]] = []
+    parts: list[tuple[Verdict, str]] = []
     values: dict[str, Any] = {}
     ci: dict[str, Any] = {}
     for arm in ("baseline", "canary"):

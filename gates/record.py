@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-VERDICTS = ("pass", "fail", "inconclusive")
+
+class Verdict(enum.StrEnum):
+    """A gate's (or an evaluation's) answer. Missing data is INCONCLUSIVE, never PASS."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+    @property
+    def mark(self) -> str:
+        """How reports show it: PASS, FAIL, INCONCLUSIVE."""
+        return self.value.upper()
+
+    @property
+    def exit_code(self) -> int:
+        """`python -m gates` and the CI gate: 0 pass, 1 fail, 2 inconclusive."""
+        return {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.INCONCLUSIVE: 2}[self]
+
+
+def _verdict(value: Any) -> Verdict:
+    try:
+        return Verdict(value)
+    except ValueError:
+        raise ValueError(f"verdict {value!r} is not one of {[v.value for v in Verdict]}") from None
 
 
 def _clean(value: Any) -> Any:
@@ -31,9 +55,9 @@ def _clean(value: Any) -> Any:
 class GateResult:
     name: str
     kind: str
-    verdict: str  # after hysteresis
+    verdict: Verdict  # after hysteresis
     reason: str
-    raw_verdict: str  # this evaluation alone, before hysteresis
+    raw_verdict: Verdict  # this evaluation alone, before hysteresis
     source: str  # prometheus | loadtest
     queries: Mapping[str, Mapping[str, str]]  # arm -> role -> rendered PromQL (or load-test selection)
     values: Mapping[str, Any]
@@ -45,9 +69,8 @@ class GateResult:
     description: str = ""
 
     def __post_init__(self) -> None:
-        for v in (self.verdict, self.raw_verdict):
-            if v not in VERDICTS:
-                raise ValueError(f"verdict {v!r} is not one of {VERDICTS}")
+        object.__setattr__(self, "verdict", _verdict(self.verdict))
+        object.__setattr__(self, "raw_verdict", _verdict(self.raw_verdict))
 
     def to_dict(self) -> dict[str, Any]:
         return _clean(
@@ -69,10 +92,30 @@ class GateResult:
             }
         )
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GateResult:
+        """The record `to_dict` wrote (JSON: a missing value, NaN on the way out, comes back as None)."""
+        return cls(
+            name=str(data["name"]),
+            kind=str(data["kind"]),
+            verdict=_verdict(data["verdict"]),
+            reason=str(data.get("reason", "")),
+            raw_verdict=_verdict(data.get("raw_verdict") or data["verdict"]),
+            source=str(data.get("source", "prometheus")),
+            queries=dict(data.get("queries") or {}),
+            values=dict(data.get("values") or {}),
+            threshold=dict(data.get("threshold") or {}),
+            ci=dict(data.get("confidence_interval") or {}),
+            samples=dict(data.get("samples") or {}),
+            consecutive_failures=int(data.get("consecutive_failures") or 0),
+            errors=dict(data.get("errors") or {}),
+            description=str(data.get("description", "")),
+        )
+
 
 @dataclass(frozen=True)
 class Evaluation:
-    verdict: str
+    verdict: Verdict
     reason: str
     gates: tuple[GateResult, ...]
     profile: str
@@ -83,6 +126,36 @@ class Evaluation:
     prometheus_url: str
     evaluated_at: float
     gate_file: str = "defaults"
+    error: str | None = None  # the evaluation itself could not run (then there are no gate results)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "verdict", _verdict(self.verdict))
+
+    @classmethod
+    def unavailable(
+        cls, error: str, *, start: float, end: float, weights: Mapping[str, float], at: float
+    ) -> Evaluation:
+        """An evaluation that could not run (the evaluator raised): inconclusive, with the error."""
+        return cls(
+            verdict=Verdict.INCONCLUSIVE,
+            reason=f"no evaluation: {error}",
+            gates=(),
+            profile="",
+            start=start,
+            end=end,
+            weights=dict(weights),
+            offered_rps=None,
+            prometheus_url="",
+            evaluated_at=at,
+            error=error,
+        )
+
+    def gates_with(self, verdict: Verdict) -> tuple[str, ...]:
+        return tuple(g.name for g in self.gates if g.verdict is verdict)
+
+    def streaks(self) -> dict[str, int]:
+        """Failing evaluations in a row per gate, this one included: what the next evaluation continues."""
+        return {g.name: g.consecutive_failures for g in self.gates}
 
     def gate(self, name: str) -> GateResult:
         for g in self.gates:
@@ -103,17 +176,35 @@ class Evaluation:
                 "prometheus_url": self.prometheus_url,
                 "evaluated_at": self.evaluated_at,
                 "gates": [g.to_dict() for g in self.gates],
+                **({"error": self.error} if self.error is not None else {}),
             }
         )
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Evaluation:
+        window = data.get("window") or {}
+        return cls(
+            verdict=_verdict(data["verdict"]),
+            reason=str(data.get("reason", "")),
+            gates=tuple(GateResult.from_dict(g) for g in data.get("gates") or ()),
+            profile=str(data.get("profile", "")),
+            start=float(window.get("start", 0.0)),
+            end=float(window.get("end", 0.0)),
+            weights=dict(data.get("weights") or {}),
+            offered_rps=data.get("offered_rps"),
+            prometheus_url=str(data.get("prometheus_url", "")),
+            evaluated_at=float(data.get("evaluated_at") or 0.0),
+            gate_file=str(data.get("gate_file", "defaults")),
+            error=data.get("error"),
+        )
 
-def raw_verdicts_of(previous: Any, name: str) -> str | None:
-    """The raw verdict of gate `name` in an earlier Evaluation or its to_dict() form (None if absent)."""
-    gates = previous.gates if isinstance(previous, Evaluation) else (previous or {}).get("gates", [])
-    for g in gates:
-        if isinstance(g, GateResult):
-            if g.name == name:
-                return g.raw_verdict
-        elif isinstance(g, Mapping) and g.get("name") == name:
-            return str(g.get("raw_verdict") or g.get("verdict"))
-    return None
+
+def overall(gates: Sequence[GateResult]) -> tuple[Verdict, str]:
+    """One verdict for an evaluation: any fail fails, else any inconclusive holds, else pass."""
+    if not gates:
+        return Verdict.INCONCLUSIVE, "no gates were evaluated"
+    for verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE):
+        names = [g.name for g in gates if g.verdict is verdict]
+        if names:
+            return verdict, f"{verdict}: {', '.join(names)}"
+    return Verdict.PASS, f"all {len(gates)} gates passed"

@@ -1,14 +1,15 @@
-"""Human and CI renderings of an Evaluation: a Markdown summary and JUnit XML (one test case per gate)."""
+"""Human and CI renderings of an Evaluation: the per-gate Markdown table, a Markdown summary and JUnit XML
+(one test case per gate). Callers that wrap an evaluation (the rollout report, the CI gate) add their own
+headers around `gate_table` and reuse `to_junit`."""
 
 from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from typing import Any
 
-from gates.record import Evaluation
-
-_MARK = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE"}
+from gates.record import Evaluation, GateResult, Verdict
 
 
 def _num(x: Any) -> str:
@@ -27,24 +28,41 @@ def _cells(mapping: Any, sep: str = "<br>") -> str:
     return sep.join(f"{k}: {_num(v)}" for k, v in dict(mapping).items())
 
 
+def arm_counts(samples: Any) -> str:
+    """`baseline/canary` sample counts (`-` for an arm the gate did not count)."""
+    samples = dict(samples or {})
+    return "/".join(
+        "-" if samples.get(arm) is None else f"{float(samples[arm]):.0f}" for arm in ("baseline", "canary")
+    )
+
+
+def gate_table(gates: Sequence[GateResult]) -> list[str]:
+    """Markdown lines: one row per gate with its verdict, the samples it rested on, values per arm,
+    threshold, interval and reason."""
+    lines = [
+        "| gate | verdict | samples (baseline/canary) | values | threshold | confidence interval | reason |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in gates:
+        reason = g.reason.replace("|", "\\|").replace("\n", " ")
+        lines.append(
+            f"| {g.name} | **{g.verdict}** | {arm_counts(g.samples)} | {_cells(g.values)} | "
+            f"{_cells(g.threshold)} | {_cells(g.ci)} | {reason} |"
+        )
+    return lines
+
+
 def to_markdown(ev: Evaluation) -> str:
     w = ev.weights
     lines = [
-        f"# Gate evaluation: {_MARK[ev.verdict]}",
+        f"# Gate evaluation: {ev.verdict.mark}",
         "",
         f"{ev.reason}. Window {ev.end - ev.start:.0f} s (unix {ev.start:.0f} to {ev.end:.0f}), weights baseline "
         f"{w.get('baseline', 0):g}% / canary {w.get('canary', 0):g}%, offered "
         f"{'n/a' if ev.offered_rps is None else f'{ev.offered_rps:g} rps'}, profile `{ev.profile}`, gate file `{ev.gate_file}`.",
         "",
-        "| gate | verdict | values | threshold | confidence interval | samples | reason |",
-        "|---|---|---|---|---|---|---|",
+        *gate_table(ev.gates),
     ]
-    for g in ev.gates:
-        reason = g.reason.replace("|", "\\|")
-        lines.append(
-            f"| {g.name} | {_MARK[g.verdict]} | {_cells(g.values)} | {_cells(g.threshold)} | {_cells(g.ci)} | "
-            f"{_cells(g.samples)} | {reason} |"
-        )
     lines += ["", "## Queries", ""]
     for g in ev.gates:
         for arm, roles in g.queries.items():
@@ -53,26 +71,31 @@ def to_markdown(ev: Evaluation) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_junit(ev: Evaluation) -> str:
-    """Pass -> passed case, fail -> <failure>, inconclusive -> <skipped> with the reason (CI shows both)."""
-    failures = sum(g.verdict == "fail" for g in ev.gates)
-    skipped = sum(g.verdict == "inconclusive" for g in ev.gates)
-    suite = ET.Element(
-        "testsuite",
-        name="canary-gates",
-        tests=str(len(ev.gates)),
-        failures=str(failures),
-        errors="0",
-        skipped=str(skipped),
-        timestamp=f"{ev.evaluated_at:.0f}",
-    )
+def to_junit(ev: Evaluation, *, suite_name: str = "canary-gates", inconclusive_fails: bool = False) -> str:
+    """Pass -> passed case, fail -> <failure>, inconclusive -> <skipped> with the reason (CI shows both),
+    or a <failure> too with `inconclusive_fails` (missing data must not pass a required check). An
+    evaluation that could not run at all is one failing case that says why."""
+    suite = ET.Element("testsuite", name=suite_name, timestamp=f"{ev.evaluated_at:.0f}")
+    failures = skipped = 0
+    if not ev.gates:
+        case = ET.SubElement(suite, "testcase", classname=suite_name, name="evaluation")
+        ET.SubElement(case, "failure", message=ev.reason)
+        failures = 1
     for g in ev.gates:
         case = ET.SubElement(suite, "testcase", classname=f"gates.{g.kind}", name=g.name)
-        if g.verdict == "fail":
-            ET.SubElement(case, "failure", message=g.reason).text = _detail(g)
-        elif g.verdict == "inconclusive":
+        if g.verdict is Verdict.FAIL or (g.verdict is Verdict.INCONCLUSIVE and inconclusive_fails):
+            ET.SubElement(
+                case, "failure", message=f"{g.verdict}: {g.reason}", type=g.verdict.value
+            ).text = _detail(g)
+            failures += 1
+        elif g.verdict is Verdict.INCONCLUSIVE:
             ET.SubElement(case, "skipped", message=f"inconclusive: {g.reason}")
+            skipped += 1
         ET.SubElement(case, "system-out").text = _detail(g)
+    suite.set("tests", str(max(1, len(ev.gates))))
+    suite.set("failures", str(failures))
+    suite.set("errors", "0")
+    suite.set("skipped", str(skipped))
     ET.indent(suite)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
 

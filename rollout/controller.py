@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from rollout.gating import GateEvaluator, GateResult
+from gates.record import Evaluation, Verdict
+from rollout.gating import GateEvaluator
 from rollout.hooks import Hook, run_hooks
 from rollout.plan import Phase, Profile
 from rollout.routers.base import RouterUnavailable, TrafficRouter, WeightCheck, Weights
-from rollout.state import RolloutState, StateStore
+from rollout.state import EvaluationEntry, RolloutState, StateStore
 
 BASELINE_ONLY = Weights(baseline=100, canary=0)
 Progress = Callable[[RolloutState, str], None]
@@ -170,17 +171,17 @@ class RolloutController:
         result = self._evaluate(state, now)
         state = self._record(state, result, now)
         weight = state.current_canary_weight
-        if result.verdict == "fail":
-            failed = ", ".join(result.gates_with("fail")) or "unnamed gate"
+        if result.verdict is Verdict.FAIL:
+            failed = ", ".join(result.gates_with(Verdict.FAIL)) or "unnamed gate"
             return self._revert(state, f"gate(s) {failed} failed at {weight}% canary", now)
         bake_s = profile["bake_s"][state.step_index]
-        if result.verdict == "inconclusive":
+        if result.verdict is Verdict.INCONCLUSIVE:
             if elapsed < bake_s:
                 self.progress(state, f"inconclusive at {weight}% during the bake: holding")
                 return state
             count = state.inconclusive_count + 1
             state = replace(state, inconclusive_count=count)
-            unsure = ", ".join(result.gates_with("inconclusive")) or "evaluation"
+            unsure = ", ".join(result.gates_with(Verdict.INCONCLUSIVE)) or "evaluation"
             if count >= profile["max_inconclusive"]:
                 return self._revert(
                     state,
@@ -218,7 +219,12 @@ class RolloutController:
 
     def _enter_step(self, state: RolloutState, index: int, now: float) -> RolloutState:
         state = replace(
-            state, phase=Phase.PROGRESSING, step_index=index, step_started_at=now, inconclusive_count=0
+            state,
+            phase=Phase.PROGRESSING,
+            step_index=index,
+            step_started_at=now,
+            inconclusive_count=0,
+            gate_streaks={},  # hysteresis counts failures within one step
         )
         state = state.with_event(now, "step-started", step=index, canary_weight=state.steps[index])
         self.store.save(state)  # intent first: a crash from here on resumes into this step
@@ -276,40 +282,30 @@ class RolloutController:
         self.progress(reverted, f"reverted to 100% baseline: {reason}")
         return reverted
 
-    def _evaluate(self, state: RolloutState, now: float) -> GateResult:
+    def _evaluate(self, state: RolloutState, now: float) -> Evaluation:
         assert state.step_started_at is not None
-        # Earlier records of this step, from the persisted state: hysteresis survives a restart.
-        previous = [
-            e["evaluation"]
-            for e in state.evaluations
-            if e["step"] == state.step_index
-            and e["at"] >= state.step_started_at
-            and "gates" in e["evaluation"]
-        ]
+        start = state.step_started_at + state.profile["settle_s"]
+        weights = Weights.for_canary(state.current_canary_weight)
         try:
-            return self.gates.evaluate(
-                start=state.step_started_at + state.profile["settle_s"],
-                end=now,
-                weights=Weights.for_canary(state.current_canary_weight),
-                previous=previous,
-            )
+            # The step's failure streaks come from the persisted state: hysteresis survives a restart.
+            return self.gates.evaluate(start=start, end=now, weights=weights, streaks=state.gate_streaks)
         except Exception as exc:  # an evaluator that cannot answer has no data: never a pass
-            return GateResult(
-                verdict="inconclusive", record={"error": f"{type(exc).__name__}: {exc}"}, gate_verdicts=()
+            return Evaluation.unavailable(
+                f"{type(exc).__name__}: {exc}", start=start, end=now, weights=weights.as_dict(), at=now
             )
 
-    def _record(self, state: RolloutState, result: GateResult, now: float) -> RolloutState:
+    def _record(self, state: RolloutState, result: Evaluation, now: float) -> RolloutState:
         assert state.step_started_at is not None
-        entry = {
-            "step": state.step_index,
-            "canary_weight": state.current_canary_weight,
-            "at": now,
-            "window": [state.step_started_at + state.profile["settle_s"], now],
-            "verdict": result.verdict,
-            "gate_verdicts": dict(result.gate_verdicts),
-            "evaluation": result.record,
-        }
-        state = replace(state, evaluations=(*state.evaluations, entry))
-        gates = " ".join(f"{n}={v}" for n, v in result.gate_verdicts)
+        entry = EvaluationEntry(
+            step=state.step_index,
+            canary_weight=state.current_canary_weight,
+            at=now,
+            window=(state.step_started_at + state.profile["settle_s"], now),
+            evaluation=result,
+        )
+        # An evaluation that could not run judged nothing: the streaks stay as they were.
+        streaks = state.gate_streaks if result.error is not None else result.streaks()
+        state = replace(state, evaluations=(*state.evaluations, entry), gate_streaks=streaks)
+        gates = " ".join(f"{n}={v}" for n, v in entry.gate_verdicts().items())
         self.progress(state, f"{state.current_canary_weight}% canary: {result.verdict} {gates}".rstrip())
         return state

@@ -1,4 +1,4 @@
-"""The gate evaluator as the rollout sees it: one call per interval, a verdict and a record to keep.
+"""The gate evaluator as the rollout sees it: one call per interval, a typed `gates.Evaluation` back.
 
 The real evaluator is `gates.evaluate` over Prometheus (and the load test's per-request samples); the
 state machine only needs this small interface, so it is tested against its own stand-in.
@@ -6,44 +6,24 @@ state machine only needs this small interface, so it is tested against its own s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from gates.config import GateConfig
+from gates.record import Evaluation
 from rollout.routers.base import Weights
-
-VERDICTS = ("pass", "fail", "inconclusive")
-
-
-@dataclass(frozen=True)
-class GateResult:
-    verdict: str  # pass | fail | inconclusive (missing data never passes)
-    record: dict[str, Any]  # the full evaluation record (queries, values per arm, thresholds, CIs, counts)
-    gate_verdicts: tuple[tuple[str, str], ...]  # (gate name, verdict) in the evaluator's order
-    raw: Any = None  # the evaluator's own object, handed back as `previous` on the next call
-
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"gate verdict {self.verdict!r} is not one of {VERDICTS}")
-
-    def gates_with(self, verdict: str) -> tuple[str, ...]:
-        return tuple(name for name, v in self.gate_verdicts if v == verdict)
 
 
 class GateEvaluator(Protocol):
-    def evaluate(self, *, start: float, end: float, weights: Weights, previous: list[Any]) -> GateResult: ...
-
-
-def _gate_verdicts(record: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    gates = record.get("gates") or []
-    if isinstance(gates, dict):
-        gates = [{"name": name, **value} for name, value in gates.items()]
-    return tuple((str(g.get("name", "?")), str(g.get("verdict", "inconclusive"))) for g in gates)
+    def evaluate(
+        self, *, start: float, end: float, weights: Weights, streaks: Mapping[str, int]
+    ) -> Evaluation: ...
 
 
 def load_gate_config(
     gate_file: Path | None, *, gate_profile: str, overrides: dict[str, dict[str, Any]] | None = None
-):
+) -> GateConfig:
     """The gate file (None: the packaged defaults) with per-gate parameter overrides applied.
 
     A rollout profile sizes some gate parameters to its run length (e.g. the memory-leak gate's warm-up
@@ -52,11 +32,9 @@ def load_gate_config(
     """
     import yaml
 
-    from gates.config import DEFAULT_GATE_FILE, GateConfigError, parse_gate_document
+    from gates.config import DEFAULT_GATE_FILE, GateConfigError, load_gate_file, parse_gate_document
 
     if not overrides:
-        from gates.config import load_gate_file
-
         return load_gate_file(gate_file, profile=gate_profile)
     path = DEFAULT_GATE_FILE if gate_file is None else Path(gate_file)
     try:
@@ -74,12 +52,12 @@ def load_gate_config(
 
 
 class PrometheusGates:
-    """`gates.evaluate` with this rollout's fixed inputs; only the window and weights vary per call."""
+    """`gates.evaluate` with this rollout's fixed inputs; only the window, weights and streaks vary."""
 
     def __init__(
         self,
         *,
-        config: Any,
+        config: GateConfig,
         prometheus_url: str,
         offered_rps: float | None,
         variables: dict[str, Any] | None = None,
@@ -91,11 +69,13 @@ class PrometheusGates:
         self.variables = dict(variables or {})
         self.loadtest_samples = loadtest_samples
 
-    def evaluate(self, *, start: float, end: float, weights: Weights, previous: list[Any]) -> GateResult:
+    def evaluate(
+        self, *, start: float, end: float, weights: Weights, streaks: Mapping[str, int]
+    ) -> Evaluation:
         from gates.evaluate import evaluate
 
         samples = self.loadtest_samples if self.loadtest_samples and self.loadtest_samples.exists() else None
-        ev = evaluate(
+        return evaluate(
             self.config,
             prometheus_url=self.prometheus_url,
             start=start,
@@ -104,9 +84,5 @@ class PrometheusGates:
             offered_rps=self.offered_rps,
             variables=self.variables,
             loadtest_samples=samples,
-            previous=previous,
-        )
-        record = ev.to_dict()
-        return GateResult(
-            verdict=str(ev.verdict), record=record, gate_verdicts=_gate_verdicts(record), raw=ev
+            streaks=streaks,
         )

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gates.record import Verdict
+from gates.report import arm_counts, gate_table
 from infra.prometheus_api import PrometheusAPI, ProviderError
-from rollout.state import RolloutState
+from rollout.state import EvaluationEntry, RolloutState
 
 SCHEMA = "rollout-decision/v1"
 
@@ -127,7 +129,29 @@ def collect_timeline(
     return timeline
 
 
-def step_spans(state: RolloutState) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class StepSpan:
+    """One step of the run as it happened: when it ran, how it ended, and its evaluations."""
+
+    index: int
+    canary_weight: int
+    started_at: float
+    ended_at: float
+    result: str  # passed | promoted/reverted/aborted (the step the run ended in) | in progress
+    evaluations: tuple[EvaluationEntry, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "canary_weight": self.canary_weight,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "result": self.result,
+            "evaluations": [e.to_dict() for e in self.evaluations],
+        }
+
+
+def step_spans(state: RolloutState) -> list[StepSpan]:
     starts = [e for e in state.events if e["kind"] == "step-started"]
     spans = []
     end_of_run = state.finished_at or time.time()
@@ -135,7 +159,6 @@ def step_spans(state: RolloutState) -> list[dict[str, Any]]:
         ended = starts[i + 1]["at"] if i + 1 < len(starts) else end_of_run
         index = event["step"]
         passed = any(e["kind"] == "step-passed" and e["step"] == index for e in state.events)
-        evaluations = [e for e in state.evaluations if e["step"] == index and event["at"] <= e["at"] <= ended]
         if passed:
             result = "passed"
         elif state.phase.terminal:
@@ -143,48 +166,47 @@ def step_spans(state: RolloutState) -> list[dict[str, Any]]:
         else:
             result = "in progress"
         spans.append(
-            {
-                "index": index,
-                "canary_weight": event["canary_weight"],
-                "started_at": event["at"],
-                "ended_at": ended,
-                "result": result,
-                "evaluations": evaluations,
-            }
+            StepSpan(
+                index=index,
+                canary_weight=event["canary_weight"],
+                started_at=event["at"],
+                ended_at=ended,
+                result=result,
+                evaluations=tuple(
+                    e for e in state.evaluations if e.step == index and event["at"] <= e.at <= ended
+                ),
+            )
         )
     return spans
 
 
-def _sample_text(evaluation: dict[str, Any]) -> str:
+def _sample_text(entry: EvaluationEntry) -> str:
     """`gate baseline/canary` sample counts the evaluator reported, e.g. `latency_e2e_p99 1023/342`."""
-    parts = []
-    for gate in evaluation.get("evaluation", {}).get("gates", []) or []:
-        samples = gate.get("samples") if isinstance(gate, dict) else None
-        if isinstance(samples, dict) and samples:
-            counts = "/".join(
-                "-" if samples.get(arm) is None else f"{float(samples[arm]):.0f}"
-                for arm in ("baseline", "canary")
-            )
-            parts.append(f"{gate.get('name')} {counts}")
-    return "; ".join(parts)
+    return "; ".join(f"{g.name} {arm_counts(g.samples)}" for g in entry.evaluation.gates if g.samples)
+
+
+def failed_gates(state: RolloutState) -> list[str]:
+    """The gates that failed the evaluation a revert rested on (none unless the run was reverted)."""
+    if state.outcome != "reverted" or not state.evaluations:
+        return []
+    return list(state.evaluations[-1].evaluation.gates_with(Verdict.FAIL))
 
 
 def decision_record(state: RolloutState, loadtest_summary: dict[str, Any] | None) -> dict[str, Any]:
-    last = state.evaluations[-1] if state.evaluations else None
-    failed = [n for n, v in (last or {}).get("gate_verdicts", {}).items() if v == "fail"]
+    """`decision.json`: the run, every step with its evaluations, the rollbacks and hooks."""
     return {
         "schema": SCHEMA,
         "run_id": state.run_id,
         "outcome": state.outcome or "in progress",
         "reason": state.reason,
         "decided_by": state.decided_by,
-        "failed_gates": failed if state.outcome == "reverted" else [],
+        "failed_gates": failed_gates(state),
         "started_at": state.started_at,
         "finished_at": state.finished_at,
         "duration_s": None if state.finished_at is None else round(state.finished_at - state.started_at, 1),
         "profile": state.profile,
         "router": state.router.get("kind"),
-        "steps": step_spans(state),
+        "steps": [span.to_dict() for span in step_spans(state)],
         "rollbacks": [e for e in state.events if e["kind"] == "rollback"],
         "hooks": [e for e in state.events if e["kind"] == "hook"],
         "events": list(state.events),
@@ -196,45 +218,56 @@ def _fmt_time(t: float, t0: float) -> str:
     return f"+{t - t0:.0f}s"
 
 
-def summary_markdown(decision: dict[str, Any]) -> str:
-    t0 = decision["started_at"]
+def summary_markdown(state: RolloutState, loadtest_summary: dict[str, Any] | None) -> str:
+    t0 = state.started_at
+    profile = state.profile
+    duration = None if state.finished_at is None else round(state.finished_at - state.started_at, 1)
     lines = [
-        f"# Rollout {decision['run_id']}: **{decision['outcome']}**",
+        f"# Rollout {state.run_id}: **{state.outcome or 'in progress'}**",
         "",
-        f"- Reason: {decision['reason']}",
-        f"- Decided by: {decision['decided_by']}",
-        f"- Duration: {decision['duration_s']} s; profile `{decision['profile']['name']}` "
-        f"(steps {decision['profile']['steps']}, interval {decision['profile']['interval_s']} s, "
-        f"{decision['profile']['request_rate']} req/s offered)",
+        f"- Reason: {state.reason}",
+        f"- Decided by: {state.decided_by}",
+        f"- Duration: {duration} s; profile `{profile['name']}` "
+        f"(steps {profile['steps']}, interval {profile['interval_s']} s, "
+        f"{profile['request_rate']} req/s offered)",
     ]
-    if decision["failed_gates"]:
-        lines.append(f"- Failed gate(s): {', '.join(decision['failed_gates'])}")
+    failed = failed_gates(state)
+    if failed:
+        lines.append(f"- Failed gate(s): {', '.join(failed)}")
     lines += [
         "",
         "| step | canary % | from | to | result | evaluations (pass/fail/inconclusive) |",
         "|---|---|---|---|---|---|",
     ]
-    for step in decision["steps"]:
-        verdicts = [e["verdict"] for e in step["evaluations"]]
-        counts = "/".join(str(verdicts.count(v)) for v in ("pass", "fail", "inconclusive"))
+    spans = step_spans(state)
+    for span in spans:
+        verdicts = [e.verdict for e in span.evaluations]
+        counts = "/".join(str(verdicts.count(v)) for v in Verdict)
         lines.append(
-            f"| {step['index'] + 1} | {step['canary_weight']} | {_fmt_time(step['started_at'], t0)} | "
-            f"{_fmt_time(step['ended_at'], t0)} | {step['result']} | {counts} |"
+            f"| {span.index + 1} | {span.canary_weight} | {_fmt_time(span.started_at, t0)} | "
+            f"{_fmt_time(span.ended_at, t0)} | {span.result} | {counts} |"
         )
     lines += ["", "## Evaluations", ""]
-    for step in decision["steps"]:
-        for ev in step["evaluations"]:
-            gates = ", ".join(f"{n}={v}" for n, v in ev["gate_verdicts"].items()) or ev["evaluation"].get(
-                "error", ""
-            )
-            samples = _sample_text(ev)
+    for span in spans:
+        for entry in span.evaluations:
+            gates = ", ".join(f"{n}={v}" for n, v in entry.gate_verdicts().items())
+            samples = _sample_text(entry)
             sample_text = f"; samples (baseline/canary): {samples}" if samples else ""
             lines.append(
-                f"- {_fmt_time(ev['at'], t0)} at {ev['canary_weight']}%: **{ev['verdict']}** ({gates}){sample_text}"
+                f"- {_fmt_time(entry.at, t0)} at {entry.canary_weight}%: **{entry.verdict}** "
+                f"({gates or entry.evaluation.error or ''}){sample_text}"
             )
-    for rollback in decision["rollbacks"]:
+    last = state.evaluations[-1] if state.evaluations else None
+    if last is not None and last.evaluation.gates:
+        lines += [
+            "",
+            f"## Last evaluation ({last.canary_weight}% canary)",
+            "",
+            *gate_table(last.evaluation.gates),
+        ]
+    for rollback in (e for e in state.events if e["kind"] == "rollback"):
         lines.append(f"- rollback {_fmt_time(rollback['at'], t0)} by {rollback['who']}: {rollback['reason']}")
-    lines += loadtest_table(decision.get("loadtest_summary"), "## Client-side load (Locust)")
+    lines += loadtest_table(loadtest_summary, "## Client-side load (Locust)")
     return "\n".join(lines) + "\n"
 
 
@@ -260,17 +293,40 @@ def loadtest_table(summary: Mapping[str, Any] | None, heading: str) -> list[str]
     return lines
 
 
-def plot_timeline(decision: dict[str, Any], timeline: dict[str, Any], panels: tuple[Panel, ...]) -> bytes:
+@dataclass(frozen=True)
+class RunOutline:
+    """What the plot and the page show of a run: its id, outcome and reason, when each step began."""
+
+    run_id: str
+    outcome: str
+    reason: str
+    started_at: float
+    finished_at: float | None
+    steps: tuple[tuple[float, int], ...]  # (started at, canary percent)
+
+    @classmethod
+    def of(cls, state: RolloutState) -> RunOutline:
+        return cls(
+            run_id=state.run_id,
+            outcome=state.outcome or "in progress",
+            reason=str(state.reason),
+            started_at=state.started_at,
+            finished_at=state.finished_at,
+            steps=tuple((span.started_at, span.canary_weight) for span in step_spans(state)),
+        )
+
+
+def plot_timeline(outline: RunOutline, timeline: dict[str, Any], panels: tuple[Panel, ...]) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t0 = decision["started_at"]
+    t0 = outline.started_at
     colors = {"baseline": "#1f77b4", "canary": "#d62728", "all": "#555555"}
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.1 * len(panels)), sharex=True)
     outcome_color = {"promoted": "#2ca02c", "reverted": "#d62728", "aborted": "#ff7f0e"}.get(
-        decision["outcome"], "#555555"
+        outline.outcome, "#555555"
     )
     for ax, panel in zip(axes, panels, strict=True):
         entry = timeline.get(panel.title, {})
@@ -294,25 +350,25 @@ def plot_timeline(decision: dict[str, Any], timeline: dict[str, Any], panels: tu
         ax.set_ylabel(panel.unit)
         ax.set_title(panel.title, fontsize=10, loc="left")
         ax.grid(alpha=0.3)
-        for step in decision["steps"]:
-            ax.axvline(step["started_at"] - t0, color="#888888", linestyle="--", linewidth=0.8)
-        if decision["finished_at"] is not None:
-            ax.axvline(decision["finished_at"] - t0, color=outcome_color, linewidth=2)
+        for started_at, _weight in outline.steps:
+            ax.axvline(started_at - t0, color="#888888", linestyle="--", linewidth=0.8)
+        if outline.finished_at is not None:
+            ax.axvline(outline.finished_at - t0, color=outcome_color, linewidth=2)
     top = axes[0]
-    for step in decision["steps"]:
+    for started_at, weight in outline.steps:
         top.annotate(
-            f"{step['canary_weight']}%",
-            (step["started_at"] - t0, 1.0),
+            f"{weight}%",
+            (started_at - t0, 1.0),
             xycoords=("data", "axes fraction"),
             xytext=(3, -12),
             textcoords="offset points",
             fontsize=8,
             color="#444444",
         )
-    if decision["finished_at"] is not None:
+    if outline.finished_at is not None:
         top.annotate(
-            decision["outcome"].upper(),
-            (decision["finished_at"] - t0, 1.0),
+            outline.outcome.upper(),
+            (outline.finished_at - t0, 1.0),
             xycoords=("data", "axes fraction"),
             xytext=(-4, -12),
             textcoords="offset points",
@@ -322,7 +378,7 @@ def plot_timeline(decision: dict[str, Any], timeline: dict[str, Any], panels: tu
             color=outcome_color,
         )
     axes[-1].set_xlabel("seconds since rollout start (dashed: step starts; solid: final decision)")
-    fig.suptitle(f"Rollout {decision['run_id']}: {decision['outcome']}", fontsize=12)
+    fig.suptitle(f"Rollout {outline.run_id}: {outline.outcome}", fontsize=12)
     handles = [plt.Line2D([], [], color=colors[arm], label=arm) for arm in ("baseline", "canary")]
     fig.legend(handles=handles, loc="upper right", ncol=2, fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
@@ -332,15 +388,15 @@ def plot_timeline(decision: dict[str, Any], timeline: dict[str, Any], panels: tu
     return buffer.getvalue()
 
 
-def report_html(decision: dict[str, Any], summary_md: str, png: bytes) -> str:
+def report_html(outline: RunOutline, summary_md: str, png: bytes) -> str:
     image = base64.b64encode(png).decode()
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>Rollout {html.escape(decision['run_id'])}: {html.escape(decision['outcome'])}</title>"
+        f"<title>Rollout {html.escape(outline.run_id)}: {html.escape(outline.outcome)}</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto} pre{white-space:pre-wrap}</style>"
         "</head><body>"
-        f"<h1>Rollout {html.escape(decision['run_id'])}: {html.escape(decision['outcome'])}</h1>"
-        f"<p>{html.escape(str(decision['reason']))}</p>"
+        f"<h1>Rollout {html.escape(outline.run_id)}: {html.escape(outline.outcome)}</h1>"
+        f"<p>{html.escape(outline.reason)}</p>"
         f"<img alt='per-arm timeline' style='width:100%' src='data:image/png;base64,{image}'>"
         f"<h2>Summary</h2><pre>{html.escape(summary_md)}</pre>"
         "<p>Every gate evaluation, with queries, values per arm, thresholds, intervals and sample counts, "
@@ -361,11 +417,12 @@ def write_report(
     run_dir.mkdir(parents=True, exist_ok=True)
     decision = decision_record(state, loadtest_summary)
     (run_dir / "decision.json").write_text(json.dumps(decision, indent=1, default=str) + "\n")
-    summary = summary_markdown(decision)
+    summary = summary_markdown(state, loadtest_summary)
+    outline = RunOutline.of(state)
     (run_dir / "summary.md").write_text(summary)
-    png = plot_timeline(decision, timeline or {}, panels)
+    png = plot_timeline(outline, timeline or {}, panels)
     (run_dir / "timeline.png").write_bytes(png)
-    (run_dir / "report.html").write_text(report_html(decision, summary, png))
+    (run_dir / "report.html").write_text(report_html(outline, summary, png))
     latest = reports_dir / "latest"
     tmp = reports_dir / f".latest-{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():

@@ -15,7 +15,49 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from gates.record import Evaluation, Verdict
 from rollout.plan import Phase
+
+
+@dataclass(frozen=True)
+class EvaluationEntry:
+    """One gate evaluation of the rollout: at which step and weight, over which window, and the record."""
+
+    step: int
+    canary_weight: int
+    at: float
+    window: tuple[float, float]
+    evaluation: Evaluation
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.evaluation.verdict
+
+    def gate_verdicts(self) -> dict[str, Verdict]:
+        return {g.name: g.verdict for g in self.evaluation.gates}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "canary_weight": self.canary_weight,
+            "at": self.at,
+            "window": list(self.window),
+            # Derived, for people reading the JSON; `from_dict` reads the evaluation itself.
+            "verdict": self.verdict.value,
+            "gate_verdicts": {name: v.value for name, v in self.gate_verdicts().items()},
+            "evaluation": self.evaluation.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationEntry:
+        start, end = data["window"]
+        return cls(
+            step=int(data["step"]),
+            canary_weight=int(data["canary_weight"]),
+            at=float(data["at"]),
+            window=(float(start), float(end)),
+            evaluation=Evaluation.from_dict(data["evaluation"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -33,7 +75,8 @@ class RolloutState:
     reason: str | None = None
     decided_by: str | None = None
     stack: dict[str, Any] = field(default_factory=dict)  # local processes and URLs, or cluster coordinates
-    evaluations: tuple[dict[str, Any], ...] = ()  # every gate evaluation, with step and window
+    evaluations: tuple[EvaluationEntry, ...] = ()  # every gate evaluation, with step and window
+    gate_streaks: dict[str, int] = field(default_factory=dict)  # failing evaluations in a row, this step
     events: tuple[dict[str, Any], ...] = ()  # weight changes, hooks, promotions, rollbacks (who and why)
     hooks: tuple[dict[str, Any], ...] = ()  # the run's hooks, so a later `rollout rollback` runs them too
 
@@ -49,9 +92,9 @@ class RolloutState:
         return replace(self, events=(*self.events, {"at": at, "kind": kind, **detail}))
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = asdict(replace(self, evaluations=()))
         data["phase"] = self.phase.value
-        data["evaluations"] = list(self.evaluations)
+        data["evaluations"] = [e.to_dict() for e in self.evaluations]
         data["events"] = list(self.events)
         data["hooks"] = list(self.hooks)
         return data
@@ -67,7 +110,7 @@ class RolloutState:
             values["phase"] = Phase(values["phase"])
         except (KeyError, ValueError) as exc:
             raise ValueError(f"rollout state has bad phase {data.get('phase')!r}") from exc
-        values["evaluations"] = tuple(values.get("evaluations", ()))
+        values["evaluations"] = tuple(EvaluationEntry.from_dict(e) for e in values.get("evaluations", ()))
         values["events"] = tuple(values.get("events", ()))
         values["hooks"] = tuple(values.get("hooks", ()))
         return cls(**values)
@@ -102,7 +145,7 @@ class FileStateStore:
             return None
         try:
             return RolloutState.from_dict(json.loads(text))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{self.path}: unreadable rollout state: {exc}") from exc
 
     def save(self, state: RolloutState) -> None:
@@ -172,7 +215,7 @@ class ConfigMapStateStore:
             return None
         try:
             return RolloutState.from_dict(json.loads(text))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{self.describe()}: unreadable rollout state: {exc}") from exc
 
     def save(self, state: RolloutState) -> None:

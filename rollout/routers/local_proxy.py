@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from infra.net import wait_http_ok
-from rollout.processes import ProcessRef, is_alive, spawn_detached
+from rollout.processes import ProcessRef, is_alive, spawn_detached, terminate
 from rollout.routers.base import RouterUnavailable, WeightCheck, Weights
 
 
@@ -151,6 +151,10 @@ class LocalProxyRouter:
 
     def get_weights(self) -> Weights:
         return Weights.from_dict(self._call("GET"))
+
+    def finalize(self) -> None:
+        if self.process is not None:
+            terminate(self.process)
 
     def verify_weights(self, expected: Weights) -> WeightCheck:
         try:

@@ -2,48 +2,71 @@
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from gates.record import Evaluation, GateResult, Verdict, overall
+from rollout.__main__ import ci_gate_main
 from rollout.ci_gate import (
-    CiGateOptions,
-    console_main,
-    exit_code_for,
+    CiGateDecision,
+    GateOnceOptions,
+    ci_gate_config,
     junit_xml,
-    single_shot_config,
     summary_markdown,
 )
 from rollout.local_stack import ArmSpec
+from rollout.sites.local import LocalSite
 
 ARMS = {"baseline": ArmSpec("baseline", "per_request"), "canary": ArmSpec("canary", "sharded")}
 
 
-def _decision(verdicts: dict[str, str], *, allow_inconclusive: bool = False) -> dict:
-    gates = [
-        {"name": n, "verdict": v, "reason": f"{n} said {v}", "samples": {"baseline": 400, "canary": 390}}
+def _evaluation(verdicts: dict[str, str]) -> Evaluation:
+    gates = tuple(
+        GateResult(
+            name=n,
+            kind="threshold",
+            verdict=v,
+            reason=f"{n} said {v}",
+            raw_verdict=v,
+            source="prometheus",
+            queries={},
+            values={},
+            threshold={},
+            ci={},
+            samples={"baseline": 400, "canary": 390},
+        )
         for n, v in verdicts.items()
-    ]
-    failed = [n for n, v in verdicts.items() if v == "fail"]
-    inconclusive = [n for n, v in verdicts.items() if v == "inconclusive"]
-    verdict = "fail" if failed else "inconclusive" if inconclusive else "pass"
-    return {
-        "run_id": "r1",
-        "verdict": verdict,
-        "exit_code": exit_code_for(verdict, allow_inconclusive=allow_inconclusive),
-        "reason": "because",
-        "failed_gates": failed,
-        "inconclusive_gates": inconclusive,
-        "allow_inconclusive": allow_inconclusive,
-        "arms": {"baseline": "embedded per_request", "canary": "embedded sharded"},
-        "rate": 20.0,
-        "canary_weight": 50,
-        "warmup_s": 10.0,
-        "window": {"start": 0.0, "end": 40.0, "seconds": 40.0},
-        "evaluation": {"gates": gates},
-        "loadtest_summary": None,
-    }
+    )
+    verdict, reason = overall(gates)
+    return Evaluation(verdict, reason, gates, "local", 0.0, 40.0, {"baseline": 50, "canary": 50}, 20.0, "", 41.0)
+
+
+def _decision(verdicts: dict[str, str], *, allow_inconclusive: bool = False) -> CiGateDecision:
+    evaluation = _evaluation(verdicts)
+    return CiGateDecision(
+        run_id="r1",
+        verdict=evaluation.verdict,
+        reason="because",
+        evaluation=evaluation,
+        allow_inconclusive=allow_inconclusive,
+        arms={"baseline": "embedded per_request", "canary": "embedded sharded"},
+        load="20 req/s offered (Poisson)",
+        canary_weight=50,
+        warmup_s=10.0,
+        window=(0.0, 40.0),
+        started_at=0.0,
+        finished_at=41.0,
+        site={"kind": "local"},
+        gate_variables={},
+    )
+
+
+def exit_code_for(verdict: str, *, allow_inconclusive: bool) -> int:
+    decision = _decision({}, allow_inconclusive=allow_inconclusive)
+    return dataclasses.replace(decision, verdict=Verdict(verdict)).exit_code
 
 
 def test_exit_codes() -> None:
@@ -72,8 +95,7 @@ def test_junit_inconclusive_fails_unless_allowed(allowed: bool, failures: str, s
 
 def test_junit_without_any_evaluation_is_a_failure() -> None:
     decision = _decision({})
-    decision["evaluation"] = {}
-    decision["reason"] = "evaluation did not complete: TimeoutError"
+    decision = dataclasses.replace(decision, reason="evaluation did not complete: TimeoutError")
     root = ET.fromstring(junit_xml(decision))
     assert root.get("failures") == "1"
     assert "TimeoutError" in root.find("testcase/failure").get("message", "")  # type: ignore[union-attr]
@@ -87,7 +109,7 @@ def test_summary_names_the_failing_gate_and_the_sample_counts() -> None:
 
 
 def test_every_gate_decides_on_the_single_evaluation() -> None:
-    config = single_shot_config(None)
+    config = ci_gate_config(LocalSite(state_dir=None), None)
     assert config.gates and {g.consecutive_failures for g in config.gates} == {1}
     leak = next(g for g in config.gates if g.name == "memory_leak")
     assert leak.params["warmup_seconds"] == 15  # the quick profile's sizing reached the gate
@@ -96,28 +118,32 @@ def test_every_gate_decides_on_the_single_evaluation() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"rate": 0.0}, "rate"),
+        ({"offered_rps": 0.0}, "offered_rps"),
         ({"duration_s": -1.0}, "duration_s"),
         ({"warmup_s": -1.0}, "warmup_s"),
         ({"canary_weight": 100}, "canary_weight"),
-        ({"arms": {"baseline": ARMS["baseline"]}}, "arms"),
     ],
 )
 def test_bad_options_are_named(changes: dict, message: str, tmp_path: Path) -> None:
-    values = {"arms": ARMS, "rate": 20.0, "duration_s": 40.0, "warmup_s": 10.0, "reports_dir": tmp_path}
+    values = {"offered_rps": 20.0, "duration_s": 40.0, "warmup_s": 10.0, "reports_dir": tmp_path}
     with pytest.raises(ValueError, match=message):
-        CiGateOptions(**{**values, **changes})
+        GateOnceOptions(**{**values, **changes})
+
+
+def test_a_local_site_needs_both_arms() -> None:
+    with pytest.raises(ValueError, match="arms"):
+        LocalSite(state_dir=None, arms={"baseline": ARMS["baseline"]})
 
 
 def test_usage_errors_exit_3_before_anything_starts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as info:
-        console_main(["--rate", "fast"])
+        ci_gate_main(["--rate", "fast"])
     assert info.value.code == 3
     bad = tmp_path / "gates.yaml"
     bad.write_text("version: 1\ngates:\n  - {name: x, kind: no_such_kind, queries: {}}\n")
-    code = console_main(["--gate-file", str(bad), "--reports-dir", str(tmp_path / "reports")])
+    code = ci_gate_main(["--gate-file", str(bad), "--reports-dir", str(tmp_path / "reports")])
     assert code == 3
     assert "no_such_kind" in capsys.readouterr().err
     assert not (tmp_path / "reports").exists()  # nothing was started or written

@@ -11,9 +11,10 @@ import pytest
 
 from infra.net import free_port
 from rollout import ci_gate
-from rollout.ci_gate import ClusterGateOptions, console_main, run_cluster_ci_gate, single_shot_config
-from rollout.cluster import ClusterTarget
+from rollout.__main__ import ci_gate_main
+from rollout.ci_gate import GateOnceOptions, ci_gate_config, gate_once
 from rollout.gating import load_gate_config
+from rollout.sites.cluster import ClusterSite, ClusterTarget
 from rollout.routers.base import RouterUnavailable
 
 
@@ -33,19 +34,22 @@ class RecordingRouter:
             raise RouterUnavailable(f"HTTPRoute ns/r: weights not set ({baseline}/{canary})")
 
 
-def _options(tmp_path: Path, **changes) -> ClusterGateOptions:
+def _site(router: RecordingRouter) -> ClusterSite:
     target = ClusterTarget.resolve(
         namespace="ns", release="rel", prometheus_url=f"http://127.0.0.1:{free_port()}", env={}
     )
+    return ClusterSite(target, router=router)  # type: ignore[arg-type]
+
+
+def _options(tmp_path: Path, **changes) -> GateOnceOptions:
     values = {
-        "target": target,
         "duration_s": 0.2,
         "warmup_s": 0.0,
         "settle_s": 0.0,
         "reports_dir": tmp_path / "reports",
         "step_summary": tmp_path / "step-summary.md",
     }
-    return ClusterGateOptions(**{**values, **changes})
+    return GateOnceOptions(**{**values, **changes})
 
 
 def _decision(tmp_path: Path) -> dict:
@@ -54,16 +58,14 @@ def _decision(tmp_path: Path) -> dict:
 
 def test_no_prometheus_data_is_no_pass_and_the_route_ends_at_baseline(tmp_path: Path) -> None:
     router = RecordingRouter()
-    outcome = run_cluster_ci_gate(
-        _options(tmp_path, allow_inconclusive=False), router=router, say=lambda _: None
-    )
+    outcome = gate_once(_site(router), _options(tmp_path, allow_inconclusive=False), say=lambda _: None)
     assert router.calls == [(50, 50), (100, 0)]
     assert outcome.verdict != "pass" and outcome.exit_code != 0
     decision = _decision(tmp_path)
     assert decision["route_restored"] is True and decision["exit_code"] == outcome.exit_code
     # The orchestrator's variables for this release: its namespace, one pod regex per arm.
-    assert decision["cluster"]["gate_variables"]["namespace"] == "ns"
-    assert decision["cluster"]["gate_variables"]["pod_regex"]["canary"].startswith(
+    assert decision["gate_variables"]["namespace"] == "ns"
+    assert decision["gate_variables"]["pod_regex"]["canary"].startswith(
         "rel-sglang-vlm-canary-canary"
     )
     assert (outcome.report_dir / "junit.xml").is_file()
@@ -73,9 +75,7 @@ def test_no_prometheus_data_is_no_pass_and_the_route_ends_at_baseline(tmp_path: 
 def test_a_route_not_restored_is_never_a_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ci_gate, "RESTORE_PAUSE_S", 0.0)
     router = RecordingRouter(fail_restore=True)
-    outcome = run_cluster_ci_gate(
-        _options(tmp_path, allow_inconclusive=True), router=router, say=lambda _: None
-    )
+    outcome = gate_once(_site(router), _options(tmp_path, allow_inconclusive=True), say=lambda _: None)
     assert router.calls == [(50, 50)] + [(100, 0)] * ci_gate.RESTORE_ATTEMPTS
     assert outcome.exit_code == 2  # even with --allow-inconclusive
     assert "route not restored" in outcome.reason
@@ -87,14 +87,14 @@ def test_a_route_not_restored_is_never_a_pass(tmp_path: Path, monkeypatch: pytes
 def test_a_split_refused_by_the_api_still_restores_and_reports(tmp_path: Path) -> None:
     router = RecordingRouter(fail_split=True)
     with pytest.raises(RouterUnavailable):
-        run_cluster_ci_gate(_options(tmp_path), router=router, say=lambda _: None)
+        gate_once(_site(router), _options(tmp_path), say=lambda _: None)
     assert router.calls == [(50, 50), (100, 0)]
     decision = _decision(tmp_path)
     assert decision["verdict"] == "inconclusive" and "RouterUnavailable" in decision["reason"]
 
 
 def test_cluster_gates_are_the_shipped_kubernetes_gates_deciding_at_once() -> None:
-    config = single_shot_config(None, gate_profile="kubernetes")
+    config = ci_gate_config(_site(RecordingRouter()), None)
     shipped = load_gate_config(None, gate_profile="kubernetes")
     assert [g.name for g in config.gates] == [g.name for g in shipped.gates]
     assert all(g.consecutive_failures == 1 for g in config.gates)
@@ -122,7 +122,7 @@ def test_cluster_usage_errors_exit_3_and_name_the_option(
     argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     monkeypatch.delenv("ROLLOUT_PROMETHEUS_URL", raising=False)
-    assert console_main([*argv, "--reports-dir", str(tmp_path / "reports")]) == 3
+    assert ci_gate_main([*argv, "--reports-dir", str(tmp_path / "reports")]) == 3
     assert message in capsys.readouterr().err
     assert not (tmp_path / "reports").exists()
 

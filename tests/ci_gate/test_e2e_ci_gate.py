@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rollout.ci_gate import EXIT_CODES
+from gates.record import Verdict
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,8 +62,8 @@ def test_batched_broadcast_candidate_exits_as_the_gates_say(tmp_path: Path) -> N
     code, decision, run_dir, out = _ci_gate(
         tmp_path, "--baseline-mode", "per_request", "--candidate-mode", "sharded"
     )
-    assert decision["verdict"] in EXIT_CODES, out[-3000:]
-    assert code == EXIT_CODES[decision["verdict"]] == decision["exit_code"], _verdicts(decision) + out[-3000:]
+    assert decision["verdict"] in {v.value for v in Verdict}, out[-3000:]
+    assert code == Verdict(decision["verdict"]).exit_code == decision["exit_code"], _verdicts(decision) + out[-3000:]
     assert decision["evaluation"]["gates"], "the gates were evaluated"
     window = decision["evaluation"]["window"]
     assert window["seconds"] == pytest.approx(40.0)

@@ -13,7 +13,8 @@ import jsonschema
 import pytest
 import yaml
 
-from rollout.ci_gate import UsageErrorParser, add_arguments
+from infra.cli import UsageErrorParser
+from rollout.cli import add_ci_gate_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 GITHUB = ROOT / "ci-templates" / "github-canary-ci-gate.yml"
@@ -90,7 +91,7 @@ def _flags(text: str) -> set[str]:
 @pytest.mark.parametrize("template", [GITHUB, GITLAB], ids=["github", "gitlab"])
 def test_templates_call_the_command_with_options_it_has(template: Path) -> None:
     parser = UsageErrorParser(prog="canary-ci-gate")
-    add_arguments(parser, baseline_mode="per_request")
+    add_ci_gate_flags(parser)
     known = {s for action in parser._actions for s in action.option_strings}
     text = template.read_text()
     used = _flags(text)

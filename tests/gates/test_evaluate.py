@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gates import GateConfigError, evaluate, parse_gate_document
-from gates.evaluate import _overall
+from gates.record import Evaluation, overall
 from gates.loadtest_samples import LoadtestSamplesError, read_loadtest_samples
 from gates.provider import Sample
 from testkit.synthetic_arms import LatencyModel
@@ -41,7 +41,7 @@ def cpu(canary_value, baseline_value=0.3):
     )
 
 
-def run(provider, previous=(), doc=CPU_DOC):
+def run(provider, streaks=None, doc=CPU_DOC):
     return evaluate(
         parse_gate_document(doc, "local"),
         prometheus_url="http://unused",
@@ -49,7 +49,7 @@ def run(provider, previous=(), doc=CPU_DOC):
         end=1600.0,
         weights=WEIGHTS,
         provider=provider,
-        previous=previous,
+        streaks=streaks,
     )
 
 
@@ -57,11 +57,11 @@ def test_consecutive_failure_hysteresis():
     first = run(cpu(0.9))
     assert first.verdict == "inconclusive" and first.gates[0].raw_verdict == "fail"
     assert "failing 1 of 2" in first.gates[0].reason
-    second = run(cpu(0.9), previous=[first])
+    second = run(cpu(0.9), streaks=first.streaks())
     assert second.verdict == "fail" and second.gates[0].consecutive_failures == 2
-    # a pass in between breaks the streak; records read back from JSON work as `previous` too
-    passed = run(cpu(0.1))
-    again = run(cpu(0.9), previous=[json.loads(json.dumps(first.to_dict())), passed.to_dict()])
+    # a pass in between breaks the streak; records read back from JSON carry the streaks too
+    passed = run(cpu(0.1), streaks=Evaluation.from_dict(json.loads(json.dumps(first.to_dict()))).streaks())
+    again = run(cpu(0.9), streaks=passed.streaks())
     assert again.verdict == "inconclusive"
 
 
@@ -97,7 +97,7 @@ def test_bad_inputs_are_config_errors():
 
 
 def test_no_gates_is_inconclusive():
-    assert _overall([])[0] == "inconclusive"
+    assert overall([])[0] == "inconclusive"
 
 
 # -- load-test samples --------------------------------------------------------------------------------

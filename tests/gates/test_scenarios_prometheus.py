@@ -73,7 +73,7 @@ def history(tmp_path_factory):
         yield server, windows
 
 
-def run(history, name, *, config=None, previous=(), provider=None, weights=None):
+def run(history, name, *, config=None, streaks=None, provider=None, weights=None):
     server, windows = history
     start, end = windows[name]
     spec = SCENARIOS.get(name, {})
@@ -84,7 +84,7 @@ def run(history, name, *, config=None, previous=(), provider=None, weights=None)
         end=end,
         weights=weights or spec.get("weights", EVEN),
         offered_rps=OFFERED,
-        previous=previous,
+        streaks=streaks,
         provider=provider,
     )
 
@@ -122,7 +122,7 @@ def test_tail_only_regression_fails_p99_with_unchanged_median(history):
     assert medians["canary"] == pytest.approx(medians["baseline"], rel=0.03)  # the median did not move
     # hysteresis: one failing evaluation is inconclusive, the second in a row fails
     assert gate.verdict == "inconclusive" and "1 of 2" in gate.reason
-    again = run(history, "tail_regression", previous=[ev])
+    again = run(history, "tail_regression", streaks=ev.streaks())
     assert again.gate("latency_e2e_p99").verdict == "fail" and again.verdict == "fail"
     assert raw(ev)["cpu_utilisation"] == "pass"
 

@@ -21,7 +21,7 @@ from helm_chart_render import RELEASE
 from gates.config import DEFAULT_GATE_FILE
 from testkit.synthetic_arms import ArmBehaviour, arm_series
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
-from rollout.cluster import ClusterTarget
+from rollout.sites.cluster import ClusterTarget
 
 FULL = f"{RELEASE}-sglang-vlm-canary"
 
@@ -32,7 +32,7 @@ def release_target(namespace: str, prometheus_url: str = "http://unused") -> Clu
 
 
 def pod_regex(arm: str) -> str:
-    """The pods of one arm's Deployment, as the orchestrator derives it (one place: rollout.cluster)."""
+    """The pods of one arm's Deployment, as the orchestrator derives it (one place: rollout.sites.cluster)."""
     return release_target("any").pod_regex(arm)
 
 

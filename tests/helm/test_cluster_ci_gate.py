@@ -106,7 +106,7 @@ def test_passing_candidate_exits_0_and_the_route_ends_at_baseline(cluster, prome
     assert decision["route_restored"] is True
     assert decision["window"]["seconds"] == 10.0
     # The release's namespace and pod regexes: the pod-based CPU gate had this release's data and passed.
-    assert decision["cluster"]["gate_variables"]["namespace"] == namespace
+    assert decision["gate_variables"]["namespace"] == namespace
     verdicts = {g["name"]: g["verdict"] for g in decision["evaluation"]["gates"]}
     assert verdicts["cpu_utilisation"] == "pass", verdicts
     assert "**PASS**" in (run_dir / "summary.md").read_text()

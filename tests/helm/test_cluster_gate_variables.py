@@ -1,4 +1,4 @@
-"""The gate variables a cluster rollout passes: derived in one place (rollout.cluster) from the chart's
+"""The gate variables a cluster rollout passes: derived in one place (rollout.sites.cluster) from the chart's
 naming, and a gate file's own values win except the packaged placeholders."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from gates.config import load_gate_file
 from rollout.__main__ import main
-from rollout.cluster import ClusterTarget, cluster_gate_variables
+from rollout.sites.cluster import ClusterTarget, cluster_gate_variables
 
 PACKAGED = load_gate_file(None, profile="kubernetes").variables
 

@@ -1,6 +1,6 @@
 """Stand-ins at the rollout's own interfaces: an in-memory router, scripted gates, a manual clock."""
 
-from rollout.gating import GateResult
+from gates.record import Evaluation, GateResult, overall
 from rollout.routers.base import RouterUnavailable, WeightCheck, Weights
 
 
@@ -31,23 +31,39 @@ class MemoryRouter:
     def describe(self):
         return {"kind": "memory"}
 
+    def finalize(self):
+        pass
+
 
 class ScriptedGates:
-    """Answers verdicts from a script (the last one repeats); remembers every call's window and weights."""
+    """Answers verdicts from a script (the last one repeats); remembers every call's window, weights and
+    streaks. `held` is a failure that hysteresis holds as inconclusive (its streak grows)."""
 
     def __init__(self, *verdicts, failing_gate="p99_latency"):
         self.verdicts = list(verdicts)
         self.calls = []
         self.failing_gate = failing_gate
 
-    def evaluate(self, *, start, end, weights, previous):
-        self.calls.append({"start": start, "end": end, "weights": weights, "previous": list(previous)})
+    def evaluate(self, *, start, end, weights, streaks):
+        self.calls.append({"start": start, "end": end, "weights": weights, "streaks": dict(streaks)})
         verdict = self.verdicts.pop(0) if len(self.verdicts) > 1 else self.verdicts[0]
         if isinstance(verdict, Exception):
             raise verdict
-        gate_verdicts = (("error_rate", "pass"), (self.failing_gate, verdict))
-        record = {"verdict": verdict, "gates": [{"name": n, "verdict": v} for n, v in gate_verdicts]}
-        return GateResult(verdict=verdict, record=record, gate_verdicts=gate_verdicts, raw=object())
+        raw = "fail" if verdict == "held" else verdict
+        shown = "inconclusive" if verdict == "held" else verdict
+        streak = streaks.get(self.failing_gate, 0) + 1 if raw == "fail" else 0
+        gates = (
+            GateResult("error_rate", "error_rate", "pass", "ok", "pass", "prometheus", {}, {}, {}, {}, {}),
+            GateResult(
+                self.failing_gate, "threshold", shown, f"{self.failing_gate} said {verdict}", raw,
+                "prometheus", {}, {}, {}, {}, {"baseline": 400, "canary": 40}, consecutive_failures=streak,
+            ),
+        )
+        verdict_all, reason = overall(gates)
+        return Evaluation(
+            verdict=verdict_all, reason=reason, gates=gates, profile="test", start=start, end=end,
+            weights=weights.as_dict(), offered_rps=None, prometheus_url="", evaluated_at=end,
+        )
 
 
 class ManualClock:

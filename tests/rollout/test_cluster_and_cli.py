@@ -3,7 +3,7 @@ import math
 import pytest
 
 from rollout.__main__ import main
-from rollout.cluster import ClusterTarget, chart_fullname
+from rollout.sites.cluster import ClusterTarget, chart_fullname
 from rollout.plan import get_profile
 
 

@@ -49,11 +49,9 @@ def test_passing_gates_promote_through_every_step_after_each_bake(tmp_path):
     passed = [e for e in state.events if e["kind"] == "step-passed"]
     assert [e["canary_weight"] for e in passed] == [10, 50, 100]
     # No step passed before its bake: 30 s at 10% is 3 intervals.
-    first_step = [e for e in state.evaluations if e["step"] == 0]
+    first_step = [e for e in state.evaluations if e.step == 0]
     assert len(first_step) == 3
-    assert first_step[0]["window"][0] == pytest.approx(
-        first_step[0]["at"] - PROFILE.interval_s + PROFILE.settle_s
-    )
+    assert first_step[0].window[0] == pytest.approx(first_step[0].at - PROFILE.interval_s + PROFILE.settle_s)
 
 
 def test_a_failed_gate_reverts_at_once_and_names_the_gate(tmp_path):
@@ -91,8 +89,8 @@ def test_an_evaluator_error_is_inconclusive_not_a_pass(tmp_path):
     controller, _, clock = make(tmp_path, gates)
     state = run_until_terminal(controller, clock)
     assert state.phase is Phase.REVERTED
-    assert all(e["verdict"] == "inconclusive" for e in state.evaluations)
-    assert "prometheus down" in state.evaluations[0]["evaluation"]["error"]
+    assert all(e.verdict == "inconclusive" for e in state.evaluations)
+    assert "prometheus down" in state.evaluations[0].evaluation.error
 
 
 def test_restart_resumes_the_step_and_reapplies_weights_the_router_lost(tmp_path):
@@ -159,8 +157,8 @@ def test_state_file_is_json_and_rejects_unknown_keys(tmp_path):
         controller.store.load()
 
 
-def test_each_evaluation_gets_the_earlier_records_of_its_step_even_after_a_restart(tmp_path):
-    gates = ScriptedGates("pass")
+def test_each_evaluation_gets_the_failure_streaks_of_its_step_even_after_a_restart(tmp_path):
+    gates = ScriptedGates("held", "held", "pass")
     controller, router, clock = make(tmp_path, gates)
     controller.advance()
     for _ in range(2):
@@ -171,14 +169,14 @@ def test_each_evaluation_gets_the_earlier_records_of_its_step_even_after_a_resta
     fresh.advance()  # third evaluation of step 1 (then the step passes)
     clock.tick(PROFILE.interval_s)
     fresh.advance()  # first evaluation of step 2
-    assert [len(c["previous"]) for c in gates.calls] == [0, 1, 2, 0]
-    assert gates.calls[2]["previous"][0]["verdict"] == "pass"
+    assert [c["streaks"].get("p99_latency") for c in gates.calls] == [None, 1, 2, None]
+    assert gates.calls[3]["streaks"] == {}  # a new step starts its streaks afresh
 
 
 def test_drive_holds_while_the_router_is_unreachable_then_gives_up(tmp_path):
     import threading
 
-    from rollout.runner import ROUTER_RETRIES, TerminalProgress, drive
+    from rollout.run import ROUTER_RETRIES, TerminalProgress, drive
 
     fast = PROFILE.with_overrides(interval_s=0.01, settle_s=0.0, bake_s=(0.0, 0.0, 0.0))
     router = MemoryRouter()

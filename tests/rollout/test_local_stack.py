@@ -57,7 +57,8 @@ def test_rollback_after_a_finished_run_with_its_stack_stopped_only_records_the_r
     from rollout.controller import new_state
     from rollout.plan import Phase, get_profile
     from rollout.routers.local_proxy import LocalProxyRouter
-    from rollout.runner import rollback_command
+    from rollout.run import rollback
+    from rollout.sites.local import LocalSite
     from rollout.state import FileStateStore
 
     gone = spawn_detached(["true"], log_path=tmp_path / "b.log")
@@ -77,8 +78,8 @@ def test_rollback_after_a_finished_run_with_its_stack_stopped_only_records_the_r
     state = new_state(run_id="r", profile=get_profile("quick"), router=router, stack=stack.as_dict(), now=1.0)
     store.save(replace(state, phase=Phase.PROMOTED, outcome="promoted", finished_at=2.0))
     lines: list[str] = []
-    after = rollback_command(
-        state_dir=tmp_path / "state",
+    after = rollback(
+        LocalSite(state_dir=tmp_path / "state"),
         reports_dir=tmp_path / "reports",
         who="w",
         reason="why",

@@ -1,0 +1,406 @@
+"""Every flag of `python -m rollout` (and its console scripts), defined once, and the commands they run.
+
+Each command turns its flags into a site (`LocalSite` or `ClusterSite`) and a plan or options, and
+calls one function: `run.run`, `run.rollback`, `run.down` or `ci_gate.gate_once`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from infra.cli import UsageErrorParser
+from rollout.hooks import load_hooks
+from rollout.local_stack import BASELINE_MODE, ArmSpec, canary_default_mode
+from rollout.plan import PROFILES, get_profile
+from rollout.sites.base import Site
+
+ARMS = ("baseline", "canary")
+EXIT = {"promoted": 0, "reverted": 1, "aborted": 2}
+DEFAULT_STATE_DIR = Path(".cache/rollout")
+DEFAULT_REPORTS_DIR = Path("reports")
+# Options that describe locally started arms; a cluster's arms are its release's Deployments.
+LOCAL_ONLY = ("cmd", "url", "args")
+
+
+def say(line: str) -> None:
+    print(line, flush=True)  # progress shows as it happens, also in CI logs
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers") from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
+
+
+# -- flag groups, each defined once ----------------------------------------------------------------
+def _cluster_flags(parser: argparse.ArgumentParser, *, from_env: bool) -> None:
+    """The release to act on. `rollout` commands also read ROLLOUT_*; a CI gate only takes flags, so a
+    job's environment never turns a local check into a cluster one."""
+    env = os.environ.get if from_env else (lambda _name: None)
+    group = parser.add_argument_group("cluster (Kubernetes with the chart installed; local when not given)")
+    group.add_argument(
+        "--kube-namespace",
+        default=env("ROLLOUT_NAMESPACE"),
+        help="namespace of the release" + (" (env ROLLOUT_NAMESPACE)" if from_env else ""),
+    )
+    group.add_argument(
+        "--release",
+        default=env("ROLLOUT_RELEASE"),
+        help="helm release of the chart" + (" (env ROLLOUT_RELEASE)" if from_env else ""),
+    )
+    group.add_argument(
+        "--kube-context", default=None, help="kubeconfig context (default: in-cluster or current)"
+    )
+    group.add_argument(
+        "--prometheus-url", default=None, help="the cluster's Prometheus (default $ROLLOUT_PROMETHEUS_URL)"
+    )
+
+
+def _local_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("ROLLOUT_STATE_DIR", DEFAULT_STATE_DIR)),
+        help="where the local state file lives (default .cache/rollout; env ROLLOUT_STATE_DIR)",
+    )
+    parser.add_argument(
+        "--reports-dir",
+        type=Path,
+        default=Path(os.environ.get("ROLLOUT_REPORTS_DIR", DEFAULT_REPORTS_DIR)),
+        help="report directories go here (default reports; env ROLLOUT_REPORTS_DIR)",
+    )
+
+
+def _arm_flags(parser: argparse.ArgumentParser, *, canary_flag: str) -> None:
+    """How each arm is served locally. The canary's flags are `--canary-*` for a rollout and
+    `--candidate-*` for a CI gate (a pull request's candidate); both land on `canary_*`."""
+    group = parser.add_argument_group("arms (embedded backend unless a command or URL replaces it)")
+    for flag, dest, mode in (("baseline", "baseline", BASELINE_MODE), (canary_flag, "canary", None)):
+        group.add_argument(
+            f"--{flag}-cmd",
+            dest=f"{dest}_cmd",
+            help=f"command line serving the {flag}; {{port}} is filled in",
+        )
+        group.add_argument(
+            f"--{flag}-url",
+            dest=f"{dest}_url",
+            help=f"an already running {flag} server (e.g. sglang on a GPU host)",
+        )
+        group.add_argument(
+            f"--{flag}-mode",
+            dest=f"{dest}_mode",
+            default=mode,
+            help=f"embedded backend --mm-input-mode (default {mode or 'the recommended mode'})",
+        )
+        group.add_argument(
+            f"--{flag}-cpu-cores",
+            dest=f"{dest}_cpu_cores",
+            type=float,
+            default=None,
+            help="cores allotted, the CPU gate's denominator (default: one per TP rank)",
+        )
+        group.add_argument(
+            f"--{flag}-args",
+            dest=f"{dest}_args",
+            default="",
+            help="extra backend flags, e.g. rehearsal faults",
+        )
+    group.add_argument("--tp-size", type=int, default=2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = UsageErrorParser(prog="python -m rollout", description="Canary rollout for SGLang VLM serving.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=UsageErrorParser)
+
+    run = sub.add_parser("run", help="start a rollout, or resume the one in the state directory")
+    _cluster_flags(run, from_env=True)
+    _local_flags(run)
+    run.add_argument("--profile", default="default", choices=sorted(PROFILES))
+    run.add_argument(
+        "--gate-file", type=Path, default=None, help="gate YAML (default: the packaged defaults)"
+    )
+    run.add_argument(
+        "--hooks", type=Path, default=None, help="hooks YAML (pre-step, post-step, promotion, rollback)"
+    )
+    plan = run.add_argument_group("plan overrides")
+    plan.add_argument("--steps", type=_ints, help="canary percent per step, e.g. 10,50,100")
+    plan.add_argument("--bake", type=_floats, help="bake seconds per step, e.g. 90,30,20")
+    plan.add_argument("--interval", type=float, help="seconds between gate evaluations")
+    plan.add_argument(
+        "--rate", type=float, help="offered requests per second (cluster: the rate reaching the Gateway)"
+    )
+    plan.add_argument(
+        "--max-inconclusive", type=int, help="inconclusive evaluations past the bake that revert"
+    )
+    plan.add_argument("--seed", type=int)
+    _arm_flags(run, canary_flag="canary")
+    run.add_argument(
+        "--keep-stack", action="store_true", help="leave the local stack running after the decision"
+    )
+
+    status = sub.add_parser("status", help="show the rollout state")
+    _cluster_flags(status, from_env=True)
+    _local_flags(status)
+    status.add_argument("--json", action="store_true")
+
+    rollback = sub.add_parser("rollback", help="restore 100%% baseline from any state (idempotent)")
+    _cluster_flags(rollback, from_env=True)
+    _local_flags(rollback)
+    rollback.add_argument("--reason", required=True)
+    rollback.add_argument(
+        "--who", default=None, help="recorded as the person rolling back (default user@host)"
+    )
+
+    down = sub.add_parser("down", help="stop the local stack processes a finished or rolled-back run left")
+    _local_flags(down)
+
+    ci_gate = sub.add_parser("ci-gate", help="baseline vs candidate at a fixed split, gates once: a CI check")
+    add_ci_gate_flags(ci_gate)
+    return parser
+
+
+def add_ci_gate_flags(parser: argparse.ArgumentParser) -> None:
+    from rollout.ci_gate import LOCAL_RATE
+
+    env = os.environ.get
+    # String defaults go through `type`, so a bad environment value is reported like a bad flag.
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=env("CI_GATE_RATE") or None,  # empty (a template's unset input) is no rate
+        help=f"offered req/s (local: Locust's rate, default {LOCAL_RATE:g}; cluster: the rate reaching the "
+        "Gateway if known, for the throughput gate, default none)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=env("CI_GATE_DURATION", "60"),
+        help="measurement window in seconds (default 60; at 20 req/s 50/50 about 600 samples per arm)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=env("CI_GATE_WARMUP", "10"),
+        help="seconds of load left out (default 10)",
+    )
+    parser.add_argument("--candidate-weight", type=int, default=50, help="candidate's percent of traffic")
+    parser.add_argument("--gate-file", type=Path, default=None, help="gate YAML (default: the packaged one)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--allow-inconclusive", action="store_true", help="exit 0 on an inconclusive verdict (default: 2)"
+    )
+    parser.add_argument(
+        "--reports-dir",
+        type=Path,
+        default=env("CI_GATE_REPORTS_DIR", "reports/ci-gate"),
+        help="report directories go here (default reports/ci-gate)",
+    )
+    parser.add_argument(
+        "--junit", type=Path, default=None, help="JUnit XML path (default <report dir>/junit.xml)"
+    )
+    _arm_flags(parser, canary_flag="candidate")
+    _cluster_flags(parser, from_env=False)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=env("CI_GATE_SETTLE") or None,
+        help="seconds after the window before evaluating, so its last scrape lands "
+        "(default: 15 on a cluster, 2 locally)",
+    )
+
+
+# -- flags -> site, plan, options ------------------------------------------------------------------
+def arm_specs(args: argparse.Namespace) -> dict[str, ArmSpec]:
+    return {
+        arm: ArmSpec(
+            arm=arm,
+            mm_input_mode=getattr(args, f"{arm}_mode") or canary_default_mode(),
+            tp_size=args.tp_size,
+            cpu_cores=getattr(args, f"{arm}_cpu_cores"),
+            extra_args=tuple(shlex.split(getattr(args, f"{arm}_args"))),
+            command=getattr(args, f"{arm}_cmd"),
+            url=getattr(args, f"{arm}_url"),
+        )
+        for arm in ARMS
+    }
+
+
+def site_from_args(args: argparse.Namespace, *, needs_prometheus: bool, canary_flag: str = "canary") -> Site:
+    """A ClusterSite when a namespace or release is given (both are needed), else the LocalSite."""
+    namespace, release = getattr(args, "kube_namespace", None), getattr(args, "release", None)
+    if not namespace and not release:
+        from rollout.sites.local import LocalSite
+
+        return LocalSite(
+            state_dir=getattr(args, "state_dir", None),
+            arms=arm_specs(args) if hasattr(args, "tp_size") else None,
+            keep_stack=getattr(args, "keep_stack", False),
+        )
+    if not (namespace and release):
+        raise ValueError("a cluster target needs both --kube-namespace and --release")
+    if hasattr(args, "tp_size"):
+        given = [
+            f"--{canary_flag if arm == 'canary' else arm}-{what}"
+            for arm in ARMS
+            for what in LOCAL_ONLY
+            if getattr(args, f"{arm}_{what}")
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: local-mode options; in cluster mode the arms are the release's"
+            )
+    from rollout.sites.cluster import ClusterSite, ClusterTarget
+
+    target = ClusterTarget.resolve(
+        namespace=namespace, release=release, context=args.kube_context, prometheus_url=args.prometheus_url
+    )
+    if needs_prometheus:
+        target.require_prometheus()
+    return ClusterSite(target)
+
+
+def _gate_file(args: argparse.Namespace) -> Path | None:
+    if args.gate_file is not None:
+        return args.gate_file
+    env = os.environ.get("ROLLOUT_GATES_CONFIG")
+    return Path(env) if env else None
+
+
+# -- commands ----------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from rollout.run import RunPlan, run
+
+    site = site_from_args(args, needs_prometheus=True)
+    profile = get_profile(args.profile).with_overrides(
+        steps=args.steps,
+        bake_s=args.bake,
+        interval_s=args.interval,
+        request_rate=args.rate,
+        max_inconclusive=args.max_inconclusive,
+        seed=args.seed,
+    )
+    plan = RunPlan(
+        profile=profile,
+        reports_dir=args.reports_dir,
+        gate_file=_gate_file(args),
+        hooks=load_hooks(args.hooks),
+        offered_rps=args.rate,
+    )
+    state = run(site, plan, say=say)
+    return EXIT.get(state.outcome or "", 2)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rollout.processes import ProcessRef, is_alive
+    from rollout.routers import router_from_description
+    from rollout.run import last_verdicts
+
+    store = site_from_args(args, needs_prometheus=False).state_store()
+    state = store.load()
+    if state is None:
+        print(f"no rollout recorded in {store.describe()}")
+        return 0
+    if args.json:
+        print(json.dumps(state.to_dict(), indent=1, default=str))
+        return 0
+    print(f"rollout {state.run_id}: {state.phase.value}" + (f" ({state.reason})" if state.reason else ""))
+    if not state.phase.terminal and state.step_started_at is not None:
+        print(
+            f"  step {state.step_index + 1}/{len(state.steps)} at {state.current_canary_weight}% canary, "
+            f"for {time.time() - state.step_started_at:.0f}s"
+        )
+    kind = state.router.get("kind")
+    process = state.router.get("process")
+    if process and not is_alive(ProcessRef.from_dict(process)):
+        print(f"  router ({kind}): not running (the run's local stack is stopped)")
+    else:
+        try:
+            weights = router_from_description(state.router).get_weights()
+            print(f"  router ({kind}): baseline {weights.baseline}% canary {weights.canary}%")
+        except Exception as exc:  # status must work with the router down too
+            print(f"  router ({kind}): unreachable ({exc})")
+    if state.evaluations:
+        last = state.evaluations[-1]
+        print(f"  last evaluation at {last.canary_weight}%: {last.verdict} {last_verdicts(state)}")
+    for event in state.events:
+        if event["kind"] == "rollback":
+            print(f"  rollback by {event['who']}: {event['reason']}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from rollout.run import rollback, whoami
+
+    site = site_from_args(args, needs_prometheus=False)
+    rollback(site, reports_dir=args.reports_dir, who=args.who or whoami(), reason=args.reason, say=say)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from rollout.run import down
+
+    down(site_from_args(args, needs_prometheus=False), say=say)
+    return 0
+
+
+def cmd_ci_gate(args: argparse.Namespace) -> int:
+    """The check's exit code; a bad option or gate file is a usage error, a stack that never served
+    (or a cancelled job) no verdict."""
+    from infra.cli import EXIT_USAGE
+    from rollout.ci_gate import NO_VERDICT, GateOnceOptions, gate_once
+
+    try:
+        site = site_from_args(args, needs_prometheus=True, canary_flag="candidate")
+        summary, output = os.environ.get("GITHUB_STEP_SUMMARY"), os.environ.get("GITHUB_OUTPUT")
+        options = GateOnceOptions(
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            reports_dir=args.reports_dir,
+            canary_weight=args.candidate_weight,
+            gate_file=args.gate_file,
+            offered_rps=args.rate,
+            seed=args.seed,
+            settle_s=args.settle,
+            allow_inconclusive=args.allow_inconclusive,
+            junit_path=args.junit,
+            step_summary=Path(summary) if summary else None,
+            github_output=Path(output) if output else None,
+        )
+        outcome = gate_once(site, options, say=say)
+    except ValueError as exc:  # GateConfigError is one: bad key or value, named
+        print(f"ci-gate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        print(f"ci-gate: cancelled ({exc or 'SIGINT'}): no verdict", file=sys.stderr)
+        return NO_VERDICT
+    except Exception as exc:  # an error of the gate job itself is no verdict, never a regression (exit 1)
+        import traceback
+
+        traceback.print_exc()
+        print(f"ci-gate: no verdict: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return NO_VERDICT
+    return outcome.exit_code
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "status": cmd_status,
+    "rollback": cmd_rollback,
+    "down": cmd_down,
+    "ci-gate": cmd_ci_gate,
+}

@@ -1,0 +1,316 @@
+"""`rollout run`: start (or resume) a rollout on a site, drive `advance()` once per interval, report,
+tear down; and the commands that act on a recorded rollout (`rollback`, `down`).
+
+One function per command over a `Site` (the local stack or a cluster's release): the site starts or
+reattaches to what serves the arms, and a resumed run (state not terminal, no orchestrator holding it)
+carries on from the recorded step.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rollout.controller import RolloutController, new_state, rollback_locked
+from rollout.hooks import Hook, parse_hooks
+from rollout.plan import Phase, Profile
+from rollout.report import collect_timeline, write_report
+from rollout.routers.base import RouterUnavailable
+from rollout.sites.base import Site
+from rollout.state import RolloutState
+
+Say = Callable[[str], None]
+
+
+def whoami() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+class TerminalProgress:
+    """One line per event, plus a status line per interval: step, weight, each gate's latest verdict."""
+
+    def __init__(self, out: Callable[[str], None] = print) -> None:
+        self.out = out
+        self.t0: float | None = None
+
+    def stamp(self, state: RolloutState) -> str:
+        self.t0 = self.t0 or state.started_at
+        return f"[{time.time() - self.t0:6.0f}s]"
+
+    def event(self, state: RolloutState, message: str) -> None:
+        self.out(f"{self.stamp(state)} {message}")
+
+    def status(self, state: RolloutState) -> None:
+        if state.phase.terminal:
+            return
+        step = f"step {state.step_index + 1}/{len(state.steps)} {state.current_canary_weight:3d}% canary"
+        baked = 0.0 if state.step_started_at is None else time.time() - state.step_started_at
+        bake = state.profile["bake_s"][state.step_index]
+        latest = state.evaluations[-1] if state.evaluations else None
+        gates = (
+            last_verdicts(state)
+            if latest is not None and latest.step == state.step_index
+            else "no evaluation yet"
+        )
+        self.out(f"{self.stamp(state)} {step} | baked {baked:4.0f}/{bake:.0f}s | {gates}")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    profile: Profile
+    reports_dir: Path
+    gate_file: Path | None = None
+    hooks: tuple[Hook, ...] = ()
+    # The rate offered to a site that does not drive the load itself (a cluster's Gateway), when the
+    # caller knows it (`--rate`); None: the throughput gate compares the arms per unit of traffic only.
+    offered_rps: float | None = None
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interruptible_sleep(stop: threading.Event, seconds: float) -> None:
+    if stop.wait(max(0.0, seconds)):
+        raise _Interrupted
+
+
+ROUTER_RETRIES = 3  # intervals in a row the router may be unreachable before the orchestrator gives up
+
+
+def drive(controller: RolloutController, progress: TerminalProgress, stop: threading.Event) -> RolloutState:
+    """Call `advance()` at the step start plus whole intervals until the rollout is terminal.
+
+    A router that cannot be reached holds the rollout (nothing is decided without it) for up to
+    ROUTER_RETRIES intervals; then the error propagates and the caller rolls back.
+    """
+    state = controller.load()
+    failures = 0
+    first = True
+    while first or not state.phase.terminal:
+        if not first:
+            interval = float(state.profile["interval_s"])
+            anchor = state.step_started_at or time.time()
+            # Next tick on the step's own grid, so evaluations land at step start + k intervals.
+            ticks = max(1, int((time.time() - anchor) / interval) + 1)
+            _interruptible_sleep(stop, anchor + ticks * interval - time.time())
+        first = False
+        try:
+            state = controller.advance()
+            failures = 0
+        except RouterUnavailable as exc:
+            failures += 1
+            progress.event(state, f"router unavailable ({failures}/{ROUTER_RETRIES}), holding: {exc}")
+            if failures >= ROUTER_RETRIES:
+                raise
+            continue
+        progress.status(state)
+    return state
+
+
+def _stop_event_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    return stop
+
+
+def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
+    """The rollout on `site`: start or resume, one `advance()` per interval until a decision, report.
+
+    Any failure of the orchestrator itself restores 100% baseline before it gives up; SIGINT/SIGTERM
+    roll back. After a revert or an abort the site retires the canary.
+    """
+    store = site.state_store()
+    progress = TerminalProgress(say)
+    stop = _stop_event_on_signals()
+    with site.exclusive():
+        existing = store.load()
+        if existing is not None and not existing.phase.terminal:
+            site.attach(existing.stack, existing.router)
+            dead = site.dead_parts()
+            if dead:
+                raise RuntimeError(
+                    f"cannot resume rollout {existing.run_id}: {', '.join(dead)} no longer running; "
+                    "run `python -m rollout rollback` to restore 100% baseline"
+                )
+            say(
+                f"resuming rollout {existing.run_id} at step {existing.step_index + 1} ({existing.phase.value})"
+            )
+            state = existing
+        else:
+            run_id = new_run_id()
+            profile = plan.profile
+            say(
+                f"rollout {run_id} ({site.kind}): profile {profile.name}, steps {list(profile.steps)}% canary"
+                + (f", {profile.request_rate:g} req/s" if site.drives_load else "")
+            )
+            site.start(
+                plan.reports_dir / run_id,
+                rate=profile.request_rate,
+                seed=profile.seed,
+                loadtest_args=profile.loadtest_args,
+                say=say,
+            )
+            state = new_state(
+                run_id=run_id,
+                profile=profile,
+                router=site.router,
+                stack=site.describe(),
+                now=time.time(),
+                hooks=plan.hooks,
+            )
+            store.save(state)
+        config = site.gate_config(plan.gate_file, state.profile.get("gate_overrides"))
+        offered = float(state.profile["request_rate"]) if site.drives_load else plan.offered_rps
+        gates = site.gates(config, offered_rps=offered)
+        if gates.variables:
+            say(f"gate variables: {gates.variables}")
+        controller = RolloutController(
+            store=store,
+            router=site.router,
+            gates=gates,
+            hooks=parse_hooks({"hooks": list(state.hooks)}),  # as recorded when the run began
+            progress=progress.event,
+            hook_context=site.hook_context(),
+        )
+        try:
+            if state.phase is Phase.INITIALIZING:
+                site.wait_for_data()  # no evaluation before Prometheus has scraped every target
+            state = drive(controller, progress, stop)
+        except _Interrupted:
+            state = (
+                controller.rollback(who=whoami(), reason="orchestrator interrupted (SIGINT/SIGTERM)") or state
+            )
+        except BaseException as exc:
+            say(f"orchestrator error: {type(exc).__name__}: {exc}; rolling back")
+            state = controller.rollback(who="rollout", reason=f"orchestrator error: {exc}") or state
+            _finish(site, state, plan.reports_dir, config, say)
+            raise
+        run_dir = _finish(site, state, plan.reports_dir, config, say)
+        say(f"{state.outcome}: {state.reason}")
+        say(f"report: {run_dir}/report.html")
+        return state
+
+
+def _finish(site: Site, state: RolloutState, reports_dir: Path, config: Any, say: Say) -> Path:
+    """Stop the load (so its summary is written), retire a reverted canary, report, take the site down."""
+    summary = site.stop_load(say)
+    if state.outcome in (Phase.REVERTED.value, Phase.ABORTED.value):
+        site.retire_canary(say)
+    run_dir = _report(site, state, reports_dir, config, summary)
+    site.teardown(say)
+    return run_dir
+
+
+def _report(
+    site: Site, state: RolloutState, reports_dir: Path, config: Any, summary: dict[str, Any] | None
+) -> Path:
+    panels = site.panels(config)
+    end = state.finished_at or time.time()
+    timeline = collect_timeline(site.prometheus_url, state.started_at, end, panels)
+    return write_report(state, reports_dir, timeline=timeline, loadtest_summary=summary, panels=panels)
+
+
+def rollback(site: Site, *, reports_dir: Path, who: str, reason: str, say: Say = print) -> RolloutState:
+    """`rollout rollback`: 100% baseline from any state; idempotent; records who and why.
+
+    When no orchestrator holds the run (it died, e.g. SIGKILL), the rollback also finishes its job:
+    stops the load, retires the canary (locally: stops it; on a cluster: scales it to zero) and writes
+    the report. Locally the router and the baseline keep serving; `rollout down` stops them.
+    """
+    store = site.state_store()
+    with store.locked():
+        state = store.load()
+        if state is None:
+            raise RuntimeError(f"no rollout state at {store.describe()}: nothing to roll back")
+        site.attach(state.stack, state.router)
+        if state.phase.terminal and not site.serving():
+            # A finished run whose stack was stopped: no traffic to move, and restarting its router
+            # in front of stopped arms would serve nothing. Record the request only.
+            state = state.with_event(
+                time.time(),
+                "rollback",
+                who=who,
+                reason=reason,
+                weights_before="stack stopped",
+                verified="unknown",
+                changed=False,
+            )
+            store.save(state)
+            say(
+                f"rollout {state.run_id} is {state.phase.value} and its local stack is stopped: nothing to move"
+            )
+            return state
+        rolled = rollback_locked(
+            state,
+            router=site.router,
+            hooks=parse_hooks({"hooks": list(state.hooks)}),
+            who=who,
+            reason=reason,
+            outcome=Phase.ABORTED,
+            now=time.time(),
+            context=site.hook_context(),
+        )
+        assert rolled is not None
+        state = rolled
+        store.save(state)
+    say(f"traffic: 100% baseline (router {site.router.name}, verified: {state.events[-1].get('verified')})")
+    if site.orchestrator_gone():
+        summary = site.stop_load(say)
+        site.retire_canary(say)
+        if site.drives_load and (
+            state.events[-1].get("changed") or not (reports_dir / state.run_id / "decision.json").exists()
+        ):
+            config = site.gate_config(None, None)
+            run_dir = _report(site, state, reports_dir, config, summary)
+            say(f"report: {run_dir}/report.html")
+        site.teardown(say, keep_serving=True)
+    return state
+
+
+def down(site: Site, *, say: Say = print) -> None:
+    """Stop every local process the recorded rollout started (after a rollback or `--keep-stack`)."""
+    state = site.state_store().load()
+    if state is None or state.stack.get("kind") != site.kind or not site.drives_load:
+        say("no local stack recorded")
+        return
+    if not site.orchestrator_gone():
+        raise RuntimeError(
+            "a rollout is running on this state; stop it (Ctrl-C rolls back) or run `rollback` first"
+        )
+    if not state.phase.terminal:
+        raise RuntimeError(f"rollout {state.run_id} is {state.phase.value}; run `rollback` before `down`")
+    site.attach(state.stack, state.router)
+    site.stop_load(say)
+    site.teardown(say)
+
+
+def last_verdicts(state: RolloutState) -> str:
+    """`gate=verdict ...` of the latest evaluation, for status lines."""
+    if not state.evaluations:
+        return "no evaluation yet"
+    latest = state.evaluations[-1]
+    gates = " ".join(f"{n}={v}" for n, v in latest.gate_verdicts().items())
+    return gates or f"{latest.verdict} ({latest.evaluation.reason})"

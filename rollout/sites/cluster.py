@@ -1,0 +1,213 @@
+"""The cluster site: a release of the chart (`helm/sglang-vlm-canary`) already serving both arms.
+
+Traffic moves through its Gateway API HTTPRoute, state lives in its ConfigMap (so a rollback works from
+anywhere), the gates read the cluster's Prometheus with the `kubernetes` query profile, and a revert
+scales the canary Deployment to zero. Inside the chart's orchestrator Job the names come from its
+environment (ROLLOUT_*); from a laptop they follow the chart's naming (`<fullname>-baseline`,
+`<fullname>-rollout-state`, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gates.config import GateConfig
+from rollout.gating import PrometheusGates, load_gate_config
+from rollout.report import Panel, kubernetes_panels
+from rollout.routers.base import TrafficRouter
+from rollout.sites.base import Say, no_lock
+from rollout.state import ConfigMapStateStore, StateStore
+
+CHART_NAME = "sglang-vlm-canary"
+ARMS = ("baseline", "canary")
+
+
+def chart_fullname(release: str) -> str:
+    """The chart's `fullname` helper: the release name if it contains the chart name, else both; 40 chars."""
+    name = release if CHART_NAME in release else f"{release}-{CHART_NAME}"
+    return name[:40].rstrip("-")
+
+
+@dataclass(frozen=True)
+class ClusterTarget:
+    namespace: str
+    release: str
+    context: str | None
+    route: str
+    baseline_service: str
+    canary_service: str
+    baseline_deployment: str
+    canary_deployment: str
+    state_configmap: str
+    prometheus_url: str | None
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        namespace: str,
+        release: str,
+        context: str | None = None,
+        prometheus_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ClusterTarget:
+        env = dict(os.environ if env is None else env)
+        full = chart_fullname(release)
+        # Only `run` needs Prometheus (checked there): `status` and `rollback` act without it.
+        prom = prometheus_url or env.get("ROLLOUT_PROMETHEUS_URL") or None
+        return cls(
+            namespace=namespace,
+            release=release,
+            context=context,
+            route=env.get("ROLLOUT_HTTPROUTE", full),
+            baseline_service=env.get("ROLLOUT_BASELINE_SERVICE", f"{full}-baseline"),
+            canary_service=env.get("ROLLOUT_CANARY_SERVICE", f"{full}-canary"),
+            baseline_deployment=env.get("ROLLOUT_BASELINE_DEPLOYMENT", f"{full}-baseline"),
+            canary_deployment=env.get("ROLLOUT_CANARY_DEPLOYMENT", f"{full}-canary"),
+            state_configmap=env.get("ROLLOUT_STATE_CONFIGMAP", f"{full}-rollout-state"),
+            prometheus_url=prom,
+        )
+
+    def require_prometheus(self) -> str:
+        if not self.prometheus_url:
+            raise ValueError("a cluster rollout needs --prometheus-url (or ROLLOUT_PROMETHEUS_URL)")
+        return self.prometheus_url
+
+    def deployment(self, arm: str) -> str:
+        return self.baseline_deployment if arm == "baseline" else self.canary_deployment
+
+    def pod_regex(self, arm: str) -> str:
+        """One arm's pods (`<deployment>-<template hash>-<suffix>`) and nothing else: an anchored RE2
+        (PromQL `=~`) that cannot match the other arm, the orchestrator or the load test."""
+        return self.deployment(arm).replace(".", "\\.") + "-[a-z0-9]+-[a-z0-9]+"
+
+    def gate_variables(self) -> dict[str, Any]:
+        """The `kubernetes` gate queries' variables for this release."""
+        return {"namespace": self.namespace, "pod_regex": {arm: self.pod_regex(arm) for arm in ARMS}}
+
+
+def cluster_gate_variables(
+    target: ClusterTarget,
+    *,
+    file_variables: Mapping[str, Any],
+    packaged_variables: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The release's gate variables, except where the gate file set a value of its own.
+
+    The packaged defaults (`namespace: default`, `sglang-<arm>-.*`) are placeholders that match none of
+    the chart's pods, so a value equal to the packaged one (e.g. in a copy of the defaults) never wins
+    over the release's; any other value in the gate file does (e.g. pods of a differently named chart).
+    """
+    merged = target.gate_variables()
+    for key, value in file_variables.items():
+        if value != packaged_variables.get(key):
+            merged[key] = value
+    return merged
+
+
+class ClusterSite:
+    kind = "kubernetes"
+    drives_load = False  # the load is whatever reaches the Gateway (the chart's Locust or real users)
+
+    def __init__(self, target: ClusterTarget, *, settle_s: float = 15.0, router: TrafficRouter | None = None):
+        self.target = target
+        self.settle_s = settle_s  # the cluster's scrape interval (15 s) lands the window's last scrape
+        if router is None:
+            from rollout.routers.httproute import HTTPRouteRouter
+
+            router = HTTPRouteRouter(
+                namespace=target.namespace,
+                route=target.route,
+                services={"baseline": target.baseline_service, "canary": target.canary_service},
+                context=target.context,
+            )
+        self._router = router
+
+    @property
+    def router(self) -> TrafficRouter:
+        return self._router
+
+    @property
+    def prometheus_url(self) -> str:
+        return self.target.require_prometheus()
+
+    def state_store(self) -> StateStore:
+        t = self.target
+        return ConfigMapStateStore(namespace=t.namespace, name=t.state_configmap, context=t.context)
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        return no_lock()  # the ConfigMap's resourceVersion refuses a second writer's stale save
+
+    def orchestrator_gone(self) -> bool:
+        return True  # nothing local to finish: the rollback's own work is the whole job
+
+    def start(
+        self, run_dir: Path, *, rate: float, seed: int, loadtest_args: tuple[str, ...], say: Say
+    ) -> None:
+        """The release already serves both arms; nothing to start."""
+
+    def attach(self, stack: dict[str, Any], router: dict[str, Any]) -> None:
+        """The release is found by its names; the route is the target's."""
+
+    def describe(self) -> dict[str, Any]:
+        t = self.target
+        return {"kind": self.kind, "namespace": t.namespace, "release": t.release, "route": t.route}
+
+    def arms(self) -> dict[str, str]:
+        t = self.target
+        return {arm: f"Deployment {t.namespace}/{t.deployment(arm)}" for arm in ARMS}
+
+    def gate_config(self, gate_file: Path | None, overrides: dict[str, dict[str, Any]] | None) -> GateConfig:
+        # The gates as shipped: a rollout profile's overrides size them to two CPU-only local backends,
+        # while a cluster's GPU servers are judged by the real bounds.
+        return load_gate_config(gate_file, gate_profile="kubernetes")
+
+    def variables(self, config: GateConfig) -> dict[str, Any]:
+        from gates.config import load_gate_file
+
+        return cluster_gate_variables(
+            self.target,
+            file_variables=config.variables,
+            packaged_variables=load_gate_file(None, profile="kubernetes").variables,
+        )
+
+    def gates(self, config: GateConfig, *, offered_rps: float | None) -> PrometheusGates:
+        return PrometheusGates(
+            config=config,
+            prometheus_url=self.prometheus_url,
+            offered_rps=offered_rps,
+            variables=self.variables(config),
+        )
+
+    def panels(self, config: GateConfig) -> tuple[Panel, ...]:
+        return kubernetes_panels(self.variables(config))  # this release's pods only
+
+    def hook_context(self) -> dict[str, Any]:
+        return {"namespace": self.target.namespace, "release": self.target.release}
+
+    def wait_for_data(self) -> None:
+        """The release's series are already being scraped."""
+
+    def dead_parts(self) -> list[str]:
+        return []
+
+    def serving(self) -> bool:
+        return True
+
+    def stop_load(self, say: Say) -> dict[str, Any] | None:
+        return None  # the load is not ours to stop
+
+    def retire_canary(self, say: Say) -> None:
+        from rollout import kube
+
+        t = self.target
+        kube.scale_deployment(context=t.context, namespace=t.namespace, name=t.canary_deployment, replicas=0)
+        say(f"scaled {t.canary_deployment} to 0")
+
+    def teardown(self, say: Say, *, keep_serving: bool = False) -> None:
+        """The release stays as installed."""
