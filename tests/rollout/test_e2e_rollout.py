@@ -335,7 +335,7 @@ def test_rerun_after_sigkill_resumes_the_same_rollout_inside_its_step(rollout):
     assert resumed.run_id == before.run_id
     assert resumed.step_index == before.step_index and resumed.step_started_at == before.step_started_at
     # The resumed evaluations still cover the whole step, from its original start.
-    assert resumed.evaluations[-1]["window"][0] == before.evaluations[0]["window"][0]
+    assert resumed.evaluations[-1].window[0] == before.evaluations[0].window[0]
     second.send_signal(signal.SIGINT)  # Ctrl-C: roll back, report, stop the stack
     assert second.wait(timeout=120) == 2, rollout.output()
     final = rollout.state()
