@@ -10,7 +10,7 @@ MARK ?=
 PYTEST_ARGS ?=
 
 .PHONY: help canary rollback status test test-unit test-integration test-e2e lint setup system-deps \
-	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s \
+	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout bench-serving images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s \
 	ci-gate actionlint-bin
 
 help:
@@ -19,7 +19,7 @@ help:
 	@echo "make status                  show the current rollout state"
 	@echo "make test [MARK=expr]        run the test suite (all tiers, or one: MARK=integration)"
 	@echo "make lint                    ruff and mypy"
-	@echo "make bench-mm|bench-plugin|bench-gates|bench-loadtest|bench-backend|bench-rollout   benchmarks (BENCH_ARGS=...)"
+	@echo "make bench-mm|bench-plugin|bench-gates|bench-loadtest|bench-backend|bench-rollout|bench-serving   benchmarks (BENCH_ARGS=...)"
 
 $(DEPS_STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -90,6 +90,9 @@ bench-backend: setup
 
 bench-rollout: setup
 	$(PY) -m bench.rollout $(BENCH_ARGS)
+
+bench-serving: setup
+	$(PY) -m bench.serving $(BENCH_ARGS)
 
 images:
 	bash images/build.sh

@@ -25,6 +25,7 @@ class ServerConfig:
     max_new_tokens_default: int
     seed: int
     faults: FaultSettings
+    step_all_reduce: str = "auto"
     max_request_bytes: int = 64 * 1024 * 1024
     drain_timeout_s: float = 60.0
     health_timeout_s: float = 20.0  # sglang's HEALTH_CHECK_TIMEOUT default
@@ -54,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cpu-cores", type=float, default=None, help="cores allotted (default: --tp-size)")
     p.add_argument("--step-cost-ms", type=float, default=1.0, help="CPU work per forward step per rank")
+    p.add_argument(
+        "--step-all-reduce",
+        choices=["auto", "gloo", "nccl"],
+        default="auto",
+        help="per-step all-reduce: nccl over one GPU per rank (auto: when each rank has its own GPU), "
+        "else gloo; multimodal inputs always move over the gloo CPU group",
+    )
     p.add_argument("--max-running-requests", type=int, default=128)
     p.add_argument("--max-new-tokens-default", type=int, default=128)
     p.add_argument("--seed", "--random-seed", dest="seed", type=int, default=0)
@@ -112,4 +120,5 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
         max_new_tokens_default=args.max_new_tokens_default,
         seed=args.seed,
         faults=faults,
+        step_all_reduce=args.step_all_reduce,
     )

@@ -90,6 +90,7 @@ class Engine:
                 faults=self.cfg.faults,
                 front_to_rank0=to_rank0,
                 rank0_to_front=to_front,
+                step_all_reduce=self.cfg.step_all_reduce,
             )
             proc = spawn.Process(target=rank_main, args=(rcfg,), name=f"vlm-backend-rank{rank}", daemon=True)
             proc.start()
@@ -179,7 +180,8 @@ class Engine:
             elif isinstance(msg, RanksReady):
                 self.ranks_ready = msg
                 self.ready.set()
-                log.info("%d scheduler rank(s) ready (device %s)", msg.tp_size, msg.device)
+                log.info("%d scheduler rank(s) ready (device %s, step all-reduce %s)", msg.tp_size, msg.device,
+                         msg.step_all_reduce)  # fmt: skip
             elif isinstance(msg, RankFailed):
                 # A rank that lost a peer reports the broken connection; name the peer that died first.
                 dead = [f"scheduler rank {r} exited with code {p.exitcode}" for r, p in enumerate(self._procs)

@@ -76,6 +76,8 @@ class BackendServer:
         m.mm_cache_entries.set(s.mm_cache_entries)
         for seconds in s.mm_stage_seconds:
             m.mm_stage.observe(seconds)
+        if report.phases:
+            m.scheduler_phases.update(report.phases)
         self._gen_tokens += sum(1 for e in report.events if isinstance(e, TokenEvent))
 
     def _update_gen_throughput(self) -> None:
@@ -357,6 +359,7 @@ class BackendServer:
                     }
                 ],  # fmt: skip
                 "device": ready.device if ready else None,
+                "step_all_reduce": ready.step_all_reduce if ready else None,
                 "status": "failed"
                 if self.engine.failed.is_set()
                 else "draining"

@@ -69,6 +69,8 @@ class SchedulerStats:
 class StepReport:
     events: tuple[TokenEvent | ErrorEvent, ...]
     stats: SchedulerStats
+    # The entry rank's cumulative (phase, wall s, CPU s) of its loop, on about one report a second.
+    phases: tuple[tuple[str, float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class RanksReady:
     tp_size: int
     matmuls_per_ms: float
     device: str
+    step_all_reduce: str = "gloo"  # backend of the per-step all-reduce (nccl: one GPU per rank)
 
 
 @dataclass(frozen=True)

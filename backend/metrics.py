@@ -120,6 +120,8 @@ class BackendMetrics:
             buckets=MM_STAGE_BUCKETS, registry=r,
         )  # fmt: skip
         r.register(ProcessCollector(processes))
+        self.scheduler_phases = PhaseCollector()
+        r.register(self.scheduler_phases)
         for s in ("true", "false"):  # so rates start from zero rather than from the first request
             self.num_requests.labels(**self.labels, is_streaming=s)
             self.prompt_tokens.labels(**self.labels, is_streaming=s)
@@ -127,6 +129,36 @@ class BackendMetrics:
         self.num_aborted.labels(**self.labels)
         self.num_running.labels(**self.sched_labels).set(0)
         self.num_queue.labels(**self.sched_labels).set(0)
+
+
+class PhaseCollector(Collector):
+    """The entry rank's loop profile: cumulative wall and CPU seconds per phase (`backend_scheduler_phase_*`)."""
+
+    def __init__(self) -> None:
+        self._phases: tuple[tuple[str, float, float], ...] = ()
+
+    def update(self, phases: tuple[tuple[str, float, float], ...]) -> None:
+        self._phases = phases
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        wall = CounterMetricFamily(
+            "backend_scheduler_phase_wall_seconds",
+            "Entry rank: wall seconds spent in each phase of the scheduler loop",
+            labels=["rank", "phase"],
+        )
+        cpu = CounterMetricFamily(
+            "backend_scheduler_phase_cpu_seconds",
+            "Entry rank: CPU seconds (its scheduler thread) spent in each phase of the scheduler loop",
+            labels=["rank", "phase"],
+        )
+        for name, wall_s, cpu_s in self._phases:
+            wall.add_metric(["0", name], wall_s)
+            cpu.add_metric(["0", name], cpu_s)
+        yield wall
+        yield cpu
+
+    def describe(self) -> Iterable[CounterMetricFamily]:
+        return []
 
 
 class ProcessCollector(Collector):

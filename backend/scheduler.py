@@ -14,6 +14,7 @@ import logging
 import mmap
 import os
 import signal
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -43,6 +44,8 @@ from mminputs import MMInputError, MMRequest, MMStrategy, make_strategy
 log = logging.getLogger("backend.scheduler")
 
 IDLE_HEARTBEAT_S = 5.0  # how long rank 0 blocks for input while idle before a keep-alive broadcast
+PHASE_REPORT_INTERVAL_S = 1.0  # the entry rank's phase profile rides on a report at most this often
+STEP_ALL_REDUCE = ("auto", "gloo", "nccl")
 PREFILL_TOKENS_PER_STEP_COST = 1024  # a prefill of this many prompt tokens costs one more decode step
 
 
@@ -58,6 +61,32 @@ class RankConfig:
     faults: FaultSettings
     front_to_rank0: str  # ZMQ endpoints (ipc://...)
     rank0_to_front: str
+    # The per-step all-reduce: "nccl" over one GPU per rank (sglang's device group), "gloo" over the CPU
+    # group, "auto" = nccl when every rank has a GPU of its own. Multimodal inputs and the request fan-out
+    # always use the gloo (CPU) group, as sglang's tp cpu_group.
+    step_all_reduce: str = "auto"
+
+
+class PhaseClock:
+    """Cumulative wall and CPU (this thread) seconds per phase of the scheduler loop: the rank's profile."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, list[float]] = {}
+        self._name: str | None = None
+        self._wall = 0.0
+        self._cpu = 0.0
+
+    def enter(self, name: str | None) -> None:
+        """End the current phase (if any) and start `name` (None: stop timing)."""
+        wall, cpu = time.perf_counter(), time.thread_time()
+        if self._name is not None:
+            total = self.totals.setdefault(self._name, [0.0, 0.0])
+            total[0] += wall - self._wall
+            total[1] += cpu - self._cpu
+        self._name, self._wall, self._cpu = name, wall, cpu
+
+    def snapshot(self) -> tuple[tuple[str, float, float], ...]:
+        return tuple((name, round(w, 6), round(c, 6)) for name, (w, c) in sorted(self.totals.items()))
 
 
 @dataclass
@@ -90,7 +119,13 @@ class _LeakedMemory:
 
 
 class Scheduler:
-    def __init__(self, cfg: RankConfig, compute: StepCompute, mm: MMStrategy) -> None:
+    def __init__(
+        self,
+        cfg: RankConfig,
+        compute: StepCompute,
+        mm: MMStrategy,
+        step_group: dist.ProcessGroup | None = None,
+    ) -> None:
         self.cfg = cfg
         self.rank = cfg.rank
         self.compute = compute
@@ -101,7 +136,11 @@ class Scheduler:
         self._admitted: list[_Req] = []  # admitted this iteration: the next forward step is their prefill
         self.leak = _LeakedMemory()
         self.parent_pid = os.getppid()
-        self.sync = torch.zeros(2, dtype=torch.float64)
+        # The step's all-reduce: on the GPU over `step_group` (NCCL), else a CPU tensor over the gloo group.
+        self.step_group = step_group
+        self.sync = torch.zeros(2, dtype=torch.float64, device=compute.device if step_group else "cpu")
+        self.phases = PhaseClock()
+        self._phases_sent_at = 0.0
         self._mm_stage_seconds: list[float] = []
         self._events: list[TokenEvent | ErrorEvent] = []
         self._last_stats: SchedulerStats | None = None
@@ -121,12 +160,16 @@ class Scheduler:
         if self.rank == 0:
             idle = not self.running and not self.waiting
             timeout_ms = int(IDLE_HEARTBEAT_S * 1000) if idle else 0
-            if self.poller.poll(timeout_ms):
+            self.phases.enter("idle_wait")
+            ready = self.poller.poll(timeout_ms)
+            self.phases.enter("recv")
+            if ready:
                 while True:
                     try:
                         msgs.append(self.pull.recv_pyobj(zmq.NOBLOCK))
                     except zmq.Again:
                         break
+        self.phases.enter("fanout")  # other ranks: waiting here for the entry rank, then unpickling
         msgs = broadcast_pyobj(msgs, self.rank)
         if os.getppid() != self.parent_pid:
             raise SystemExit(f"rank {self.rank}: front process is gone")
@@ -148,11 +191,15 @@ class Scheduler:
                     self.faults = msg.faults
                 elif isinstance(msg, ShutdownReq):
                     shutdown = True
+            self.phases.enter("mm_inputs")
             if new:
                 self.process_new(new)
+            self.phases.enter("admit")
             self.admit()
             self.forward()
+            self.phases.enter("report")
             self.report()
+            self.phases.enter(None)
             if shutdown:
                 return
 
@@ -203,19 +250,28 @@ class Scheduler:
 
     def forward(self) -> None:
         """One prefill step for newly admitted requests, else one decode step for the running batch."""
+        on_device = self.step_group is not None
         if self._admitted:
             batch = self._admitted
             new_tokens = sum(r.prompt_tokens for r in batch)
-            self.compute.step(scale=1.0 + new_tokens / PREFILL_TOKENS_PER_STEP_COST)
+            self.phases.enter("forward")
+            self.compute.step(scale=1.0 + new_tokens / PREFILL_TOKENS_PER_STEP_COST, wait=not on_device)
             self.running.extend(batch)
         elif self.running:
             batch = self.running
-            self.compute.step()
+            self.phases.enter("forward")
+            self.compute.step(wait=not on_device)
         else:
             return
-        # Lockstep: every rank finishes the step before any starts the next (like a TP all-reduce).
-        self.sync[0] = float(len(batch))
-        dist.all_reduce(self.sync, op=dist.ReduceOp.SUM)
+        # Lockstep: every rank finishes the step before any starts the next (the TP all-reduce).
+        self.phases.enter("all_reduce")
+        self.sync.fill_(float(len(batch)))
+        if on_device:
+            dist.all_reduce(self.sync, op=dist.ReduceOp.SUM, group=self.step_group)
+            self.compute.wait()
+        else:
+            dist.all_reduce(self.sync, op=dist.ReduceOp.SUM)
+        self.phases.enter("sample")
         finished: list[str] = []
         for req in batch:
             token = req.sampler.next_token()
@@ -241,7 +297,11 @@ class Scheduler:
             mm_stage_seconds=tuple(self._mm_stage_seconds),
         )
         if self._events or stats != self._last_stats:
-            self.push.send_pyobj(StepReport(tuple(self._events), stats))
+            phases: tuple[tuple[str, float, float], ...] = ()
+            now = time.monotonic()
+            if now - self._phases_sent_at >= PHASE_REPORT_INTERVAL_S:
+                phases, self._phases_sent_at = self.phases.snapshot(), now
+            self.push.send_pyobj(StepReport(tuple(self._events), stats, phases))
             self._events.clear()
             self._mm_stage_seconds.clear()
             self._last_stats = stats
@@ -252,6 +312,16 @@ class Scheduler:
             self.pull.close(linger=0)
             self.push.close(linger=1000)
             self._zmq.term()
+
+
+def step_all_reduce_backend(requested: str, tp_size: int) -> str:
+    """The per-step all-reduce's backend: NCCL needs a GPU per rank; "auto" takes it when there is one."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if requested == "nccl" and gpus < tp_size:
+        raise RuntimeError(f"--step-all-reduce nccl needs a GPU per rank: {gpus} GPU(s) for TP={tp_size}")
+    if requested == "gloo" or tp_size == 1:
+        return "gloo"
+    return "nccl" if gpus >= tp_size else "gloo"
 
 
 def rank_main(cfg: RankConfig) -> None:
@@ -271,13 +341,27 @@ def rank_main(cfg: RankConfig) -> None:
         )
         # One GPU per rank where there are enough (as sglang places TP ranks); the CPU otherwise.
         device = f"cuda:{cfg.rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
+        step_backend = step_all_reduce_backend(cfg.step_all_reduce, cfg.tp_size)
+        step_group: dist.ProcessGroup | None = None
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+        if step_backend == "nccl":
+            # Every rank takes the same decision (same flag, same host), so all join this collective call.
+            group = dist.new_group(backend="nccl")
+            assert isinstance(group, dist.ProcessGroup), "this rank is a member of the NCCL group"
+            step_group = group
         compute = StepCompute(cfg.step_cost_ms, device=device)
         # Collective for the batched and sharded modes (they probe for shared memory between ranks).
         mm = make_strategy(cfg.mm_input_mode, group=dist.group.WORLD)
-        scheduler = Scheduler(cfg, compute, mm)
+        scheduler = Scheduler(cfg, compute, mm, step_group)
+        if step_group is not None:  # first NCCL call: communicators are set up here, before serving
+            dist.all_reduce(scheduler.sync, group=step_group)
+            compute.wait()
         dist.barrier()
         if cfg.rank == 0:
-            scheduler.push.send_pyobj(RanksReady(cfg.tp_size, compute.matmuls_per_ms, device))
+            scheduler.push.send_pyobj(
+                RanksReady(cfg.tp_size, compute.matmuls_per_ms, device, step_all_reduce=step_backend)
+            )
         try:
             scheduler.run()
         finally:

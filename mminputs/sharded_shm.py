@@ -156,6 +156,7 @@ class ShardedShmExchange:
         self._owned: dict[int, int] = {}
         self._spare: tuple[int, shm.SegmentHandle] | None = None
         self._next_id = 0
+        self._batches = 0  # batches collected: rotates the owner of ties (same count on every rank)
 
     @property
     def pooled_segments(self) -> int:
@@ -166,7 +167,9 @@ class ShardedShmExchange:
     ) -> list[Outcome]:
         rank, world_size = self.rank, self.world_size
         units, refused = build_units(requests, limits, profile)
-        owners = assign([u.cost for u in units], world_size)
+        # Rotated per batch (every rank counts the same batches), so one-unit batches spread over the ranks.
+        owners = assign([u.cost for u in units], world_size, first=self._batches % world_size)
+        self._batches += 1
         # Phase 1: decode + resize my units into my input segment.
         results: list[UnitResult] = []
         planned: dict[int, list[np.ndarray]] = {}

@@ -212,6 +212,7 @@ class ShardedStrategy(MMStrategy):
         self.transport_name = transport.name
         info = self.info
         self._fine: ShardedExchange | None = None
+        self._batches = 0  # batches collected: rotates the owner of ties (same count on every rank)
         if isinstance(transport, ShmTransport):
             self._fine = self.materializer.sharded_exchange(info.group, info.rank, info.world_size)
 
@@ -224,7 +225,13 @@ class ShardedStrategy(MMStrategy):
         if self._fine is not None:
             return self._fine.collect(requests)
         info = self.info
-        owners = assign([self.materializer.cost(r) for r in requests], info.world_size)
+        # Rotated per batch (every rank counts the same batches), so one-request batches spread over the ranks.
+        owners = assign(
+            [self.materializer.cost(r) for r in requests],
+            info.world_size,
+            first=self._batches % info.world_size,
+        )
+        self._batches += 1
         local = None
         try:
             staged = [
