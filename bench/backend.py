@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import io
 import json
 import os
 import signal
@@ -24,11 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
-import numpy as np
-from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.net import free_port, wait_http_ok
+from testkit.images import synthetic_frame
 
 
 @dataclass(frozen=True)
@@ -53,14 +50,6 @@ class ModeResult:
     idle: Window
     load: Window
     load_result: LoadResult
-
-
-def _image_url(width: int, height: int, seed: int) -> str:
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 async def _process_samples(
@@ -144,7 +133,10 @@ async def _measure(url: str, args: argparse.Namespace) -> tuple[Window, Window, 
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "Describe the image."},
-                    {"type": "image_url", "image_url": {"url": _image_url(width, height, 0)}},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": synthetic_frame(width, height, 0, quality=85)},
+                    },
                 ],
             }
         ],  # fmt: skip

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.metrics import E2E_BUCKETS
 from gates import judge as J
 from gates import stats
 from gates.config import load_gate_file
-from testkit.synthetic_arms import MIB, SGLANG_E2E_BUCKETS, LatencyModel, MemoryModel, tail_stretch
+from testkit.synthetic_arms import MIB, LatencyModel, MemoryModel, tail_stretch
 
 DEFAULT_GATES = {g.name: g for g in load_gate_file(None, profile="local").gates}  # judged as shipped
 
@@ -56,7 +57,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def _histogram(samples_s: np.ndarray) -> tuple[list[float], list[float]]:
-    bounds = [*SGLANG_E2E_BUCKETS, math.inf]
+    bounds = [*E2E_BUCKETS, math.inf]
     counts = [float(np.count_nonzero(samples_s <= b)) for b in bounds]
     return bounds, counts
 

@@ -1,4 +1,8 @@
-"""Deterministic synthetic images and videos (data URLs) for the tests and the benchmarks."""
+"""Deterministic synthetic images and videos (data URLs) for the tests and the benchmarks.
+
+One generator: the load generator's (`loadtest.payloads.synthetic_image`), which the product needs for its
+seeded requests; this module only encodes its images as data URLs and wraps them in requests.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +12,14 @@ import io
 import numpy as np
 from PIL import Image
 
+from loadtest.payloads import synthetic_image
 from mminputs.types import MMItem, MMRequest
 
 
 def synthetic_frame(width: int, height: int, seed: int, *, quality: int = 90) -> str:
-    """A JPEG data URL of a smooth, photo-like scene (gradients, blocks, mild noise) of the given size."""
-    rng = np.random.default_rng(seed)
-    y = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
-    x = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
-    phase = rng.uniform(0, 6.28, size=3).astype(np.float32)
-    channels = [
-        127 + 100 * np.sin(6 * x + 3 * y + phase[c]) * np.cos(4 * y - 2 * x + phase[(c + 1) % 3])
-        for c in range(3)
-    ]
-    img = np.stack(channels, axis=-1)
-    for _ in range(6):  # a few flat blocks, so edges exist
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        img[y0 : y0 + height // 5, x0 : x0 + width // 5] = rng.uniform(0, 255, size=3)
-    img += rng.normal(0, 6, size=img.shape).astype(np.float32)
-    return encode_jpeg(np.clip(img, 0, 255).astype(np.uint8), quality=quality)
+    """A JPEG data URL of the load generator's seeded synthetic image (`loadtest.payloads.synthetic_image`:
+    smooth colour fields plus mild noise, compressing like a photo) of the given size."""
+    return encode_jpeg(np.asarray(synthetic_image(width, height, seed)), quality=quality)
 
 
 def encode_jpeg(pixels: np.ndarray, *, quality: int = 90) -> str:

@@ -12,84 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats as sps
 
+from backend.metrics import E2E_BUCKETS, ITL_BUCKETS, TTFT_BUCKETS  # sglang 0.5.23's, as the backend exports
+
 MIB = 1024.0 * 1024.0
-# sglang 0.5.23 default buckets (seconds).
-SGLANG_E2E_BUCKETS = (
-    0.1,
-    0.2,
-    0.4,
-    0.6,
-    0.8,
-    1,
-    2,
-    4,
-    6,
-    8,
-    10,
-    20,
-    40,
-    60,
-    80,
-    100,
-    200,
-    400,
-    600,
-    1200,
-    1800,
-    2400,
-)
-SGLANG_TTFT_BUCKETS = (
-    0.001,
-    0.005,
-    0.01,
-    0.02,
-    0.04,
-    0.06,
-    0.08,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1,
-    2.5,
-    5,
-    7.5,
-    10,
-    15,
-    20,
-    25,
-    30,
-    40,
-    50,
-    60,
-    80,
-    100,
-    200,
-    400,
-)
-SGLANG_ITL_BUCKETS = (
-    0.002,
-    0.004,
-    0.006,
-    0.008,
-    0.010,
-    0.015,
-    0.020,
-    0.025,
-    0.030,
-    0.035,
-    0.040,
-    0.060,
-    0.080,
-    0.100,
-    0.200,
-    0.300,
-    0.400,
-    0.500,
-    0.750,
-    1.0,
-    2.0,
-)
 
 
 @dataclass(frozen=True)
@@ -263,7 +188,7 @@ def arm_series(
         model_labels,
         finish[ok],
         e2e[ok],
-        SGLANG_E2E_BUCKETS,
+        E2E_BUCKETS,
         scrapes,
         reset,
     )
@@ -272,7 +197,7 @@ def arm_series(
         model_labels,
         finish[ok],
         ttft[ok],
-        SGLANG_TTFT_BUCKETS,
+        TTFT_BUCKETS,
         scrapes,
         reset,
     )
@@ -281,7 +206,7 @@ def arm_series(
         model_labels,
         finish[ok],
         itl[ok],
-        SGLANG_ITL_BUCKETS,
+        ITL_BUCKETS,
         scrapes,
         reset,
     )
