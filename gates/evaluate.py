@@ -14,7 +14,6 @@ from gates.config import ARMS, GateConfig, GateConfigError, GateSpec, render
 from gates.loadtest_samples import LoadtestSamples, read_loadtest_samples
 from gates.provider import (
     MetricsProvider,
-    PrometheusProvider,
     ProviderError,
     RangeSeries,
     Sample,
@@ -24,6 +23,7 @@ from gates.provider import (
     single_value,
 )
 from gates.record import Evaluation, GateResult, Verdict, overall
+from infra.prometheus_api import PrometheusAPI
 
 
 class _StopAfterUnreachable:
@@ -313,7 +313,7 @@ def evaluate(
         ) or ("e2e_ms",)
         samples = read_loadtest_samples(samples, start, end, fields)
     ctx = _Context(
-        provider=_StopAfterUnreachable(provider or PrometheusProvider(prometheus_url, timeout_s)),
+        provider=_StopAfterUnreachable(provider or PrometheusAPI(prometheus_url, timeout_s)),
         start=float(start),
         end=float(end),
         weights={a: float(weights[a]) for a in ARMS},

@@ -14,7 +14,6 @@ from typing import Protocol
 import numpy as np
 
 from infra.prometheus_api import (
-    PrometheusAPI,
     ProviderError,
     QueryError,
     RangeSeries,
@@ -26,7 +25,6 @@ __all__ = [
     "MetricsProvider",
     "MultipleSeriesError",
     "NoValuesError",
-    "PrometheusProvider",
     "ProviderError",
     "QueryError",
     "RangeSeries",
@@ -36,9 +34,6 @@ __all__ = [
     "single_range",
     "single_value",
 ]
-
-
-PrometheusProvider = PrometheusAPI  # the gates' name for the one Prometheus client
 
 
 class NoValuesError(ProviderError):

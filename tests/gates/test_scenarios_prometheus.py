@@ -15,8 +15,8 @@ import yaml
 from gates import evaluate, load_gate_file, parse_gate_document
 from gates.__main__ import main
 from gates.config import DEFAULT_GATE_FILE
-from gates.provider import PrometheusProvider
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
+from infra.prometheus_api import PrometheusAPI
 from testkit.synthetic_arms import MIB, ArmBehaviour, MemoryModel, arm_series
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,7 @@ def test_tail_only_regression_fails_p99_with_unchanged_median(history):
     assert gate.raw_verdict == "fail", gate.reason
     assert gate.values["canary"] > 0.6 > gate.values["baseline"]
     server, windows = history
-    provider = PrometheusProvider(server.url)
+    provider = PrometheusAPI(server.url)
     medians = {
         arm: provider.instant(
             f"histogram_quantile(0.5, {gate.queries[arm]['buckets']})", windows["tail_regression"][1]
@@ -201,7 +201,7 @@ def test_prometheus_stopped_mid_evaluation_is_inconclusive(history, tmp_path):
     server = PrometheusServer(data_dir=tmp_path).start()
     try:
 
-        class StopsAfterFirstGate(PrometheusProvider):
+        class StopsAfterFirstGate(PrometheusAPI):
             calls = 0
 
             def instant(self, promql, at):
