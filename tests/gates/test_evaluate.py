@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from gates import GateConfigError, evaluate, parse_gate_document
-from gates.record import Evaluation, overall
 from gates.loadtest_samples import LoadtestSamplesError, read_loadtest_samples
 from gates.provider import Sample
+from gates.record import Evaluation, overall
 from testkit.synthetic_arms import LatencyModel
 
 CPU_DOC = {
