@@ -28,9 +28,9 @@ def _evaluation(verdicts: dict[str, str]) -> Evaluation:
         GateResult(
             name=n,
             kind="threshold",
-            verdict=v,
+            verdict=Verdict(v),
             reason=f"{n} said {v}",
-            raw_verdict=v,
+            raw_verdict=Verdict(v),
             source="prometheus",
             queries={},
             values={},
@@ -41,7 +41,9 @@ def _evaluation(verdicts: dict[str, str]) -> Evaluation:
         for n, v in verdicts.items()
     )
     verdict, reason = overall(gates)
-    return Evaluation(verdict, reason, gates, "local", 0.0, 40.0, {"baseline": 50, "canary": 50}, 20.0, "", 41.0)
+    return Evaluation(
+        verdict, reason, gates, "local", 0.0, 40.0, {"baseline": 50, "canary": 50}, 20.0, "", 41.0
+    )
 
 
 def _decision(verdicts: dict[str, str], *, allow_inconclusive: bool = False) -> CiGateDecision:

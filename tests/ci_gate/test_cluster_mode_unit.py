@@ -14,8 +14,8 @@ from rollout import ci_gate
 from rollout.__main__ import ci_gate_main
 from rollout.ci_gate import GateOnceOptions, ci_gate_config, gate_once
 from rollout.gating import load_gate_config
-from rollout.sites.cluster import ClusterSite, ClusterTarget
 from rollout.routers.base import RouterUnavailable
+from rollout.sites.cluster import ClusterSite, ClusterTarget
 
 
 class RecordingRouter:
@@ -65,9 +65,7 @@ def test_no_prometheus_data_is_no_pass_and_the_route_ends_at_baseline(tmp_path: 
     assert decision["route_restored"] is True and decision["exit_code"] == outcome.exit_code
     # The orchestrator's variables for this release: its namespace, one pod regex per arm.
     assert decision["gate_variables"]["namespace"] == "ns"
-    assert decision["gate_variables"]["pod_regex"]["canary"].startswith(
-        "rel-sglang-vlm-canary-canary"
-    )
+    assert decision["gate_variables"]["pod_regex"]["canary"].startswith("rel-sglang-vlm-canary-canary")
     assert (outcome.report_dir / "junit.xml").is_file()
     assert "Deployment ns/rel-sglang-vlm-canary-canary" in (tmp_path / "step-summary.md").read_text()
 

@@ -63,7 +63,9 @@ def test_batched_broadcast_candidate_exits_as_the_gates_say(tmp_path: Path) -> N
         tmp_path, "--baseline-mode", "per_request", "--candidate-mode", "sharded"
     )
     assert decision["verdict"] in {v.value for v in Verdict}, out[-3000:]
-    assert code == Verdict(decision["verdict"]).exit_code == decision["exit_code"], _verdicts(decision) + out[-3000:]
+    assert code == Verdict(decision["verdict"]).exit_code == decision["exit_code"], (
+        _verdicts(decision) + out[-3000:]
+    )
     assert decision["evaluation"]["gates"], "the gates were evaluated"
     window = decision["evaluation"]["window"]
     assert window["seconds"] == pytest.approx(40.0)

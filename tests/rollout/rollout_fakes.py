@@ -55,14 +55,32 @@ class ScriptedGates:
         gates = (
             GateResult("error_rate", "error_rate", "pass", "ok", "pass", "prometheus", {}, {}, {}, {}, {}),
             GateResult(
-                self.failing_gate, "threshold", shown, f"{self.failing_gate} said {verdict}", raw,
-                "prometheus", {}, {}, {}, {}, {"baseline": 400, "canary": 40}, consecutive_failures=streak,
+                self.failing_gate,
+                "threshold",
+                shown,
+                f"{self.failing_gate} said {verdict}",
+                raw,
+                "prometheus",
+                {},
+                {},
+                {},
+                {},
+                {"baseline": 400, "canary": 40},
+                consecutive_failures=streak,
             ),
         )
         verdict_all, reason = overall(gates)
         return Evaluation(
-            verdict=verdict_all, reason=reason, gates=gates, profile="test", start=start, end=end,
-            weights=weights.as_dict(), offered_rps=None, prometheus_url="", evaluated_at=end,
+            verdict=verdict_all,
+            reason=reason,
+            gates=gates,
+            profile="test",
+            start=start,
+            end=end,
+            weights=weights.as_dict(),
+            offered_rps=None,
+            prometheus_url="",
+            evaluated_at=end,
         )
 
 

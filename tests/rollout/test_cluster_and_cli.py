@@ -3,8 +3,8 @@ import math
 import pytest
 
 from rollout.__main__ import main
-from rollout.sites.cluster import ClusterTarget, chart_fullname
 from rollout.plan import get_profile
+from rollout.sites.cluster import ClusterTarget, chart_fullname
 
 
 def test_chart_naming_matches_the_helm_helper():
