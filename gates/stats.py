@@ -172,6 +172,17 @@ def quantile_ratio(
     return RatioEstimate(ratio, ratio * math.exp(-z * rel), ratio * math.exp(z * rel))
 
 
+def lag1_autocorrelation(x: np.ndarray) -> float:
+    """Correlation of each value with the next; 0 where it is undefined: fewer than 4 values, or a
+    lagged half without variance (e.g. a flat series with one step, as an idle arm's memory is), which
+    holds no evidence of serial correlation."""
+    if x.size < 4:
+        return 0.0
+    head, tail = x[:-1] - x[:-1].mean(), x[1:] - x[1:].mean()
+    scale = math.sqrt(float(head @ head) * float(tail @ tail))
+    return float(head @ tail) / scale if scale > 0 else 0.0
+
+
 def robust_slope(
     t: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, confidence: float = 0.95
 ) -> SlopeEstimate:
@@ -186,10 +197,7 @@ def robust_slope(
         return SlopeEstimate(nan, nan, nan, n, nan)
     slope, intercept, low, high = sps.theilslopes(yy, tt, alpha=confidence)
     resid = yy - (intercept + slope * tt)
-    rho = 0.0
-    if n > 3 and np.std(resid) > 0:
-        rho = float(np.corrcoef(resid[:-1], resid[1:])[0, 1])
-        rho = min(max(rho, 0.0), 0.95) if math.isfinite(rho) else 0.0
+    rho = min(max(lag1_autocorrelation(resid), 0.0), 0.95)
     inflate = math.sqrt((1 + rho) / (1 - rho))
     return SlopeEstimate(
         float(slope), float(slope - (slope - low) * inflate), float(slope + (high - slope) * inflate), n, rho

@@ -103,3 +103,21 @@ def test_tail_only_regression_missed_by_mann_whitney_is_caught_by_the_quantile_j
         confidence=0.95,
     )
     assert j.verdict == "fail" and j.values["ratio"] > 1.3
+
+
+def test_slope_of_a_flat_series_with_one_step_is_quiet_and_finite():
+    """An idle arm's memory: flat, then one step. Its lagged residuals have no variance, which once made
+    numpy divide by zero (RuntimeWarning) inside the autocorrelation."""
+    import warnings
+
+    from gates.stats import lag1_autocorrelation, robust_slope
+
+    t = np.arange(20.0)
+    y = np.full(20, 5.0)
+    y[-1] = 6.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = robust_slope(t, y)
+        assert lag1_autocorrelation(np.zeros(10)) == 0.0
+    assert est.slope == 0.0 and math.isfinite(est.low) and math.isfinite(est.high)
+    assert lag1_autocorrelation(np.sin(np.arange(200) / 10)) > 0.9  # a smooth wave is autocorrelated
