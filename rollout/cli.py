@@ -14,12 +14,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from infra.cli import UsageErrorParser
 from rollout.hooks import load_hooks
 from rollout.local_stack import BASELINE_MODE, ArmSpec, canary_default_mode
 from rollout.plan import PROFILES, get_profile
 from rollout.sites.base import Site
+from rollout.state import RolloutState
 
 ARMS = ("baseline", "canary")
 EXIT = {"promoted": 0, "reverted": 1, "aborted": 2}
@@ -315,8 +317,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if state is None:
         print(f"no rollout recorded in {store.describe()}")
         return 0
+    steering = orchestrator_status(state, time.time())
     if args.json:
-        print(json.dumps(state.to_dict(), indent=1, default=str))
+        print(json.dumps({**state.to_dict(), "orchestrator": steering}, indent=1, default=str))
         return 0
     print(f"rollout {state.run_id}: {state.phase.value}" + (f" ({state.reason})" if state.reason else ""))
     if not state.phase.terminal and state.step_started_at is not None:
@@ -324,6 +327,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  step {state.step_index + 1}/{len(state.steps)} at {state.current_canary_weight}% canary, "
             f"for {time.time() - state.step_started_at:.0f}s"
         )
+    if steering is not None:
+        print(f"  orchestrator: {steering['text']}")
     kind = state.router.get("kind")
     process = state.router.get("process")
     if process and not is_alive(ProcessRef.from_dict(process)):
@@ -395,6 +400,27 @@ def cmd_ci_gate(args: argparse.Namespace) -> int:
         print(f"ci-gate: no verdict: {type(exc).__name__}: {exc}", file=sys.stderr)
         return NO_VERDICT
     return outcome.exit_code
+
+
+def orchestrator_status(state: RolloutState, now: float) -> dict[str, Any] | None:
+    """Who steers an unfinished rollout, and whether anyone still does (None once it is finished)."""
+    if state.phase.terminal:
+        return None
+    holder = state.holder
+    what_now = (
+        "traffic is held at the current weights; run `make rollback` (100% baseline) "
+        "or `python -m rollout run` (resume)"
+    )
+    if holder is None:
+        return {"gone": True, "holder": None, "text": f"none holds this rollout; {what_now}"}
+    age = holder.age(now)
+    gone = holder.gone(now)
+    text = (
+        f"GONE ({holder.describe()}, last heartbeat {age:.0f}s ago); {what_now}"
+        if gone
+        else f"{holder.describe()}, last heartbeat {age:.0f}s ago (lease {holder.lease_s:.0f}s)"
+    )
+    return {"gone": gone, "holder": holder.describe(), "heartbeat_age_s": round(age, 1), "text": text}
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -19,7 +19,7 @@ from rollout.gating import GateEvaluator
 from rollout.hooks import Hook, run_hooks
 from rollout.plan import Phase, Profile
 from rollout.routers.base import RouterUnavailable, TrafficRouter, WeightCheck, Weights
-from rollout.state import EvaluationEntry, RolloutState, StateStore
+from rollout.state import EvaluationEntry, Holder, RolloutState, StateStore
 
 BASELINE_ONLY = Weights(baseline=100, canary=0)
 Progress = Callable[[RolloutState, str], None]
@@ -27,6 +27,10 @@ Progress = Callable[[RolloutState, str], None]
 
 def _quiet(_state: RolloutState, _message: str) -> None:
     pass
+
+
+class LeaseLost(RuntimeError):
+    """Another orchestrator holds the rollout now (this one's lease ran out): stop steering, touch nothing."""
 
 
 def new_state(
@@ -114,6 +118,7 @@ class RolloutController:
         clock: Callable[[], float] = time.time,
         progress: Progress = _quiet,
         hook_context: dict[str, Any] | None = None,
+        holder: Holder | None = None,
     ) -> None:
         self.store = store
         self.router = router
@@ -122,6 +127,7 @@ class RolloutController:
         self.clock = clock
         self.progress = progress
         self.hook_context = dict(hook_context or {})  # e.g. the arms' URLs, for rehearsal hooks
+        self.holder = holder  # this orchestrator's lease, renewed at every advance (None: no lease kept)
 
     def load(self) -> RolloutState:
         state = self.store.load()
@@ -134,9 +140,37 @@ class RolloutController:
             state = self.load()
             if state.phase.terminal:
                 return state
-            state = self._advance(state)
+            state = self._advance(self._renew_lease(state))
             self.store.save(state)
             return state
+
+    def release(self) -> RolloutState | None:
+        """Give the lease back (the run is over): `status` then shows nobody steering."""
+        with self.store.locked():
+            state = self.store.load()
+            if (
+                state is None
+                or self.holder is None
+                or state.holder is None
+                or state.holder.id != self.holder.id
+            ):
+                return state
+            state = replace(state, holder=None)
+            self.store.save(state)
+            return state
+
+    def _renew_lease(self, state: RolloutState) -> RolloutState:
+        if self.holder is None:
+            return state
+        now = self.clock()
+        current = state.holder
+        if current is not None and current.id != self.holder.id and not current.gone(now):
+            raise LeaseLost(
+                f"rollout {state.run_id} is now steered by {current.describe()} "
+                f"(heartbeat {current.age(now):.0f}s ago); this orchestrator stops without touching traffic"
+            )
+        self.holder = self.holder.renewed(now)
+        return replace(state, holder=self.holder)
 
     def rollback(self, *, who: str, reason: str, outcome: Phase = Phase.ABORTED) -> RolloutState | None:
         with self.store.locked():

@@ -16,17 +16,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from rollout.controller import RolloutController, new_state, rollback_locked
+from rollout.controller import LeaseLost, RolloutController, new_state, rollback_locked
 from rollout.hooks import Hook, parse_hooks
 from rollout.plan import Phase, Profile
 from rollout.report import collect_timeline, write_report
 from rollout.routers.base import RouterUnavailable
 from rollout.sites.base import Site
-from rollout.state import RolloutState
+from rollout.state import Holder, RolloutState, StateConflict, StateStore
 
 Say = Callable[[str], None]
 
@@ -95,6 +95,12 @@ def _interruptible_sleep(stop: threading.Event, seconds: float) -> None:
 ROUTER_RETRIES = 3  # intervals in a row the router may be unreachable before the orchestrator gives up
 
 
+def lease_s(interval_s: float) -> float:
+    """How long a silent orchestrator still holds its rollout: several intervals (an evaluation against a
+    slow Prometheus can take a while), at least a minute."""
+    return max(4.0 * interval_s, 60.0)
+
+
 def drive(controller: RolloutController, progress: TerminalProgress, stop: threading.Event) -> RolloutState:
     """Call `advance()` at the step start plus whole intervals until the rollout is terminal.
 
@@ -115,6 +121,9 @@ def drive(controller: RolloutController, progress: TerminalProgress, stop: threa
         try:
             state = controller.advance()
             failures = 0
+        except StateConflict as exc:  # e.g. a rollback from elsewhere: the next advance reads the newer state
+            progress.event(state, f"state changed by another writer, re-reading: {exc}")
+            continue
         except RouterUnavailable as exc:
             failures += 1
             progress.event(state, f"router unavailable ({failures}/{ROUTER_RETRIES}), holding: {exc}")
@@ -147,7 +156,18 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
     stop = _stop_event_on_signals()
     with site.exclusive():
         existing = store.load()
-        if existing is not None and not existing.phase.terminal:
+        resuming = existing is not None and not existing.phase.terminal
+        interval_s = (
+            float(existing.profile["interval_s"]) if resuming and existing else plan.profile.interval_s
+        )
+        holder = Holder.this_process(lease_s=lease_s(interval_s), now=time.time())
+        if resuming and existing is not None:
+            current = existing.holder
+            if current is not None and not current.gone():
+                raise RuntimeError(
+                    f"rollout {existing.run_id} is steered by {current.describe()} (heartbeat "
+                    f"{current.age(time.time()):.0f}s ago, lease {current.lease_s:.0f}s); not taking it over"
+                )
             site.attach(existing.stack, existing.router)
             dead = site.dead_parts()
             if dead:
@@ -155,10 +175,13 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
                     f"cannot resume rollout {existing.run_id}: {', '.join(dead)} no longer running; "
                     "run `python -m rollout rollback` to restore 100% baseline"
                 )
+            taken = "" if current is None else f", taking over from {current.describe()} (gone)"
             say(
-                f"resuming rollout {existing.run_id} at step {existing.step_index + 1} ({existing.phase.value})"
+                f"resuming rollout {existing.run_id} at step {existing.step_index + 1} "
+                f"({existing.phase.value}){taken}"
             )
-            state = existing
+            state = replace(existing, holder=holder)
+            _save_or_refuse(store, state)
         else:
             run_id = new_run_id()
             profile = plan.profile
@@ -181,7 +204,7 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
                 now=time.time(),
                 hooks=plan.hooks,
             )
-            store.save(state)
+            _save_or_refuse(store, replace(state, holder=holder))
         config = site.gate_config(plan.gate_file, state.profile.get("gate_overrides"))
         offered = float(state.profile["request_rate"]) if site.drives_load else plan.offered_rps
         gates = site.gates(config, offered_rps=offered)
@@ -194,6 +217,7 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
             hooks=parse_hooks({"hooks": list(state.hooks)}),  # as recorded when the run began
             progress=progress.event,
             hook_context=site.hook_context(),
+            holder=holder,
         )
         try:
             if state.phase is Phase.INITIALIZING:
@@ -203,15 +227,29 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
             state = (
                 controller.rollback(who=whoami(), reason="orchestrator interrupted (SIGINT/SIGTERM)") or state
             )
+        except LeaseLost as exc:  # another orchestrator steers now: leave traffic and the site to it
+            say(str(exc))
+            return state
         except BaseException as exc:
             say(f"orchestrator error: {type(exc).__name__}: {exc}; rolling back")
             state = controller.rollback(who="rollout", reason=f"orchestrator error: {exc}") or state
             _finish(site, state, plan.reports_dir, config, say)
             raise
+        state = controller.release() or state
         run_dir = _finish(site, state, plan.reports_dir, config, say)
         say(f"{state.outcome}: {state.reason}")
         say(f"report: {run_dir}/report.html")
         return state
+
+
+def _save_or_refuse(store: StateStore, state: RolloutState) -> None:
+    """Take the rollout: a second orchestrator writing at the same moment loses on the store's version."""
+    try:
+        store.save(state)
+    except StateConflict as exc:
+        raise RuntimeError(
+            f"another orchestrator took rollout {state.run_id} at the same moment: {exc}"
+        ) from exc
 
 
 def _finish(site: Site, state: RolloutState, reports_dir: Path, config: Any, say: Say) -> Path:

@@ -9,7 +9,10 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -60,6 +63,73 @@ class EvaluationEntry:
         )
 
 
+class StateConflict(RuntimeError):
+    """Someone else wrote the state since it was read (a rollback, another orchestrator): re-read it."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The orchestrator steering a rollout, and its lease: it renews `heartbeat_at` at every interval;
+    once `lease_s` passes without a renewal, anyone may take the rollout over (resume it)."""
+
+    id: str
+    host: str
+    pid: int
+    pod: str | None  # the orchestrator Job's pod, in a cluster
+    heartbeat_at: float
+    lease_s: float
+
+    @classmethod
+    def this_process(cls, *, lease_s: float, now: float) -> Holder:
+        return cls(
+            id=uuid.uuid4().hex[:12],
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            pod=os.environ.get("POD_NAME"),
+            heartbeat_at=now,
+            lease_s=lease_s,
+        )
+
+    def describe(self) -> str:
+        return f"pod {self.pod}" if self.pod else f"{self.host} pid {self.pid}"
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.heartbeat_at)
+
+    def gone(self, now: float | None = None) -> bool:
+        """The lease ran out, or the holder ran on this host and its process no longer exists."""
+        now = time.time() if now is None else now
+        if self.age(now) > self.lease_s:
+            return True
+        if self.host == socket.gethostname() and not self.pod:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+            return _is_zombie(self.pid)
+        return False
+
+    def renewed(self, now: float) -> Holder:
+        return replace(self, heartbeat_at=now)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Holder:
+        return cls(**data)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2 :].startswith("Z")
+
+
 @dataclass(frozen=True)
 class RolloutState:
     run_id: str
@@ -79,6 +149,7 @@ class RolloutState:
     gate_streaks: dict[str, int] = field(default_factory=dict)  # failing evaluations in a row, this step
     events: tuple[dict[str, Any], ...] = ()  # weight changes, hooks, promotions, rollbacks (who and why)
     hooks: tuple[dict[str, Any], ...] = ()  # the run's hooks, so a later `rollout rollback` runs them too
+    holder: Holder | None = None  # the orchestrator steering it now (None: nobody; released at the end)
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -92,7 +163,8 @@ class RolloutState:
         return replace(self, events=(*self.events, {"at": at, "kind": kind, **detail}))
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(replace(self, evaluations=()))
+        data = asdict(replace(self, evaluations=(), holder=None))
+        data["holder"] = None if self.holder is None else self.holder.to_dict()
         data["phase"] = self.phase.value
         data["evaluations"] = [e.to_dict() for e in self.evaluations]
         data["events"] = list(self.events)
@@ -113,6 +185,7 @@ class RolloutState:
         values["evaluations"] = tuple(EvaluationEntry.from_dict(e) for e in values.get("evaluations", ()))
         values["events"] = tuple(values.get("events", ()))
         values["hooks"] = tuple(values.get("hooks", ()))
+        values["holder"] = None if not values.get("holder") else Holder.from_dict(values["holder"])
         return cls(**values)
 
 
@@ -223,13 +296,18 @@ class ConfigMapStateStore:
             self.load()
         assert self._version is not None
         text = json.dumps(state.to_dict(), default=str)
-        self._version = self.kube.replace_configmap_data(
-            context=self.context,
-            namespace=self.namespace,
-            name=self.name,
-            data={self.KEY: text},
-            resource_version=self._version,
-        )
+        from rollout.kube import KubeConflict
+
+        try:
+            self._version = self.kube.replace_configmap_data(
+                context=self.context,
+                namespace=self.namespace,
+                name=self.name,
+                data={self.KEY: text},
+                resource_version=self._version,
+            )
+        except KubeConflict as exc:
+            raise StateConflict(f"{self.describe()} changed since it was read: {exc}") from exc
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -19,9 +19,9 @@ import yaml
 from helm_chart_render import RELEASE
 
 from gates.config import DEFAULT_GATE_FILE
-from testkit.synthetic_arms import ArmBehaviour, arm_series
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
 from rollout.sites.cluster import ClusterTarget
+from testkit.synthetic_arms import ArmBehaviour, arm_series
 
 FULL = f"{RELEASE}-sglang-vlm-canary"
 

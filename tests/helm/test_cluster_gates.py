@@ -17,8 +17,8 @@ from helm_chart_render import helm_on as helm
 
 from gates.config import load_gate_file
 from gates.evaluate import evaluate
-from testkit.synthetic_arms import ArmBehaviour, arm_series
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
+from testkit.synthetic_arms import ArmBehaviour, arm_series
 
 pytestmark = pytest.mark.k8s
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,8 +32,8 @@ from cluster_series import (
 from helm_chart_render import CHART, RELEASE, ROOT
 from helm_chart_render import helm_on as helm
 
-from testkit.synthetic_arms import ArmBehaviour
 from rollout.plan import get_profile
+from testkit.synthetic_arms import ArmBehaviour
 
 pytestmark = pytest.mark.k8s
 
@@ -41,6 +42,7 @@ CANARIES = {
     "rollout-pass": ArmBehaviour(rps=80.0),
     "rollout-fail": ArmBehaviour(rps=80.0, cpu_utilisation=0.95),  # over the CPU gate's 0.60 of the limit
     "rollout-kill": ArmBehaviour(rps=80.0),
+    "rollout-race": ArmBehaviour(rps=80.0),
 }
 SCRAPE_S = 1.0
 PAST_S, FUTURE_S = 30.0, 300.0  # backfilled span around the fixture's start; every run ends inside it
@@ -177,9 +179,16 @@ def test_rollback_after_sigkill_mid_step_restores_baseline(cluster, prometheus, 
         proc.send_signal(signal.SIGKILL)
         output = proc.communicate(timeout=30)[0]
     print(output[-3000:])
-    # Killed mid-step: traffic stays at the step's weights, the state says progressing.
+    # Killed mid-step: traffic stays at the step's weights, the state says progressing, and status says
+    # nobody steers any more (the holder's process is gone) and what to run.
     assert route_weights(cluster, namespace) == (90, 10)
     assert stored_state(cluster, namespace)["phase"] == "progressing"
+    status = run_to_end(
+        [sys.executable, "-m", "rollout", "status", "--kube-namespace", namespace, "--release", RELEASE], env
+    )
+    assert status.returncode == 0, status.stderr[-3000:]
+    assert f"orchestrator: GONE ({socket.gethostname()} pid {proc.pid}" in status.stdout, status.stdout
+    assert "make rollback" in status.stdout and "python -m rollout run" in status.stdout
 
     rollback = [
         sys.executable,
@@ -290,3 +299,64 @@ def test_weights_verify_through_a_gateway_controllers_route_status(cluster, rele
     assert route_verify(env, namespace, "verify") == {"70/30": "matches", "60/40": "differs"}
     # A new weight is a new generation: unconfirmed until the controller reports on it.
     assert route_verify(env, namespace, "[60, 40]") == {"70/30": "differs", "60/40": "unknown"}
+
+
+def test_two_orchestrators_never_steer_at_once_and_a_dead_ones_rollout_is_taken_over(
+    cluster, prometheus, gate_file, tmp_path
+):
+    """Lease semantics on the real API server: of two orchestrators started together exactly one steers;
+    a third is refused while it lives; once it is SIGKILLed a new one resumes the same rollout."""
+    namespace = "rollout-race"
+    env = service_account_env(cluster, namespace, tmp_path)
+    plan = ("--profile", "quick", "--steps", "10,50,100", "--bake", "300,9,9", "--interval", "3")
+    cmd = run_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *plan)
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    racers = [start(), start()]
+    procs = list(racers)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(p.poll() is not None for p in racers) < 1 or route_weights(cluster, namespace) != (90, 10):
+            assert time.monotonic() < deadline, "no single winner within 60 s"
+            time.sleep(0.5)
+        time.sleep(4)  # the winner renews its lease at least once
+        losers = [p for p in racers if p.poll() is not None]
+        winners = [p for p in racers if p.poll() is None]
+        assert len(losers) == 1 and len(winners) == 1, [p.returncode for p in racers]
+        lost = losers[0].communicate(timeout=10)[0]
+        assert losers[0].returncode != 0 and ("steered by" in lost or "at the same moment" in lost), lost
+        winner = winners[0]
+        holder = stored_state(cluster, namespace)["holder"]
+        assert holder["pid"] == winner.pid and holder["host"] == socket.gethostname()
+
+        third = run_to_end(cmd, env, timeout_s=60)  # refused: the winner is alive and renewing
+        assert third.returncode != 0 and f"steered by {socket.gethostname()} pid {winner.pid}" in third.stderr
+
+        winner.send_signal(signal.SIGKILL)
+        winner.communicate(timeout=30)
+        assert route_weights(cluster, namespace) == (90, 10)  # held where it was
+        run_id = stored_state(cluster, namespace)["run_id"]
+
+        successor = start()
+        procs.append(successor)
+        deadline = time.monotonic() + 60
+        while stored_state(cluster, namespace)["holder"]["pid"] != successor.pid:
+            assert successor.poll() is None, successor.stdout.read() if successor.stdout else ""
+            assert time.monotonic() < deadline, "the successor never took the rollout over"
+            time.sleep(0.5)
+        state = stored_state(cluster, namespace)
+        assert state["run_id"] == run_id and state["phase"] == "progressing"  # the same rollout, resumed
+        successor.send_signal(signal.SIGTERM)  # Ctrl-C of the successor rolls back as usual
+        out = successor.communicate(timeout=60)[0]
+        assert f"taking over from {socket.gethostname()} pid {winner.pid} (gone)" in out, out[-3000:]
+        assert route_weights(cluster, namespace) == (100, 0)
+        assert stored_state(cluster, namespace)["phase"] == "aborted"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate(timeout=30)

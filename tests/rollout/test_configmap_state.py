@@ -8,7 +8,7 @@ from rollout_fakes import MemoryRouter
 from rollout.controller import new_state
 from rollout.kube import KubeConflict
 from rollout.plan import get_profile
-from rollout.state import ConfigMapStateStore
+from rollout.state import ConfigMapStateStore, StateConflict
 
 
 class FakeConfigMaps:
@@ -36,6 +36,6 @@ def test_state_round_trips_and_a_stale_writer_is_refused():
     other = ConfigMapStateStore(namespace="ml", name="demo-rollout-state", kube=kube)
     other.load()
     other.save(state.with_event(2.0, "rollback", who="alice", reason="x"))  # someone else wrote meanwhile
-    with pytest.raises(KubeConflict):
+    with pytest.raises(StateConflict, match="changed since it was read"):
         store.save(state.with_event(3.0, "weights"))
     assert store.load().events[-1]["who"] == "alice"  # re-read: the other write won, nothing was lost

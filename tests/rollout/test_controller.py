@@ -190,3 +190,59 @@ def test_drive_holds_while_the_router_is_unreachable_then_gives_up(tmp_path):
     assert sum("router unavailable" in line for line in lines) == ROUTER_RETRIES
     router.down = False  # it comes back: the same state resumes and promotes
     assert drive(controller, TerminalProgress(lines.append), threading.Event()).phase is Phase.PROMOTED
+
+
+def _holder(name, clock, lease_s=60.0):
+    import os
+    import socket
+
+    from rollout.state import Holder
+
+    return Holder(
+        id=name, host=socket.gethostname(), pid=os.getpid(), pod=None, heartbeat_at=clock(), lease_s=lease_s
+    )
+
+
+def test_a_second_orchestrator_steers_only_once_the_first_ones_lease_ran_out(tmp_path):
+    from rollout.controller import LeaseLost
+
+    first, router, clock = make(tmp_path, ScriptedGates("pass"))
+    first.holder = _holder("first", clock)
+    assert first.advance().holder.id == "first"
+    second = RolloutController(
+        store=first.store,
+        router=router,
+        gates=ScriptedGates("pass"),
+        clock=clock,
+        holder=_holder("second", clock),
+    )
+    clock.tick(PROFILE.interval_s)
+    first.advance()  # renews its heartbeat
+    with pytest.raises(LeaseLost, match="pid"):
+        second.advance()
+    assert first.store.load().holder.id == "first"
+    clock.tick(61.0)  # the first goes silent past its lease
+    assert second.advance().holder.id == "second"
+    with pytest.raises(LeaseLost):  # the first, back, finds the rollout taken and steers no more
+        first.advance()
+    assert second.release().holder is None
+
+
+def test_status_says_when_nobody_steers_and_what_to_run(tmp_path):
+    from dataclasses import replace
+
+    from rollout.cli import orchestrator_status
+
+    controller, _, clock = make(tmp_path, ScriptedGates("pass"))
+    controller.holder = _holder("live", clock)
+    state = controller.advance()
+    live = orchestrator_status(state, clock())
+    assert live is not None and live["gone"] is False and "last heartbeat 0s ago" in live["text"]
+    stale = orchestrator_status(state, clock() + 61.0)
+    assert stale is not None and stale["gone"] is True and stale["text"].startswith("GONE (")
+    assert "make rollback" in stale["text"] and "python -m rollout run" in stale["text"]
+    dead = replace(state, holder=replace(state.holder, pid=2**22 + 1))  # no such process on this host
+    assert orchestrator_status(dead, clock())["gone"] is True
+    nobody = orchestrator_status(replace(state, holder=None), clock())
+    assert nobody is not None and nobody["gone"] is True and nobody["text"].startswith("none holds")
+    assert orchestrator_status(replace(state, phase=Phase.PROMOTED), clock()) is None

@@ -8,6 +8,7 @@ stops every process the rollout started, whatever happens.
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -248,6 +249,10 @@ def test_sigkill_mid_step_then_make_rollback_restores_all_traffic_to_baseline(ro
     proc.wait(timeout=10)
     router = router_from_description(state.router)
     assert router.get_weights() == Weights(75, 25)
+    status = rollout.cli("status")  # nobody steers any more, and status says so and what to run
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"orchestrator: GONE ({socket.gethostname()} pid {proc.pid}" in status.stdout, status.stdout
+    assert "router (local): baseline 75% canary 25%" in status.stdout
 
     done = subprocess.run(
         ["make", "-s", "rollback", "REASON=on-call saw a regression"],
