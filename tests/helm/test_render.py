@@ -291,6 +291,7 @@ def test_orchestrator_job_runs_with_its_account_and_names_its_objects(scenario):
     assert args[args.index("--profile") + 1] == o["profile"]
     env = env_of(c)
     assert env["ROLLOUT_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}  # the lease's holder
     out.get("HTTPRoute", env["ROLLOUT_HTTPROUTE"])
     out.get("Deployment", env["ROLLOUT_BASELINE_DEPLOYMENT"])
     out.get("Deployment", env["ROLLOUT_CANARY_DEPLOYMENT"])
