@@ -18,7 +18,7 @@ from gates.record import Evaluation, Verdict
 from rollout.gating import GateEvaluator
 from rollout.hooks import Hook, run_hooks
 from rollout.plan import Phase, Profile
-from rollout.routers.base import RouterUnavailable, TrafficRouter, WeightCheck, Weights
+from rollout.routers.base import RouterUnavailable, TrafficRouter, Verification, WeightCheck, Weights
 from rollout.state import EvaluationEntry, Holder, RolloutState, StateStore
 
 BASELINE_ONLY = Weights(baseline=100, canary=0)
@@ -78,14 +78,22 @@ def rollback_locked(
     except RouterUnavailable as exc:
         before = f"unknown ({exc})"
     router.set_weights(BASELINE_ONLY.baseline, BASELINE_ONLY.canary)
-    check = router.verify_weights(BASELINE_ONLY)
-    if check is WeightCheck.DIFFERS:
-        raise RouterUnavailable(f"router {router.name} still differs from 100/0 after rollback")
+    check = wait_in_effect(router, BASELINE_ONLY)
+    if check.check is WeightCheck.DIFFERS and router.get_weights() != BASELINE_ONLY:
+        raise RouterUnavailable(
+            f"router {router.name} still differs from 100/0 after rollback: {check.reason}"
+        )
     if state is None:
         return None
     changed = before != BASELINE_ONLY.as_dict() or not state.phase.terminal
     state = replace(state, router=router.describe()).with_event(
-        now, "rollback", who=who, reason=reason, weights_before=before, verified=check.value, changed=changed
+        now,
+        "rollback",
+        who=who,
+        reason=reason,
+        weights_before=before,
+        verified=check.as_text(),
+        changed=changed,
     )
     if not state.phase.terminal:
         state = replace(
@@ -95,6 +103,19 @@ def rollback_locked(
         for result in run_hooks(hooks, "rollback", _hook_context(state, reason=reason, **(context or {}))):
             state = state.with_event(now, "hook", step=state.step_index, **result.as_dict())
     return state
+
+
+def wait_in_effect(
+    router: TrafficRouter, want: Weights, *, timeout_s: float = 10.0, poll_s: float = 0.2
+) -> Verification:
+    """Verify `want`, giving a gateway controller a moment to apply a change it has not reported yet.
+    A rollback must not fail only because the status lags; what the controller said is recorded."""
+    deadline = time.monotonic() + timeout_s
+    check = router.verify_weights(want)
+    while check.check is WeightCheck.DIFFERS and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        check = router.verify_weights(want)
+    return check
 
 
 def _hook_context(state: RolloutState, **extra: Any) -> dict[str, Any]:
@@ -194,7 +215,7 @@ class RolloutController:
         now = self.clock()
         if state.phase is Phase.INITIALIZING:
             return self._enter_step(state, 0, now)
-        state = self._converge(state, now)
+        state, in_effect = self._converge(state, now)
         if state.phase.terminal:
             return state
         profile = state.profile
@@ -202,7 +223,7 @@ class RolloutController:
         elapsed = now - state.step_started_at
         if elapsed < profile["settle_s"]:
             return state
-        result = self._evaluate(state, now)
+        result = self._evaluate(state, now, in_effect)
         state = self._record(state, result, now)
         weight = state.current_canary_weight
         if result.verdict is Verdict.FAIL:
@@ -231,8 +252,9 @@ class RolloutController:
             return state
         return self._promote_step(state, now)
 
-    def _converge(self, state: RolloutState, now: float) -> RolloutState:
-        """Make the world match the intent: pre-step hooks done, router at this step's weights."""
+    def _converge(self, state: RolloutState, now: float) -> tuple[RolloutState, Verification]:
+        """Make the world match the intent: pre-step hooks done, router at this step's weights. Returns
+        what the router says is in effect (a gateway controller applies a patch a moment later)."""
         pending = not any(
             e["kind"] == "hook-done" and e.get("hook") == "pre-step" and e.get("step") == state.step_index
             for e in state.events
@@ -240,16 +262,34 @@ class RolloutController:
         if pending:
             state = self._run_step_hooks(state, "pre-step", now)
             if state.phase.terminal:
-                return state
+                return state, Verification(WeightCheck.UNKNOWN, "step ended by its hook")
         want = Weights.for_canary(state.current_canary_weight)
         check = self.router.verify_weights(want)
-        if check is not WeightCheck.MATCHES:
-            # DIFFERS (e.g. a restart found another value) or UNKNOWN (router restarted): set it again.
+        if self._needs_setting(check, want):
+            # Configured otherwise (a restart found another value) or unknown (the router restarted): set.
             self.router.set_weights(want.baseline, want.canary)
             state = replace(state, router=self.router.describe()).with_event(
-                now, "weights", step=state.step_index, weights=want.as_dict(), after_check=check.value
+                now,
+                "weights",
+                step=state.step_index,
+                weights=want.as_dict(),
+                after_check=check.check.value,
+                reason=check.reason,
             )
-        return state
+        elif check.check is WeightCheck.DIFFERS:
+            # Configured but not in effect yet (or refused): say so; the evaluation holds.
+            self.progress(state, f"weights {want.as_dict()} not in effect: {check.reason}")
+        return state, check
+
+    def _needs_setting(self, check: Verification, want: Weights) -> bool:
+        if check.check is WeightCheck.UNKNOWN:
+            return True
+        if check.check is WeightCheck.MATCHES:
+            return False
+        try:  # DIFFERS: configured otherwise, or configured and not applied yet (then setting is no use)
+            return self.router.get_weights() != want
+        except RouterUnavailable:
+            return True
 
     def _enter_step(self, state: RolloutState, index: int, now: float) -> RolloutState:
         state = replace(
@@ -262,7 +302,7 @@ class RolloutController:
         )
         state = state.with_event(now, "step-started", step=index, canary_weight=state.steps[index])
         self.store.save(state)  # intent first: a crash from here on resumes into this step
-        state = self._converge(state, now)
+        state, _ = self._converge(state, now)
         if not state.phase.terminal:
             self.progress(
                 state, f"step {index + 1}/{len(state.steps)}: {state.current_canary_weight}% canary"
@@ -316,10 +356,19 @@ class RolloutController:
         self.progress(reverted, f"reverted to 100% baseline: {reason}")
         return reverted
 
-    def _evaluate(self, state: RolloutState, now: float) -> Evaluation:
+    def _evaluate(self, state: RolloutState, now: float, in_effect: Verification) -> Evaluation:
         assert state.step_started_at is not None
         start = state.step_started_at + state.profile["settle_s"]
         weights = Weights.for_canary(state.current_canary_weight)
+        if in_effect.check is WeightCheck.DIFFERS:
+            # Traffic is not (yet) split as this step says: judging the window would judge something else.
+            return Evaluation.unavailable(
+                f"weights not in effect: {in_effect.reason}",
+                start=start,
+                end=now,
+                weights=weights.as_dict(),
+                at=now,
+            )
         try:
             # The step's failure streaks come from the persisted state: hysteresis survives a restart.
             return self.gates.evaluate(start=start, end=now, weights=weights, streaks=state.gate_streaks)

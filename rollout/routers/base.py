@@ -47,6 +47,21 @@ class WeightCheck(enum.Enum):
     UNKNOWN = "unknown"
 
 
+@dataclass(frozen=True)
+class Verification:
+    """What `verify_weights` found, and why (e.g. which controller has not applied which generation)."""
+
+    check: WeightCheck
+    reason: str = ""
+
+    @property
+    def matches(self) -> bool:
+        return self.check is WeightCheck.MATCHES
+
+    def as_text(self) -> str:
+        return self.check.value + (f": {self.reason}" if self.reason else "")
+
+
 class RouterUnavailable(RuntimeError):
     """The router cannot be reached or refused the change; the message says which and why."""
 
@@ -62,8 +77,8 @@ class TrafficRouter(Protocol):
     def get_weights(self) -> Weights:
         """The weights the router is configured with now."""
 
-    def verify_weights(self, expected: Weights) -> WeightCheck:
-        """Whether the weights in effect are `expected`; UNKNOWN when the router cannot tell."""
+    def verify_weights(self, expected: Weights) -> Verification:
+        """Whether the weights in effect are `expected`; UNKNOWN only when nothing can tell."""
 
     def describe(self) -> dict:
         """What to persist so `routers.router_from_description` can rebuild this router later."""

@@ -2,14 +2,17 @@
 
 The chart owns the route (backendRefs, the arm header filters); this router only patches weights, with
 RFC 6902 `test` operations so it never rewrites a route whose backendRefs moved under it. It verifies
-through the route's status: weights in the spec and every parent Accepted at the current generation.
+through the route's status, as the gateway controllers write it: the weights are in effect when they
+are in the spec and every parent's controller reports Accepted and ResolvedRefs for the current
+generation. A controller still reporting an older generation, or refusing this one, means they are
+not in effect (DIFFERS, with who and why); only a route no controller reports on is UNKNOWN.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rollout.routers.base import ARMS, RouterUnavailable, WeightCheck, Weights
+from rollout.routers.base import ARMS, RouterUnavailable, Verification, WeightCheck, Weights
 
 
 class HTTPRouteRouter:
@@ -125,24 +128,36 @@ class HTTPRouteRouter:
     def finalize(self) -> None:
         """The route belongs to the chart's release: nothing of the router's own to release."""
 
-    def verify_weights(self, expected: Weights) -> WeightCheck:
+    def verify_weights(self, expected: Weights) -> Verification:
         try:
             route = self._get()
             actual = self._spec_weights(route)
-        except RouterUnavailable:
-            return WeightCheck.UNKNOWN
+        except RouterUnavailable as exc:
+            return Verification(WeightCheck.UNKNOWN, str(exc))
         if actual != expected:
-            return WeightCheck.DIFFERS
+            return Verification(WeightCheck.DIFFERS, f"the route's spec has {actual.as_dict()}")
         generation = route.get("metadata", {}).get("generation")
         parents = route.get("status", {}).get("parents", []) or []
         if not parents:
-            return WeightCheck.UNKNOWN  # no gateway controller has reported on this route (yet)
+            return Verification(WeightCheck.UNKNOWN, "no gateway controller reports on this route")
         for parent in parents:
-            accepted = [c for c in parent.get("conditions", []) if c.get("type") == "Accepted"]
-            if (
-                not accepted
-                or accepted[0].get("status") != "True"
-                or accepted[0].get("observedGeneration") != generation
-            ):
-                return WeightCheck.UNKNOWN
-        return WeightCheck.MATCHES
+            controller = parent.get("controllerName", "?")
+            conditions = {c.get("type"): c for c in parent.get("conditions", []) or []}
+            for kind in ("Accepted", "ResolvedRefs"):
+                condition = conditions.get(kind)
+                if condition is None or condition.get("observedGeneration") != generation:
+                    seen = None if condition is None else condition.get("observedGeneration")
+                    return Verification(
+                        WeightCheck.DIFFERS,
+                        f"{controller} has not reported {kind} for generation {generation} yet (last: {seen})",
+                    )
+                if condition.get("status") != "True":
+                    return Verification(
+                        WeightCheck.DIFFERS,
+                        f"{controller} refuses generation {generation}: {kind}={condition.get('status')} "
+                        f"({condition.get('reason')}: {condition.get('message')})",
+                    )
+        controllers = sorted({p.get("controllerName", "?") for p in parents})
+        return Verification(
+            WeightCheck.MATCHES, f"generation {generation} accepted by {', '.join(controllers)}"
+        )

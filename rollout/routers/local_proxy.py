@@ -16,7 +16,7 @@ from pathlib import Path
 
 from infra.net import wait_http_ok
 from rollout.processes import ProcessRef, is_alive, spawn_detached, terminate
-from rollout.routers.base import RouterUnavailable, WeightCheck, Weights
+from rollout.routers.base import RouterUnavailable, Verification, WeightCheck, Weights
 
 
 @dataclass(frozen=True)
@@ -156,9 +156,12 @@ class LocalProxyRouter:
         if self.process is not None:
             terminate(self.process)
 
-    def verify_weights(self, expected: Weights) -> WeightCheck:
+    def verify_weights(self, expected: Weights) -> Verification:
+        """The proxy applies what its admin endpoint reports, at once."""
         try:
             actual = self.get_weights()
-        except RouterUnavailable:
-            return WeightCheck.UNKNOWN
-        return WeightCheck.MATCHES if actual == expected else WeightCheck.DIFFERS
+        except RouterUnavailable as exc:
+            return Verification(WeightCheck.UNKNOWN, str(exc))
+        if actual != expected:
+            return Verification(WeightCheck.DIFFERS, f"the proxy routes {actual.as_dict()}")
+        return Verification(WeightCheck.MATCHES)

@@ -1,7 +1,7 @@
 """Stand-ins at the rollout's own interfaces: an in-memory router, scripted gates, a manual clock."""
 
 from gates.record import Evaluation, GateResult, overall
-from rollout.routers.base import RouterUnavailable, WeightCheck, Weights
+from rollout.routers.base import RouterUnavailable, Verification, WeightCheck, Weights
 
 
 class MemoryRouter:
@@ -25,8 +25,8 @@ class MemoryRouter:
 
     def verify_weights(self, expected):
         if self.down:
-            return WeightCheck.UNKNOWN
-        return WeightCheck.MATCHES if self.weights == expected else WeightCheck.DIFFERS
+            return Verification(WeightCheck.UNKNOWN, "memory router is down")
+        return Verification(WeightCheck.MATCHES if self.weights == expected else WeightCheck.DIFFERS)
 
     def describe(self):
         return {"kind": "memory"}

@@ -246,3 +246,34 @@ def test_status_says_when_nobody_steers_and_what_to_run(tmp_path):
     nobody = orchestrator_status(replace(state, holder=None), clock())
     assert nobody is not None and nobody["gone"] is True and nobody["text"].startswith("none holds")
     assert orchestrator_status(replace(state, phase=Phase.PROMOTED), clock()) is None
+
+
+class LaggingRouter(MemoryRouter):
+    """Configured at once, in effect only after `lag` verifications (a gateway controller's status)."""
+
+    def __init__(self, lag):
+        super().__init__()
+        self.lag = lag
+
+    def verify_weights(self, expected):
+        from rollout.routers.base import Verification, WeightCheck
+
+        if self.weights == expected and self.lag > 0:
+            self.lag -= 1
+            return Verification(WeightCheck.DIFFERS, "gateway has not reported generation 2 yet")
+        return super().verify_weights(expected)
+
+
+def test_an_evaluation_holds_while_the_weights_are_not_in_effect_and_says_why(tmp_path):
+    gates = ScriptedGates("pass")
+    controller, router, clock = make(tmp_path, gates, router=LaggingRouter(lag=1))
+    controller.advance()  # step 1 set: 90/10 configured, not yet in effect
+    clock.tick(PROFILE.interval_s)
+    state = controller.advance()
+    assert gates.calls == []  # nothing judged while traffic is not split as the step says
+    held = state.evaluations[-1]
+    assert held.verdict == "inconclusive" and "not reported generation 2" in held.evaluation.error
+    assert router.history == [(90, 10)]  # configured once: re-setting would not make it apply sooner
+    clock.tick(PROFILE.interval_s)
+    controller.advance()
+    assert len(gates.calls) == 1  # in effect now: judged

@@ -28,9 +28,11 @@ def route(baseline_weight=100, canary_weight=0, *, generation=3, accepted_genera
         "status": {
             "parents": [
                 {
+                    "controllerName": "traefik.io/gateway-controller",
                     "conditions": [
-                        {"type": "Accepted", "status": "True", "observedGeneration": accepted_generation}
-                    ]
+                        {"type": "Accepted", "status": "True", "observedGeneration": accepted_generation},
+                        {"type": "ResolvedRefs", "status": "True", "observedGeneration": accepted_generation},
+                    ],
                 }
             ]
         },
@@ -85,14 +87,24 @@ def test_set_weights_patches_both_backend_refs_guarded_by_their_names():
 
 def test_verify_needs_the_gateway_to_accept_the_current_generation():
     router, kube = make(route(90, 10, generation=4, accepted_generation=4))
-    assert router.verify_weights(Weights(90, 10)) is WeightCheck.MATCHES
-    assert router.verify_weights(Weights(50, 50)) is WeightCheck.DIFFERS
+    check = router.verify_weights(Weights(90, 10))
+    assert check.check is WeightCheck.MATCHES and "traefik.io/gateway-controller" in check.reason
+    assert router.verify_weights(Weights(50, 50)).check is WeightCheck.DIFFERS
+    # A controller that reports an older generation has not applied this one: not in effect, and why.
     kube.obj["status"]["parents"][0]["conditions"][0]["observedGeneration"] = 3
-    assert router.verify_weights(Weights(90, 10)) is WeightCheck.UNKNOWN  # not reconciled yet
-    kube.obj["status"] = {}
-    assert router.verify_weights(Weights(90, 10)) is WeightCheck.UNKNOWN
+    lagging = router.verify_weights(Weights(90, 10))
+    assert lagging.check is WeightCheck.DIFFERS and "generation 4" in lagging.reason
+    # A controller that refuses the current generation: not in effect either, with its reason.
+    kube.obj["status"]["parents"][0]["conditions"] = [
+        {"type": "Accepted", "status": "True", "observedGeneration": 4},
+        {"type": "ResolvedRefs", "status": "False", "observedGeneration": 4, "reason": "BackendNotFound"},
+    ]
+    refused = router.verify_weights(Weights(90, 10))
+    assert refused.check is WeightCheck.DIFFERS and "BackendNotFound" in refused.reason
+    kube.obj["status"] = {}  # no controller reports: the only case nobody can tell
+    assert router.verify_weights(Weights(90, 10)).check is WeightCheck.UNKNOWN
     kube.down = True
-    assert router.verify_weights(Weights(90, 10)) is WeightCheck.UNKNOWN
+    assert router.verify_weights(Weights(90, 10)).check is WeightCheck.UNKNOWN
 
 
 def test_a_route_whose_backend_refs_moved_is_not_rewritten():

@@ -35,8 +35,8 @@ def test_weights_split_exactly_and_header_names_the_serving_arm(local_proxy):
     router = LocalProxyRouter(admin_url=spec.admin_url)
     router.set_weights(90, 10)
     assert router.get_weights() == Weights(90, 10)
-    assert router.verify_weights(Weights(90, 10)) is WeightCheck.MATCHES
-    assert router.verify_weights(Weights(50, 50)) is WeightCheck.DIFFERS
+    assert router.verify_weights(Weights(90, 10)).check is WeightCheck.MATCHES
+    assert router.verify_weights(Weights(50, 50)).check is WeightCheck.DIFFERS
 
     async def run():
         async with aiohttp.ClientSession() as session:
@@ -141,7 +141,7 @@ def test_dead_upstream_gives_502_with_arm_header_and_counts_it(standin_arms, tmp
 
 def test_unreachable_router_is_unknown_to_verify_and_an_error_to_set():
     router = LocalProxyRouter(admin_url="http://127.0.0.1:9", timeout_s=1)
-    assert router.verify_weights(Weights(100, 0)) is WeightCheck.UNKNOWN
+    assert router.verify_weights(Weights(100, 0)).check is WeightCheck.UNKNOWN
     with pytest.raises(RouterUnavailable, match="unreachable"):
         router.set_weights(100, 0)
 
@@ -169,7 +169,7 @@ def test_rollback_restarts_a_dead_proxy_on_its_ports_at_the_new_weights(standin_
     router = LocalProxyRouter.for_process(spec, ref, tmp_path / "proxy.log")
     os.killpg(ref.pid, signals.SIGKILL)
     try:
-        assert router.verify_weights(Weights(50, 50)) is WeightCheck.UNKNOWN
+        assert router.verify_weights(Weights(50, 50)).check is WeightCheck.UNKNOWN
         router.set_weights(100, 0)
         assert router.process != ref and is_alive(router.process)
         assert router.get_weights() == Weights(100, 0)
