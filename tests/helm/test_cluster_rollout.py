@@ -280,9 +280,14 @@ def test_weights_verify_through_a_gateway_controllers_route_status(cluster, rele
         "observedGeneration": route["metadata"]["generation"],
         "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    resolved = {**accepted, "type": "ResolvedRefs", "reason": "ResolvedRefs"}
     status = {
         "parents": [
-            {"parentRef": {"name": "gw"}, "controllerName": "example.com/gw", "conditions": [accepted]}
+            {
+                "parentRef": {"name": "gw"},
+                "controllerName": "example.com/gw",
+                "conditions": [accepted, resolved],
+            }
         ]
     }
     cluster.kubectl(
@@ -297,8 +302,8 @@ def test_weights_verify_through_a_gateway_controllers_route_status(cluster, rele
         json.dumps({"status": status}),
     )
     assert route_verify(env, namespace, "verify") == {"70/30": "matches", "60/40": "differs"}
-    # A new weight is a new generation: unconfirmed until the controller reports on it.
-    assert route_verify(env, namespace, "[60, 40]") == {"70/30": "differs", "60/40": "unknown"}
+    # A new weight is a new generation: not in effect until the controller reports on it.
+    assert route_verify(env, namespace, "[60, 40]") == {"70/30": "differs", "60/40": "differs"}
 
 
 def test_two_orchestrators_never_steer_at_once_and_a_dead_ones_rollout_is_taken_over(
