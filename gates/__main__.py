@@ -2,7 +2,7 @@
 
     python -m gates [evaluate] --prometheus URL --window 10m --weights baseline=90,canary=10 \\
         --offered-rps 8 --json out.json --markdown out.md --junit out.xml
-    python -m gates export --format argo|flagger --profile kubernetes --prometheus-address URL
+    python -m gates export --format argo|flagger|flagger-analysis --profile kubernetes --prometheus-address URL
     python -m gates validate FILE [--profile kubernetes]
     python -m gates defaults
 
@@ -24,7 +24,7 @@ import yaml
 
 from gates.config import ARMS, DEFAULT_GATE_FILE, PROFILES, GateConfigError, load_gate_file
 from gates.evaluate import evaluate
-from gates.export import EXPORT_FORMATS, to_argo, to_flagger
+from gates.export import EXPORT_FORMATS, flagger_analysis, not_exported, to_argo, to_flagger
 from gates.loadtest_samples import LoadtestSamplesError
 from gates.record import Evaluation
 from gates.report import to_junit, to_markdown
@@ -130,14 +130,33 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--junit", type=Path, help="write JUnit XML here")
 
     ex = sub.add_parser(
-        "export", help="export as an Argo Rollouts AnalysisTemplate or Flagger MetricTemplates"
+        "export",
+        help="export as Argo Rollouts AnalysisTemplates, Flagger MetricTemplates or a Flagger Canary analysis block",
     )
     common(ex)
-    ex.add_argument("--format", choices=EXPORT_FORMATS, required=True)
+    ex.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        required=True,
+        help="argo: step and background AnalysisTemplates; flagger: MetricTemplates; "
+        "flagger-analysis: the Canary's spec.analysis using them",
+    )
     ex.add_argument("--prometheus-address", default="http://prometheus.monitoring:9090")
-    ex.add_argument("--name", default="canary-gates")
-    ex.add_argument("--namespace", help="metadata.namespace of Flagger MetricTemplates")
-    ex.add_argument("--window", default="5m", help="Argo: default of the window argument")
+    ex.add_argument("--name", default="canary-gates", help="template name (prefix for Flagger)")
+    ex.add_argument(
+        "--namespace", help="metadata.namespace of Flagger MetricTemplates (and their templateRef)"
+    )
+    ex.add_argument("--window", default="5m", help="PromQL window of every query (e.g. 5m)")
+    ex.add_argument("--interval", default="1m", help="time between measurements / checks (e.g. 1m)")
+    ex.add_argument(
+        "--initial-delay", help="Argo step template: wait before the first measurement (default: --window)"
+    )
+    ex.add_argument(
+        "--dry-run", action="store_true", help="Argo: record every metric without letting it decide"
+    )
+    ex.add_argument(
+        "--step-weights", default="10,50", help="Flagger: canary weights before promotion (default 10,50)"
+    )
     ex.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
 
     va = sub.add_parser("validate", help="validate a gate file and print its gates")
@@ -191,22 +210,51 @@ def _evaluate(args: argparse.Namespace) -> int:
     return ev.verdict.exit_code
 
 
+_WIDE = 1 << 16  # one line per query: PromQL folded over lines is hard to read and to grep
+
+
 def _export(args: argparse.Namespace) -> int:
     config = load_gate_file(args.gate_file, profile=args.profile)
     if args.var:
         config = type(config)(
             config.profile, config.gates, {**config.variables, **_variables(args.var)}, config.source
         )
+    for value in (args.window, args.interval, args.initial_delay):
+        if value is not None and not re.fullmatch(r"[0-9]+(ms|s|m|h)", value):
+            raise _UsageError(f"{value!r} is not a duration like 30s, 5m or 1h")
     if args.format == "argo":
-        text = yaml.safe_dump(
-            to_argo(config, name=args.name, prometheus_address=args.prometheus_address, window=args.window),
-            sort_keys=False,
+        docs = to_argo(
+            config,
+            name=args.name,
+            prometheus_address=args.prometheus_address,
+            window=args.window,
+            interval=args.interval,
+            initial_delay=args.initial_delay,
+            dry_run=args.dry_run,
         )
-    else:
+        text = yaml.safe_dump_all(docs, sort_keys=False, width=_WIDE)
+    elif args.format == "flagger":
         docs = to_flagger(
             config, name=args.name, prometheus_address=args.prometheus_address, namespace=args.namespace
         )
-        text = yaml.safe_dump_all(docs, sort_keys=False)
+        text = yaml.safe_dump_all(docs, sort_keys=False, width=_WIDE)
+    else:
+        try:
+            weights = [int(w) for w in args.step_weights.split(",")]
+        except ValueError as exc:
+            raise _UsageError(f"--step-weights {args.step_weights!r}: {exc}") from exc
+        block = flagger_analysis(
+            config,
+            name=args.name,
+            template_namespace=args.namespace,
+            interval=args.interval,
+            window=args.window,
+            step_weights=weights,
+        )
+        text = yaml.safe_dump(block, sort_keys=False, width=_WIDE)
+    skipped = not_exported(config)
+    if skipped:
+        print(f"not exported (see docs/gates.md): {', '.join(skipped)}", file=sys.stderr)
     if args.output:
         _write(args.output, text)
     else:

@@ -1,23 +1,142 @@
-"""Export a gate file as an Argo Rollouts AnalysisTemplate or Flagger MetricTemplates.
+"""Export a gate file for Argo Rollouts (AnalysisTemplates) or Flagger (MetricTemplates + Canary analysis).
 
-Those controllers judge one PromQL value against a fixed condition, so the export carries each gate's
-rendered query and its bound but not our statistics: relative P99 becomes a ratio of
-`histogram_quantile`s without an interval, the leak gate becomes a `deriv` difference, and gates that
-need the offered rate or traffic weights (throughput) or load-test samples are listed as not exported
-in an annotation. Missing data never passes there either: Argo conditions require exactly one finite
-value; Flagger already treats an empty result as a failed check.
+Those controllers judge one PromQL value per check against a fixed bound, so each gate becomes one or more
+*checks*: the gate's rendered query, reduced to one number, and its bound. What carries over, and how our
+three verdicts map (docs/gates.md has the table, tests/helm/test_argo_rollouts.py and test_flagger.py run
+the real controllers):
+
+- too few samples: every check's query is guarded with `and on() (<sample count> >= min_samples)`, so it
+  returns no value instead of a number; Argo's conditions make no value (and NaN, +-Inf, several series)
+  a measurement that is neither success nor failure -> Inconclusive; Flagger cannot say inconclusive and
+  counts a missing value as a failed check (it halts advancement, and `threshold` of them roll back).
+- fail after `consecutive_failures` in a row: Argo's inline template stops at the first success
+  (consecutiveSuccessLimit 1) and fails after `consecutive_failures` failures (failureLimit), which are
+  then necessarily in a row; the background template and Flagger count failures in total, not in a row.
+- not expressible: intervals and significance (a check compares the point estimate), the leak gate's
+  warm-up, throughput (needs the offered rate and the weights), `source: loadtest` gates. Those gates
+  are listed by `not_exported()`.
+
+Arm selection: `${arm}` and the per-arm `pod_regex` are filled from what the controller knows about
+its pods: Argo's `rollouts-pod-template-hash` (args filled by `podTemplateHashValue: Stable|Latest`),
+Flagger's `<target>-primary` / `<target>` workloads. The scrape config must write that identity into the
+`arm` label of the server's own series (docs/gates.md shows the relabelling).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from gates.config import ARMS, GateConfig, GateSpec, render, template_variables
+from gates.config import ARMS, GateConfig, GateConfigError, GateSpec, render, template_variables
 
-EXPORT_FORMATS = ("argo", "flagger")
+EXPORT_FORMATS = ("argo", "flagger", "flagger-analysis")
+ARM_VARIABLES = ("arm", "pod_regex")  # filled by the controller's arm selection, never by the user
+# Argo: a Prometheus error (unreachable, rejected query) is neither success nor failure but Error, and
+# more than this many in a row end the run as Error, which aborts like Failed. Argo's own default.
+ARGO_CONSECUTIVE_ERROR_LIMIT = 4
+
+
+@dataclass(frozen=True)
+class Check:
+    """One number compared with one bound; the query returns no value when the gate would lack samples."""
+
+    gate: str
+    suffix: str
+    query: str
+    op: str  # "<=" (bound is a maximum) or ">=" (a minimum)
+    bound: float
+
+    @property
+    def name(self) -> str:
+        return k8s_name(f"{self.gate}-{self.suffix}")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one controller's templates spell the gate file's placeholders."""
+
+    arm: Mapping[str, str]  # arm -> the text that replaces ${arm}
+    variables: Mapping[str, Any]  # variable -> placeholder text, or {arm: text} for a per-arm variable
+    window: str  # the PromQL range of ${window}
+
+
+def k8s_name(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
+def _guarded(expr: str, *conditions: str) -> str:
+    """`expr` only while every condition holds (else an empty result: no value, never a pass)."""
+    return " and on() ".join([f"({expr})", *(f"({c})" for c in conditions)])
+
+
+def gate_checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
+    """The checks one gate exports; empty when the gate cannot be expressed as fixed bounds."""
+
+    def q(role: str, arm: str) -> str:
+        template = gate.queries[role].replace("${arm}", dialect.arm[arm])
+        return render(template, dialect.variables, arm=arm, window=dialect.window)
+
+    p = gate.params
+    out: list[Check] = []
+    if gate.kind == "threshold":
+        for arm in gate.arms:
+            guard = [f"{q('samples', arm)} >= {int(p['min_samples'])}"] if "samples" in gate.queries else []
+            for key, op in (("max", "<="), ("min", ">=")):
+                if key in p:
+                    out.append(
+                        Check(gate.name, f"{arm}-{key}", _guarded(q("value", arm), *guard), op, float(p[key]))
+                    )
+    elif gate.kind == "error_rate":
+        for arm in gate.arms:
+            requests = q("requests", arm)
+            ratio = f"({q('errors', arm)}) / ({requests})"
+            enough_requests = f"{requests} >= {int(p['min_samples'])}"
+            out.append(Check(gate.name, arm, _guarded(ratio, enough_requests), "<=", float(p["max"])))
+    elif gate.kind == "latency_quantile" and p.get("source") != "loadtest" and "buckets" in gate.queries:
+        quantile = f"{float(p['quantile']):g}"
+        # The +Inf bucket (the largest cumulative bucket) is the number of requests in the window.
+        enough = {a: f"max({q('buckets', a)}) >= {int(p['min_samples'])}" for a in ARMS}
+        if "max_seconds" in p:
+            for arm in gate.arms:
+                value = f"histogram_quantile({quantile}, {q('buckets', arm)})"
+                out.append(Check(gate.name, arm, _guarded(value, enough[arm]), "<=", float(p["max_seconds"])))
+        if "max_ratio" in p:
+            ratio = (
+                f"histogram_quantile({quantile}, {q('buckets', 'canary')}) / "
+                f"histogram_quantile({quantile}, {q('buckets', 'baseline')})"
+            )
+            out.append(
+                Check(
+                    gate.name,
+                    "ratio",
+                    _guarded(ratio, enough["canary"], enough["baseline"]),
+                    "<=",
+                    float(p["max_ratio"]),
+                )
+            )
+    elif gate.kind == "memory_leak":
+        step = f"{int(p['step_seconds'])}s"
+        memory = {a: f"({q('memory', a)})[{dialect.window}:{step}]" for a in ARMS}
+        slope = f"deriv({memory['canary']}) - deriv({memory['baseline']})"
+        points = [f"count_over_time({memory[a]}) >= {int(p['min_points'])}" for a in ARMS]
+        out.append(
+            Check(
+                gate.name,
+                "slope-vs-baseline",
+                _guarded(slope, *points),
+                "<=",
+                float(p["floor_bytes_per_minute"]) / 60,
+            )
+        )
+    return out
+
+
+def not_exported(config: GateConfig) -> list[str]:
+    """Gates no fixed-bound check can express (throughput, `source: loadtest` latency)."""
+    probe = Dialect({a: a for a in ARMS}, _probe_variables(config), "1m")
+    return [g.name for g in config.gates if not gate_checks(g, probe)]
 
 
 def _variables_used(config: GateConfig) -> list[str]:
@@ -30,68 +149,56 @@ def _variables_used(config: GateConfig) -> list[str]:
     return names
 
 
-def _placeholders(
-    config: GateConfig, per_arm: Callable[[str, str], str], scalar: Callable[[str], str]
-) -> dict[str, Any]:
-    """Variable -> placeholder text, per arm for variables that hold one value per arm."""
-    out: dict[str, Any] = {}
+def _per_arm(config: GateConfig, name: str) -> bool:
+    return isinstance(config.variables.get(name), Mapping)
+
+
+def _probe_variables(config: GateConfig) -> dict[str, Any]:
+    return {v: ({a: v for a in ARMS} if _per_arm(config, v) else v) for v in _variables_used(config)}
+
+
+def _checks(config: GateConfig, dialect: Dialect) -> list[Check]:
+    return [c for gate in config.gates for c in gate_checks(gate, dialect)]
+
+
+# -- Argo Rollouts -----------------------------------------------------------------------------------
+def _argo_condition(op: str, bound: float, *, success: bool) -> str:
+    # Exactly one finite value, then the bound: no data, NaN, +-Inf and several series are neither
+    # success nor failure, which Argo records as an Inconclusive measurement.
+    compare = op if success else {"<=": ">", ">=": "<"}[op]
+    return f"len(result) == 1 && !isNaN(result[0]) && !isInf(result[0]) && result[0] {compare} {bound!r}"
+
+
+def argo_dialect(config: GateConfig) -> Dialect:
+    hash_arg = {a: f"{{{{args.{a}-hash}}}}" for a in ARMS}
+    variables: dict[str, Any] = {}
     for name in _variables_used(config):
-        value = config.variables.get(name)
-        out[name] = {a: per_arm(name, a) for a in ARMS} if isinstance(value, Mapping) else scalar(name)
-    return out
+        if name == "pod_regex":  # an Argo pod is named <rollout>-<pod-template-hash>-<suffix>
+            variables[name] = {a: f".*-{hash_arg[a]}-.*" for a in ARMS}
+        elif _per_arm(config, name):
+            variables[name] = {a: f"{{{{args.{name}-{a}}}}}" for a in ARMS}
+        else:
+            variables[name] = f"{{{{args.{name}}}}}"
+    return Dialect(hash_arg, variables, "{{args.window}}")
 
 
-def exported_queries(
-    gate: GateSpec, variables: Mapping[str, Any], window: str
-) -> dict[str, tuple[str, str, float]]:
-    """metric suffix -> (PromQL, comparison, bound) for one gate; empty when the gate cannot be exported."""
-
-    def q(role: str, arm: str) -> str:
-        return render(gate.queries[role], variables, arm=arm, window=window)
-
-    p = gate.params
-    out: dict[str, tuple[str, str, float]] = {}
-    if gate.kind == "threshold":
-        for arm in gate.arms:
-            if "max" in p:
-                out[f"{arm}-max"] = (q("value", arm), "<=", float(p["max"]))
-            if "min" in p:
-                out[f"{arm}-min"] = (q("value", arm), ">=", float(p["min"]))
-    elif gate.kind == "error_rate":
-        for arm in gate.arms:
-            out[arm] = (f"({q('errors', arm)}) / ({q('requests', arm)})", "<=", float(p["max"]))
-    elif gate.kind == "latency_quantile" and p.get("source") != "loadtest" and "buckets" in gate.queries:
-        quantile = float(p["quantile"])
-        if "max_seconds" in p:
-            for arm in gate.arms:
-                out[arm] = (
-                    f"histogram_quantile({quantile:g}, {q('buckets', arm)})",
-                    "<=",
-                    float(p["max_seconds"]),
-                )
-        if "max_ratio" in p:
-            ratio = (
-                f"histogram_quantile({quantile:g}, {q('buckets', 'canary')}) / "
-                f"histogram_quantile({quantile:g}, {q('buckets', 'baseline')})"
-            )
-            out["ratio"] = (ratio, "<=", float(p["max_ratio"]))
-    elif gate.kind == "memory_leak":
-        step = f"{int(p['step_seconds'])}s"
-        slope = {a: f"deriv(({q('memory', a)})[{window}:{step}])" for a in ARMS}
-        out["slope-vs-baseline"] = (
-            f"{slope['canary']} - {slope['baseline']}",
-            "<=",
-            float(p["floor_bytes_per_minute"]) / 60,
-        )
-    return out
-
-
-def _k8s_name(text: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-
-
-def _not_exported(config: GateConfig, variables: Mapping[str, Any]) -> list[str]:
-    return [g.name for g in config.gates if not exported_queries(g, variables, "5m")]
+def _argo_args(config: GateConfig, prometheus_address: str, window: str) -> list[dict[str, Any]]:
+    args: list[dict[str, Any]] = [
+        {"name": "prometheus-address", "value": prometheus_address},
+        {"name": "window", "value": window},
+        # no default: the Rollout fills them with valueFrom.podTemplateHashValue Stable / Latest
+        {"name": "baseline-hash"},
+        {"name": "canary-hash"},
+    ]
+    for name in _variables_used(config):
+        if name in ARM_VARIABLES:
+            continue
+        default = config.variables.get(name)
+        if isinstance(default, Mapping):
+            args += [{"name": f"{name}-{a}", "value": str(default[a])} for a in ARMS]
+        else:
+            args.append({"name": name, **({"value": str(default)} if default is not None else {})})
+    return args
 
 
 def to_argo(
@@ -101,75 +208,163 @@ def to_argo(
     prometheus_address: str,
     window: str = "5m",
     interval: str = "1m",
-) -> dict[str, Any]:
-    variables = _placeholders(config, lambda v, a: f"{{{{args.{v}-{a}}}}}", lambda v: f"{{{{args.{v}}}}}")
-    args: list[dict[str, Any]] = [
-        {"name": "prometheus-address", "value": prometheus_address},
-        {"name": "window", "value": window},
-    ]
-    for var, holder in variables.items():
-        default = config.variables.get(var)
-        if isinstance(holder, Mapping):
-            args += [{"name": f"{var}-{a}", **({"value": str(default[a])} if default else {})} for a in ARMS]
-        else:
-            args.append({"name": var, **({"value": str(default)} if default is not None else {})})
-    metrics = []
-    for gate in config.gates:
-        for suffix, (query, op, bound) in exported_queries(gate, variables, "{{args.window}}").items():
-            metrics.append(
-                {
-                    "name": _k8s_name(f"{gate.name}-{suffix}"),
-                    "interval": interval,
-                    "failureLimit": gate.consecutive_failures - 1,
-                    "consecutiveErrorLimit": gate.consecutive_failures,
-                    # exactly one finite value, then the bound: no data and NaN do not pass
-                    "successCondition": f"len(result) == 1 && !isNaN(result[0]) && result[0] {op} {bound!r}",
-                    "provider": {"prometheus": {"address": "{{args.prometheus-address}}", "query": query}},
-                }
-            )
-    return {
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "AnalysisTemplate",
-        "metadata": {
-            "name": name,
-            "annotations": {
-                "canary-gates/source": config.source,
-                "canary-gates/profile": config.profile,
-                "canary-gates/not-exported": json.dumps(_not_exported(config, variables)),
-            },
-        },
-        "spec": {"args": args, "metrics": metrics},
+    initial_delay: str | None = None,
+    dry_run: bool = False,
+) -> list[dict[str, Any]]:
+    """Two AnalysisTemplates: `name` for a canary step (`steps[].analysis`) and `name-background` for
+    `strategy.canary.analysis`. The step variant measures up to `consecutive_failures` times, `interval`
+    apart, after `initial_delay` (default: the window, so the first measurement sees only this step's
+    traffic), and stops at the first success; the background variant measures every `interval` until the
+    rollout ends. `dry_run` records every metric without letting it decide (Argo's spec.dryRun)."""
+    checks = _checks(config, argo_dialect(config))
+    failures = {g.name: g.consecutive_failures for g in config.gates}
+    annotations = {
+        "canary-gates/source": config.source,
+        "canary-gates/profile": config.profile,
+        "canary-gates/not-exported": ",".join(not_exported(config)),
     }
+    templates = []
+    for variant in ("step", "background"):
+        metrics = []
+        for check in checks:
+            n = failures[check.gate]
+            metric: dict[str, Any] = {"name": check.name, "interval": interval}
+            if variant == "step":
+                metric |= {
+                    "initialDelay": initial_delay or window,
+                    "count": n,
+                    "consecutiveSuccessLimit": 1,
+                }
+            metric |= {
+                "failureLimit": n - 1,
+                "inconclusiveLimit": 0,
+                "consecutiveErrorLimit": ARGO_CONSECUTIVE_ERROR_LIMIT,
+                "successCondition": _argo_condition(check.op, check.bound, success=True),
+                "failureCondition": _argo_condition(check.op, check.bound, success=False),
+                "provider": {"prometheus": {"address": "{{args.prometheus-address}}", "query": check.query}},
+            }
+            metrics.append(metric)
+        spec: dict[str, Any] = {"args": _argo_args(config, prometheus_address, window), "metrics": metrics}
+        if dry_run:
+            spec["dryRun"] = [{"metricName": ".*"}]
+        templates.append(
+            {
+                "apiVersion": "argoproj.io/v1alpha1",
+                "kind": "AnalysisTemplate",
+                "metadata": {
+                    "name": name if variant == "step" else f"{name}-background",
+                    "annotations": annotations | {"canary-gates/variant": variant},
+                },
+                "spec": spec,
+            }
+        )
+    return templates
+
+
+# -- Flagger -----------------------------------------------------------------------------------------
+def flagger_dialect(config: GateConfig) -> Dialect:
+    # Flagger runs the new version as <target> and the serving one as <target>-primary; their pods are
+    # <workload>-<replicaset hash>-<suffix>, which keeps the canary's regex off the primary's pods.
+    arm = {"baseline": "{{ target }}-primary", "canary": "{{ target }}"}
+    variables: dict[str, Any] = {}
+    for name in _variables_used(config):
+        if name == "pod_regex":
+            variables[name] = {a: f"{arm[a]}-[a-z0-9]+-[a-z0-9]+" for a in ARMS}
+        elif name == "namespace" and not _per_arm(config, name):
+            variables[name] = "{{ namespace }}"  # the Canary's own namespace
+        elif _per_arm(config, name):
+            variables[name] = {a: f"{{{{ variables.{name}_{a} }}}}" for a in ARMS}
+        else:
+            variables[name] = f"{{{{ variables.{name} }}}}"
+    # the metric's own interval is the query window, independent of the analysis (check) interval
+    return Dialect(arm, variables, "{{ interval }}")
+
+
+def _flagger_query(check: Check) -> str:
+    # Flagger keeps the last of several series and reads NaN as "no values"; scalar() turns anything but
+    # exactly one series into NaN, so several series never pass either.
+    return f"vector(scalar({check.query}))"
 
 
 def to_flagger(
     config: GateConfig, *, name: str = "canary-gates", prometheus_address: str, namespace: str | None = None
 ) -> list[dict[str, Any]]:
-    variables = _placeholders(
-        config, lambda v, a: f"{{{{ variables.{v}_{a} }}}}", lambda v: f"{{{{ variables.{v} }}}}"
-    )
-    if "namespace" in variables and not isinstance(variables["namespace"], Mapping):
-        variables["namespace"] = "{{ namespace }}"  # Flagger fills the canary's own namespace
+    """One MetricTemplate per check; `flagger_analysis` gives the Canary block that uses them."""
     docs = []
-    for gate in config.gates:
-        for suffix, (query, op, bound) in exported_queries(gate, variables, "{{ interval }}").items():
-            meta: dict[str, Any] = {
-                "name": _k8s_name(f"{name}-{gate.name}-{suffix}"),
-                "annotations": {
-                    "canary-gates/threshold-range": json.dumps({"max" if op == "<=" else "min": bound})
+    for check in _checks(config, flagger_dialect(config)):
+        meta: dict[str, Any] = {
+            "name": k8s_name(f"{name}-{check.name}"),
+            "annotations": {"canary-gates/gate": check.gate, "canary-gates/source": config.source},
+        }
+        if namespace:
+            meta["namespace"] = namespace
+        docs.append(
+            {
+                "apiVersion": "flagger.app/v1beta1",
+                "kind": "MetricTemplate",
+                "metadata": meta,
+                "spec": {
+                    "provider": {"type": "prometheus", "address": prometheus_address},
+                    "query": _flagger_query(check),
                 },
             }
-            if namespace:
-                meta["namespace"] = namespace
-            docs.append(
-                {
-                    "apiVersion": "flagger.app/v1beta1",
-                    "kind": "MetricTemplate",
-                    "metadata": meta,
-                    "spec": {
-                        "provider": {"type": "prometheus", "address": prometheus_address},
-                        "query": query,
-                    },
-                }
-            )
+        )
     return docs
+
+
+def _template_variables(config: GateConfig) -> dict[str, str]:
+    """Every `{{ variables.* }}` the templates use, from the gate file's defaults (and --var): Flagger
+    renders with missingkey=error, so a missing one fails the check."""
+    out: dict[str, str] = {}
+    for name in _variables_used(config):
+        if name in ARM_VARIABLES or (name == "namespace" and not _per_arm(config, name)):
+            continue
+        value = config.variables.get(name)
+        if value is None:
+            raise GateConfigError(
+                f"variable {name!r} has no value for the Flagger export; pass --var {name}=..."
+            )
+        if isinstance(value, Mapping):
+            out |= {f"{name}_{a}": str(value[a]) for a in ARMS}
+        else:
+            out[name] = str(value)
+    return out
+
+
+def flagger_analysis(
+    config: GateConfig,
+    *,
+    name: str = "canary-gates",
+    template_namespace: str | None = None,
+    interval: str = "1m",
+    window: str = "5m",
+    step_weights: Sequence[int] = (10, 50),
+) -> dict[str, Any]:
+    """The Canary's `analysis` block: one metric per MetricTemplate with its thresholdRange, the query
+    window as the metric's interval, and the template variables; `threshold` is the gate file's
+    consecutive failures (Flagger counts failed checks in total, not in a row)."""
+    variables = _template_variables(config)
+    # one threshold for all checks: the smallest count, so no gate waits longer than its file says
+    failures = min((g.consecutive_failures for g in config.gates), default=1)
+    metrics = []
+    for check in _checks(config, flagger_dialect(config)):
+        ref: dict[str, Any] = {"name": k8s_name(f"{name}-{check.name}")}
+        if template_namespace:
+            ref["namespace"] = template_namespace
+        metric: dict[str, Any] = {
+            "name": check.name,
+            "templateRef": ref,
+            "thresholdRange": {"max" if check.op == "<=" else "min": check.bound},
+            "interval": window,
+        }
+        if variables:
+            metric["templateVariables"] = dict(variables)
+        metrics.append(metric)
+    return {
+        "analysis": {
+            "interval": interval,
+            "threshold": failures,
+            "stepWeights": list(step_weights),
+            "metrics": metrics,
+        }
+    }

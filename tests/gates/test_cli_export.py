@@ -6,7 +6,7 @@ import yaml
 from gates import load_gate_file
 from gates.__main__ import main
 from gates.config import render
-from gates.export import to_argo, to_flagger
+from gates.export import argo_dialect, flagger_analysis, gate_checks, not_exported, to_argo, to_flagger
 
 
 def test_usage_errors_exit_3(capsys):
@@ -64,24 +64,65 @@ def test_validate_and_defaults_print(capsys):
 
 def test_argo_export_renders_the_gate_files_promql():
     config = load_gate_file(None, profile="kubernetes")
-    template = to_argo(config, prometheus_address="http://prom:9090")
-    assert template["apiVersion"] == "argoproj.io/v1alpha1" and template["kind"] == "AnalysisTemplate"
-    args = {a["name"]: a.get("value") for a in template["spec"]["args"]}
-    assert args["namespace"] == "default" and args["pod_regex-canary"] == "sglang-canary-.*"
-    metrics = {m["name"]: m for m in template["spec"]["metrics"]}
+    step, background = to_argo(config, prometheus_address="http://prom:9090", window="5m", interval="1m")
+    assert all(
+        t["apiVersion"] == "argoproj.io/v1alpha1" and t["kind"] == "AnalysisTemplate"
+        for t in (step, background)
+    )
+    assert (step["metadata"]["name"], background["metadata"]["name"]) == (
+        "canary-gates",
+        "canary-gates-background",
+    )
+    args = {a["name"]: a.get("value") for a in step["spec"]["args"]}
+    # arms by pod-template hash, filled by the Rollout (valueFrom.podTemplateHashValue): no defaults
+    assert args["namespace"] == "default" and args["baseline-hash"] is None and args["canary-hash"] is None
+    assert "pod_regex-canary" not in args
+    metrics = {m["name"]: m for m in step["spec"]["metrics"]}
     cpu = metrics["cpu-utilisation-canary-max"]
-    placeholders = {
-        "namespace": "{{args.namespace}}",
-        "pod_regex": {"baseline": "{{args.pod_regex-baseline}}", "canary": "{{args.pod_regex-canary}}"},
-    }
+    placeholders = {"namespace": "{{args.namespace}}", "pod_regex": {"canary": ".*-{{args.canary-hash}}-.*"}}
     gate = next(g for g in config.gates if g.name == "cpu_utilisation")
     expected = render(gate.queries["value"], placeholders, arm="canary", window="{{args.window}}")
-    assert cpu["provider"]["prometheus"]["query"] == expected
-    assert cpu["successCondition"] == "len(result) == 1 && !isNaN(result[0]) && result[0] <= 0.6"
-    assert cpu["failureLimit"] == 1
-    assert "latency-e2e-p99-ratio" in metrics and "memory-leak-slope-vs-baseline" in metrics
-    assert json.loads(template["metadata"]["annotations"]["canary-gates/not-exported"]) == ["throughput"]
-    yaml.safe_load(yaml.safe_dump(template))  # serialisable
+    assert cpu["provider"]["prometheus"]["query"] == f"({expected})"
+    finite = "len(result) == 1 && !isNaN(result[0]) && !isInf(result[0])"
+    assert cpu["successCondition"] == f"{finite} && result[0] <= 0.6"
+    assert cpu["failureCondition"] == f"{finite} && result[0] > 0.6"
+    # step variant: at most consecutive_failures measurements, the first success ends it, failures are
+    # then necessarily in a row; anything neither success nor failure ends it Inconclusive
+    assert (cpu["count"], cpu["consecutiveSuccessLimit"], cpu["failureLimit"], cpu["inconclusiveLimit"]) == (
+        2,
+        1,
+        1,
+        0,
+    )
+    assert (cpu["interval"], cpu["initialDelay"]) == ("1m", "5m")
+    bg = {m["name"]: m for m in background["spec"]["metrics"]}["cpu-utilisation-canary-max"]
+    assert "count" not in bg and "consecutiveSuccessLimit" not in bg and bg["failureLimit"] == 1
+    e2e = metrics["latency-e2e-p99-canary"]["provider"]["prometheus"]["query"]
+    assert 'arm="{{args.canary-hash}}"' in e2e and "and on() (max(sum by (le)" in e2e and ">= 300)" in e2e
+    ratio = metrics["latency-e2e-p99-ratio"]["provider"]["prometheus"]["query"]
+    assert 'arm="{{args.baseline-hash}}"' in ratio and 'arm="{{args.canary-hash}}"' in ratio
+    leak = metrics["memory-leak-slope-vs-baseline"]
+    assert "[{{args.window}}:10s]" in leak["provider"]["prometheus"]["query"]
+    assert (
+        "count_over_time(" in leak["provider"]["prometheus"]["query"]
+        and ">= 20)" in leak["provider"]["prometheus"]["query"]
+    )
+    assert step["metadata"]["annotations"]["canary-gates/not-exported"] == "throughput"
+    assert "dryRun" not in step["spec"]
+    shadow = to_argo(config, prometheus_address="http://p", dry_run=True)[0]
+    assert shadow["spec"]["dryRun"] == [{"metricName": ".*"}]
+    yaml.safe_load(yaml.safe_dump(step))  # serialisable
+
+
+def test_argo_export_guards_each_check_with_its_sample_count():
+    config = load_gate_file(None, profile="kubernetes")
+    dialect = argo_dialect(config)
+    by_gate = {g.name: gate_checks(g, dialect) for g in config.gates}
+    assert by_gate["throughput"] == [] and not_exported(config) == ["throughput"]
+    (errors,) = by_gate["error_rate"]
+    assert errors.query.endswith(">= 300)") and (errors.op, errors.bound) == ("<=", 0.001)
+    (leak,) = by_gate["memory_leak"]
+    assert leak.bound == 1048576 / 60
 
 
 def test_flagger_export_uses_flagger_placeholders(tmp_path, capsys):
@@ -89,16 +130,74 @@ def test_flagger_export_uses_flagger_placeholders(tmp_path, capsys):
     docs = to_flagger(config, prometheus_address="http://prom:9090", namespace="flagger")
     assert all(d["kind"] == "MetricTemplate" and d["apiVersion"] == "flagger.app/v1beta1" for d in docs)
     cpu = next(d for d in docs if d["metadata"]["name"] == "canary-gates-cpu-utilisation-canary-max")
-    assert (
-        'namespace="{{ namespace }}"' in cpu["spec"]["query"] and "[{{ interval }}]" in cpu["spec"]["query"]
-    )
-    assert "{{ variables.pod_regex_canary }}" in cpu["spec"]["query"]
-    assert json.loads(cpu["metadata"]["annotations"]["canary-gates/threshold-range"]) == {"max": 0.6}
+    query = cpu["spec"]["query"]
+    assert 'namespace="{{ namespace }}"' in query and "[{{ interval }}]" in query
+    # the canary is <target>, the baseline <target>-primary; several series read as NaN (no value)
+    assert 'pod=~"{{ target }}-[a-z0-9]+-[a-z0-9]+"' in query and query.startswith("vector(scalar(")
+    ratio = next(d for d in docs if d["metadata"]["name"].endswith("latency-e2e-p99-ratio"))["spec"]["query"]
+    assert 'arm="{{ target }}-primary"' in ratio and 'arm="{{ target }}"' in ratio
     assert (
         main(["export", "--format", "flagger", "--profile", "kubernetes", "-o", str(tmp_path / "f.yaml")])
         == 0
     )
     assert len(list(yaml.safe_load_all((tmp_path / "f.yaml").read_text()))) == len(docs)
+    assert "not exported (see docs/gates.md): throughput" in capsys.readouterr().err
+
+
+def test_flagger_analysis_block_carries_bounds_windows_and_variables(tmp_path):
+    config = load_gate_file(None, profile="kubernetes")
+    block = flagger_analysis(config, template_namespace="flagger", interval="30s", window="5m")["analysis"]
+    assert (block["interval"], block["threshold"], block["stepWeights"]) == ("30s", 2, [10, 50])
+    metrics = {m["name"]: m for m in block["metrics"]}
+    assert len(metrics) == len(to_flagger(config, prometheus_address="http://p"))
+    cpu = metrics["cpu-utilisation-canary-max"]
+    assert cpu["templateRef"] == {"name": "canary-gates-cpu-utilisation-canary-max", "namespace": "flagger"}
+    assert cpu["thresholdRange"] == {"max": 0.6} and cpu["interval"] == "5m"
+    assert "templateVariables" not in cpu  # namespace and the arms come from the Canary itself
+    # a variable of the user's own must reach Flagger, which renders with missingkey=error
+    path = tmp_path / "g.yaml"
+    path.write_text(
+        "version: 1\nvariables: {kubernetes: {job: {baseline: a, canary: b}, limit: 4}}\ngates:\n"
+        "  - {name: up, kind: threshold, min: 1, queries: {value: 'up{job=\"${job}\"} * ${limit}'}}\n"
+    )
+    custom = load_gate_file(path, profile="kubernetes")
+    (metric,) = flagger_analysis(custom)["analysis"]["metrics"]
+    assert metric["templateVariables"] == {"job_baseline": "a", "job_canary": "b", "limit": "4"}
+    assert metric["thresholdRange"] == {"min": 1.0}
+    (template,) = to_flagger(custom, prometheus_address="http://p")
+    assert (
+        "{{ variables.job_canary }}" in template["spec"]["query"]
+        and "{{ variables.limit }}" in template["spec"]["query"]
+    )
+    out = tmp_path / "analysis.yaml"
+    assert (
+        main(
+            [
+                "export",
+                "--format",
+                "flagger-analysis",
+                "--gate-file",
+                str(path),
+                "--profile",
+                "kubernetes",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert yaml.safe_load(out.read_text())["analysis"]["metrics"][0]["name"] == "up-canary-min"
+
+
+def test_export_rejects_bad_durations_and_missing_flagger_variables(tmp_path, capsys):
+    assert main(["export", "--format", "argo", "--window", "five minutes"]) == 3
+    path = tmp_path / "g.yaml"
+    path.write_text(
+        "version: 1\ngates:\n  - {name: up, kind: threshold, max: 1, queries: {value: 'up{job=\"${job}\"}'}}\n"
+    )
+    assert main(["export", "--format", "flagger-analysis", "--gate-file", str(path)]) == 3
+    assert "--var job=" in capsys.readouterr().err
+    assert main(["export", "--format", "flagger-analysis", "--gate-file", str(path), "--var", "job=x"]) == 0
 
 
 def test_module_entry_point_exit_code():
