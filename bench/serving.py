@@ -418,6 +418,7 @@ def run_mode(workload: str, mode: str, rates: Sequence[float], args: argparse.Na
         if fit == 0:
             run.stopped_by = "budget"
             return run
+        truncated = fit < len(rates)
         rates = list(rates)[:fit]
         stages = ladder_stages(rates, args.settle_s, args.measure_s)
         plans = plan_stages(stages, args.seed)
@@ -496,7 +497,8 @@ def run_mode(workload: str, mode: str, rates: Sequence[float], args: argparse.Na
             )  # fmt: skip
         run.highest_sustainable_rps = highest_sustainable(run.rates)
         if not run.stopped_by:
-            run.stopped_by = "unsustainable" if failed_at else "ladder end"
+            # A ladder cut to the time budget that never failed gives a lower bound, not a maximum.
+            run.stopped_by = "unsustainable" if failed_at else "budget" if truncated else "ladder end"
         return run
     except Exception as exc:  # noqa: BLE001 - one mode's failure is recorded; the sweep goes on
         run.stopped_by = f"error: {type(exc).__name__}: {exc}"
