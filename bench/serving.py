@@ -425,6 +425,9 @@ def run_mode(workload: str, mode: str, rates: Sequence[float], args: argparse.Na
         jsonl = out / "records" / f"{tag}.jsonl"
         jsonl.parent.mkdir(parents=True, exist_ok=True)
         summary_path = out / "records" / f"{tag}-summary.json"
+        # A file left by an earlier sweep into the same directory would be read as this run's records.
+        jsonl.unlink(missing_ok=True)
+        summary_path.unlink(missing_ok=True)
         load_cmd = [sys.executable, "-m", "loadtest", "--headless", "--host", url, "--stages", stages_spec(stages),
                     "--arrival", "poisson", "--seed", str(args.seed), "--image-sizes", workload,
                     "--images-per-request", "1", "--max-tokens", str(args.max_tokens), "--model", MODEL,
