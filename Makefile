@@ -10,7 +10,7 @@ MARK ?=
 PYTEST_ARGS ?=
 
 .PHONY: help canary rollback status test test-unit test-integration test-e2e lint setup system-deps \
-	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout bench-serving images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s \
+	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout bench-serving images test-images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s \
 	ci-gate actionlint-bin controllers-bin
 
 help:
@@ -19,6 +19,7 @@ help:
 	@echo "make status                  show the current rollout state"
 	@echo "make test [MARK=expr]        run the test suite (all tiers, or one: MARK=integration)"
 	@echo "make lint                    ruff and mypy"
+	@echo "make images                  container images with podman, no Docker engine (docs/images.md)"
 	@echo "make bench-mm|bench-plugin|bench-gates|bench-loadtest|bench-backend|bench-rollout|bench-serving   benchmarks (BENCH_ARGS=...)"
 
 $(DEPS_STAMP): pyproject.toml
@@ -53,13 +54,16 @@ actionlint-bin:
 	@bash tools/install-actionlint.sh
 
 # The k8s tier needs the local control plane (tools/k8s/build.sh, cached); built unless MARK leaves k8s out.
-K8S_WANTED = $(if $(MARK),$(if $(findstring not k8s,$(MARK)),,$(findstring k8s,$(MARK))),all)
+K8S_WANTED = $(if $(MARK),$(if $(findstring not k8s,$(MARK)),,$(findstring k8s,$(MARK))$(findstring images,$(MARK))),all)
+# The images tier runs the toolkit image (tools/images.py: built once per content hash, then a no-op).
+IMAGES_WANTED = $(if $(MARK),$(if $(findstring not images,$(MARK)),,$(findstring images,$(MARK))),all)
 test: setup helm-bin actionlint-bin
 	@$(if $(K8S_WANTED),bash tools/k8s/build.sh)
 	@$(if $(K8S_WANTED),$(MAKE) --no-print-directory controllers-bin)
+	@$(if $(IMAGES_WANTED),$(PY) tools/images.py build toolkit)
 	$(PY) -m pytest $(if $(MARK),-m "$(MARK)") $(PYTEST_ARGS)
 
-test-unit: MARK = not integration and not e2e and not k8s
+test-unit: MARK = not integration and not e2e and not k8s and not images
 test-unit: test
 test-integration: MARK = integration
 test-integration: test
@@ -67,6 +71,8 @@ test-e2e: MARK = e2e
 test-e2e: test
 test-k8s: MARK = k8s
 test-k8s: test
+test-images: MARK = images
+test-images: test
 
 lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff check .
@@ -95,8 +101,10 @@ bench-rollout: setup
 bench-serving: setup
 	$(PY) -m bench.serving $(BENCH_ARGS)
 
-images:
-	bash images/build.sh
+# Container images with podman (ENGINE=docker also works), no Docker engine or registry needed: the toolkit
+# (exported to build/images/), and baseline/candidate when SGLANG_IMAGE is in local storage. IMAGES=toolkit|arms.
+images: $(DEPS_STAMP)
+	$(PY) tools/images.py build $(IMAGES)
 
 # Helm charts: helm is built from its Go module into .cache/bin (first use only).
 CHART := helm/sglang-vlm-canary

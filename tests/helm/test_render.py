@@ -446,7 +446,7 @@ def test_tp8_scenario(render):
 def test_default_image_tag_follows_app_version(render):
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     dep = render("default-values.yaml").get("Deployment", f"{FULLNAME}-baseline")
-    assert container(dep, "sglang")["image"] == f"sglang-vlm-canary/baseline:{chart['appVersion']}"
+    assert container(dep, "sglang")["image"] == f"localhost/sglang-vlm-canary/baseline:{chart['appVersion']}"
     # The baseline runs sglang as upstream ships it: no mode variable, no broadcast flag.
     assert "SGLANG_MM_INPUT_MODE" not in env_of(container(dep, "sglang"))
     assert "--enable-broadcast-mm-inputs-process" not in container(dep, "sglang")["args"]
