@@ -75,6 +75,11 @@ def log(message: str) -> None:
     print(f"[images] {message}", file=sys.stderr, flush=True)
 
 
+def shown(path: Path) -> str:
+    """A path as messages show it: relative to the repository when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 # -- names -----------------------------------------------------------------------------------------------
 def project_version() -> str:
     return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
@@ -281,7 +286,7 @@ def build_image(engine: Engine, spec: ImageSpec) -> Built:
     hash_ref = f"{repository_of(spec.ref)}:src-{source}"
     built = not engine.exists(hash_ref)
     if built:
-        log(f"building {spec.ref} ({spec.containerfile.relative_to(ROOT)}, source {source})")
+        log(f"building {spec.ref} ({shown(spec.containerfile)}, source {source})")
         with tempfile.TemporaryDirectory(prefix="image-context-") as tmp:
             context = Path(tmp)
             for name, path in spec.files:
@@ -436,7 +441,7 @@ def build(which: Sequence[str], engine: Engine, names: Mapping[str, str] | None 
         log(results["toolkit"].describe())
         began = time.monotonic()
         saved = export(engine, results["toolkit"])
-        archive = archive_path(results["toolkit"].ref).relative_to(ROOT)
+        archive = shown(archive_path(results["toolkit"].ref))
         log(f"exported {archive} in {time.monotonic() - began:.0f}s" if saved else f"{archive} is up to date")
     if "arms" in which:
         if not engine.exists(names["sglang"]):
