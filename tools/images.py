@@ -165,9 +165,11 @@ class Engine:
     def tag(self, source: str, target: str) -> None:
         self.run("tag", source, target)
 
-    def tags(self, repository: str) -> list[str]:
-        out = self.run("images", "--format", "{{.Repository}}:{{.Tag}}", repository).stdout
-        return [line for line in out.split() if line.startswith(repository + ":")]
+    def tags_of(self, ref: str) -> list[str]:
+        """Every name of the image `ref` names ([] when there is none)."""
+        if not self.exists(ref):
+            return []
+        return list(json.loads(self.inspect(ref, "{{json .RepoTags}}")) or [])
 
     def untag(self, ref: str) -> None:
         self.run("rmi", ref, check=False)
@@ -286,6 +288,7 @@ def build_image(engine: Engine, spec: ImageSpec) -> Built:
     hash_ref = f"{repository_of(spec.ref)}:src-{source}"
     built = not engine.exists(hash_ref)
     if built:
+        previous = engine.tags_of(spec.ref)  # the hash tag of what spec.ref named until now
         log(f"building {spec.ref} ({shown(spec.containerfile)}, source {source})")
         with tempfile.TemporaryDirectory(prefix="image-context-") as tmp:
             context = Path(tmp)
@@ -301,9 +304,9 @@ def build_image(engine: Engine, spec: ImageSpec) -> Built:
                 dict(spec.build_args) | {"SOURCE_HASH": source},
                 dict(spec.secrets),
             )
-        for stale in engine.tags(repository_of(spec.ref)):
-            if stale.rpartition(":")[2].startswith("src-") and stale != hash_ref:
-                engine.untag(stale)  # an older build of the same image; shared layers stay
+        for stale in previous:
+            if stale.rpartition(":")[2].startswith("src-"):
+                engine.untag(stale)  # an older build of this image: gone once untagged (shared layers stay)
     else:
         engine.tag(hash_ref, spec.ref)
     return Built(

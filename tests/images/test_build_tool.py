@@ -29,7 +29,10 @@ if args[:2] == ["image", "inspect"]:
     ref = args[-1]
     if ref not in store:
         sys.exit(f"no such image {ref}")
-    print(store[ref] if args[3] == "{{.Id}}" else 1000)
+    if args[3] == "{{json .RepoTags}}":
+        print(json.dumps([r for r, i in store.items() if i == store[ref]]))
+    else:
+        print(store[ref] if args[3] == "{{.Id}}" else 1000)
 elif args[0] == "build":
     tags = [args[i + 1] for i, a in enumerate(args) if a == "-t"]
     image_id = f"id-{len(store)}"
@@ -38,8 +41,6 @@ elif args[0] == "tag":
     store[args[2]] = store[args[1]]
 elif args[0] == "rmi":
     store.pop(args[1], None)
-elif args[0] == "images":
-    print("\\n".join(r for r in store if r.startswith(args[-1] + ":")))
 store_path.write_text(json.dumps(store))
 """
 
@@ -92,6 +93,17 @@ def test_unchanged_sources_build_once_and_a_change_builds_again(tmp_path):
     changed = images.build_image(engine, spec(tmp_path, "two"))
     assert changed.built and changed.hash_ref != first.hash_ref and len(builds(engine)) == 2
     assert ["rmi", first.hash_ref] in [c["args"] for c in calls(engine)]  # the stale hash tag is pruned
+
+
+def test_only_the_replaced_build_is_pruned(tmp_path):
+    # Another tag of the same repository (another variant) keeps its hash tag.
+    other = "localhost/x/app:src-0000000000000000"
+    engine = fake_engine(
+        tmp_path, "podman", {"localhost/x/base:1": "base-id", "localhost/x/app:other": "o", other: "o"}
+    )
+    images.build_image(engine, spec(tmp_path))
+    assert not [c for c in calls(engine) if c["args"][0] == "rmi"]
+    assert engine.exists(other)
 
 
 def test_a_new_base_image_rebuilds(tmp_path):
