@@ -136,10 +136,16 @@ class Engine:
         return env
 
     def run(
-        self, *args: str, check: bool = True, capture: bool = True, timeout: float | None = None
+        self,
+        *args: str,
+        check: bool = True,
+        capture: bool = True,
+        timeout: float | None = None,
+        background: bool = False,
     ) -> subprocess.CompletedProcess[str]:
+        """`background`: at the lowest CPU priority (builds and exports share the machine's cores)."""
         proc = subprocess.run(
-            [self.command, *args],
+            [*(["nice", "-n", "19"] if background else []), self.command, *args],
             env=self.env(),
             text=True,
             capture_output=capture,
@@ -192,13 +198,13 @@ class Engine:
             args += ["--build-arg", f"{key}={value}"]
         for name, path in secrets.items():
             args += ["--secret", f"id={name},src={path}"]
-        self.run(*args, str(context), capture=False)
+        self.run(*args, str(context), capture=False, background=True)
 
     def save(self, ref: str, path: Path) -> None:
         if self.kind == "podman":
-            self.run("save", "--format", "oci-archive", "-o", str(path), ref)
+            self.run("save", "--format", "oci-archive", "-o", str(path), ref, background=True)
         else:
-            self.run("save", "-o", str(path), ref)
+            self.run("save", "-o", str(path), ref, background=True)
 
 
 def ensure_tools(engine: Engine) -> None:

@@ -5,8 +5,10 @@ for podman and docker."""
 from __future__ import annotations
 
 import json
+import re
 import stat
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,18 @@ def test_arms_are_skipped_in_one_line_without_a_local_sglang_image(tmp_path, mon
 def test_unknown_engine_is_refused():
     with pytest.raises(images.BuildError, match="use podman or docker"):
         images.Engine.from_env({"ENGINE": "nerdctl"})
+
+
+def test_candidate_packaging_registers_the_repositorys_entry_point_and_ships_the_plugin_only():
+    ours = tomllib.loads((images.ROOT / "pyproject.toml").read_text())
+    candidate = tomllib.loads((images.IMAGES / "candidate" / "pyproject.toml").read_text())
+    group = "sglang.srt.plugins"
+    assert candidate["project"]["entry-points"][group] == ours["project"]["entry-points"][group]
+    shipped = {p.rstrip("*") for p in candidate["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert shipped == set(images.PLUGIN_PACKAGES)
+
+
+def test_baseline_defaults_to_the_pinned_upstream_image():
+    baseline = (images.IMAGES / "baseline" / "Containerfile").read_text()
+    assert re.search(rf"^ARG SGLANG_IMAGE={re.escape(images.DEFAULT_SGLANG_IMAGE)}$", baseline, re.M)
+    assert images.DEFAULT_SGLANG_IMAGE.endswith(f":v{images.chart_app_version()}")
