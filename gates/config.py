@@ -121,6 +121,8 @@ KIND_SCHEMAS: dict[str, dict[str, Any]] = {
             "warmup_seconds": {"type": "number", "minimum": 0},
             "step_seconds": _POS,
             "min_points": {"type": "integer", "minimum": 3},
+            "min_cycles": {"type": "integer", "minimum": 1},
+            "envelope_seconds": _POS,
         },
     ),
 }
@@ -184,6 +186,8 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
         "warmup_seconds": 60.0,
         "step_seconds": 10.0,
         "min_points": 20,
+        "min_cycles": 2,
+        "envelope_seconds": 300.0,
     },
 }
 

@@ -12,6 +12,7 @@ from gates import judge as J
 from gates import stats
 from gates.config import ARMS, GateConfig, GateConfigError, GateSpec, render
 from gates.loadtest_samples import LoadtestSamples, read_loadtest_samples
+from gates.memory_trend import memory_trends
 from gates.provider import (
     MetricsProvider,
     ProviderError,
@@ -19,7 +20,7 @@ from gates.provider import (
     Sample,
     UnreachableError,
     histogram_buckets,
-    single_range,
+    per_series_range,
     single_value,
 )
 from gates.record import Evaluation, GateResult, Verdict, overall
@@ -139,6 +140,7 @@ def _latency(gate: GateSpec, ctx: _Context) -> _Outcome:
     errors: dict[str, str] = {}
     estimates: dict[str, stats.QuantileEstimate] = {}
     exceedance: dict[str, tuple[float, float]] = {}
+    shift: stats.ShiftTest | None = None
     if source == "loadtest":
         field = str(gate.params["loadtest_field"])
         if ctx.samples is None:
@@ -152,6 +154,12 @@ def _latency(gate: GateSpec, ctx: _Context) -> _Outcome:
             estimates[arm] = stats.harrell_davis_quantile(
                 ctx.samples.arm_values(field, arm) / 1000.0, q, gate.confidence
             )
+        shift = stats.quantile_shift(
+            ctx.samples.arm_values(field, "canary"),
+            ctx.samples.arm_values(field, "baseline"),
+            q,
+            gate.confidence,
+        )
     else:
         p = ctx.provider
         buckets = _per_arm(
@@ -176,6 +184,7 @@ def _latency(gate: GateSpec, ctx: _Context) -> _Outcome:
         confidence=gate.confidence,
         compare=compare,
         exceedance=exceedance or None,
+        shift=shift,
     )
     return _Outcome(j, queries, errors, source)
 
@@ -236,16 +245,27 @@ def _memory_leak(gate: GateSpec, ctx: _Context) -> _Outcome:
         return _Outcome(j, queries, errors)
     p = ctx.provider
     series = _per_arm(
-        gate, ctx, "memory", lambda q: single_range(p, q, begin, ctx.end, step), queries, errors
+        gate, ctx, "memory", lambda q: per_series_range(p, q, begin, ctx.end, step), queries, errors
     )
     for arm in ARMS:
-        queries[arm]["memory"] += f"  [range {begin:.0f}..{ctx.end:.0f} step {step:g}s]"
+        queries[arm]["memory"] += f"  [range {begin:.0f}..{ctx.end:.0f} step {step:g}s, one series per pod]"
     blocked = _errors_block(errors, ARMS)
     if blocked:
         return _Outcome(blocked, queries, errors)
-    slopes = {a: stats.robust_slope(s.times, s.values, gate.confidence) for a, s in series.items()}
+    min_points = int(gate.params["min_points"])
+    estimate = memory_trends(
+        [(s.times, s.values) for s in series["canary"]],
+        [(s.times, s.values) for s in series["baseline"]],
+        gate.confidence,
+        min_points,
+    )
     j = J.judge_memory_leak(
-        slopes, floor_bytes_per_s=floor, min_points=int(gate.params["min_points"]), confidence=gate.confidence
+        estimate,
+        floor_bytes_per_s=floor,
+        min_points=min_points,
+        min_cycles=int(gate.params["min_cycles"]),
+        confidence=gate.confidence,
+        origin=ctx.start,
     )
     return _Outcome(j, queries, errors)
 

@@ -13,8 +13,10 @@ the real controllers):
   (consecutiveSuccessLimit 1) and fails after `consecutive_failures` failures (failureLimit), which are
   then necessarily in a row; the background template and Flagger count failures in total, not in a row.
 - not expressible: intervals and significance (a check compares the point estimate), the leak gate's
-  warm-up, throughput (needs the offered rate and the weights), `source: loadtest` gates. Those gates
-  are listed by `not_exported()`.
+  warm-up, its collection floors (approximated by each pod's lower envelope, `min_over_time` over
+  `envelope_seconds`, whose `deriv` is averaged over the arm's pods) and its setting aside of a one-time
+  rise, throughput (needs the offered rate and the weights), `source: loadtest` gates. Gates with no
+  check at all are listed by `not_exported()`.
 
 Arm selection: `${arm}` and the per-arm `pod_regex` are filled from what the controller knows about
 its pods: Argo's `rollouts-pod-template-hash` (args filled by `podTemplateHashValue: Stable|Latest`),
@@ -117,15 +119,24 @@ def gate_checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
                 )
             )
     elif gate.kind == "memory_leak":
+        # Per pod: the lower envelope (minimum over the last envelope_seconds, at least one collection
+        # cycle) and its deriv over the window, averaged over the arm's pods. No interval, no setting
+        # aside of a one-time rise (docs/gates.md says what that costs).
         step = f"{int(p['step_seconds'])}s"
-        memory = {a: f"({q('memory', a)})[{dialect.window}:{step}]" for a in ARMS}
-        slope = f"deriv({memory['canary']}) - deriv({memory['baseline']})"
-        points = [f"count_over_time({memory[a]}) >= {int(p['min_points'])}" for a in ARMS]
+        envelope = f"{int(p['envelope_seconds'])}s"
+        slope = {
+            a: f"avg(deriv(min_over_time(({q('memory', a)})[{envelope}:{step}])[{dialect.window}:{step}]))"
+            for a in ARMS
+        }
+        points = [
+            f"min(count_over_time(({q('memory', a)})[{dialect.window}:{step}])) >= {int(p['min_points'])}"
+            for a in ARMS
+        ]
         out.append(
             Check(
                 gate.name,
                 "slope-vs-baseline",
-                _guarded(slope, *points),
+                _guarded(f"{slope['canary']} - {slope['baseline']}", *points),
                 "<=",
                 float(p["floor_bytes_per_minute"]) / 60,
             )

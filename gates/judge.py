@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gates import stats
+from gates import memory_trend, stats
+from gates.memory_trend import LeakEstimate
 from gates.record import Verdict
 
 PASS, FAIL, INCONCLUSIVE = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
@@ -99,6 +100,7 @@ def judge_latency_quantile(
     confidence: float,
     compare: bool = True,
     exceedance: Mapping[str, tuple[float, float]] | None = None,
+    shift: stats.ShiftTest | None = None,
 ) -> Judgement:
     """Absolute bound on each judged arm's quantile and the canary/baseline ratio with its interval.
 
@@ -106,6 +108,11 @@ def judge_latency_quantile(
     histogram: requests above `max_seconds`, all requests) judges the bound by counting instead of by
     the interpolated quantile: the quantile is above the bound exactly when more than 1 - q of the
     requests are, and with a bucket edge at the bound that count is exact.
+
+    Relative check: fail when the canary is significantly worse than the baseline and its interval
+    reaches the tolerance (the regression may be as large as `max_ratio`). Significance comes from
+    `shift` (exact samples: the score test of `stats.quantile_shift`, one-sided at (1 - confidence) / 2)
+    when given, else from the ratio's own interval (histograms).
     """
     label = f"p{quantile * 100:g}"
     parts: list[tuple[Verdict, str]] = []
@@ -159,26 +166,26 @@ def judge_latency_quantile(
         r = stats.quantile_ratio(estimates["canary"], estimates["baseline"], confidence)
         values["ratio"] = r.ratio
         ci["ratio"] = [r.low, r.high]
-        if not (_finite(r.ratio) and _finite(r.low)):
+        low = r.low
+        how = "ratio interval"
+        if shift is not None:
+            values["ratio_low_if_unchanged"] = shift.low  # one-sided bound with the null's spread
+            low, how = shift.low, f"vs the baseline's own spread at n={estimates['canary'].n}"
+        text = f"canary {label} {_fmt(r.ratio, 3)}x baseline (CI {_fmt(r.low, 3)}-{_fmt(r.high, 3)})"
+        if not (_finite(r.ratio) and _finite(r.high) and _finite(low)):
             parts.append((INCONCLUSIVE, f"canary/baseline {label} ratio not estimable"))
-        elif r.ratio > max_ratio and r.low > 1.0:
+        elif low > 1.0 and r.high >= max_ratio:
             parts.append(
                 (
                     FAIL,
-                    f"canary {label} {_fmt(r.ratio, 3)}x baseline (CI {_fmt(r.low, 3)}-{_fmt(r.high, 3)}), "
-                    f"above {max_ratio:g}x and significantly worse",
+                    f"{text}: significantly worse (lower bound {_fmt(low, 3)} {how}) and may exceed "
+                    f"{max_ratio:g}x",
                 )
             )
+        elif low > 1.0:
+            parts.append((PASS, f"{text}: worse but within {max_ratio:g}x (interval below it)"))
         else:
-            why = (
-                "within tolerance" if r.ratio <= max_ratio else "beyond tolerance but not significantly worse"
-            )
-            parts.append(
-                (
-                    PASS,
-                    f"canary {label} {_fmt(r.ratio, 3)}x baseline (CI {_fmt(r.low, 3)}-{_fmt(r.high, 3)}), {why}",
-                )
-            )
+            parts.append((PASS, f"{text}: not significantly worse (lower bound {_fmt(low, 3)} {how})"))
     elif max_ratio is not None:
         parts.append((PASS, "relative comparison skipped: one arm has no traffic"))
     verdict, reason = combine(parts)
@@ -320,40 +327,71 @@ def judge_error_rate(
 
 
 def judge_memory_leak(
-    slopes: Mapping[str, stats.SlopeEstimate],
+    estimate: LeakEstimate | None,
     *,
     floor_bytes_per_s: float,
     min_points: int,
+    min_cycles: int,
     confidence: float,
+    origin: float = 0.0,
 ) -> Judgement:
     """Fail when the canary's memory grows significantly (interval above 0), significantly faster than
     the baseline's, and the leak may reach the floor (interval reaches it): slopes wholly below the
-    floor are growth too slow to matter."""
-    c, b = slopes.get("canary"), slopes.get("baseline")
+    floor are growth too slow to matter. Slopes are per pod (gates/memory_trend.py: the trend of the
+    collection floors under a sawtooth, of every sample otherwise)."""
     per_min = 60.0 / MIB
-    values = {a: s.slope * per_min for a, s in slopes.items()}
-    ci: dict[str, Any] = {a: [s.low * per_min, s.high * per_min] for a, s in slopes.items()}
-    samples = {a: s.n for a, s in slopes.items()}
-    threshold = {"floor_mib_per_minute": floor_bytes_per_s * per_min, "min_points": min_points}
-    if c is None or b is None or min(c.n, b.n) < min_points:
+    threshold = {
+        "floor_mib_per_minute": floor_bytes_per_s * per_min,
+        "min_points": min_points,
+        "min_cycles": min_cycles,
+    }
+    if estimate is None:
+        return Judgement(
+            INCONCLUSIVE, f"too few memory points after warm-up (need {min_points} per pod)", {}, threshold
+        )
+    c, b = estimate.canary, estimate.baseline
+    values: dict[str, Any] = {"canary": c.slope * per_min, "baseline": b.slope * per_min}
+    values["canary_minus_baseline"] = estimate.difference * per_min
+    values["method"] = estimate.method
+    ci: dict[str, Any] = {
+        "canary": [c.low * per_min, c.high * per_min],
+        "baseline": [b.low * per_min, b.high * per_min],
+        "canary_minus_baseline": [estimate.low * per_min, estimate.high * per_min],
+    }
+    for arm, trend in (("canary", c), ("baseline", b)):
+        values[f"{arm}_pods"] = trend.pods
+        if estimate.method == memory_trend.FLOORS:
+            values[f"{arm}_cycles"] = trend.cycles
+        if trend.settled_from is not None:  # seconds after `origin` (the window's start)
+            values[f"{arm}_settled_after_s"] = trend.settled_from - origin
+    samples = {"canary": c.points, "baseline": b.points}
+    if estimate.method == memory_trend.FLOORS and min(c.cycles, b.cycles) < min_cycles:
         return Judgement(
             INCONCLUSIVE,
-            f"too few memory points after warm-up (need {min_points} per arm)",
+            f"too few collection cycles to judge the floor trend (canary {c.cycles}, baseline {b.cycles}; "
+            f"need {min_cycles} per arm): the memory saws with cycles too long for this window",
             values,
             threshold,
             ci,
             samples,
         )
-    if not (_finite(c.slope) and _finite(c.low) and _finite(b.slope) and _finite(b.low)):
+    if not all(_finite(x) for x in (c.slope, c.low, c.high, b.slope, estimate.low)):
         return Judgement(INCONCLUSIVE, "memory slope not estimable", values, threshold, ci, samples)
-    diff = stats.slope_difference(c, b, confidence)
-    values["canary_minus_baseline"] = diff.ratio * per_min
-    ci["canary_minus_baseline"] = [diff.low * per_min, diff.high * per_min]
-    text = (
-        f"canary {c.slope * per_min:.3g} MiB/min (CI {c.low * per_min:.3g}..{c.high * per_min:.3g}), "
-        f"baseline {b.slope * per_min:.3g} MiB/min"
+    how = (
+        f"{estimate.method} of {c.pods}+{b.pods} pods"
+        if estimate.method == memory_trend.SAMPLES
+        else f"{estimate.method}: {c.cycles}+{b.cycles} cycles of {c.pods}+{b.pods} pods"
     )
-    if c.low > 0 and diff.low > 0 and c.high >= floor_bytes_per_s:
+    text = (
+        f"canary {c.slope * per_min:.3g} MiB/min per pod (CI {c.low * per_min:.3g}..{c.high * per_min:.3g}), "
+        f"baseline {b.slope * per_min:.3g}, difference {estimate.difference * per_min:.3g} "
+        f"(CI {estimate.low * per_min:.3g}..{estimate.high * per_min:.3g}); {how}"
+    )
+    if c.settled_from is not None:
+        text += (
+            "; the canary's earliest points lay below its later trend (a one-time rise) and were set aside"
+        )
+    if c.low > 0 and estimate.low > 0 and c.high >= floor_bytes_per_s:
         return Judgement(
             FAIL,
             f"memory leak: {text}; significantly growing, above baseline, may reach "
@@ -363,7 +401,7 @@ def judge_memory_leak(
             ci,
             samples,
         )
-    if c.low > 0 and diff.low > 0:
+    if c.low > 0 and estimate.low > 0:
         why = f"growth significant but below the {floor_bytes_per_s * per_min:.3g} MiB/min floor"
     elif c.low > 0:
         why = "growth not significantly above the baseline's"

@@ -31,7 +31,7 @@ __all__ = [
     "Sample",
     "UnreachableError",
     "histogram_buckets",
-    "single_range",
+    "per_series_range",
     "single_value",
 ]
 
@@ -93,15 +93,16 @@ def histogram_buckets(provider: MetricsProvider, promql: str, at: float) -> tupl
     return bounds, [by_le[b] for b in bounds]
 
 
-def single_range(
+def per_series_range(
     provider: MetricsProvider, promql: str, start: float, end: float, step_s: float
-) -> RangeSeries:
-    series = provider.range(promql, start, end, step_s)
-    if not series:
+) -> list[RangeSeries]:
+    """Every series of a range query (one per pod or process is expected), NaNs dropped; a named error
+    when there is none or none has a finite sample."""
+    out = []
+    for s in provider.range(promql, start, end, step_s):
+        keep = np.isfinite(s.values)
+        if keep.any():
+            out.append(RangeSeries(s.labels, s.times[keep], s.values[keep]))
+    if not out:
         raise NoValuesError(f"no series for {promql!r} between {start:.0f} and {end:.0f}")
-    if len(series) > 1:
-        shown = ", ".join(str(dict(s.labels)) for s in series[:3])
-        raise MultipleSeriesError(f"{len(series)} series where one was expected for {promql!r}: {shown}")
-    s = series[0]
-    keep = np.isfinite(s.values)
-    return RangeSeries(s.labels, s.times[keep], s.values[keep])
+    return out

@@ -41,9 +41,12 @@ def tail_stretch(x: np.ndarray, model: LatencyModel, p99_factor: float, from_q: 
 
 @dataclass(frozen=True)
 class MemoryModel:
-    """Resident memory: base + leak * t + allocator sawtooth (linear growth, then a drop back) + noise.
+    """Resident memory: base + leak * t + allocator / garbage-collector sawtooth (linear growth, then a
+    drop back to the floor) + noise, optionally a one-time rise (a cache filling) that then stays.
 
-    The sawtooth's period is drawn per cycle from `period_s`, its height from `amplitude_bytes`.
+    The sawtooth's period is drawn per cycle from `period_s`, its height from `amplitude_bytes`, and
+    the floor each collection leaves from N(0, floor_jitter_bytes) (what is live at that instant varies).
+    The phase is random: the first cycle began up to one period before the first sample.
     """
 
     base_bytes: float = 2048 * MIB
@@ -51,6 +54,7 @@ class MemoryModel:
     amplitude_bytes: tuple[float, float] = (4 * MIB, 8 * MIB)
     period_s: tuple[float, float] = (30.0, 90.0)
     noise_bytes: float = 0.25 * MIB
+    floor_jitter_bytes: float = 0.0
     warmup_bytes: float = 0.0  # caches filling after start: this much growth ...
     warmup_delay_s: float = 0.0  # ... beginning this long after the first sample ...
     warmup_s: float = 60.0  # ... and spread over this long
@@ -62,12 +66,39 @@ class MemoryModel:
         while start <= t[-1]:
             period = rng.uniform(*self.period_s)
             height = rng.uniform(*self.amplitude_bytes)
+            floor = rng.normal(0.0, self.floor_jitter_bytes) if self.floor_jitter_bytes > 0 else 0.0
             mask = (t >= start) & (t < start + period)
-            saw[mask] = height * (t[mask] - start) / period
+            saw[mask] = floor + height * (t[mask] - start) / period
             start += period
         warm = self.warmup_bytes * np.clip((t - t[0] - self.warmup_delay_s) / self.warmup_s, 0.0, 1.0)
         leak = self.leak_bytes_per_s * (t - t[0])
         return self.base_bytes + warm + leak + saw + rng.normal(0, self.noise_bytes, t.size)
+
+
+def gc_sawtooth(
+    amplitude_mib: float,
+    period_min: float,
+    leak_mib_per_min: float = 0.0,
+    *,
+    floor_jitter_fraction: float = 0.02,
+    rise_mib: float = 0.0,
+    rise_delay_s: float = 0.0,
+    rise_s: float = 60.0,
+) -> MemoryModel:
+    """One pod of a garbage-collected server: a sawtooth of nominal height `amplitude_mib` (each cycle
+    +-25%) and period `period_min` (each cycle +-20%), the floor each collection leaves jittered by
+    `floor_jitter_fraction` of the height (at least 1 MiB), and optionally a one-time rise of `rise_mib`
+    starting `rise_delay_s` after the first sample and spread over `rise_s` (a cache filling after the
+    traffic share grew), after which the memory stays where it got to."""
+    return MemoryModel(
+        leak_bytes_per_s=leak_mib_per_min * MIB / 60.0,
+        amplitude_bytes=(0.75 * amplitude_mib * MIB, 1.25 * amplitude_mib * MIB),
+        period_s=(0.8 * period_min * 60.0, 1.2 * period_min * 60.0),
+        floor_jitter_bytes=max(1.0, floor_jitter_fraction * amplitude_mib) * MIB,
+        warmup_bytes=rise_mib * MIB,
+        warmup_delay_s=rise_delay_s,
+        warmup_s=rise_s,
+    )
 
 
 # -- Prometheus series from events -------------------------------------------------------------------
@@ -149,6 +180,7 @@ class ArmBehaviour:
     error_share: float = 0.0  # share of requests answered 5xx inside the error burst
     error_burst: tuple[float, float] | None = None  # seconds from start of the burst (None: whole window)
     restart_at_s: float | None = None  # seconds from start of a process restart (counters reset)
+    memory_ranks: int = 1  # processes exporting RSS (`rank` 0..N-1), each its own draw of `memory`
 
 
 def arm_series(
@@ -245,13 +277,14 @@ def arm_series(
             _pairs(scrapes, np.full(scrapes.size, behaviour.allotted_cores)),
         )
     )
-    out.append(
-        (
-            "backend_process_resident_memory_bytes",
-            {**labels, "rank": "0"},
-            _pairs(scrapes, behaviour.memory.sample(rng, scrapes)),
+    for index in range(behaviour.memory_ranks):
+        out.append(
+            (
+                "backend_process_resident_memory_bytes",
+                {**labels, "rank": str(index)},
+                _pairs(scrapes, behaviour.memory.sample(rng, scrapes)),
+            )
         )
-    )
     return out
 
 

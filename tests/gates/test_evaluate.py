@@ -7,9 +7,9 @@ import pytest
 
 from gates import GateConfigError, evaluate, parse_gate_document
 from gates.loadtest_samples import LoadtestSamplesError, read_loadtest_samples
-from gates.provider import Sample
+from gates.provider import RangeSeries, Sample
 from gates.record import Evaluation, overall
-from testkit.synthetic_arms import LatencyModel
+from testkit.synthetic_arms import LatencyModel, gc_sawtooth
 
 CPU_DOC = {
     "version": 1,
@@ -197,3 +197,72 @@ def test_loadtest_source_without_samples_is_inconclusive():
         provider=FakeProvider({}),
     )
     assert ev.verdict == "inconclusive" and "no load-test samples" in ev.gates[0].reason
+
+
+# -- memory: one series per pod --------------------------------------------------------------------
+LEAK_DOC = {
+    "version": 1,
+    "gates": [
+        {
+            "name": "leak",
+            "kind": "memory_leak",
+            "consecutive_failures": 1,
+            "confidence": 0.98,
+            "queries": {"memory": 'sum by (pod) (mem{arm="${arm}"})'},
+        }
+    ],
+}
+
+
+class RangeProvider(FakeProvider):
+    def range(self, promql, start, end, step_s):
+        self.queries.append((promql, start, end, step_s))
+        return self.answers[promql](np.arange(start, end + 1e-9, step_s))
+
+
+def sawtooth_pods(leak_mib_per_min, seed, pods=2):
+    def series(t):
+        rng = np.random.default_rng(seed)
+        out = []
+        for i in range(pods):
+            model = gc_sawtooth(100, 2, leak_mib_per_min)
+            out.append(RangeSeries({"pod": f"p{i}"}, t, model.sample(rng, t)))
+        return out
+
+    return series
+
+
+def run_leak(canary, baseline):
+    provider = RangeProvider(
+        {'sum by (pod) (mem{arm="canary"})': canary, 'sum by (pod) (mem{arm="baseline"})': baseline}
+    )
+    ev = evaluate(
+        parse_gate_document(LEAK_DOC, "local"),
+        prometheus_url="http://unused",
+        start=0.0,
+        end=1500.0,
+        weights={"baseline": 50.0, "canary": 50.0},
+        provider=provider,
+    )
+    return ev.gates[0], provider
+
+
+def test_memory_leak_judges_each_pod_series():
+    gate, provider = run_leak(sawtooth_pods(3.0, 1), sawtooth_pods(0.0, 2))
+    assert gate.verdict == "fail", gate.reason
+    assert gate.values["canary"] == pytest.approx(3.0, abs=1.0) and gate.values["canary_pods"] == 2
+    assert (
+        gate.values["method"] == "collection floors"
+        and "one series per pod" in gate.queries["canary"]["memory"]
+    )
+    (_, start, end, step) = provider.queries[0]
+    assert (start, end, step) == (60.0, 1500.0, 10.0)  # warm-up left out, the gate's step
+    flat, _ = run_leak(sawtooth_pods(0.0, 3), sawtooth_pods(0.0, 2))
+    assert flat.verdict == "pass", flat.reason
+
+
+def test_memory_leak_without_series_or_points_is_inconclusive():
+    gate, _ = run_leak(lambda t: [], sawtooth_pods(0.0, 2))
+    assert gate.verdict == "inconclusive" and "no_values" in gate.reason
+    gate, _ = run_leak(lambda t: [RangeSeries({"pod": "a"}, t[:5], t[:5])], sawtooth_pods(0.0, 2))
+    assert gate.verdict == "inconclusive" and "too few memory points" in gate.reason

@@ -1,7 +1,10 @@
 import math
 
+import pytest
+
 from gates import judge as J
 from gates import stats
+from gates.memory_trend import FLOORS, SAMPLES, ArmTrend, LeakEstimate
 
 MIB = 1024 * 1024
 
@@ -90,19 +93,52 @@ def test_error_rate_bound_and_sample_floor():
     assert J.judge_error_rate({"canary": None}, {"canary": 1000.0}, **args).verdict == "inconclusive"
 
 
-def slope(per_min_mib, half_width_mib=0.2, n=60):
+def trend(per_min_mib, half_width_mib=0.2, cycles=20):
     s = per_min_mib * MIB / 60
     h = half_width_mib * MIB / 60
-    return stats.SlopeEstimate(s, s - h, s + h, n, 0.0)
+    return ArmTrend(s, s - h, s + h, cycles + 2, 2, cycles + 2, cycles, None)
+
+
+def leak(canary, baseline, method=FLOORS):
+    diff = canary.slope - baseline.slope
+    half = math.hypot(canary.high - canary.slope, baseline.high - baseline.slope)
+    return LeakEstimate(method, canary, baseline, diff, diff - half, diff + half, 30.0, 0.0)
 
 
 def test_memory_leak_rules():
-    args = dict(floor_bytes_per_s=MIB / 60, min_points=20, confidence=0.98)
-    assert J.judge_memory_leak({"baseline": slope(0.0), "canary": slope(1.0)}, **args).verdict == "fail"
-    both = J.judge_memory_leak({"baseline": slope(1.0), "canary": slope(1.0)}, **args)
+    args = dict(floor_bytes_per_s=MIB / 60, min_points=20, min_cycles=2, confidence=0.98)
+    failed = J.judge_memory_leak(leak(trend(1.0), trend(0.0)), **args)
+    assert failed.verdict == "fail" and "collection floors: 20+20 cycles of 2+2 pods" in failed.reason
+    assert failed.values["canary"] == pytest.approx(1.0) and failed.ci["canary_minus_baseline"][0] > 0
+    both = J.judge_memory_leak(leak(trend(1.0), trend(1.0)), **args)
     assert both.verdict == "pass" and "not significantly above the baseline" in both.reason
-    tiny = J.judge_memory_leak({"baseline": slope(0.0, 0.01), "canary": slope(0.1, 0.01)}, **args)
+    tiny = J.judge_memory_leak(leak(trend(0.1, 0.01), trend(0.0, 0.01)), **args)
     assert tiny.verdict == "pass" and "below the 1 MiB/min floor" in tiny.reason
-    assert J.judge_memory_leak({"baseline": slope(0.0), "canary": slope(0.0)}, **args).verdict == "pass"
-    few = J.judge_memory_leak({"baseline": slope(0.0, n=5), "canary": slope(3.0, n=5)}, **args)
-    assert few.verdict == "inconclusive"
+    assert J.judge_memory_leak(leak(trend(0.0), trend(0.0)), **args).verdict == "pass"
+    few = J.judge_memory_leak(leak(trend(3.0, cycles=1), trend(0.0)), **args)
+    assert few.verdict == "inconclusive" and "too few collection cycles" in few.reason
+    smooth = J.judge_memory_leak(leak(trend(3.0, cycles=1), trend(0.0), method=SAMPLES), **args)
+    assert smooth.verdict == "fail"  # cycles only matter when the memory saws
+    missing = J.judge_memory_leak(None, **args)
+    assert missing.verdict == "inconclusive" and "too few memory points" in missing.reason
+    nan = J.judge_memory_leak(leak(trend(math.nan), trend(0.0)), **args)
+    assert nan.verdict == "inconclusive"
+
+
+def test_relative_p99_fails_when_significantly_worse_and_possibly_beyond_tolerance():
+    base = dict(
+        quantile=0.99, arms=["canary"], max_seconds=None, max_ratio=1.10, min_samples=300, confidence=0.98
+    )
+    est = {"baseline": q(0.5, se=0.01), "canary": q(0.56, se=0.03)}  # ratio 1.12, wide canary interval
+
+    def shift(low):
+        return stats.ShiftTest(1.12, low, 3.0, 0.05, 300)
+
+    assert J.judge_latency_quantile(est, **base).verdict == "pass"  # its own interval covers 1
+    called = J.judge_latency_quantile(est, shift=shift(1.04), **base)
+    assert called.verdict == "fail" and "significantly worse" in called.reason
+    assert called.values["ratio_low_if_unchanged"] == 1.04
+    assert J.judge_latency_quantile(est, shift=shift(0.99), **base).verdict == "pass"
+    small = {"baseline": q(0.5, se=0.002), "canary": q(0.52, se=0.002)}  # 4% worse, interval below 1.10
+    within = J.judge_latency_quantile(small, shift=stats.ShiftTest(1.04, 1.02, 9.0, 0.05, 300), **base)
+    assert within.verdict == "pass" and "within 1.1x" in within.reason

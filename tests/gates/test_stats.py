@@ -6,9 +6,7 @@ from scipy import stats as sps
 
 from gates import judge as J
 from gates import stats
-from testkit.synthetic_arms import LatencyModel, MemoryModel, tail_stretch
-
-MIB = 1024 * 1024
+from testkit.synthetic_arms import LatencyModel, tail_stretch
 
 
 def test_harrell_davis_recovers_a_known_quantile_with_a_covering_interval():
@@ -56,19 +54,37 @@ def test_quantile_ratio_of_equal_estimates_is_one_and_covers_one():
     assert r.ratio == 1.0 and r.low < 1.0 < r.high
 
 
-def test_robust_slope_recovers_a_line_and_widens_for_sawtooth_residuals():
-    t = np.arange(0, 600, 10.0)
-    line = stats.robust_slope(t, 5.0 + 2.0 * t)
-    assert line.slope == pytest.approx(2.0)
-    rng = np.random.default_rng(3)
-    saw = MemoryModel(amplitude_bytes=(8 * MIB, 8 * MIB), period_s=(120, 120), noise_bytes=0.0).sample(rng, t)
-    est = stats.robust_slope(t, saw)
-    assert est.autocorrelation > 0.3  # the sawtooth leaves correlated residuals, so the interval widens
-    assert est.low < 0 < est.high
+def test_quantile_shift_calls_a_tail_only_regression_that_the_ratio_interval_cannot():
+    """At ~400 requests per arm a tail-only +15% P99 stretches the canary's tail, so its own standard error
+    is large; against the spread the baseline's distribution would have, the shift is clear."""
+    rng = np.random.default_rng(21)
+    model = LatencyModel(median_s=0.35, sigma=0.10)
+    baseline = model.sample(rng, 3353)
+    canary = tail_stretch(model.sample(rng, 373), model, 1.15)
+    shift = stats.quantile_shift(canary, baseline, 0.99, 0.98)
+    wald = stats.quantile_ratio(
+        stats.harrell_davis_quantile(canary, 0.99, 0.98),
+        stats.harrell_davis_quantile(baseline, 0.99, 0.98),
+        0.98,
+    )
+    assert shift.ratio == pytest.approx(wald.ratio)
+    assert shift.low > 1.0 and shift.z > 3
+    assert shift.low > wald.low  # the null's spread is the tighter one
+    assert shift.tail_points == 335  # top 10% of the baseline
 
 
-def test_robust_slope_with_too_few_points_is_nan():
-    assert math.isnan(stats.robust_slope([1.0, 2.0], [1.0, 2.0]).slope)
+def test_quantile_shift_is_quiet_on_a_a_and_nan_on_too_little_tail():
+    rng = np.random.default_rng(22)
+    model = LatencyModel(median_s=0.35, sigma=0.10)
+    lows = [
+        stats.quantile_shift(model.sample(rng, 500), model.sample(rng, 500), 0.99, 0.98).low
+        for _ in range(200)
+    ]
+    assert sum(low > 1.0 for low in lows) <= 4  # one-sided 1%: about 2 expected in 200
+    short = stats.quantile_shift(model.sample(rng, 500), model.sample(rng, 50), 0.99)
+    assert math.isnan(short.low) and short.tail_points == 5
+    with pytest.raises(ValueError, match="quantile"):
+        stats.quantile_shift([1.0], [1.0], 0.3)
 
 
 def test_clopper_pearson_and_poisson_intervals():
@@ -100,24 +116,7 @@ def test_tail_only_regression_missed_by_mann_whitney_is_caught_by_the_quantile_j
         max_seconds=None,
         max_ratio=1.10,
         min_samples=300,
-        confidence=0.95,
+        confidence=0.98,
+        shift=stats.quantile_shift(canary, baseline, 0.99, 0.98),
     )
     assert j.verdict == "fail" and j.values["ratio"] > 1.3
-
-
-def test_slope_of_a_flat_series_with_one_step_is_quiet_and_finite():
-    """An idle arm's memory: flat, then one step. Its lagged residuals have no variance, which once made
-    numpy divide by zero (RuntimeWarning) inside the autocorrelation."""
-    import warnings
-
-    from gates.stats import lag1_autocorrelation, robust_slope
-
-    t = np.arange(20.0)
-    y = np.full(20, 5.0)
-    y[-1] = 6.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        est = robust_slope(t, y)
-        assert lag1_autocorrelation(np.zeros(10)) == 0.0
-    assert est.slope == 0.0 and math.isfinite(est.low) and math.isfinite(est.high)
-    assert lag1_autocorrelation(np.sin(np.arange(200) / 10)) > 0.9  # a smooth wave is autocorrelated

@@ -1,0 +1,294 @@
+"""Memory growth under a garbage-collector sawtooth: per-pod series in, per-arm trends out. Pure functions.
+
+Serving processes' memory saws: it grows for minutes, drops at a collection or cache trim, and grows
+again. A slow leak hides under that: a straight line through the raw series mostly measures where in
+the cycle the window happened to start and end, and its residuals are one long correlated wave, so an
+honest interval is too wide to call a leak of 1-3 MiB/min under a sawtooth of 100+ MiB. What does
+carry the leak is the *lower envelope*: the floor each collection leaves behind rises by the leak
+over each cycle and by nothing else. So:
+
+1. Each pod's series is cut at its collections (a drop far beyond the series' step-to-step noise that
+   stays down), and the lowest point after each collection is that cycle's floor. The stretch before
+   the first collection in the window has no floor (the window opened mid-cycle) and is left out.
+2. An arm's trend is one slope through all its pods' floors with one intercept per pod (pods are
+   separate processes; summing their series would interleave their drops). The residual variance is
+   pooled over both arms (under "the canary changed nothing" they share it), the t quantile uses the
+   degrees of freedom that are left (few floors per window give a wide interval, not a false one), and
+   positive lag-1 autocorrelation of the floors' residuals widens it further.
+3. A one-time rise at the start of the window (a cache filling after the traffic share changed) shows
+   as early floors below the line through the later ones. The earliest floors are set aside when, as a
+   block, they lie significantly below that line (|z| > 3.5 against the pooled noise); a leak keeps
+   every floor on the line, so it loses nothing. A rise in mid-window with few cycles to either side
+   cannot be told from a leak; with enough cycles it leaves a significant lack of fit only if it is
+   large, so short windows with long cycles say so through wide intervals rather than by guessing.
+4. When no pod of either arm shows a collection within the window (smooth memory, or an embedded
+   process that never returns pages) every sample is a point of the trend, with the same regression,
+   and the residuals' autocorrelation sets the effective sample size.
+
+`memory_trends` returns, per arm, the slope with its interval, and the canary-minus-baseline difference
+with its interval; `gates.judge.judge_memory_leak` decides.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+COLLECTION_THRESHOLD = 6.0  # a collection drops more than this many robust SDs of the series' steps
+INITIAL_RISE_Z = 3.5  # early floors set aside when, as a block, this far below the later trend
+RISE_SPAN = 0.5  # ... and only within this fraction of the window from its start
+FLOORS, SAMPLES = "collection floors", "all samples"
+
+PodSeries = tuple[np.ndarray, np.ndarray]  # (unix seconds, bytes) of one pod or process
+
+
+@dataclass(frozen=True)
+class Floors:
+    """The lowest point after each collection in one pod's series."""
+
+    times: np.ndarray
+    values: np.ndarray
+    collections: int  # drops seen (the first one's floor starts the list; earlier samples have none)
+
+
+@dataclass(frozen=True)
+class ArmTrend:
+    slope: float  # bytes per second, common to the arm's pods
+    low: float
+    high: float
+    points: int  # floors (or samples) the slope rests on
+    pods: int  # pods contributing at least one point
+    collections: int  # collections seen over all pods
+    cycles: int  # floor-to-floor intervals within pods: what a floor slope is made of
+    settled_from: float | None  # points before this time were set aside as a one-time rise
+
+
+@dataclass(frozen=True)
+class LeakEstimate:
+    method: str  # FLOORS or SAMPLES
+    canary: ArmTrend
+    baseline: ArmTrend
+    difference: float  # canary minus baseline slope, bytes per second
+    low: float
+    high: float
+    df: float  # degrees of freedom of the t quantile behind every interval
+    autocorrelation: float  # pooled lag-1 autocorrelation of the residuals (clipped to [0, 0.95])
+
+
+def collection_floors(
+    times: np.ndarray, values: np.ndarray, threshold: float = COLLECTION_THRESHOLD
+) -> Floors:
+    """Floors of a sawtooth: a collection is a step down by more than `threshold` robust SDs of a step's
+    noise below the median step, confirmed by the next samples staying down (a one-sample dip is not a
+    collection); the floor is the lowest sample between it and the next collection."""
+    t = np.asarray(times, dtype=float)
+    y = np.asarray(values, dtype=float)
+    empty = Floors(np.empty(0), np.empty(0), 0)
+    d = np.diff(y)
+    if d.size < 3:
+        return empty
+    centre = float(np.median(d))
+    # The noise of one step, from second differences: a ramp cancels out of them, so a steep or uneven
+    # sawtooth does not inflate the scale (its cycles' different slopes only show at their ends).
+    scale = 1.4826 * float(np.median(np.abs(np.diff(d) - np.median(np.diff(d))))) / math.sqrt(3)
+    if scale <= 0:  # piecewise-constant memory (pages): the spread of the steps themselves
+        spread = np.abs(d - centre)
+        scale = 1.4826 * float(np.median(spread)) or float(np.mean(spread))
+    if scale <= 0:
+        return empty
+    cut = threshold * scale
+    down = min(centre - cut, 0.0)
+    drops: list[tuple[int, int]] = []  # (last sample before, first sample after) each collection
+    i = 0
+    while i < d.size:
+        if d[i] < down:
+            j = i
+            while j + 1 < d.size and d[j + 1] < down:
+                j += 1  # a collection spread over several scrapes is one collection
+            before = float(np.max(y[max(i - 2, 0) : i + 1]))  # the level before it began to fall
+            # stays down: the next sample, less the usual climb, is still well below (not a one-sample dip)
+            if j + 2 >= y.size or y[j + 2] - centre < before - cut / 2:
+                drops.append((i, j + 1))
+            i = j + 1
+        else:
+            i += 1
+    if not drops:
+        return empty
+    ft, fv = [], []
+    for k, (_, begin) in enumerate(drops):
+        end = drops[k + 1][0] if k + 1 < len(drops) else y.size - 1
+        low = begin + int(np.argmin(y[begin : end + 1]))
+        ft.append(t[low])
+        fv.append(y[low])
+    return Floors(np.asarray(ft), np.asarray(fv), len(drops))
+
+
+@dataclass(frozen=True)
+class _Fit:
+    slope: float
+    sxx: float  # sum of squares of times around each pod's mean
+    rss: float
+    points: int
+    pods: int
+    lag1: float  # sum of products of consecutive residuals within pods
+
+
+def _fit(groups: Sequence[PodSeries]) -> _Fit:
+    """One slope through every group with one intercept per group (ordinary least squares)."""
+    groups = [(t, y) for t, y in groups if t.size]
+    sxy = sxx = 0.0
+    for t, y in groups:
+        tc = t - t.mean()
+        sxx += float(tc @ tc)
+        sxy += float(tc @ (y - y.mean()))
+    slope = sxy / sxx if sxx > 0 else math.nan
+    rss = lag1 = 0.0
+    if sxx > 0:
+        for t, y in groups:
+            r = (y - y.mean()) - slope * (t - t.mean())
+            rss += float(r @ r)
+            lag1 += float(r[:-1] @ r[1:]) if r.size > 1 else 0.0
+    return _Fit(slope, sxx, rss, sum(t.size for t, _ in groups), len(groups), lag1)
+
+
+def _rho(fits: Sequence[_Fit]) -> float:
+    rss = sum(f.rss for f in fits)
+    rho = sum(f.lag1 for f in fits) / rss if rss > 0 else 0.0
+    return min(max(rho, 0.0), 0.95) if math.isfinite(rho) else 0.0
+
+
+def _initial_rise_end(groups: list[PodSeries], other: _Fit, inflate: float, limit: float) -> float | None:
+    """The latest time s (up to `limit`) before which the pods' points, as a block, lie significantly below
+    the trend through the points from s on (z < -INITIAL_RISE_Z); None when no block does. The latest,
+    not the most significant: a rise that has mostly but not quite ended still tilts the later trend."""
+    every = np.concatenate([t for t, _ in groups])
+    candidates = np.unique(every[(every > every.min()) & (every <= limit)])
+    best_s = None
+    for s in candidates:
+        kept = [(t[t >= s], y[t >= s]) for t, y in groups]
+        fit = _fit(kept)
+        df = fit.points - fit.pods - 1 + (other.points - other.pods - 1)
+        if not (fit.sxx > 0) or df < 2:
+            continue
+        sigma = math.sqrt((fit.rss + other.rss) / df * inflate)
+        total = var = lever = 0.0
+        for (t, y), (tk, yk) in zip(groups, kept, strict=True):
+            early = t < s
+            if tk.size == 0 or not early.any():
+                continue
+            k = int(early.sum())
+            dt = t[early] - tk.mean()
+            total += float(np.sum(y[early] - yk.mean() - fit.slope * dt))
+            var += k + k * k / tk.size  # each residual, and the error of the pod's level
+            lever += float(dt.sum())
+        var += lever * lever / fit.sxx  # and of the extrapolated slope
+        if sigma <= 0 or var <= 0:
+            continue
+        if total / (sigma * math.sqrt(var)) < -INITIAL_RISE_Z:
+            best_s = float(s)
+    return best_s
+
+
+def _set_aside_initial_rise(
+    groups: list[PodSeries], other: _Fit, inflate: float
+) -> tuple[list[PodSeries], float | None]:
+    """Drop every pod's points before a time s (within the first RISE_SPAN of the window) when, as a
+    block, they lie significantly below the trend through the later points: a one-time rise such as a
+    cache filling after a traffic change (it reaches every pod of the arm at once). Returns the groups and
+    s (None: all kept)."""
+    groups = [(t, y) for t, y in groups if t.size]
+    if not groups:
+        return groups, None
+    every = np.concatenate([t for t, _ in groups])
+    s = _initial_rise_end(groups, other, inflate, float(every.min()) + float(np.ptp(every)) * RISE_SPAN)
+    if s is None:
+        return groups, None
+    return [(t[t >= s], y[t >= s]) for t, y in groups], s
+
+
+def _clean(pods: Sequence[PodSeries], min_points: int) -> list[PodSeries]:
+    out = []
+    for t, y in pods:
+        t, y = np.asarray(t, dtype=float), np.asarray(y, dtype=float)
+        keep = np.isfinite(t) & np.isfinite(y)
+        t, y = t[keep], y[keep]
+        order = np.argsort(t, kind="stable")
+        t, y = t[order], y[order]
+        if t.size >= max(min_points, 3) and np.ptp(t) > 0:
+            out.append((t, y))
+    return out
+
+
+def memory_trends(
+    canary: Sequence[PodSeries],
+    baseline: Sequence[PodSeries],
+    confidence: float = 0.95,
+    min_points: int = 3,
+) -> LeakEstimate | None:
+    """Per-arm memory slopes (bytes/s) from each arm's per-pod series, and canary minus baseline.
+
+    Pods with fewer than `min_points` finite samples are left out; None when an arm has no pod left.
+    Intervals are two-sided at `confidence`; NaN where the points leave no degrees of freedom.
+    """
+    pods = {"canary": _clean(canary, min_points), "baseline": _clean(baseline, min_points)}
+    if not pods["canary"] or not pods["baseline"]:
+        return None
+    floors = {arm: [collection_floors(t, y) for t, y in series] for arm, series in pods.items()}
+    sawtooth = any(f.collections for arm in floors.values() for f in arm)
+    method = FLOORS if sawtooth else SAMPLES
+    points: dict[str, list[PodSeries]] = {
+        arm: ([(f.times, f.values) for f in floors[arm]] if sawtooth else list(pods[arm])) for arm in pods
+    }
+    first = {arm: _fit(points[arm]) for arm in pods}
+    inflate = 1.0
+    if not sawtooth:  # consecutive samples are correlated: the block test's noise is larger
+        rho = _rho(list(first.values()))
+        inflate = (1 + rho) / (1 - rho)
+    settled: dict[str, float | None] = {}
+    for arm, other in (("canary", "baseline"), ("baseline", "canary")):
+        points[arm], settled[arm] = _set_aside_initial_rise(points[arm], first[other], inflate)
+    fits = {arm: _fit(points[arm]) for arm in pods}
+    rho = _rho(list(fits.values()))
+    df = sum(f.points - f.pods - 1 for f in fits.values())
+    df_eff = df * (1 - rho) / (1 + rho)
+    ok = df >= 1 and all(f.sxx > 0 for f in fits.values())
+    s2 = sum(f.rss for f in fits.values()) / df * (1 + rho) / (1 - rho) if ok else math.nan
+    q = float(sps.t.ppf(0.5 + confidence / 2, max(df_eff, 1.0))) if ok else math.nan
+    trend: dict[str, ArmTrend] = {}
+    se: dict[str, float] = {}
+    for arm, fit in fits.items():
+        se[arm] = math.sqrt(s2 / fit.sxx) if ok else math.nan
+        kept = [t.size for t, _ in points[arm] if t.size]
+        trend[arm] = ArmTrend(
+            slope=fit.slope,
+            low=fit.slope - q * se[arm],
+            high=fit.slope + q * se[arm],
+            points=fit.points,
+            pods=fit.pods,
+            collections=sum(f.collections for f in floors[arm]),
+            cycles=sum(max(k - 1, 0) for k in kept),
+            settled_from=settled[arm],
+        )
+    diff = fits["canary"].slope - fits["baseline"].slope
+    half = q * math.hypot(se["canary"], se["baseline"])
+    return LeakEstimate(
+        method, trend["canary"], trend["baseline"], diff, diff - half, diff + half, max(df_eff, 0.0), rho
+    )
+
+
+__all__ = [
+    "COLLECTION_THRESHOLD",
+    "FLOORS",
+    "INITIAL_RISE_Z",
+    "SAMPLES",
+    "ArmTrend",
+    "Floors",
+    "LeakEstimate",
+    "PodSeries",
+    "collection_floors",
+    "memory_trends",
+]
