@@ -21,9 +21,10 @@ over each cycle and by nothing else. So:
    every floor on the line, so it loses nothing. A rise in mid-window with few cycles to either side
    cannot be told from a leak; with enough cycles it leaves a significant lack of fit only if it is
    large, so short windows with long cycles say so through wide intervals rather than by guessing.
-4. When no pod of either arm shows a collection within the window (smooth memory, or an embedded
-   process that never returns pages) every sample is a point of the trend, with the same regression,
-   and the residuals' autocorrelation sets the effective sample size.
+4. When the memory does not saw within the window (no pod collected twice and most pods not at all:
+   smooth memory, or an embedded process that never returns pages, perhaps with one stray drop) every
+   sample is a point of the trend, with the same regression, and the residuals' autocorrelation sets
+   the effective sample size.
 
 `memory_trends` returns, per arm, the slope with its interval, and the canary-minus-baseline difference
 with its interval; `gates.judge.judge_memory_leak` decides.
@@ -238,7 +239,10 @@ def memory_trends(
     if not pods["canary"] or not pods["baseline"]:
         return None
     floors = {arm: [collection_floors(t, y) for t, y in series] for arm, series in pods.items()}
-    sawtooth = any(f.collections for arm in floors.values() for f in arm)
+    # The memory saws when a pod was seen collecting twice, or most pods once (cycles up to the window's
+    # length); a single stray drop in one process of an otherwise smooth arm does not make it saw.
+    seen = [f.collections for arm in floors.values() for f in arm]
+    sawtooth = max(seen) >= 2 or 2 * sum(c >= 1 for c in seen) >= len(seen)
     method = FLOORS if sawtooth else SAMPLES
     points: dict[str, list[PodSeries]] = {
         arm: ([(f.times, f.values) for f in floors[arm]] if sawtooth else list(pods[arm])) for arm in pods

@@ -172,3 +172,19 @@ def test_pods_are_not_summed():
     )
     # every pod's drop cuts the sum, at a point where the other pod is mid-cycle: no floor at all
     assert summed is not None and summed.high - summed.low > 2 * (est.high - est.low)
+
+
+def test_one_stray_drop_in_one_process_does_not_make_smooth_memory_saw():
+    """Locally each process is a 'pod': an allocator returning one big buffer once is not a sawtooth, and
+    must not leave the leaking canary (no drop at all) without cycles to judge."""
+    rng = np.random.default_rng(12)
+    t = window(4)
+    flat = MemoryModel(amplitude_bytes=(0.0, 0.0))
+    baseline = pods(rng, [flat, flat, flat], t)
+    stray = baseline[1][1].copy()
+    stray[t.size // 2 :] -= 12 * MIB
+    baseline[1] = (t, stray)
+    canary = pods(rng, [MemoryModel(amplitude_bytes=(0.0, 0.0), leak_bytes_per_s=20 * PER_MIN)] * 3, t)
+    est = memory_trends(canary, baseline, 0.98, 10)
+    assert est is not None and est.method == SAMPLES
+    assert judge(est).verdict == "fail"
