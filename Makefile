@@ -8,13 +8,14 @@ SYSTEM_STAMP := .cache/system-deps.ok
 PROFILE ?= default
 MARK ?=
 PYTEST_ARGS ?=
+ROLLOUT_ARGS ?=
 
 .PHONY: help canary rollback status test test-unit test-integration test-e2e lint setup system-deps \
 	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout bench-serving images test-images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s \
 	ci-gate actionlint-bin controllers-bin
 
 help:
-	@echo "make canary [PROFILE=quick]  run a canary rollout (embedded stack unless a cluster is configured)"
+	@echo "make canary [PROFILE=quick] [ROLLOUT_ARGS=...]  run a canary rollout (embedded stack unless a cluster is configured)"
 	@echo "make rollback                restore 100% traffic to baseline"
 	@echo "make status                  show the current rollout state"
 	@echo "make test [MARK=expr]        run the test suite (all tiers, or one: MARK=integration)"
@@ -37,7 +38,7 @@ setup: $(DEPS_STAMP) $(SYSTEM_STAMP)
 system-deps: $(SYSTEM_STAMP)
 
 canary: setup
-	$(PY) -m rollout run --profile $(PROFILE)
+	$(PY) -m rollout run --profile $(PROFILE) $(ROLLOUT_ARGS)
 
 rollback: setup
 	$(PY) -m rollout rollback --reason "$${REASON:-make rollback}"
@@ -53,12 +54,13 @@ ci-gate: setup
 actionlint-bin:
 	@bash tools/install-actionlint.sh
 
-# The k8s tier needs the local control plane (tools/k8s/build.sh, cached); built unless MARK leaves k8s out.
+# The k8s tier needs the local control plane and the Gateway API data plane (tools/k8s/build.sh,
+# tools/traefik/build.sh; cached); built unless MARK leaves k8s out.
 K8S_WANTED = $(if $(MARK),$(if $(findstring not k8s,$(MARK)),,$(findstring k8s,$(MARK))$(findstring images,$(MARK))),all)
 # The images tier runs the toolkit image (tools/images.py: built once per content hash, then a no-op).
 IMAGES_WANTED = $(if $(MARK),$(if $(findstring not images,$(MARK)),,$(findstring images,$(MARK))),all)
 test: setup helm-bin actionlint-bin
-	@$(if $(K8S_WANTED),bash tools/k8s/build.sh)
+	@$(if $(K8S_WANTED),bash tools/k8s/build.sh && bash tools/traefik/build.sh)
 	@$(if $(K8S_WANTED),$(MAKE) --no-print-directory controllers-bin)
 	@$(if $(IMAGES_WANTED),$(PY) tools/images.py build toolkit)
 	$(PY) -m pytest $(if $(MARK),-m "$(MARK)") $(PYTEST_ARGS)
@@ -121,9 +123,10 @@ helm-lint: helm-bin
 helm-docs: $(DEPS_STAMP)
 	$(PY) tools/helm_docs.py $(CHART)
 
-# Local Kubernetes control plane for the k8s test tier (first build: long, single-threaded; then cached).
+# Local Kubernetes control plane and Traefik for the k8s test tier (first build: long; then cached).
 k8s-build:
 	@bash tools/k8s/build.sh
+	@bash tools/traefik/build.sh
 
 # Argo Rollouts and Flagger, which the k8s tier runs against the exported gates (first use only).
 controllers-bin:

@@ -16,7 +16,7 @@ CHART = ROOT / "helm" / "sglang-vlm-canary"
 SCENARIOS = sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))
 RELEASE = "vlm"
 NAMESPACE = "serving"
-# helm template assumes Kubernetes 1.20 without a cluster; the chart needs 1.27+.
+# The Kubernetes version the render tests pin (the chart needs 1.27+).
 KUBE_VERSION = "1.32.0"
 
 

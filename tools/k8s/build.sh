@@ -9,7 +9,7 @@
 # build time is printed and kept in .cache/k8s/build-seconds.
 set -euo pipefail
 KWOK_VERSION=v0.7.0
-GATEWAY_API_VERSION=v1.4.1
+GATEWAY_API_VERSION=v1.6.1  # the version Traefik (tools/traefik) is built against: it watches v1 TLSRoute
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 
 here="$(cd "$(dirname "$0")" && pwd)"

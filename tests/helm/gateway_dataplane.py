@@ -1,0 +1,271 @@
+"""A real Gateway API data plane for the k8s tier: Traefik (built by tools/traefik/build.sh) running out of
+cluster against the local API server, routing to real embedded backends by the chart's HTTPRoute.
+
+What stands in for what: kwok's pods serve nothing and their IPs are not reachable, so the arms'
+Deployments are scaled to zero and each arm's real backend process (its own loopback address) is listed
+in an EndpointSlice of ours for the arm's Service (`addressType: FQDN`: the API server refuses loopback
+IPs in IPv4 slices). That stands in for the kubelet and the EndpointSlice controller; everything else is
+as the chart renders it (Services, HTTPRoute, per-backendRef `x-canary-arm` filters, weights). Prometheus
+scrapes the backends with the labels the chart's PodMonitor gives them (namespace, pod, container, arm);
+the backends' own process series stand in for cAdvisor and kube-state-metrics, which need a kubelet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cluster_series import FULL, install_release
+from helm_chart_render import CHART, RELEASE, ROOT
+
+from gates.config import DEFAULT_GATE_FILE
+from infra.net import free_port, wait_http_ok
+from infra.prometheus import PrometheusServer, static_scrape_config
+from rollout.local_stack import ArmSpec, LoadSpec, start_loadtest
+from rollout.processes import ProcessRef, is_alive, spawn_detached, terminate
+
+TRAEFIK = ROOT / ".cache" / "traefik" / "bin" / "traefik"
+CONTROLLER = "traefik.io/gateway-controller"
+GATEWAY = "canary-gateway"
+ADDRESSES = {"baseline": "127.0.0.2", "canary": "127.0.0.3"}
+# Pod names as the Deployments' pods would have them (`<deployment>-<template hash>-<suffix>`), so the
+# gates' per-arm pod regexes select exactly one arm.
+PODS = {arm: f"{FULL}-{arm}-5d4f8b6c9-x7k2p" for arm in ADDRESSES}
+# The demo load of the local profiles: small images and few output tokens, for CPU-only backends.
+LOAD_ARGS = ("--max-tokens", "8", "--image-sizes", "448x448")
+
+
+@dataclass
+class DataPlane:
+    namespace: str
+    gateway_url: str
+    traefik: ProcessRef
+    backends: dict[str, str]  # arm -> URL
+    processes: dict[str, ProcessRef]
+    prometheus: PrometheusServer
+    workdir: Path
+    loads: list[dict[str, Any]] = field(default_factory=list)
+
+    def get(self, path: str = "/v1/models", timeout_s: float = 10.0) -> tuple[int, str | None]:
+        """One request through the gateway: (status, the arm that served it)."""
+        request = urllib.request.Request(self.gateway_url + path)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+                resp.read()
+                return resp.status, resp.headers.get("x-canary-arm")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("x-canary-arm")
+
+    def set_faults(self, arm: str, **faults: float) -> None:
+        """Switch rehearsal faults of one arm's backend (leak, extra latency) at run time."""
+        body = json.dumps(faults).encode()
+        request = urllib.request.Request(
+            self.backends[arm] + "/rehearsal/faults",
+            data=body,
+            method="POST",
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200
+
+    def start_load(self, name: str, rate: float, seed: int = 1) -> dict[str, Any]:
+        """Locust at `rate` req/s (Poisson) through the gateway; its per-request JSONL names each arm."""
+        load = start_loadtest(
+            self.gateway_url, LoadSpec(rate=rate, seed=seed, extra_args=LOAD_ARGS), self.workdir / name
+        )
+        self.loads.append(load)
+        return load
+
+    def stop_load(self, load: dict[str, Any]) -> list[dict[str, Any]]:
+        """Stop Locust (it writes its summary on SIGTERM); every request it made."""
+        terminate(ProcessRef.from_dict(load["process"]), timeout_s=30.0)
+        lines = Path(load["requests_jsonl"]).read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def _traefik_args(cluster, workdir: Path, web_port: int, ping_port: int) -> list[str]:
+    token = workdir / "token"
+    token.write_text(cluster.token)  # no trailing newline: Traefik sends the file's bytes as the token
+    return [
+        str(TRAEFIK),
+        f"--entrypoints.web.address=127.0.0.1:{web_port}",
+        f"--entrypoints.ping.address=127.0.0.1:{ping_port}",
+        "--ping=true",
+        "--ping.entrypoint=ping",
+        "--providers.kubernetesgateway=true",
+        f"--providers.kubernetesgateway.endpoint={cluster.server}",
+        f"--providers.kubernetesgateway.token={token}",
+        f"--providers.kubernetesgateway.certauthfilepath={cluster.workdir / 'pki' / 'apiserver.crt'}",
+        "--providers.kubernetesgateway.statusaddress.ip=127.0.0.1",
+        # Apply a route change as soon as it is seen (the default waits 2 s between provider events).
+        "--providers.providersthrottleduration=0s",
+        "--log.level=INFO",
+        # Nothing outside this machine: no release check, no usage statistics.
+        "--global.checknewversion=false",
+        "--global.sendanonymoususage=false",
+    ]
+
+
+def gateway_manifest(namespace: str, port: int) -> str:
+    """A GatewayClass for Traefik and a Gateway whose HTTP listener is Traefik's `web` entry point."""
+    objects = [
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": "traefik"},
+            "spec": {"controllerName": CONTROLLER},
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": GATEWAY, "namespace": namespace},
+            "spec": {
+                "gatewayClassName": "traefik",
+                "listeners": [
+                    {
+                        "name": "web",
+                        "protocol": "HTTP",
+                        "port": port,
+                        "allowedRoutes": {"namespaces": {"from": "Same"}},
+                    }
+                ],
+            },
+        },
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+
+
+def endpoint_slice(namespace: str, arm: str, port: int) -> dict[str, Any]:
+    """The arm Service's endpoints: its backend process, as a kubelet would report a ready pod."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{FULL}-{arm}-local",
+            "namespace": namespace,
+            "labels": {
+                "kubernetes.io/service-name": f"{FULL}-{arm}",
+                "endpointslice.kubernetes.io/managed-by": "k8s-tier.sglang-vlm-canary",
+            },
+        },
+        "addressType": "FQDN",
+        "endpoints": [{"addresses": [ADDRESSES[arm]], "conditions": {"ready": True}}],
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+    }
+
+
+def scrape_configs(namespace: str, backends: dict[str, str]) -> list[dict[str, Any]]:
+    """Each backend with the labels the chart's PodMonitor attaches (arm from the pod's component label)."""
+    return [
+        static_scrape_config(
+            f"{namespace}-{arm}",
+            [url.removeprefix("http://")],
+            labels={"namespace": namespace, "pod": PODS[arm], "container": "sglang", "arm": arm},
+        )
+        for arm, url in backends.items()
+    ]
+
+
+def tier_gate_file(directory: Path) -> Path:
+    """The packaged gates in the `kubernetes` profile, with the backends' process series in place of
+    cAdvisor/kube-state-metrics (no kubelet here), the local profiles' sizing for CPU-only backends
+    (absolute latency bounds widened, the memory-leak warm-up and sampling fit a step), and minimum
+    sample counts a 10% step at this tier's rate reaches in about a minute."""
+    document = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
+    pods = 'namespace="${namespace}",pod=~"${pod_regex}"'
+    kubernetes = {
+        "cpu_utilisation": {
+            "value": f"sum(rate(backend_process_cpu_seconds_total{{{pods}}}[${{window}}]))"
+            f" / max(backend_cpu_allotted_cores{{{pods}}})"
+        },
+        "memory_leak": {"memory": f"sum by (pod) (backend_process_resident_memory_bytes{{{pods}}})"},
+    }
+    sizing: dict[str, dict[str, Any]] = {
+        "latency_e2e_p99": {"max_seconds": 3.0, "min_samples": 100},
+        "latency_ttft_p99": {"max_seconds": 1.5, "min_samples": 100},
+        "latency_itl_p99": {"max_seconds": 0.5, "min_samples": 100},
+        "error_rate": {"min_samples": 100},
+        "memory_leak": {"warmup_seconds": 15, "step_seconds": 2, "min_points": 10},
+    }
+    for gate in document["gates"]:
+        for role, query in kubernetes.get(gate["name"], {}).items():
+            gate["queries"][role]["kubernetes"] = query
+        gate.update(sizing.get(gate["name"], {}))
+    path = directory / "gates.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@contextlib.contextmanager
+def data_plane(cluster, helm, namespace: str, workdir: Path) -> Iterator[DataPlane]:
+    """The chart's release in `namespace` behind a Traefik Gateway, with one real backend per arm."""
+    if not TRAEFIK.exists():
+        raise FileNotFoundError(f"{TRAEFIK} is missing: `make test` builds it (tools/traefik/build.sh)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    web_port, ping_port = free_port(), free_port()
+    processes: dict[str, ProcessRef] = {}
+    prometheus: PrometheusServer | None = None
+    try:
+        install_release(cluster, helm, CHART, namespace, f"route.parentRefs[0].name={GATEWAY}")
+        for arm in ADDRESSES:  # kwok's pods serve nothing: the real backends below take their place
+            cluster.kubectl("scale", "deployment", f"{FULL}-{arm}", "-n", namespace, "--replicas", "0")
+        cluster.kubectl("apply", "-f", "-", input_text=gateway_manifest(namespace, web_port))
+        backends = {}
+        for arm, address in ADDRESSES.items():
+            port = free_port(address)
+            # Two allotted cores each: the CPU gate judges a share a 2-core machine can give at 100%.
+            spec = ArmSpec(
+                arm=arm, mm_input_mode="sharded", tp_size=1, cpu_cores=2.0, extra_args=(f"--host={address}",)
+            )
+            processes[arm] = spawn_detached(spec.command_line(port), log_path=workdir / f"{arm}.log")
+            backends[arm] = f"http://{address}:{port}"
+            cluster.kubectl("apply", "-f", "-", input_text=json.dumps(endpoint_slice(namespace, arm, port)))
+        processes["traefik"] = spawn_detached(
+            _traefik_args(cluster, workdir, web_port, ping_port), log_path=workdir / "traefik.log"
+        )
+        wait_http_ok(f"http://127.0.0.1:{ping_port}/ping", 60, alive=lambda: is_alive(processes["traefik"]))
+        for arm, url in backends.items():
+            wait_http_ok(url + "/ready", 180, interval_s=0.5, alive=lambda ref=processes[arm]: is_alive(ref))
+        prometheus = PrometheusServer(scrape_configs(namespace, backends), scrape_interval_s=1.0).start()
+        plane = DataPlane(
+            namespace=namespace,
+            gateway_url=f"http://127.0.0.1:{web_port}",
+            traefik=processes["traefik"],
+            backends=backends,
+            processes=processes,
+            prometheus=prometheus,
+            workdir=workdir,
+        )
+        _wait_routed(plane, cluster)
+        yield plane
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        for ref in processes.values():
+            terminate(ref)
+        helm(cluster, "uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "2m")
+
+
+def _wait_routed(plane: DataPlane, cluster, timeout_s: float = 60.0) -> None:
+    """Until Traefik has accepted the route and serves it (the baseline answers through the gateway)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = plane.get()
+            if last == (200, "baseline"):
+                return
+        except OSError as exc:
+            last = exc
+        time.sleep(0.5)
+    log = (plane.workdir / "traefik.log").read_text()[-3000:]
+    route = cluster.kubectl("get", "httproute", FULL, "-n", plane.namespace, "-o", "yaml", check=False).stdout
+    raise AssertionError(f"the gateway never served the route ({last}):\n{route[-3000:]}\n{log}")
