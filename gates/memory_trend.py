@@ -21,7 +21,7 @@ over each cycle and by nothing else. So:
    every floor on the line, so it loses nothing. A rise in mid-window with few cycles to either side
    cannot be told from a leak; with enough cycles it leaves a significant lack of fit only if it is
    large, so short windows with long cycles say so through wide intervals rather than by guessing.
-4. When the memory does not saw within the window (no pod collected twice and most pods not at all:
+4. When the memory does not saw within the window (no pod collected twice and at most half of them once:
    smooth memory, or an embedded process that never returns pages, perhaps with one stray drop) every
    sample is a point of the trend, with the same regression, and the residuals' autocorrelation sets
    the effective sample size.
@@ -239,10 +239,10 @@ def memory_trends(
     if not pods["canary"] or not pods["baseline"]:
         return None
     floors = {arm: [collection_floors(t, y) for t, y in series] for arm, series in pods.items()}
-    # The memory saws when a pod was seen collecting twice, or most pods once (cycles up to the window's
-    # length); a single stray drop in one process of an otherwise smooth arm does not make it saw.
+    # The memory saws when a pod was seen collecting twice, or more than half of the pods once (cycles up
+    # to the window's length); a single stray drop does not make it saw, also not with one pod per arm.
     seen = [f.collections for arm in floors.values() for f in arm]
-    sawtooth = max(seen) >= 2 or 2 * sum(c >= 1 for c in seen) >= len(seen)
+    sawtooth = max(seen) >= 2 or 2 * sum(c >= 1 for c in seen) > len(seen)
     method = FLOORS if sawtooth else SAMPLES
     points: dict[str, list[PodSeries]] = {
         arm: ([(f.times, f.values) for f in floors[arm]] if sawtooth else list(pods[arm])) for arm in pods

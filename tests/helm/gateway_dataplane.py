@@ -186,9 +186,7 @@ def tier_gate_file(directory: Path) -> Path:
             "value": f"sum(rate(backend_process_cpu_seconds_total{{{pods}}}[${{window}}]))"
             f" / max(backend_cpu_allotted_cores{{{pods}}})"
         },
-        # One series per server process, as the local profile judges them (cAdvisor would give one per
-        # container): a single allocator trim in one process does not make a smooth arm "saw".
-        "memory_leak": {"memory": f"sum by (pod, rank) (backend_process_resident_memory_bytes{{{pods}}})"},
+        "memory_leak": {"memory": f"sum by (pod) (backend_process_resident_memory_bytes{{{pods}}})"},
     }
     sizing: dict[str, dict[str, Any]] = {
         "latency_e2e_p99": {"max_seconds": 3.0, "min_samples": 100},
