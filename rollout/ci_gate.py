@@ -45,10 +45,6 @@ RESTORE_PAUSE_S = 2.0
 Say = Callable[[str], None]
 
 
-def _say(line: str) -> None:
-    print(line, flush=True)  # CI logs show progress as it happens
-
-
 @dataclass(frozen=True)
 class GateOnceOptions:
     duration_s: float  # the measurement window the gates judge
@@ -271,7 +267,7 @@ def _load_text(site: Site, offered_rps: float | None) -> str:
     return "traffic reaching the Gateway (rate not given: throughput compared per unit of traffic)"
 
 
-def gate_once(site: Site, options: GateOnceOptions, *, say: Say = _say) -> CiGateOutcome:
+def gate_once(site: Site, options: GateOnceOptions, *, say: Say = print) -> CiGateOutcome:
     """Start, split, warm up, measure, evaluate once, restore 100% baseline, report, stop (also on errors).
 
     A cancelled CI job gets SIGTERM: it is turned into KeyboardInterrupt so the site is put back and

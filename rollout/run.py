@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gates.config import GateConfig
 from rollout.controller import LeaseLost, RolloutController, new_state, rollback_locked
 from rollout.hooks import Hook, parse_hooks
 from rollout.plan import Phase, Profile
@@ -252,7 +253,7 @@ def _save_or_refuse(store: StateStore, state: RolloutState) -> None:
         ) from exc
 
 
-def _finish(site: Site, state: RolloutState, reports_dir: Path, config: Any, say: Say) -> Path:
+def _finish(site: Site, state: RolloutState, reports_dir: Path, config: GateConfig, say: Say) -> Path:
     """Stop the load (so its summary is written), retire a reverted canary, report, take the site down."""
     summary = site.stop_load(say)
     if state.outcome in (Phase.REVERTED.value, Phase.ABORTED.value):
@@ -263,7 +264,7 @@ def _finish(site: Site, state: RolloutState, reports_dir: Path, config: Any, say
 
 
 def _report(
-    site: Site, state: RolloutState, reports_dir: Path, config: Any, summary: dict[str, Any] | None
+    site: Site, state: RolloutState, reports_dir: Path, config: GateConfig, summary: dict[str, Any] | None
 ) -> Path:
     panels = site.panels(config)
     end = state.finished_at or time.time()
