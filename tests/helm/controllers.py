@@ -1,0 +1,232 @@
+"""Argo Rollouts and Flagger (built by tools/install-argo-rollouts.sh and tools/install-flagger.sh) run out
+of cluster against the k8s tier's control plane, and the scenario data both judge: a real Prometheus
+holding per-arm series for the controllers' own pods, and our evaluator run on the same window with the
+same arm selection as the export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cluster_series import as_cluster_series
+from helm_chart_render import ROOT
+
+from gates.config import GateConfig
+from gates.evaluate import evaluate
+from gates.export import not_exported
+from gates.record import Evaluation
+from infra.net import free_port, wait_http_ok
+from infra.prometheus import PrometheusServer, backfill, openmetrics_text
+from testkit.synthetic_arms import ArmBehaviour, arm_series
+
+ARGO = ROOT / ".cache" / "argo-rollouts"
+FLAGGER = ROOT / ".cache" / "flagger"
+CPU_LIMIT = 4.0  # cores, the test pods' limit (kube_pod_container_resource_limits)
+SCRAPE_S = 5.0
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], Any],
+    timeout_s: float,
+    interval_s: float = 1.0,
+    describe: Callable[[], Any] | None = None,
+) -> Any:
+    """Poll until `check()` returns something truthy; the assertion names `what` and the last value seen
+    (or what `describe()` says then)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval_s)
+    seen = describe() if describe is not None else last
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}; last seen: {seen!r}")
+
+
+def get(cluster, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return json.loads(cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout)
+
+
+def get_all(cluster, kind: str, namespace: str, *selector: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl("get", kind, "-n", namespace, *selector, "-o", "json").stdout
+    return json.loads(out)["items"]
+
+
+def apply(cluster, *documents: Mapping[str, Any]) -> None:
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(documents)}),
+    )
+
+
+@contextlib.contextmanager
+def process(
+    name: str, argv: Sequence[str], log: Path, health_url: str, timeout_s: float = 90
+) -> Iterator[Path]:
+    """Run a controller until the block ends (SIGTERM, then SIGKILL, by its own pid); yields its log path."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+
+            def alive() -> bool:
+                if proc.poll() is not None:
+                    raise AssertionError(f"{name} exited ({proc.returncode}):\n{log_tail(log)}")
+                return True
+
+            wait_http_ok(health_url, timeout_s, alive=alive)
+            yield log
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+
+
+def log_tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+
+def established(cluster, *crds: str) -> None:
+    # `kubectl wait` right after an apply fails on a CRD whose status is not written yet
+    jsonpath = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
+    for crd in crds:
+        wait_for(
+            f"CRD {crd} established",
+            lambda c=crd: cluster.kubectl("get", "crd", c, "-o", jsonpath, check=False).stdout == "True",
+            60,
+        )
+
+
+def require(binary: Path, script: str) -> None:
+    # Idempotent: returns at once when the pinned build is there (as `make test` ensures).
+    subprocess.run(["bash", str(ROOT / "tools" / script)], check=True, timeout=3600)
+    assert binary.is_file(), f"{binary} missing after tools/{script}"
+
+
+@contextlib.contextmanager
+def argo_rollouts(cluster, workdir: Path) -> Iterator[Path]:
+    """The Argo Rollouts controller, cluster-wide, its CRDs installed; yields its log."""
+    require(ARGO / "bin" / "rollouts-controller", "install-argo-rollouts.sh")
+    cluster.kubectl("apply", "--server-side", "-f", str(ARGO / "crds"))
+    established(cluster, "rollouts.argoproj.io", "analysistemplates.argoproj.io", "analysisruns.argoproj.io")
+    healthz = free_port()
+    argv = [
+        str(ARGO / "bin" / "rollouts-controller"),
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--healthzPort",
+        str(healthz),
+        "--metricsPort",
+        str(free_port()),
+        "--leader-elect=false",
+        "--loglevel",
+        "info",
+    ]
+    with process(
+        "rollouts-controller", argv, workdir / "argo-rollouts.log", f"http://127.0.0.1:{healthz}/healthz"
+    ) as log:
+        yield log
+
+
+@contextlib.contextmanager
+def flagger(cluster, workdir: Path, metrics_server: str) -> Iterator[Path]:
+    """Flagger with the Gateway API v1 router, cluster-wide, its CRDs installed; yields its log."""
+    require(FLAGGER / "bin" / "flagger", "install-flagger.sh")
+    cluster.kubectl("apply", "--server-side", "-f", str(FLAGGER / "crds"))
+    established(cluster, "canaries.flagger.app", "metrictemplates.flagger.app")
+    port = free_port()
+    argv = [
+        str(FLAGGER / "bin" / "flagger"),
+        "-kubeconfig",
+        str(cluster.kubeconfig),
+        "-mesh-provider",
+        "gatewayapi:v1",
+        "-metrics-server",
+        metrics_server,
+        "-port",
+        str(port),
+        "-log-level",
+        "info",
+        "-enable-config-tracking=false",
+    ]
+    with process("flagger", argv, workdir / "flagger.log", f"http://127.0.0.1:{port}/healthz") as log:
+        yield log
+
+
+@dataclasses.dataclass(frozen=True)
+class Arms:
+    """One scenario's arms as the controller identifies them: the `arm` label value the scrape config
+    writes (Argo: pod-template hash; Flagger: <target> / <target>-primary) and a real pod of each."""
+
+    namespace: str
+    label: Mapping[str, str]
+    pod: Mapping[str, str]
+    pod_regex: Mapping[str, str]
+
+
+@contextlib.contextmanager
+def scenario_prometheus(
+    scenarios: Mapping[str, tuple[Arms, ArmBehaviour]],
+    data_dir: Path,
+    *,
+    seed: int,
+    past_s: float,
+    future_s: float,
+) -> Iterator[PrometheusServer]:
+    """A real Prometheus holding each scenario's series from `past_s` before now to `future_s` after, for its
+    real pods (Prometheus serves a sample once wall time reaches it, so the controllers' measurements at
+    wall-clock time fall inside the span). A namespace not given has no series at all."""
+    now = float(int(time.time()))
+    series: list[Any] = []
+    for index, (arms, canary) in enumerate(scenarios.values()):
+        rng = np.random.default_rng(seed + index)
+        for arm, behaviour in (("baseline", ArmBehaviour(rps=20.0)), ("canary", canary)):
+            behaviour = dataclasses.replace(behaviour, allotted_cores=CPU_LIMIT)
+            local = arm_series(arm, behaviour, now - past_s, now + future_s, SCRAPE_S, rng)
+            series += as_cluster_series(arms.namespace, arms.label[arm], arms.pod[arm], CPU_LIMIT, local)
+    backfill(openmetrics_text(series), data_dir)
+    with PrometheusServer(data_dir=data_dir) as server:
+        yield server
+
+
+def judge_like_export(
+    config: GateConfig, prometheus_url: str, arms: Arms, end: float, window_s: float
+) -> Evaluation:
+    """Our evaluator on the window a controller's measurement at `end` covered, selecting the arms as the
+    export does (`${arm}` -> the arm's label value, `pod_regex` -> the controller's pods); the gates no
+    export carries are left out."""
+    skipped = set(not_exported(config))
+    gates = tuple(
+        dataclasses.replace(g, queries={r: q.replace("${arm}", "${arm_label}") for r, q in g.queries.items()})
+        for g in config.gates
+        if g.name not in skipped
+    )
+    return evaluate(
+        dataclasses.replace(config, gates=gates),
+        prometheus_url=prometheus_url,
+        start=end - window_s,
+        end=end,
+        weights={"baseline": 50.0, "canary": 50.0},
+        offered_rps=None,
+        variables={
+            "namespace": arms.namespace,
+            "arm_label": dict(arms.label),
+            "pod_regex": dict(arms.pod_regex),
+        },
+    )
