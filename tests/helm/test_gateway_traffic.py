@@ -29,7 +29,8 @@ pytestmark = pytest.mark.k8s
 
 NAMESPACE = "gateway"
 RATE = 16.0  # req/s through the gateway: a 10% step collects the tier's 100 canary samples in ~65 s
-PLAN = ("--profile", "quick", "--steps", "10,50,100", "--bake", "75,20,20", "--interval", "5")
+# Each bake fits the leak gate's 30 s warm-up and 10 points at 2 s (tier_gate_file).
+PLAN = ("--profile", "quick", "--steps", "10,50,100", "--bake", "75,55,55", "--interval", "5")
 SPLIT_TOLERANCE = 3.0  # percentage points between the weights and the arms that served
 SETTLE_S = 2.0  # the profile's settle: left out of each step when measuring its split
 # Through Traefik, about 1 in 1,500 streamed responses ends early at steady state, with no weight change
