@@ -26,7 +26,9 @@ NAMESPACE = "gates"
 WINDOW_S = 660.0  # the memory gate's 60 s warm-up + a 10 min bake
 SCRAPE_S = 5.0
 EVEN = {"baseline": 50.0, "canary": 50.0}
-CANARY_REGRESSIONS = {"healthy": ArmBehaviour(), "tail": ArmBehaviour(p99_factor=1.6)}
+# The tail regression is the P99 at 2x: with the latency gates at 98% confidence, 1.6x over ~1,300 requests
+# per arm is borderline through histograms (1.5% above 600 ms, CI 0.8-2.5%; ratio CI 0.99-1.46).
+CANARY_REGRESSIONS = {"healthy": ArmBehaviour(), "tail": ArmBehaviour(p99_factor=2.0)}
 
 
 @pytest.fixture(scope="module")
