@@ -70,7 +70,10 @@ def rollout(namespace: str) -> dict[str, Any]:
                             "analysis": {
                                 "templates": [{"templateName": TEMPLATE}],
                                 "args": [
-                                    {"name": "namespace", "value": namespace},
+                                    {
+                                        "name": "namespace",
+                                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                                    },
                                     {
                                         "name": "baseline-hash",
                                         "valueFrom": {"podTemplateHashValue": "Stable"},
