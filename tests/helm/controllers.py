@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import signal
 import subprocess
@@ -105,12 +106,12 @@ def log_tail(log: Path, lines: int = 40) -> str:
 def established(cluster, *crds: str) -> None:
     # `kubectl wait` right after an apply fails on a CRD whose status is not written yet
     jsonpath = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
+
+    def is_established(crd: str) -> bool:
+        return cluster.kubectl("get", "crd", crd, "-o", jsonpath, check=False).stdout == "True"
+
     for crd in crds:
-        wait_for(
-            f"CRD {crd} established",
-            lambda c=crd: cluster.kubectl("get", "crd", c, "-o", jsonpath, check=False).stdout == "True",
-            60,
-        )
+        wait_for(f"CRD {crd} established", functools.partial(is_established, crd), 60)
 
 
 def require(binary: Path, script: str) -> None:

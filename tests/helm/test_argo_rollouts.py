@@ -42,9 +42,18 @@ SCENARIOS = {
     "argo-p99": ArmBehaviour(rps=20.0, p99_factor=1.6),
     "argo-leak": ArmBehaviour(rps=20.0, memory=MemoryModel(leak_bytes_per_s=8 * MIB / 60)),
     "argo-nodata": None,  # no series at all
+    "argo-leak-background": ArmBehaviour(rps=20.0, memory=MemoryModel(leak_bytes_per_s=8 * MIB / 60)),
 }
+BACKGROUND = {"argo-leak-background"}  # strategy.canary.analysis with the background template
 PHASE = {"pass": "Successful", "fail": "Failed", "inconclusive": "Inconclusive"}
 WORST = ("Successful", "Inconclusive", "Failed")
+
+
+ANALYSIS_ARGS = [
+    {"name": "namespace", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    {"name": "baseline-hash", "valueFrom": {"podTemplateHashValue": "Stable"}},
+    {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
+]
 
 
 def rollout(namespace: str) -> dict[str, Any]:
@@ -53,6 +62,20 @@ def rollout(namespace: str) -> dict[str, Any]:
         "image": "sglang-vlm:baseline",
         "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "4"}},
     }
+    # the test reads the pods and starts Prometheus at the first pause
+    canary: dict[str, Any] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
+    if namespace in BACKGROUND:  # from step 2 on, while the canary holds at 50%
+        canary["steps"].append({"pause": {}})
+        canary["analysis"] = {
+            "templates": [{"templateName": f"{TEMPLATE}-background"}],
+            "startingStep": 2,
+            "args": ANALYSIS_ARGS,
+        }
+    else:
+        canary["steps"] += [
+            {"analysis": {"templates": [{"templateName": TEMPLATE}], "args": ANALYSIS_ARGS}},
+            {"setWeight": 100},
+        ]
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",
@@ -61,42 +84,20 @@ def rollout(namespace: str) -> dict[str, Any]:
             "replicas": 2,
             "selector": {"matchLabels": {"app": ROLLOUT}},
             "template": {"metadata": {"labels": {"app": ROLLOUT}}, "spec": {"containers": [container]}},
-            "strategy": {
-                "canary": {
-                    "steps": [
-                        {"setWeight": 50},
-                        {"pause": {}},  # the test reads the pods and starts Prometheus here
-                        {
-                            "analysis": {
-                                "templates": [{"templateName": TEMPLATE}],
-                                "args": [
-                                    {
-                                        "name": "namespace",
-                                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-                                    },
-                                    {
-                                        "name": "baseline-hash",
-                                        "valueFrom": {"podTemplateHashValue": "Stable"},
-                                    },
-                                    {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
-                                ],
-                            }
-                        },
-                        {"setWeight": 100},
-                    ]
-                }
-            },
+            "strategy": {"canary": canary},
         },
     }
 
 
-def exported_template(tmp_path, namespace: str, prometheus: str) -> dict[str, Any]:
+def exported_templates(tmp_path, namespace: str, prometheus: str) -> list[dict[str, Any]]:
+    """Both exported AnalysisTemplates (step and background), in the scenario's namespace."""
     out = tmp_path / f"argo-{namespace}.yaml"
     argv = ["export", "--format", "argo", "--profile", "kubernetes", "--prometheus-address", prometheus]
     argv += ["--window", WINDOW, "--interval", "5s", "--initial-delay", "1s", "-o", str(out)]
     assert gates_main(argv) == 0
-    step = next(d for d in yaml.safe_load_all(out.read_text()) if d["metadata"]["name"] == TEMPLATE)
-    return step | {"metadata": step["metadata"] | {"namespace": namespace}}
+    templates = list(yaml.safe_load_all(out.read_text()))
+    assert [t["metadata"]["name"] for t in templates] == [TEMPLATE, f"{TEMPLATE}-background"]
+    return [t | {"metadata": t["metadata"] | {"namespace": namespace}} for t in templates]
 
 
 def paused_canary(cluster, namespace: str) -> Arms:
@@ -128,7 +129,7 @@ def outcome(cluster, tmp_path_factory):
         arms: dict[str, Arms] = {}
         for namespace in SCENARIOS:
             cluster.create_namespace(namespace)
-            apply(cluster, exported_template(workdir, namespace, "http://127.0.0.1:9"), rollout(namespace))
+            apply(cluster, *exported_templates(workdir, namespace, "http://127.0.0.1:9"), rollout(namespace))
             wait_for(
                 f"{namespace}: revision 1 healthy",
                 lambda ns=namespace: (
@@ -145,7 +146,7 @@ def outcome(cluster, tmp_path_factory):
             with_data, workdir / "tsdb", seed=4100, past_s=WINDOW_S + 600, future_s=600
         ) as prometheus:
             for namespace in SCENARIOS:
-                apply(cluster, exported_template(workdir, namespace, prometheus.url))
+                apply(cluster, *exported_templates(workdir, namespace, prometheus.url))
                 cluster.kubectl(
                     "-n",
                     namespace,
@@ -244,7 +245,19 @@ def test_no_data_is_inconclusive_and_pauses(outcome):
     assert any(c["reason"] == "InconclusiveAnalysisRun" for c in status["pauseConditions"])
 
 
-@pytest.mark.parametrize("namespace", list(SCENARIOS))
+def test_background_analysis_aborts_on_the_leak(outcome):
+    """The background template: measured every interval while the canary holds at 50%; the leak's two
+    failed measurements fail the run and abort the Rollout."""
+    scenarios, log = outcome
+    ro, run, arms, _ = scenarios["argo-leak-background"]
+    assert run["status"]["phase"] == "Failed", (run["status"], log_tail(log))
+    leak = next(m for m in run["status"]["metricResults"] if m["name"] == "memory-leak-slope-vs-baseline")
+    assert leak["phase"] == "Failed" and leak["failed"] == 2, leak
+    status = ro["status"]
+    assert status["abort"] and status["phase"] == "Degraded" and status["stableRS"] == arms.label["baseline"]
+
+
+@pytest.mark.parametrize("namespace", [ns for ns in SCENARIOS if ns not in BACKGROUND])
 def test_metric_phases_match_our_evaluator(outcome, namespace):
     """Per gate: the worst phase of its metrics, each at its last measurement, equals our evaluator's verdict
     on the window that measurement covered (no hysteresis on our side: the controller's last measurement
