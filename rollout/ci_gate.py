@@ -296,8 +296,6 @@ def _gate_once(site: Site, options: GateOnceOptions, say: Say) -> CiGateOutcome:
     offered_rps = options.offered_rps
     if site.drives_load and offered_rps is None:
         offered_rps = LOCAL_RATE
-    gates = site.gates(config, offered_rps=offered_rps)  # a cluster without Prometheus is a usage error
-    panels = site.panels(config)
     run_id = new_run_id()
     run_dir = options.reports_dir / run_id
     started_at = time.time()
@@ -307,8 +305,6 @@ def _gate_once(site: Site, options: GateOnceOptions, say: Say) -> CiGateOutcome:
         f"ci-gate {run_id} ({site.kind}): {_load_text(site, offered_rps)}, split "
         f"{weights.baseline}/{weights.canary}, warm-up {options.warmup_s:g} s, window {options.duration_s:g} s"
     )
-    if gates.variables:
-        say(f"gate variables: {gates.variables}")
     if site.drives_load:
         assert offered_rps is not None
         site.start(
@@ -318,6 +314,10 @@ def _gate_once(site: Site, options: GateOnceOptions, say: Say) -> CiGateOutcome:
             loadtest_args=get_profile(SIZING_PROFILE).loadtest_args,
             say=say,
         )
+    gates = site.gates(config, offered_rps=offered_rps)  # the site's Prometheus: started just now locally
+    panels = site.panels(config)
+    if gates.variables:
+        say(f"gate variables: {gates.variables}")
     window = (started_at, started_at)
     evaluation = Evaluation.unavailable(
         "not evaluated", start=started_at, end=started_at, weights=weights.as_dict(), at=started_at
