@@ -5,6 +5,7 @@ tests substitute this layer and never the HTTP client.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -30,7 +31,8 @@ def _client(context: str | None) -> Any:
                 return client.ApiClient()
             except config.ConfigException:
                 pass
-        return config.new_client_from_config(context=context)
+        # KUBECONFIG as it is now: the client reads its default location only once, when first imported.
+        return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"), context=context)
     except Exception as exc:  # the client raises several kinds for missing or bad kubeconfig
         raise KubeError(f"cannot load Kubernetes config (context {context!r}): {exc}") from exc
 
