@@ -121,7 +121,7 @@ KIND_SCHEMAS: dict[str, dict[str, Any]] = {
             "warmup_seconds": {"type": "number", "minimum": 0},
             "step_seconds": _POS,
             "min_points": {"type": "integer", "minimum": 3},
-            "min_cycles": {"type": "integer", "minimum": 1},
+            "min_cycles": {"type": "integer", "minimum": 0},
             "envelope_seconds": _POS,
         },
     ),

@@ -253,17 +253,19 @@ def _memory_leak(gate: GateSpec, ctx: _Context) -> _Outcome:
     if blocked:
         return _Outcome(blocked, queries, errors)
     min_points = int(gate.params["min_points"])
+    min_cycles = int(gate.params["min_cycles"])
     estimate = memory_trends(
         [(s.times, s.values) for s in series["canary"]],
         [(s.times, s.values) for s in series["baseline"]],
         gate.confidence,
         min_points,
+        use_floors=min_cycles > 0,  # 0: windows shorter than a collection cycle judge every sample
     )
     j = J.judge_memory_leak(
         estimate,
         floor_bytes_per_s=floor,
         min_points=min_points,
-        min_cycles=int(gate.params["min_cycles"]),
+        min_cycles=min_cycles,
         confidence=gate.confidence,
         origin=ctx.start,
     )

@@ -229,11 +229,14 @@ def memory_trends(
     baseline: Sequence[PodSeries],
     confidence: float = 0.95,
     min_points: int = 3,
+    use_floors: bool = True,
 ) -> LeakEstimate | None:
     """Per-arm memory slopes (bytes/s) from each arm's per-pod series, and canary minus baseline.
 
     Pods with fewer than `min_points` finite samples are left out; None when an arm has no pod left.
     Intervals are two-sided at `confidence`; NaN where the points leave no degrees of freedom.
+    `use_floors=False` judges every sample even when the memory saws: for windows much shorter than a
+    collection cycle (a short demo step), where no floor trend can be had and a stray trim is not a cycle.
     """
     pods = {"canary": _clean(canary, min_points), "baseline": _clean(baseline, min_points)}
     if not pods["canary"] or not pods["baseline"]:
@@ -242,7 +245,7 @@ def memory_trends(
     # The memory saws when a pod was seen collecting twice, or more than half of the pods once (cycles up
     # to the window's length); a single stray drop does not make it saw, also not with one pod per arm.
     seen = [f.collections for arm in floors.values() for f in arm]
-    sawtooth = max(seen) >= 2 or 2 * sum(c >= 1 for c in seen) > len(seen)
+    sawtooth = use_floors and (max(seen) >= 2 or 2 * sum(c >= 1 for c in seen) > len(seen))
     method = FLOORS if sawtooth else SAMPLES
     points: dict[str, list[PodSeries]] = {
         arm: ([(f.times, f.values) for f in floors[arm]] if sawtooth else list(pods[arm])) for arm in pods

@@ -69,7 +69,9 @@ class Profile:
 # 40 ms of backend CPU per request with 8 output tokens). Each step's bake gives every arm with traffic
 # >= ~300 requests (the latency gates' P99 minimum) with a 10% margin for Poisson arrivals:
 # rate x share x (bake - settle) >= 330. The quick profile starts at 25% to fit 3 minutes.
-# The memory-leak gate's warm-up and sampling are sized to fit the shortest step; the warm-up leaves out
+# The memory-leak gate's warm-up and sampling are sized to fit the shortest step, and a step of a minute
+# holds no collection cycle to speak of, so it judges every sample (`min_cycles: 0`: an allocator trim in
+# a short step is no sawtooth); the cluster default needs 2 cycles of collection floors. The warm-up leaves out
 # the RSS growth that follows a weight change (more requests in flight), which a short window would
 # otherwise read as a leak (measured: ~180 MiB/min over the first 20 s at 100% canary).
 _DEMO_LOAD = ("--max-tokens", "8", "--image-sizes", "448x448")
@@ -91,7 +93,7 @@ PROFILES: dict[str, Profile] = {
         request_rate=18.0,
         gate_overrides={
             **_LOCAL_LATENCY,
-            "memory_leak": {"warmup_seconds": 20, "step_seconds": 3, "min_points": 10},
+            "memory_leak": {"warmup_seconds": 20, "step_seconds": 3, "min_points": 10, "min_cycles": 0},
         },
         loadtest_args=_DEMO_LOAD,
     ),
@@ -105,7 +107,7 @@ PROFILES: dict[str, Profile] = {
         request_rate=20.0,
         gate_overrides={
             **_LOCAL_LATENCY,
-            "memory_leak": {"warmup_seconds": 15, "step_seconds": 2, "min_points": 10},
+            "memory_leak": {"warmup_seconds": 15, "step_seconds": 2, "min_points": 10, "min_cycles": 0},
         },
         loadtest_args=_DEMO_LOAD,
     ),

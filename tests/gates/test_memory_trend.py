@@ -188,3 +188,15 @@ def test_one_stray_drop_in_one_process_does_not_make_smooth_memory_saw():
     est = memory_trends(canary, baseline, 0.98, 10)
     assert est is not None and est.method == SAMPLES
     assert judge(est).verdict == "fail"
+
+
+def test_min_cycles_zero_judges_every_sample_even_when_the_memory_saws():
+    """A demo step shorter than a collection cycle: one trim per process is no sawtooth to judge floors of."""
+    t = np.arange(0.0, 60.0, 2.0)
+    flat = 500e6 + 1e5 * np.sin(t)
+    trimmed = flat.copy()
+    trimmed[20:] -= 50e6  # every process trims once
+    canary, baseline = [(t, trimmed), (t, trimmed)], [(t, trimmed), (t, flat)]
+    assert memory_trends(canary, baseline, 0.95, 10).method == FLOORS
+    every = memory_trends(canary, baseline, 0.95, 10, use_floors=False)
+    assert every is not None and every.method == SAMPLES
