@@ -23,8 +23,11 @@ over each cycle and by nothing else. So:
    large, so short windows with long cycles say so through wide intervals rather than by guessing.
 4. When the memory does not saw within the window (no pod collected twice and at most half of them once:
    smooth memory, or an embedded process that never returns pages, perhaps with one stray drop) every
-   sample is a point of the trend, with the same regression, and the residuals' autocorrelation sets
-   the effective sample size.
+   sample is a point of the trend, and the residuals' autocorrelation sets the effective sample size.
+   Here every pod gets its own slope and the arm's is their mean: a leak confined to one process (a
+   scheduler rank, not the tokenizer) would otherwise leave its growth in the residuals of a common line
+   and widen the interval of both arms until it hides itself (seen: 100 MiB/min, interval from 0).
+   Floors are too few per pod to spend a degree of freedom on each pod's slope, so they share one.
 
 `memory_trends` returns, per arm, the slope with its interval, and the canary-minus-baseline difference
 with its interval; `gates.judge.judge_memory_leak` decides.
@@ -131,29 +134,40 @@ def collection_floors(
 @dataclass(frozen=True)
 class _Fit:
     slope: float
-    sxx: float  # sum of squares of times around each pod's mean
+    sxx: float  # the slope's variance is sigma^2 / sxx (sum of squares of times around each pod's mean)
     rss: float
     points: int
     pods: int
+    parameters: int  # intercepts and slopes fitted
     lag1: float  # sum of products of consecutive residuals within pods
 
 
-def _fit(groups: Sequence[PodSeries]) -> _Fit:
-    """One slope through every group with one intercept per group (ordinary least squares)."""
-    groups = [(t, y) for t, y in groups if t.size]
-    sxy = sxx = 0.0
-    for t, y in groups:
-        tc = t - t.mean()
-        sxx += float(tc @ tc)
-        sxy += float(tc @ (y - y.mean()))
-    slope = sxy / sxx if sxx > 0 else math.nan
+def _fit(groups: Sequence[PodSeries], own_slopes: bool = False) -> _Fit:
+    """One intercept per group and one slope through all of them (ordinary least squares); with
+    `own_slopes`, one slope per group (of those spanning time) and their mean as the slope."""
+    centred = [(t - t.mean(), y - y.mean()) for t, y in groups if t.size]
+    if own_slopes:
+        centred = [(tc, yc) for tc, yc in centred if tc @ tc > 0]
+    sxxs = [float(tc @ tc) for tc, _ in centred]
+    if own_slopes:
+        slopes = [float(tc @ yc) / s for (tc, yc), s in zip(centred, sxxs, strict=True)]
+        slope = float(np.mean(slopes)) if slopes else math.nan
+        # the mean of k slopes has variance sigma^2 * sum(1 / sxx_i) / k^2
+        sxx = len(sxxs) ** 2 / sum(1.0 / s for s in sxxs) if sxxs else 0.0
+    else:
+        sxx = sum(sxxs)
+        slope = sum(float(tc @ yc) for tc, yc in centred) / sxx if sxx > 0 else math.nan
+        slopes = [slope] * len(centred)
     rss = lag1 = 0.0
     if sxx > 0:
-        for t, y in groups:
-            r = (y - y.mean()) - slope * (t - t.mean())
+        for (tc, yc), b in zip(centred, slopes, strict=True):
+            r = yc - b * tc
             rss += float(r @ r)
             lag1 += float(r[:-1] @ r[1:]) if r.size > 1 else 0.0
-    return _Fit(slope, sxx, rss, sum(t.size for t, _ in groups), len(groups), lag1)
+    pods = len(centred)
+    return _Fit(
+        slope, sxx, rss, sum(tc.size for tc, _ in centred), pods, 2 * pods if own_slopes else pods + 1, lag1
+    )
 
 
 def _rho(fits: Sequence[_Fit]) -> float:
@@ -172,7 +186,7 @@ def _initial_rise_end(groups: list[PodSeries], other: _Fit, inflate: float, limi
     for s in candidates:
         kept = [(t[t >= s], y[t >= s]) for t, y in groups]
         fit = _fit(kept)
-        df = fit.points - fit.pods - 1 + (other.points - other.pods - 1)
+        df = fit.points - fit.parameters + (other.points - other.parameters)
         if not (fit.sxx > 0) or df < 2:
             continue
         sigma = math.sqrt((fit.rss + other.rss) / df * inflate)
@@ -258,9 +272,9 @@ def memory_trends(
     settled: dict[str, float | None] = {}
     for arm, other in (("canary", "baseline"), ("baseline", "canary")):
         points[arm], settled[arm] = _set_aside_initial_rise(points[arm], first[other], inflate)
-    fits = {arm: _fit(points[arm]) for arm in pods}
+    fits = {arm: _fit(points[arm], own_slopes=not sawtooth) for arm in pods}
     rho = _rho(list(fits.values()))
-    df = sum(f.points - f.pods - 1 for f in fits.values())
+    df = sum(f.points - f.parameters for f in fits.values())
     df_eff = df * (1 - rho) / (1 + rho)
     ok = df >= 1 and all(f.sxx > 0 for f in fits.values())
     s2 = sum(f.rss for f in fits.values()) / df * (1 + rho) / (1 - rho) if ok else math.nan

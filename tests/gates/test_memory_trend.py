@@ -200,3 +200,19 @@ def test_min_cycles_zero_judges_every_sample_even_when_the_memory_saws():
     assert memory_trends(canary, baseline, 0.95, 10).method == FLOORS
     every = memory_trends(canary, baseline, 0.95, 10, use_floors=False)
     assert every is not None and every.method == SAMPLES
+
+
+def test_a_leak_in_one_process_of_the_arm_is_called():
+    """Locally an arm's 'pods' are its processes and a fault may leak in one rank only. A common slope
+    would leave that rank's growth in the residuals and widen both arms' intervals past the leak."""
+    rng = np.random.default_rng(21)
+    t = np.arange(0.0, 40.0, 3.0)
+    flat = MemoryModel(amplitude_bytes=(0.0, 0.0), noise_bytes=2 * MIB)
+    leaky = MemoryModel(amplitude_bytes=(0.0, 0.0), noise_bytes=2 * MIB, leak_bytes_per_s=150 * PER_MIN)
+    canary, baseline = pods(rng, [flat, leaky, flat], t), pods(rng, [flat, flat, flat], t)
+    est = memory_trends(canary, baseline, 0.98, 10, use_floors=False)
+    assert est is not None and est.method == SAMPLES
+    assert est.canary.slope / PER_MIN == pytest.approx(50.0, abs=5.0)  # the mean over the arm's processes
+    assert est.low > 0 and judge(est, min_cycles=0).verdict == "fail"
+    quiet = memory_trends(pods(rng, [flat] * 3, t), baseline, 0.98, 10, use_floors=False)
+    assert quiet is not None and judge(quiet, min_cycles=0).verdict == "pass"
