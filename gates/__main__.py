@@ -205,7 +205,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     _write(args.markdown, to_markdown(ev))
     _write(args.junit, to_junit(ev))
     for g in ev.gates:
-        print(f"{g.verdict.mark:13} {g.name}: {g.reason}")
+        print(f"{g.verdict.mark + (' (dry-run)' if g.dry_run else ''):23} {g.name}: {g.reason}")
     print(f"verdict: {ev.verdict} ({ev.reason})")
     return ev.verdict.exit_code
 

@@ -46,6 +46,7 @@ _COMMON = {
     "description": {"type": "string"},
     "consecutive_failures": {"type": "integer", "minimum": 1},
     "confidence": {"type": "number", "exclusiveMinimum": 0.5, "exclusiveMaximum": 1},
+    "dry_run": {"type": "boolean"},
 }
 
 
@@ -202,6 +203,7 @@ class GateSpec:
     consecutive_failures: int
     confidence: float
     description: str = ""
+    dry_run: bool = False  # evaluated and recorded, never fails or holds a step (trying a gate out)
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -351,7 +353,16 @@ def parse_gate_document(document: Any, profile: str, source: str = "<memory>") -
             {
                 k: v
                 for k, v in raw.items()
-                if k not in ("name", "kind", "queries", "description", "consecutive_failures", "confidence")
+                if k
+                not in (
+                    "name",
+                    "kind",
+                    "queries",
+                    "description",
+                    "consecutive_failures",
+                    "confidence",
+                    "dry_run",
+                )
             }
         )
         gates.append(
@@ -363,6 +374,7 @@ def parse_gate_document(document: Any, profile: str, source: str = "<memory>") -
                 consecutive_failures=int(raw.get("consecutive_failures", default_failures)),
                 confidence=float(raw.get("confidence", default_confidence)),
                 description=str(raw.get("description", "")),
+                dry_run=bool(raw.get("dry_run", False)),
             )
         )
     variables = dict(document.get("variables", {}).get(profile, {}))

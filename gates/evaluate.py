@@ -366,6 +366,7 @@ def evaluate(
                 consecutive_failures=streak,
                 errors=outcome.errors,
                 description=gate.description,
+                dry_run=gate.dry_run,
             )
         )
     verdict, reason = overall(results)

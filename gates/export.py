@@ -226,8 +226,13 @@ def to_argo(
     `strategy.canary.analysis`. The step variant measures up to `consecutive_failures` times, `interval`
     apart, after `initial_delay` (default: the window, so the first measurement sees only this step's
     traffic), and stops at the first success; the background variant measures every `interval` until the
-    rollout ends. `dry_run` records every metric without letting it decide (Argo's spec.dryRun)."""
+    rollout ends. Argo's spec.dryRun records a metric without letting it decide: the gate file's dry-run
+    gates' metrics, or every metric with `dry_run`."""
     checks = _checks(config, argo_dialect(config))
+    dry_gates = {g.name for g in config.gates if g.dry_run}
+    dry = (
+        [{"metricName": ".*"}] if dry_run else [{"metricName": c.name} for c in checks if c.gate in dry_gates]
+    )
     failures = {g.name: g.consecutive_failures for g in config.gates}
     annotations = {
         "canary-gates/source": config.source,
@@ -256,8 +261,8 @@ def to_argo(
             }
             metrics.append(metric)
         spec: dict[str, Any] = {"args": _argo_args(config, prometheus_address, window), "metrics": metrics}
-        if dry_run:
-            spec["dryRun"] = [{"metricName": ".*"}]
+        if dry:
+            spec["dryRun"] = dry
         templates.append(
             {
                 "apiVersion": "argoproj.io/v1alpha1",
@@ -301,12 +306,15 @@ def to_flagger(
     config: GateConfig, *, name: str = "canary-gates", prometheus_address: str, namespace: str | None = None
 ) -> list[dict[str, Any]]:
     """One MetricTemplate per check; `flagger_analysis` gives the Canary block that uses them."""
+    dry_gates = {g.name for g in config.gates if g.dry_run}
     docs = []
     for check in _checks(config, flagger_dialect(config)):
         meta: dict[str, Any] = {
             "name": k8s_name(f"{name}-{check.name}"),
             "annotations": {"canary-gates/gate": check.gate, "canary-gates/source": config.source},
         }
+        if check.gate in dry_gates:  # Flagger has no dry-run: `flagger_analysis` leaves these out
+            meta["annotations"]["canary-gates/dry-run"] = "true"
         if namespace:
             meta["namespace"] = namespace
         docs.append(
@@ -353,12 +361,17 @@ def flagger_analysis(
 ) -> dict[str, Any]:
     """The Canary's `analysis` block: one metric per MetricTemplate with its thresholdRange, the query
     window as the metric's interval, and the template variables; `threshold` is the gate file's
-    consecutive failures (Flagger counts failed checks in total, not in a row)."""
+    consecutive failures (Flagger counts failed checks in total, not in a row). Flagger has no dry-run
+    metrics: a dry-run gate's MetricTemplate is exported (to query by hand) but not used here."""
     variables = _template_variables(config)
+    deciding = [g for g in config.gates if not g.dry_run]
     # one threshold for all checks: the smallest count, so no gate waits longer than its file says
-    failures = min((g.consecutive_failures for g in config.gates), default=1)
+    failures = min((g.consecutive_failures for g in deciding), default=1)
+    dry_gates = {g.name for g in config.gates if g.dry_run}
     metrics = []
     for check in _checks(config, flagger_dialect(config)):
+        if check.gate in dry_gates:
+            continue
         ref: dict[str, Any] = {"name": k8s_name(f"{name}-{check.name}")}
         if template_namespace:
             ref["namespace"] = template_namespace

@@ -67,6 +67,12 @@ class GateResult:
     consecutive_failures: int = 0  # failing evaluations in a row, this one included
     errors: Mapping[str, str] = field(default_factory=dict)  # arm -> named fetch error
     description: str = ""
+    dry_run: bool = False  # recorded and shown, but no part of the evaluation's verdict
+
+    @property
+    def verdict_text(self) -> str:
+        """The verdict as tables and status lines show it: `fail (dry-run)` for a gate that cannot decide."""
+        return f"{self.verdict} (dry-run)" if self.dry_run else str(self.verdict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verdict", _verdict(self.verdict))
@@ -89,6 +95,7 @@ class GateResult:
                 "consecutive_failures": self.consecutive_failures,
                 "errors": self.errors,
                 "description": self.description,
+                "dry_run": self.dry_run,
             }
         )
 
@@ -110,6 +117,7 @@ class GateResult:
             consecutive_failures=int(data.get("consecutive_failures") or 0),
             errors=dict(data.get("errors") or {}),
             description=str(data.get("description", "")),
+            dry_run=bool(data.get("dry_run", False)),
         )
 
 
@@ -151,7 +159,11 @@ class Evaluation:
         )
 
     def gates_with(self, verdict: Verdict) -> tuple[str, ...]:
-        return tuple(g.name for g in self.gates if g.verdict is verdict)
+        """The deciding gates with this verdict (dry-run gates decide nothing: `dry_run_gates`)."""
+        return tuple(g.name for g in self.gates if g.verdict is verdict and not g.dry_run)
+
+    def dry_run_gates(self) -> tuple[GateResult, ...]:
+        return tuple(g for g in self.gates if g.dry_run)
 
     def streaks(self) -> dict[str, int]:
         """Failing evaluations in a row per gate, this one included: what the next evaluation continues."""
@@ -200,11 +212,15 @@ class Evaluation:
 
 
 def overall(gates: Sequence[GateResult]) -> tuple[Verdict, str]:
-    """One verdict for an evaluation: any fail fails, else any inconclusive holds, else pass."""
-    if not gates:
-        return Verdict.INCONCLUSIVE, "no gates were evaluated"
+    """One verdict for an evaluation: any fail fails, else any inconclusive holds, else pass. Dry-run
+    gates take no part; their verdicts are appended to the reason."""
+    deciding = [g for g in gates if not g.dry_run]
+    dry = [f"{g.name}={g.verdict}" for g in gates if g.dry_run]
+    note = f" (dry-run: {', '.join(dry)})" if dry else ""
+    if not deciding:
+        return Verdict.INCONCLUSIVE, ("no gates were evaluated" if not gates else "only dry-run gates") + note
     for verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE):
-        names = [g.name for g in gates if g.verdict is verdict]
+        names = [g.name for g in deciding if g.verdict is verdict]
         if names:
-            return verdict, f"{verdict}: {', '.join(names)}"
-    return Verdict.PASS, f"all {len(gates)} gates passed"
+            return verdict, f"{verdict}: {', '.join(names)}{note}"
+    return Verdict.PASS, f"all {len(deciding)} gates passed{note}"

@@ -46,7 +46,7 @@ def gate_table(gates: Sequence[GateResult]) -> list[str]:
     for g in gates:
         reason = g.reason.replace("|", "\\|").replace("\n", " ")
         lines.append(
-            f"| {g.name} | **{g.verdict}** | {arm_counts(g.samples)} | {_cells(g.values)} | "
+            f"| {g.name} | **{g.verdict_text}** | {arm_counts(g.samples)} | {_cells(g.values)} | "
             f"{_cells(g.threshold)} | {_cells(g.ci)} | {reason} |"
         )
     return lines
@@ -73,8 +73,9 @@ def to_markdown(ev: Evaluation) -> str:
 
 def to_junit(ev: Evaluation, *, suite_name: str = "canary-gates", inconclusive_fails: bool = False) -> str:
     """Pass -> passed case, fail -> <failure>, inconclusive -> <skipped> with the reason (CI shows both),
-    or a <failure> too with `inconclusive_fails` (missing data must not pass a required check). An
-    evaluation that could not run at all is one failing case that says why."""
+    or a <failure> too with `inconclusive_fails` (missing data must not pass a required check). A dry-run
+    gate is never a failure: <skipped> whatever its verdict, the message saying it. An evaluation that
+    could not run at all is one failing case that says why."""
     suite = ET.Element("testsuite", name=suite_name, timestamp=f"{ev.evaluated_at:.0f}")
     failures = skipped = 0
     if not ev.gates:
@@ -83,7 +84,10 @@ def to_junit(ev: Evaluation, *, suite_name: str = "canary-gates", inconclusive_f
         failures = 1
     for g in ev.gates:
         case = ET.SubElement(suite, "testcase", classname=f"gates.{g.kind}", name=g.name)
-        if g.verdict is Verdict.FAIL or (g.verdict is Verdict.INCONCLUSIVE and inconclusive_fails):
+        if g.dry_run:
+            ET.SubElement(case, "skipped", message=f"dry-run, {g.verdict}: {g.reason}")
+            skipped += 1
+        elif g.verdict is Verdict.FAIL or (g.verdict is Verdict.INCONCLUSIVE and inconclusive_fails):
             ET.SubElement(
                 case, "failure", message=f"{g.verdict}: {g.reason}", type=g.verdict.value
             ).text = _detail(g)

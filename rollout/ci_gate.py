@@ -182,6 +182,10 @@ def summary_markdown(decision: CiGateDecision) -> str:
         lines.append(f"- Failed gate(s): {', '.join(failed)}")
     if inconclusive:
         lines.append(f"- Inconclusive gate(s): {', '.join(inconclusive)}")
+    dry = decision.evaluation.dry_run_gates()
+    if dry:
+        shown = ", ".join(f"{g.name} {g.verdict}" for g in dry)
+        lines.append(f"- Dry-run gate(s), recorded, not deciding: {shown}")
     if decision.evaluation.gates:
         lines += ["", *gate_table(decision.evaluation.gates)]
     lines += loadtest_table(decision.loadtest_summary, "## Client-side load (Locust, whole run)")
@@ -335,7 +339,7 @@ def _gate_once(site: Site, options: GateOnceOptions, say: Say) -> CiGateOutcome:
         evaluation = gates.evaluate(start=start, end=end, weights=weights, streaks={})
         reason = evaluation.reason
         for g in evaluation.gates:
-            say(f"  {g.name}: {g.verdict}")
+            say(f"  {g.name}: {g.verdict_text}")
     except BaseException as exc:  # the report still says what happened; missing data never passes
         reason = f"evaluation did not complete: {type(exc).__name__}: {exc}"
         say(reason)

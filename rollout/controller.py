@@ -389,6 +389,6 @@ class RolloutController:
         # An evaluation that could not run judged nothing: the streaks stay as they were.
         streaks = state.gate_streaks if result.error is not None else result.streaks()
         state = replace(state, evaluations=(*state.evaluations, entry), gate_streaks=streaks)
-        gates = " ".join(f"{n}={v}" for n, v in entry.gate_verdicts().items())
+        gates = entry.gates_line()
         self.progress(state, f"{state.current_canary_weight}% canary: {result.verdict} {gates}".rstrip())
         return state

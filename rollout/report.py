@@ -250,7 +250,7 @@ def summary_markdown(state: RolloutState, loadtest_summary: dict[str, Any] | Non
     lines += ["", "## Evaluations", ""]
     for span in spans:
         for entry in span.evaluations:
-            gates = ", ".join(f"{n}={v}" for n, v in entry.gate_verdicts().items())
+            gates = entry.gates_line(", ")
             samples = _sample_text(entry)
             sample_text = f"; samples (baseline/canary): {samples}" if samples else ""
             lines.append(

@@ -351,5 +351,5 @@ def last_verdicts(state: RolloutState) -> str:
     if not state.evaluations:
         return "no evaluation yet"
     latest = state.evaluations[-1]
-    gates = " ".join(f"{n}={v}" for n, v in latest.gate_verdicts().items())
+    gates = latest.gates_line()
     return gates or f"{latest.verdict} ({latest.evaluation.reason})"

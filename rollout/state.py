@@ -39,6 +39,10 @@ class EvaluationEntry:
     def gate_verdicts(self) -> dict[str, Verdict]:
         return {g.name: g.verdict for g in self.evaluation.gates}
 
+    def gates_line(self, sep: str = " ") -> str:
+        """`gate=verdict` for each gate, dry-run gates marked: progress and status lines."""
+        return sep.join(f"{g.name}={g.verdict_text.replace(' ', '')}" for g in self.evaluation.gates)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,

@@ -58,9 +58,31 @@ def _verdicts(decision: dict) -> str:
     )
 
 
+# A gate no server can pass (CPU under 0.01%), as a dry run: recorded and shown, never deciding.
+DRY_RUN_GATE = """
+  - name: cpu_trial
+    kind: threshold
+    dry_run: true
+    arms: [canary]
+    max: 0.0001
+    queries:
+      value: >-
+        sum(rate(backend_process_cpu_seconds_total{arm="${arm}"}[${window}]))
+        / max(backend_cpu_allotted_cores{arm="${arm}"})
+"""
+
+
 def test_batched_broadcast_candidate_exits_as_the_gates_say(tmp_path: Path) -> None:
+    gate_file = tmp_path / "gates.yaml"
+    gate_file.write_text((ROOT / "gates" / "defaults.yaml").read_text() + DRY_RUN_GATE)
     code, decision, run_dir, out = _ci_gate(
-        tmp_path, "--baseline-mode", "per_request", "--candidate-mode", "sharded"
+        tmp_path,
+        "--baseline-mode",
+        "per_request",
+        "--candidate-mode",
+        "sharded",
+        "--gate-file",
+        str(gate_file),
     )
     assert decision["verdict"] in {v.value for v in Verdict}, out[-3000:]
     assert code == Verdict(decision["verdict"]).exit_code == decision["exit_code"], (
@@ -73,8 +95,17 @@ def test_batched_broadcast_candidate_exits_as_the_gates_say(tmp_path: Path) -> N
     assert decision["evaluation"]["weights"] == {"baseline": 50.0, "canary": 50.0}
     junit = ET.parse(run_dir / "junit.xml").getroot()
     failing = {c.get("name") for c in junit.iter("testcase") if c.find("failure") is not None}
-    not_passing = {g["name"] for g in decision["evaluation"]["gates"] if g["verdict"] != "pass"}
+    gates = decision["evaluation"]["gates"]
+    not_passing = {g["name"] for g in gates if g["verdict"] != "pass" and not g["dry_run"]}
     assert failing == not_passing
+    # the dry-run gate failed, was recorded and shown as such, and decided nothing
+    (trial,) = [g for g in gates if g["name"] == "cpu_trial"]
+    assert trial["dry_run"] and trial["verdict"] == "fail", trial
+    assert "cpu_trial" not in decision["failed_gates"]
+    assert "| cpu_trial | **fail (dry-run)** |" in out
+    assert "Dry-run gate(s), recorded, not deciding: cpu_trial fail" in out
+    skipped = [c for c in junit.iter("testcase") if c.get("name") == "cpu_trial"]
+    assert skipped[0].find("skipped") is not None
     assert f"Canary CI gate: **{decision['verdict'].upper()}**" in out  # the job summary file got it
     assert (run_dir / "report.html").exists() and (run_dir / "summary.md").exists()
 

@@ -208,3 +208,25 @@ def test_module_entry_point_exit_code():
         [sys.executable, "-m", "gates", "--bogus"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 3 and "error:" in proc.stderr
+
+
+def test_dry_run_gates_are_argo_dry_run_metrics_and_left_out_of_flagger_analysis(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(
+        "version: 1\ngates:\n"
+        "  - {name: up, kind: threshold, min: 1, queries: {value: 'up'}}\n"
+        "  - {name: trial, kind: threshold, max: 2, dry_run: true, consecutive_failures: 1,"
+        " queries: {value: 'errors'}}\n"
+    )
+    config = load_gate_file(path, profile="kubernetes")
+    step, background = to_argo(config, prometheus_address="http://p")
+    assert step["spec"]["dryRun"] == background["spec"]["dryRun"] == [{"metricName": "trial-canary-max"}]
+    assert {m["name"] for m in step["spec"]["metrics"]} == {"up-canary-min", "trial-canary-max"}
+    templates = {t["metadata"]["name"]: t for t in to_flagger(config, prometheus_address="http://p")}
+    assert (
+        templates["canary-gates-trial-canary-max"]["metadata"]["annotations"]["canary-gates/dry-run"]
+        == "true"
+    )
+    block = flagger_analysis(config)["analysis"]
+    assert [m["name"] for m in block["metrics"]] == ["up-canary-min"]
+    assert block["threshold"] == 2  # the deciding gates' count, not the dry-run gate's 1

@@ -8,7 +8,7 @@ import pytest
 from gates import GateConfigError, evaluate, parse_gate_document
 from gates.loadtest_samples import LoadtestSamplesError, read_loadtest_samples
 from gates.provider import RangeSeries, Sample
-from gates.record import Evaluation, overall
+from gates.record import Evaluation, Verdict, overall
 from testkit.synthetic_arms import LatencyModel, gc_sawtooth
 
 CPU_DOC = {
@@ -266,3 +266,29 @@ def test_memory_leak_without_series_or_points_is_inconclusive():
     assert gate.verdict == "inconclusive" and "no_values" in gate.reason
     gate, _ = run_leak(lambda t: [RangeSeries({"pod": "a"}, t[:5], t[:5])], sawtooth_pods(0.0, 2))
     assert gate.verdict == "inconclusive" and "too few memory points" in gate.reason
+
+
+def test_a_dry_run_gate_is_recorded_and_shown_but_never_decides():
+    from gates.report import gate_table, to_junit
+
+    doc = {
+        "version": 1,
+        "settings": {"consecutive_failures": 1},
+        "gates": [
+            CPU_DOC["gates"][0],
+            {**CPU_DOC["gates"][0], "name": "cpu_trial", "max": 0.1, "dry_run": True},
+        ],
+    }
+    ev = run(cpu(0.3), doc=doc)
+    trial = ev.gate("cpu_trial")
+    assert trial.verdict == "fail" and trial.dry_run and ev.verdict == "pass"
+    assert ev.gates_with(Verdict.FAIL) == () and ev.dry_run_gates() == (trial,)
+    assert "dry-run: cpu_trial=fail" in ev.reason
+    assert any("| cpu_trial | **fail (dry-run)** |" in line for line in gate_table(ev.gates))
+    junit = to_junit(ev, inconclusive_fails=True)
+    assert 'failures="0"' in junit and "dry-run, fail" in junit
+    assert Evaluation.from_dict(json.loads(json.dumps(ev.to_dict()))).gate("cpu_trial").dry_run
+    # the deciding gate still decides; with only dry-run gates there is nothing to decide on
+    assert run(cpu(0.9), doc=doc).verdict == "fail"
+    only = run(cpu(0.3), doc={**doc, "gates": doc["gates"][1:]})
+    assert only.verdict == "inconclusive" and "only dry-run gates" in only.reason
