@@ -10,13 +10,15 @@ MARK ?=
 PYTEST_ARGS ?=
 ROLLOUT_ARGS ?=
 
-.PHONY: help canary rollback status test test-unit test-integration test-e2e lint setup system-deps \
+.PHONY: help canary rollback abort pause resume promote status test test-unit test-integration test-e2e lint setup system-deps \
 	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout bench-serving images test-images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s \
 	ci-gate actionlint-bin controllers-bin
 
 help:
 	@echo "make canary [PROFILE=quick] [ROLLOUT_ARGS=...]  run a canary rollout (embedded stack unless a cluster is configured)"
-	@echo "make rollback                restore 100% traffic to baseline"
+	@echo "make rollback                restore 100% traffic to baseline (make abort: the same)"
+	@echo "make pause|resume [REASON=]  hold the rollout at its current weights / let it go on"
+	@echo "make promote [FORCE=1]       skip the remaining steps: 100% canary (refused while a gate fails)"
 	@echo "make status                  show the current rollout state"
 	@echo "make test [MARK=expr]        run the test suite (all tiers, or one: MARK=integration)"
 	@echo "make lint                    ruff and mypy"
@@ -42,6 +44,18 @@ canary: setup
 
 rollback: setup
 	$(PY) -m rollout rollback --reason "$${REASON:-make rollback}"
+
+abort: setup
+	$(PY) -m rollout abort --reason "$${REASON:-make abort}"
+
+pause: setup
+	$(PY) -m rollout pause --reason "$${REASON:-make pause}"
+
+resume: setup
+	$(PY) -m rollout resume --reason "$${REASON:-make resume}"
+
+promote: setup
+	$(PY) -m rollout promote --reason "$${REASON:-make promote}" $(if $(FORCE),--force)
 
 status: setup
 	$(PY) -m rollout status

@@ -1,8 +1,10 @@
-"""`python -m rollout run|status|rollback|down|ci-gate` and the console scripts (canary-rollout,
-canary-status, canary-rollback, canary-ci-gate): parse (`rollout.cli` owns every flag), dispatch.
+"""`python -m rollout run|status|rollback|abort|pause|resume|promote|down|ci-gate` and the console scripts
+(canary-rollout, canary-status, canary-rollback, canary-abort, canary-pause, canary-resume,
+canary-promote, canary-ci-gate): parse (`rollout.cli` owns every flag), dispatch.
 
 Exit codes of `run`: 0 promoted, 1 reverted, 2 aborted (rolled back by a person or an error),
 3 usage or configuration error. `ci-gate`: 0 pass, 1 fail, 2 inconclusive or no verdict, 3 usage.
+The manual commands: 0 done, 1 refused (a finished rollout, failing gates) or not done, 3 usage.
 """
 
 from __future__ import annotations
@@ -28,6 +30,22 @@ def rollback_main() -> int:
 
 def status_main() -> int:
     return main(["status", *sys.argv[1:]])
+
+
+def abort_main() -> int:
+    return main(["abort", *sys.argv[1:]])
+
+
+def pause_main() -> int:
+    return main(["pause", *sys.argv[1:]])
+
+
+def resume_main() -> int:
+    return main(["resume", *sys.argv[1:]])
+
+
+def promote_main() -> int:
+    return main(["promote", *sys.argv[1:]])
 
 
 def ci_gate_main(argv: list[str] | None = None) -> int:

@@ -160,13 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
     _local_flags(status)
     status.add_argument("--json", action="store_true")
 
-    rollback = sub.add_parser("rollback", help="restore 100%% baseline from any state (idempotent)")
-    _cluster_flags(rollback, from_env=True)
-    _local_flags(rollback)
-    rollback.add_argument("--reason", required=True)
-    rollback.add_argument(
-        "--who", default=None, help="recorded as the person rolling back (default user@host)"
-    )
+    for name, text in (
+        ("rollback", "restore 100%% baseline from any state (idempotent)"),
+        ("abort", "the same as rollback (Argo's word): 100%% baseline, recorded as aborted"),
+        ("pause", "hold at the current weights; gates keep being recorded, a failing gate still reverts"),
+        ("resume", "let a paused rollout go on from its step"),
+        ("promote", "skip the remaining steps: 100%% canary now (refused while a gate fails)"),
+    ):
+        manual = sub.add_parser(name, help=text)
+        _cluster_flags(manual, from_env=True)
+        _local_flags(manual)
+        manual.add_argument("--reason", required=True, help="recorded with the command, and in the report")
+        manual.add_argument("--who", default=None, help="recorded as the person acting (default user@host)")
+        if name == "promote":
+            manual.add_argument(
+                "--force", action="store_true", help="promote past failing gates (recorded with who and why)"
+            )
 
     down = sub.add_parser("down", help="stop the local stack processes a finished or rolled-back run left")
     _local_flags(down)
@@ -339,12 +348,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  router ({kind}): baseline {weights.baseline}% canary {weights.canary}%")
         except Exception as exc:  # status must work with the router down too
             print(f"  router ({kind}): unreachable ({exc})")
+    if state.paused is not None and not state.phase.terminal:
+        held = time.time() - state.paused["at"]
+        print(
+            f"  PAUSED by {state.paused['who']} {held:.0f}s ago: {state.paused['reason']} (`rollout resume`)"
+        )
     if state.evaluations:
         last = state.evaluations[-1]
         print(f"  last evaluation at {last.canary_weight}%: {last.verdict} {last_verdicts(state)}")
     for event in state.events:
-        if event["kind"] == "rollback":
-            print(f"  rollback by {event['who']}: {event['reason']}")
+        if event["kind"] in ("rollback", "pause", "resume", "promote"):
+            print(f"  {event['kind']} by {event['who']}: {event['reason']}")
     return 0
 
 
@@ -353,6 +367,31 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     site = site_from_args(args, needs_prometheus=False)
     rollback(site, reports_dir=args.reports_dir, who=args.who or whoami(), reason=args.reason, say=say)
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    from rollout.run import pause, whoami
+
+    pause(site_from_args(args, needs_prometheus=False), who=args.who or whoami(), reason=args.reason, say=say)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from rollout.run import resume, whoami
+
+    resume(
+        site_from_args(args, needs_prometheus=False), who=args.who or whoami(), reason=args.reason, say=say
+    )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from rollout.run import promote, whoami
+
+    site = site_from_args(args, needs_prometheus=False)
+    who = args.who or whoami()
+    promote(site, reports_dir=args.reports_dir, who=who, reason=args.reason, force=args.force, say=say)
     return 0
 
 
@@ -427,6 +466,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "status": cmd_status,
     "rollback": cmd_rollback,
+    "abort": cmd_rollback,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+    "promote": cmd_promote,
     "down": cmd_down,
     "ci-gate": cmd_ci_gate,
 }

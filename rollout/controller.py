@@ -33,6 +33,10 @@ class LeaseLost(RuntimeError):
     """Another orchestrator holds the rollout now (this one's lease ran out): stop steering, touch nothing."""
 
 
+class Refused(RuntimeError):
+    """A manual command that cannot apply to the rollout as it stands (finished, or failing gates)."""
+
+
 def new_state(
     *,
     run_id: str,
@@ -103,6 +107,90 @@ def rollback_locked(
         for result in run_hooks(hooks, "rollback", _hook_context(state, reason=reason, **(context or {}))):
             state = state.with_event(now, "hook", step=state.step_index, **result.as_dict())
     return state
+
+
+def unfinished(state: RolloutState | None, command: str) -> RolloutState:
+    if state is None:
+        raise Refused(f"no rollout recorded: nothing to {command}")
+    if state.phase.terminal:
+        raise Refused(f"rollout {state.run_id} is {state.phase.value}: nothing to {command}")
+    return state
+
+
+def pause_locked(state: RolloutState | None, *, who: str, reason: str, now: float) -> RolloutState:
+    """Hold at the current weights: the orchestrator keeps evaluating and recording (a failing gate still
+    reverts) but neither promotes a step nor counts inconclusive evaluations. Idempotent."""
+    state = unfinished(state, "pause")
+    event = state.with_event(now, "pause", who=who, reason=reason, changed=state.paused is None)
+    if state.paused is not None:
+        return event
+    return replace(event, paused={"who": who, "reason": reason, "at": now})
+
+
+def resume_locked(state: RolloutState | None, *, who: str, reason: str, now: float) -> RolloutState:
+    """Let a paused rollout go on from its step (the bake counts from the step's start). Idempotent."""
+    state = unfinished(state, "resume")
+    return replace(state, paused=None).with_event(
+        now, "resume", who=who, reason=reason, changed=state.paused is not None
+    )
+
+
+def failing_gates(state: RolloutState) -> tuple[str, ...]:
+    """Deciding gates whose latest evaluation at the current step failed, hysteresis not yet counted."""
+    latest = state.evaluations[-1] if state.evaluations else None
+    if latest is None or latest.step != state.step_index:
+        return ()
+    return tuple(
+        g.name
+        for g in latest.evaluation.gates
+        if not g.dry_run and Verdict.FAIL in (g.verdict, g.raw_verdict)
+    )
+
+
+def promote_locked(
+    state: RolloutState | None,
+    *,
+    router: TrafficRouter,
+    hooks: tuple[Hook, ...],
+    who: str,
+    reason: str,
+    force: bool,
+    now: float,
+    context: dict[str, Any] | None = None,
+) -> RolloutState:
+    """Skip the remaining steps: 100% canary, promotion hooks, promoted by `who`. Refused while a gate of
+    the latest evaluation fails, unless forced (the record names the gates forced past). The caller holds
+    the store's lock and saves; raises RouterUnavailable (nothing recorded) when traffic could not move."""
+    state = unfinished(state, "promote")
+    failing = failing_gates(state)
+    if failing and not force:
+        raise Refused(
+            f"rollout {state.run_id}: the latest evaluation at {state.current_canary_weight}% has failing "
+            f"gate(s) {', '.join(failing)}; pass --force to promote anyway (recorded with who and why)"
+        )
+    want = Weights.for_canary(100)
+    router.set_weights(want.baseline, want.canary)
+    check = wait_in_effect(router, want)
+    if check.check is WeightCheck.DIFFERS and router.get_weights() != want:
+        raise RouterUnavailable(
+            f"router {router.name} still differs from 0/100 after promote: {check.reason}"
+        )
+    decided = f"promoted by hand at {state.current_canary_weight}%: {reason}"
+    if failing:
+        decided += f" (forced past failing gate(s) {', '.join(failing)})"
+    state = replace(state, router=router.describe(), paused=None).with_event(
+        now, "promote", who=who, reason=reason, forced=list(failing), verified=check.as_text()
+    )
+    for result in run_hooks(hooks, "promotion", _hook_context(state, reason=reason, **(context or {}))):
+        state = state.with_event(now, "hook", step=state.step_index, **result.as_dict())
+    return replace(
+        state,
+        phase=Phase.PROMOTED,
+        outcome=Phase.PROMOTED.value,
+        reason=decided,
+        decided_by=who,
+        finished_at=now,
+    )
 
 
 def wait_in_effect(
@@ -229,6 +317,11 @@ class RolloutController:
         if result.verdict is Verdict.FAIL:
             failed = ", ".join(result.gates_with(Verdict.FAIL)) or "unnamed gate"
             return self._revert(state, f"gate(s) {failed} failed at {weight}% canary", now)
+        if state.paused is not None:  # held by hand: recorded above, nothing decided but a failure
+            self.progress(
+                state, f"paused by {state.paused['who']} at {weight}%: holding ({state.paused['reason']})"
+            )
+            return state
         bake_s = profile["bake_s"][state.step_index]
         if result.verdict is Verdict.INCONCLUSIVE:
             if elapsed < bake_s:

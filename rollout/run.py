@@ -1,5 +1,6 @@
 """`rollout run`: start (or resume) a rollout on a site, drive `advance()` once per interval, report,
-tear down; and the commands that act on a recorded rollout (`rollback`, `down`).
+tear down; and the commands that act on a recorded rollout (`rollback`, `pause`, `resume`, `promote`,
+`down`).
 
 One function per command over a `Site` (the local stack or a cluster's release): the site starts or
 reattaches to what serves the arms, and a resumed run (state not terminal, no orchestrator holding it)
@@ -21,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from gates.config import GateConfig
-from rollout.controller import LeaseLost, RolloutController, new_state, rollback_locked
+from rollout.controller import (
+    LeaseLost,
+    RolloutController,
+    new_state,
+    pause_locked,
+    promote_locked,
+    resume_locked,
+    rollback_locked,
+    unfinished,
+)
 from rollout.hooks import Hook, parse_hooks
 from rollout.plan import Phase, Profile
 from rollout.report import collect_timeline, write_report
@@ -315,17 +325,89 @@ def rollback(site: Site, *, reports_dir: Path, who: str, reason: str, say: Say =
         assert rolled is not None
         state = rolled
         store.save(state)
-    say(f"traffic: 100% baseline (router {site.router.name}, verified: {state.events[-1].get('verified')})")
-    if site.orchestrator_gone():
-        summary = site.stop_load(say)
+    done = state.last_event("rollback")  # rollback hooks record their own events after it
+    say(f"traffic: 100% baseline (router {site.router.name}, verified: {done.get('verified')})")
+    _finish_unattended(site, state, reports_dir, say, report=bool(done.get("changed")))
+    return state
+
+
+def _finish_unattended(site: Site, state: RolloutState, reports_dir: Path, say: Say, *, report: bool) -> None:
+    """When a command decided a rollout that no orchestrator holds (it died, e.g. SIGKILL), do what the
+    orchestrator would have: stop the load, retire a rolled-back canary (locally: stop it; on a cluster:
+    scale it to zero) and write the report (again only when something changed or none exists). Locally
+    the router and the serving arms keep serving; `rollout down` stops them."""
+    if not site.orchestrator_gone():
+        return  # the orchestrator sees the decision at its next interval and finishes the run itself
+    summary = site.stop_load(say)
+    if state.outcome in (Phase.REVERTED.value, Phase.ABORTED.value):
         site.retire_canary(say)
-        if site.drives_load and (
-            state.events[-1].get("changed") or not (reports_dir / state.run_id / "decision.json").exists()
-        ):
-            config = site.gate_config(None, None)
-            run_dir = _report(site, state, reports_dir, config, summary)
-            say(f"report: {run_dir}/report.html")
-        site.teardown(say, keep_serving=True)
+    if site.drives_load and (report or not (reports_dir / state.run_id / "decision.json").exists()):
+        run_dir = _report(site, state, reports_dir, site.gate_config(None, None), summary)
+        say(f"report: {run_dir}/report.html")
+    site.teardown(say, keep_serving=True)
+
+
+MANUAL_RETRIES = 5  # a ConfigMap written by the orchestrator between our read and write: read again
+
+
+def _apply(site: Site, change: Callable[[RolloutState | None, float], RolloutState]) -> RolloutState:
+    """Read, change and save the recorded rollout under the store's lock. A ConfigMap store has no lock:
+    a concurrent write (the orchestrator's interval) refuses our save, and the change applies again to
+    what is recorded then, so neither write is lost."""
+    store = site.state_store()
+    for _ in range(MANUAL_RETRIES):
+        with store.locked():
+            state = change(store.load(), time.time())
+            try:
+                store.save(state)
+                return state
+            except StateConflict:
+                continue
+    raise RuntimeError(f"{store.describe()} kept changing under {MANUAL_RETRIES} attempts; try again")
+
+
+def pause(site: Site, *, who: str, reason: str, say: Say = print) -> RolloutState:
+    """`rollout pause`: hold at the current weights from the orchestrator's next interval on."""
+    state = _apply(site, lambda state, now: pause_locked(state, who=who, reason=reason, now=now))
+    say(f"rollout {state.run_id}: paused at {state.current_canary_weight}% canary by {who}: {reason}")
+    return state
+
+
+def resume(site: Site, *, who: str, reason: str, say: Say = print) -> RolloutState:
+    """`rollout resume`: a paused rollout goes on from its step at the orchestrator's next interval."""
+    state = _apply(site, lambda state, now: resume_locked(state, who=who, reason=reason, now=now))
+    say(f"rollout {state.run_id}: resumed at {state.current_canary_weight}% canary by {who}: {reason}")
+    if site.orchestrator_gone():
+        say("no orchestrator holds it: run `python -m rollout run` (or `make canary`) to carry on")
+    return state
+
+
+def promote(
+    site: Site, *, reports_dir: Path, who: str, reason: str, force: bool = False, say: Say = print
+) -> RolloutState:
+    """`rollout promote`: skip the remaining steps, 100% canary now; refused while a gate fails unless
+    `force`. A running orchestrator sees the decision at its next interval and reports; else we do."""
+
+    def change(state: RolloutState | None, now: float) -> RolloutState:
+        state = unfinished(state, "promote")
+        site.attach(state.stack, state.router)
+        return promote_locked(
+            state,
+            router=site.router,
+            hooks=parse_hooks({"hooks": list(state.hooks)}),
+            who=who,
+            reason=reason,
+            force=force,
+            now=now,
+            context=site.hook_context(),
+        )
+
+    state = _apply(site, change)
+    say(
+        f"traffic: 100% canary (router {site.router.name}, verified: {state.last_event('promote').get('verified')})"
+    )
+    say(f"rollout {state.run_id}: {state.reason}")
+    _finish_unattended(site, state, reports_dir, say, report=True)
     return state
 
 

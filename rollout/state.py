@@ -154,6 +154,7 @@ class RolloutState:
     events: tuple[dict[str, Any], ...] = ()  # weight changes, hooks, promotions, rollbacks (who and why)
     hooks: tuple[dict[str, Any], ...] = ()  # the run's hooks, so a later `rollout rollback` runs them too
     holder: Holder | None = None  # the orchestrator steering it now (None: nobody; released at the end)
+    paused: dict[str, Any] | None = None  # {who, reason, at} while held by hand (`rollout pause`)
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -165,6 +166,10 @@ class RolloutState:
 
     def with_event(self, at: float, kind: str, **detail: Any) -> RolloutState:
         return replace(self, events=(*self.events, {"at": at, "kind": kind, **detail}))
+
+    def last_event(self, kind: str) -> dict[str, Any]:
+        """The latest event of this kind ({} when none)."""
+        return next((e for e in reversed(self.events) if e["kind"] == kind), {})
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(replace(self, evaluations=(), holder=None))

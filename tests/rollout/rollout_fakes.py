@@ -1,6 +1,8 @@
-"""Stand-ins at the rollout's own interfaces: an in-memory router, scripted gates, a manual clock."""
+"""Stand-ins at the rollout's own interfaces: an in-memory router, scripted gates, a manual clock, and
+ConfigMap calls (`rollout.kube`)."""
 
 from gates.record import Evaluation, GateResult, overall
+from rollout.kube import KubeConflict
 from rollout.routers.base import RouterUnavailable, Verification, WeightCheck, Weights
 
 
@@ -93,3 +95,25 @@ class ManualClock:
 
     def tick(self, seconds):
         self.now += seconds
+
+
+class FakeConfigMaps:
+    """`rollout.kube`'s ConfigMap calls with resourceVersion semantics; `before_write` runs once before
+    the next write (another writer's save landing between our read and our write)."""
+
+    def __init__(self):
+        self.data, self.version = {}, 1
+        self.before_write = None
+
+    def get_configmap(self, *, context, namespace, name):
+        assert (namespace, name) == ("ml", "demo-rollout-state")
+        return dict(self.data), str(self.version)
+
+    def replace_configmap_data(self, *, context, namespace, name, data, resource_version):
+        if self.before_write is not None:
+            interleaved, self.before_write = self.before_write, None
+            interleaved()
+        if resource_version != str(self.version):
+            raise KubeConflict(f"update ConfigMap {namespace}/{name}: conflict")
+        self.data, self.version = dict(data), self.version + 1
+        return str(self.version)

@@ -3,27 +3,11 @@
 import json
 
 import pytest
-from rollout_fakes import MemoryRouter
+from rollout_fakes import FakeConfigMaps, MemoryRouter
 
 from rollout.controller import new_state
-from rollout.kube import KubeConflict
 from rollout.plan import get_profile
 from rollout.state import ConfigMapStateStore, StateConflict
-
-
-class FakeConfigMaps:
-    def __init__(self):
-        self.data, self.version = {}, 1
-
-    def get_configmap(self, *, context, namespace, name):
-        assert (namespace, name) == ("ml", "demo-rollout-state")
-        return dict(self.data), str(self.version)
-
-    def replace_configmap_data(self, *, context, namespace, name, data, resource_version):
-        if resource_version != str(self.version):
-            raise KubeConflict(f"update ConfigMap {namespace}/{name}: conflict")
-        self.data, self.version = dict(data), self.version + 1
-        return str(self.version)
 
 
 def test_state_round_trips_and_a_stale_writer_is_refused():

@@ -1,0 +1,166 @@
+"""pause / resume / promote against the state machine (stand-ins at its own interfaces, a real state
+file), and against a ConfigMap store that another writer changes between our read and our write."""
+
+import pytest
+from rollout_fakes import FakeConfigMaps, ManualClock, MemoryRouter, ScriptedGates
+
+from rollout.controller import (
+    Refused,
+    RolloutController,
+    new_state,
+    pause_locked,
+    promote_locked,
+    resume_locked,
+)
+from rollout.hooks import Hook
+from rollout.plan import Phase, Profile
+from rollout.routers.base import Weights
+from rollout.run import pause, promote
+from rollout.state import ConfigMapStateStore, FileStateStore
+
+PROFILE = Profile(
+    name="test",
+    steps=(10, 50, 100),
+    bake_s=(30.0, 20.0, 10.0),
+    interval_s=10.0,
+    settle_s=2.0,
+    max_inconclusive=2,
+    request_rate=10.0,
+)
+
+
+def make(tmp_path, gates, hooks=()):
+    clock, router = ManualClock(), MemoryRouter()
+    store = FileStateStore(tmp_path / "state")
+    store.save(new_state(run_id="r1", profile=PROFILE, router=router, stack={}, now=clock()))
+    controller = RolloutController(store=store, router=router, gates=gates, hooks=hooks, clock=clock)
+    return controller, store, router, clock
+
+
+def by_hand(store, change, clock, **kwargs):
+    """What `rollout pause|resume|promote` do to the file store (run._apply, without a site)."""
+    with store.locked():
+        state = change(store.load(), now=clock(), **kwargs)
+        store.save(state)
+    return state
+
+
+def advance(controller, clock, times):
+    state = controller.advance()
+    for _ in range(times - 1):
+        clock.tick(PROFILE.interval_s)
+        state = controller.advance()
+    return state
+
+
+def test_pause_holds_past_the_bake_while_recording_and_resume_goes_on(tmp_path):
+    controller, store, router, clock = make(tmp_path, ScriptedGates("pass"))
+    advance(controller, clock, 2)  # step 1 entered, one evaluation
+    by_hand(store, pause_locked, clock, who="alice", reason="checking a dashboard")
+    clock.tick(PROFILE.interval_s)
+    state = advance(controller, clock, 6)  # far past the 30 s bake, every evaluation passing
+    assert state.phase is Phase.PROGRESSING and state.step_index == 0 and router.weights == Weights(90, 10)
+    assert len(state.evaluations) == 7  # the gates kept being recorded while paused
+    assert state.paused["who"] == "alice" and state.last_event("pause")["reason"] == "checking a dashboard"
+    # a second pause is recorded but changes nothing
+    again = by_hand(store, pause_locked, clock, who="bob", reason="me too")
+    assert again.paused["who"] == "alice" and again.last_event("pause")["changed"] is False
+    by_hand(store, resume_locked, clock, who="alice", reason="looks fine")
+    clock.tick(PROFILE.interval_s)
+    state = controller.advance()  # the next interval: the step, long baked, passes
+    assert state.step_index == 1 and state.paused is None and router.weights == Weights(50, 50)
+    assert state.last_event("resume")["who"] == "alice"
+
+
+def test_a_failing_gate_still_reverts_a_paused_rollout(tmp_path):
+    controller, store, router, clock = make(tmp_path, ScriptedGates("pass", "pass", "fail"))
+    advance(controller, clock, 2)
+    by_hand(store, pause_locked, clock, who="alice", reason="hold")
+    clock.tick(PROFILE.interval_s)
+    state = advance(controller, clock, 2)
+    assert state.phase is Phase.REVERTED and router.weights == Weights(100, 0)
+
+
+def test_paused_inconclusive_evaluations_do_not_count_towards_reverting(tmp_path):
+    controller, store, _router, clock = make(tmp_path, ScriptedGates("inconclusive"))
+    advance(controller, clock, 1)
+    by_hand(store, pause_locked, clock, who="alice", reason="hold")
+    clock.tick(PROFILE.interval_s)
+    state = advance(controller, clock, 8)  # would revert after the bake plus 2 if not paused
+    assert state.phase is Phase.PROGRESSING and state.inconclusive_count == 0
+
+
+def test_promote_is_refused_while_a_gate_fails_and_forced_is_recorded(tmp_path):
+    hook_log = tmp_path / "promoted.log"
+    hooks = (Hook(kind="promotion", command=("sh", "-c", f"echo $ROLLOUT_REASON >> {hook_log}")),)
+    # the gate fails once: hysteresis holds it as inconclusive, but promoting past it needs --force
+    controller, store, router, clock = make(tmp_path, ScriptedGates("pass", "held"), hooks=hooks)
+    state = advance(controller, clock, 3)
+    assert state.phase is Phase.PROGRESSING and state.evaluations[-1].verdict == "inconclusive"
+    kwargs = {"router": router, "hooks": hooks, "who": "carol", "reason": "release train"}
+    with pytest.raises(Refused, match="failing gate.*p99_latency.*--force"):
+        by_hand(store, promote_locked, clock, force=False, **kwargs)
+    assert router.weights == Weights(90, 10) and store.load().phase is Phase.PROGRESSING  # untouched
+    state = by_hand(store, promote_locked, clock, force=True, **kwargs)
+    assert state.phase is Phase.PROMOTED and state.decided_by == "carol" and router.weights == Weights(0, 100)
+    assert "forced past failing gate(s) p99_latency" in state.reason
+    assert state.last_event("promote")["forced"] == ["p99_latency"]
+    assert hook_log.read_text().strip() == "release train"
+    clock.tick(PROFILE.interval_s)
+    assert controller.advance().phase is Phase.PROMOTED  # the orchestrator sees it and stops
+    with pytest.raises(Refused, match="is promoted: nothing to pause"):
+        by_hand(store, pause_locked, clock, who="alice", reason="late")
+
+
+def test_promote_with_passing_gates_skips_the_remaining_steps(tmp_path):
+    controller, store, router, clock = make(tmp_path, ScriptedGates("pass"))
+    advance(controller, clock, 2)
+    state = by_hand(store, promote_locked, clock, router=router, hooks=(), who="c", reason="r", force=False)
+    assert state.phase is Phase.PROMOTED and state.last_event("promote")["forced"] == []
+    assert router.history[-1] == (0, 100) and "promoted by hand at 10%: r" == state.reason
+
+
+class ConfigMapSite:
+    """The part of a Site the manual commands use, over a ConfigMap store."""
+
+    def __init__(self, kube, router):
+        self.kube, self.router = kube, router
+        self.drives_load = False
+
+    def state_store(self):
+        return ConfigMapStateStore(namespace="ml", name="demo-rollout-state", kube=self.kube)
+
+    def attach(self, stack, router):
+        pass
+
+    def hook_context(self):
+        return {}
+
+    def orchestrator_gone(self):
+        return False
+
+
+def test_a_concurrent_orchestrator_write_is_neither_lost_nor_overwritten():
+    kube, router = FakeConfigMaps(), MemoryRouter(Weights(50, 50))
+    site = ConfigMapSite(kube, router)
+    orchestrator = site.state_store()
+    orchestrator.save(new_state(run_id="r", profile=PROFILE, router=router, stack={}, now=1.0))
+
+    def orchestrator_interval():  # lands between the command's read and its write
+        orchestrator.save(orchestrator.load().with_event(2.0, "weights", step=0))
+
+    kube.before_write = orchestrator_interval
+    paused = pause(site, who="alice", reason="hold", say=lambda _line: None)
+    recorded = site.state_store().load()
+    assert recorded.paused["who"] == "alice" == paused.paused["who"]
+    assert [e["kind"] for e in recorded.events] == ["weights", "pause"]  # both writes kept
+
+    kube.before_write = orchestrator_interval
+    promoted = promote(site, reports_dir=None, who="bob", reason="ship", say=lambda _line: None)
+    recorded = site.state_store().load()
+    assert (
+        recorded.phase is Phase.PROMOTED
+        and promoted.decided_by == "bob"
+        and router.weights == Weights(0, 100)
+    )
+    assert [e["kind"] for e in recorded.events] == ["weights", "pause", "weights", "promote"]
