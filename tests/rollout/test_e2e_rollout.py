@@ -346,3 +346,38 @@ def test_rerun_after_sigkill_resumes_the_same_rollout_inside_its_step(rollout):
     final = rollout.state()
     assert final.outcome == "aborted" and "interrupted" in final.reason
     assert not is_alive(ProcessRef.from_dict(final.stack["arms"]["canary"]["process"]))
+
+
+def test_pause_resume_and_promote_by_hand_reach_a_running_orchestrator_within_an_interval(rollout):
+    interval = 5.0
+    proc = rollout.start("--profile", "quick", "--bake", "300,40,40", "--interval", str(interval))
+    rollout.wait_for(lambda s: len(s.evaluations) >= 1, 150, "the first evaluation")
+
+    asked = time.time()
+    done = rollout.cli("pause", "--reason", "e2e: checking a dashboard", "--who", "alice")
+    assert done.returncode == 0, done.stdout + done.stderr
+    held = rollout.wait_for(
+        lambda s: any(e.at > asked for e in s.evaluations), 3 * interval + 30, "an evaluation after the pause"
+    )
+    # the orchestrator's next interval saw it: said so, kept recording, stayed at its step
+    assert "paused by alice at 25%" in rollout.output()
+    assert held.step_index == 0 and held.paused["who"] == "alice"
+    status = rollout.cli("status")
+    assert "PAUSED by alice" in status.stdout and "e2e: checking a dashboard" in status.stdout, status.stdout
+
+    done = rollout.cli("resume", "--reason", "e2e: fine", "--who", "alice")
+    assert done.returncode == 0 and rollout.state().paused is None, done.stdout + done.stderr
+    asked = time.time()
+    done = rollout.cli("promote", "--reason", "e2e: ship it", "--who", "bob", "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "traffic: 100% canary" in done.stdout
+    assert proc.wait(timeout=3 * interval + 60) == 0, rollout.output()  # exit 0: promoted
+    assert time.time() - asked < 3 * interval + 60
+    decision = rollout.decision()
+    assert decision["outcome"] == "promoted" and decision["decided_by"] == "bob", _verdicts(decision)
+    assert decision["reason"].startswith("promoted by hand at 25%: e2e: ship it")
+    kinds = [
+        (e["kind"], e.get("who")) for e in decision["events"] if e["kind"] in ("pause", "resume", "promote")
+    ]
+    assert kinds == [("pause", "alice"), ("resume", "alice"), ("promote", "bob")]
+    assert rollout.cli("pause", "--reason", "late").returncode == 1  # refused: nothing to pause
