@@ -43,6 +43,7 @@ CANARIES = {
     "rollout-fail": ArmBehaviour(rps=80.0, cpu_utilisation=0.95),  # over the CPU gate's 0.60 of the limit
     "rollout-kill": ArmBehaviour(rps=80.0),
     "rollout-race": ArmBehaviour(rps=80.0),
+    "rollout-manual": ArmBehaviour(rps=80.0),
 }
 SCRAPE_S = 1.0
 PAST_S, FUTURE_S = 30.0, 300.0  # backfilled span around the fixture's start; every run ends inside it
@@ -226,6 +227,51 @@ def test_rollback_after_sigkill_mid_step_restores_baseline(cluster, prometheus, 
     )
     assert refused.returncode != 0 and "Forbidden" in refused.stderr, refused.stderr
     assert replicas(cluster, namespace, "baseline") == 1
+
+
+def test_pause_resume_and_promote_by_hand_through_the_configmap(cluster, prometheus, gate_file, tmp_path):
+    """The manual commands as the chart's ServiceAccount, against a running orchestrator: pause holds the
+    step past its bake, resume lets it go on, promote moves the route to 100% canary and ends the run."""
+    namespace = "rollout-manual"
+    env = service_account_env(cluster, namespace, tmp_path)
+    plan = ("--profile", "quick", "--steps", "10,50,100", "--bake", "9,120,9", "--interval", "3")
+    cmd = run_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *plan)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    target = ("--kube-namespace", namespace, "--release", RELEASE, "--who", "e2e")
+
+    def manual(command: str, *args: str) -> None:
+        done = run_to_end([sys.executable, "-m", "rollout", command, *target, *args], env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    try:
+        deadline = time.monotonic() + 60
+        while route_weights(cluster, namespace) != (90, 10):
+            assert proc.poll() is None and time.monotonic() < deadline, "orchestrator never set 90/10"
+            time.sleep(0.3)
+        manual("pause", "--reason", "hold at 10%")
+        time.sleep(9 + 4 * 3)  # the whole 9 s bake and four intervals more, every evaluation passing
+        held = stored_state(cluster, namespace)
+        assert route_weights(cluster, namespace) == (90, 10) and held["step_index"] == 0, held["reason"]
+        assert held["paused"]["who"] == "e2e"
+        assert sum(e["step"] == 0 and e["at"] > held["paused"]["at"] for e in held["evaluations"]) >= 3
+        manual("resume", "--reason", "go on")
+        deadline = time.monotonic() + 30
+        while route_weights(cluster, namespace) != (50, 50):
+            assert proc.poll() is None and time.monotonic() < deadline, "resumed step never passed"
+            time.sleep(0.3)
+        manual("promote", "--reason", "ship it")
+        assert route_weights(cluster, namespace) == (0, 100)  # at once, by the command itself
+        assert proc.wait(timeout=30) == 0  # the orchestrator saw the promotion at its next interval
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        print((proc.communicate(timeout=30)[0] or "")[-3000:])
+    state = stored_state(cluster, namespace)
+    assert (state["outcome"], state["decided_by"]) == ("promoted", "e2e"), state["reason"]
+    kinds = [e["kind"] for e in state["events"] if e["kind"] in ("pause", "resume", "promote")]
+    assert kinds == ["pause", "resume", "promote"]
 
 
 def test_gate_variables_name_the_releases_pods(releases):
