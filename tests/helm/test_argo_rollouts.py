@@ -4,7 +4,8 @@ Four Rollouts (basic canary on kwok pods, one namespace each) step to 50%, pause
 AnalysisTemplate against a real Prometheus holding each scenario's series for the Rollout's own pods,
 selected by pod-template hash (`podTemplateHashValue: Stable | Latest`): an A/A canary completes; a P99
 regression and a memory leak abort the Rollout (Degraded) naming the metric; a namespace without series
-leaves the AnalysisRun Inconclusive and the Rollout paused. Every metric's phase matches what our
+leaves the AnalysisRun Inconclusive and the Rollout paused; the same P99 regression with the latency
+gates marked `dry_run` is measured as Failed but completes. Every metric's phase matches what our
 evaluator says on the window that measurement covered.
 """
 
@@ -27,6 +28,7 @@ from controllers import (
     scenario_prometheus,
     wait_for,
 )
+from helm_chart_render import ROOT
 
 from gates.__main__ import main as gates_main
 from gates.config import ARMS, load_gate_file
@@ -40,11 +42,13 @@ WINDOW, WINDOW_S = "10m", 600.0  # the leak gate: a 60 s warm-up, 20 points at 1
 SCENARIOS = {
     "argo-aa": ArmBehaviour(rps=20.0),
     "argo-p99": ArmBehaviour(rps=20.0, p99_factor=1.6),
+    "argo-p99-dry-run": ArmBehaviour(rps=20.0, p99_factor=1.6),
     "argo-leak": ArmBehaviour(rps=20.0, memory=MemoryModel(leak_bytes_per_s=8 * MIB / 60)),
     "argo-nodata": None,  # no series at all
     "argo-leak-background": ArmBehaviour(rps=20.0, memory=MemoryModel(leak_bytes_per_s=8 * MIB / 60)),
 }
 BACKGROUND = {"argo-leak-background"}  # strategy.canary.analysis with the background template
+DRY_RUN = {"argo-p99-dry-run"}  # exported from a gate file whose latency gates are dry-run
 PHASE = {"pass": "Successful", "fail": "Failed", "inconclusive": "Inconclusive"}
 WORST = ("Successful", "Inconclusive", "Failed")
 
@@ -94,6 +98,13 @@ def exported_templates(tmp_path, namespace: str, prometheus: str) -> list[dict[s
     out = tmp_path / f"argo-{namespace}.yaml"
     argv = ["export", "--format", "argo", "--profile", "kubernetes", "--prometheus-address", prometheus]
     argv += ["--window", WINDOW, "--interval", "5s", "--initial-delay", "1s", "-o", str(out)]
+    if namespace in DRY_RUN:
+        document = yaml.safe_load((ROOT / "gates" / "defaults.yaml").read_text())
+        for gate in document["gates"]:
+            gate["dry_run"] = gate["kind"] == "latency_quantile"
+        gate_file = tmp_path / f"gates-{namespace}.yaml"
+        gate_file.write_text(yaml.safe_dump(document))
+        argv += ["--gate-file", str(gate_file)]
     assert gates_main(argv) == 0
     templates = list(yaml.safe_load_all(out.read_text()))
     assert [t["metadata"]["name"] for t in templates] == [TEMPLATE, f"{TEMPLATE}-background"]
@@ -233,6 +244,19 @@ def test_regression_aborts_naming_the_metric(outcome, namespace, failing):
         "message"
     ]
     assert status["stableRS"] == arms.label["baseline"]  # the baseline still serves
+
+
+def test_dry_run_metrics_are_measured_failing_but_the_canary_completes(outcome):
+    scenarios, log = outcome
+    ro, run, arms, _ = scenarios["argo-p99-dry-run"]
+    assert run["status"]["phase"] == "Successful", (run["status"], log_tail(log))
+    results = {m["name"]: m for m in run["status"]["metricResults"]}
+    ratio = results["latency-e2e-p99-ratio"]  # what aborts the same regression without dry-run
+    assert ratio["phase"] == "Failed" and ratio.get("dryRun") is True, ratio
+    assert run["status"]["dryRunSummary"]["failed"] >= 1, run["status"].get("dryRunSummary")
+    deciding = {n: m["phase"] for n, m in results.items() if not m.get("dryRun")}
+    assert deciding and set(deciding.values()) == {"Successful"}, deciding
+    assert ro["status"]["phase"] == "Healthy" and ro["status"]["stableRS"] == arms.label["canary"]
 
 
 def test_no_data_is_inconclusive_and_pauses(outcome):
