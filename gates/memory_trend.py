@@ -24,10 +24,12 @@ over each cycle and by nothing else. So:
 4. When the memory does not saw within the window (no pod collected twice and at most half of them once:
    smooth memory, or an embedded process that never returns pages, perhaps with one stray drop) every
    sample is a point of the trend, and the residuals' autocorrelation sets the effective sample size.
-   Here every pod gets its own slope and the arm's is their mean: a leak confined to one process (a
-   scheduler rank, not the tokenizer) would otherwise leave its growth in the residuals of a common line
-   and widen the interval of both arms until it hides itself (seen: 100 MiB/min, interval from 0).
-   Floors are too few per pod to spend a degree of freedom on each pod's slope, so they share one.
+   The pods share one slope, so pods of one arm growing at different rates (replicas caught at
+   different points of a long cycle) widen the interval: that spread is noise between replicas.
+5. `use_floors=False` (a short local step; the "pods" are one server's processes, not replicas) gives
+   every process its own slope and the arm's is their mean: a leak confined to one process (a scheduler
+   rank, not the tokenizer) would otherwise stay in the residuals of a common line and widen both arms'
+   intervals until it hides itself (seen in CI: 100 MiB/min, interval from 0).
 
 `memory_trends` returns, per arm, the slope with its interval, and the canary-minus-baseline difference
 with its interval; `gates.judge.judge_memory_leak` decides.
@@ -249,8 +251,9 @@ def memory_trends(
 
     Pods with fewer than `min_points` finite samples are left out; None when an arm has no pod left.
     Intervals are two-sided at `confidence`; NaN where the points leave no degrees of freedom.
-    `use_floors=False` judges every sample even when the memory saws: for windows much shorter than a
-    collection cycle (a short demo step), where no floor trend can be had and a stray trim is not a cycle.
+    `use_floors=False` judges every sample even when the memory saws, each pod with its own slope: for
+    windows much shorter than a collection cycle (a short demo step), where no floor trend can be had and
+    a stray trim is not a cycle, and the pods are one server's processes (point 5 above).
     """
     pods = {"canary": _clean(canary, min_points), "baseline": _clean(baseline, min_points)}
     if not pods["canary"] or not pods["baseline"]:
@@ -272,7 +275,7 @@ def memory_trends(
     settled: dict[str, float | None] = {}
     for arm, other in (("canary", "baseline"), ("baseline", "canary")):
         points[arm], settled[arm] = _set_aside_initial_rise(points[arm], first[other], inflate)
-    fits = {arm: _fit(points[arm], own_slopes=not sawtooth) for arm in pods}
+    fits = {arm: _fit(points[arm], own_slopes=not use_floors) for arm in pods}
     rho = _rho(list(fits.values()))
     df = sum(f.points - f.parameters for f in fits.values())
     df_eff = df * (1 - rho) / (1 + rho)

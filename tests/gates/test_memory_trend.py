@@ -216,3 +216,21 @@ def test_a_leak_in_one_process_of_the_arm_is_called():
     assert est.low > 0 and judge(est, min_cycles=0).verdict == "fail"
     quiet = memory_trends(pods(rng, [flat] * 3, t), baseline, 0.98, 10, use_floors=False)
     assert quiet is not None and judge(quiet, min_cycles=0).verdict == "pass"
+
+
+def test_replicas_ramping_at_different_rates_are_noise_not_a_leak():
+    """A cluster window inside a long cycle: every pod climbs its own sawtooth ramp, none collects. The
+    spread of the replicas' ramps must widen the interval (pods share a slope), not call a leak."""
+    rng = np.random.default_rng(5)
+    t = window(10)
+
+    def ramp(mib_per_min):
+        return MemoryModel(amplitude_bytes=(0.0, 0.0), leak_bytes_per_s=mib_per_min * PER_MIN)
+
+    canary = pods(rng, [ramp(20.0), ramp(6.0)], t)
+    baseline = pods(rng, [ramp(4.0), ramp(15.0)], t)
+    est = memory_trends(canary, baseline, 0.98, 20)
+    assert est is not None and est.method == SAMPLES
+    assert est.low < 0 < est.high and judge(est).verdict == "pass"
+    # judged as one server's processes, the same curves do differ significantly
+    assert memory_trends(canary, baseline, 0.98, 20, use_floors=False).low > 0
