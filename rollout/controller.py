@@ -19,7 +19,7 @@ from rollout.gating import GateEvaluator
 from rollout.hooks import Hook, run_hooks
 from rollout.plan import Phase, Profile
 from rollout.routers.base import RouterUnavailable, TrafficRouter, Verification, WeightCheck, Weights
-from rollout.state import EvaluationEntry, Holder, RolloutState, StateStore
+from rollout.state import EvaluationEntry, Holder, RolloutState, StateConflict, StateStore
 
 BASELINE_ONLY = Weights(baseline=100, canary=0)
 Progress = Callable[[RolloutState, str], None]
@@ -250,8 +250,22 @@ class RolloutController:
             if state.phase.terminal:
                 return state
             state = self._advance(self._renew_lease(state))
-            self.store.save(state)
+            try:
+                self.store.save(state)
+            except StateConflict:
+                self._keep_their_decision()
+                raise
             return state
+
+    def _keep_their_decision(self) -> None:
+        """Our save lost to someone else's write (the ConfigMap store has no lock). If that write decided
+        the rollout (a rollback or promotion by hand), this interval may have put the step's weights back
+        after it moved the traffic: restore the decision's weights before anything else reads the state."""
+        current = self.store.load()
+        if current is None or not current.phase.terminal:
+            return
+        final = Weights.for_canary(100) if current.phase is Phase.PROMOTED else BASELINE_ONLY
+        self.router.set_weights(final.baseline, final.canary)
 
     def release(self) -> RolloutState | None:
         """Give the lease back (the run is over): `status` then shows nobody steering."""

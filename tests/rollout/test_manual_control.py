@@ -16,7 +16,7 @@ from rollout.hooks import Hook
 from rollout.plan import Phase, Profile
 from rollout.routers.base import Weights
 from rollout.run import pause, promote
-from rollout.state import ConfigMapStateStore, FileStateStore
+from rollout.state import ConfigMapStateStore, FileStateStore, StateConflict
 
 PROFILE = Profile(
     name="test",
@@ -164,3 +164,46 @@ def test_a_concurrent_orchestrator_write_is_neither_lost_nor_overwritten():
         and router.weights == Weights(0, 100)
     )
     assert [e["kind"] for e in recorded.events] == ["weights", "pause", "weights", "promote"]
+
+
+class RollbackLandsBeforeConverging(MemoryRouter):
+    """A rollback by hand landing between the orchestrator's read and its weight check (one-shot)."""
+
+    def __init__(self, weights, rollback):
+        super().__init__(weights)
+        self.rollback = rollback
+
+    def verify_weights(self, expected):
+        if self.rollback is not None:
+            rollback, self.rollback = self.rollback, None
+            rollback()
+        return super().verify_weights(expected)
+
+
+def test_an_interval_racing_a_rollback_by_hand_leaves_the_rollbacks_weights():
+    from rollout.controller import rollback_locked
+
+    kube = FakeConfigMaps()
+    site_store = ConfigMapStateStore(namespace="ml", name="demo-rollout-state", kube=kube)
+
+    def by_hand():
+        store = ConfigMapStateStore(namespace="ml", name="demo-rollout-state", kube=kube)
+        state = rollback_locked(
+            store.load(), router=router, hooks=(), who="alice", reason="pager", outcome=Phase.ABORTED, now=5.0
+        )
+        store.save(state)
+
+    router = RollbackLandsBeforeConverging(Weights(100, 0), None)
+    started = new_state(run_id="r", profile=PROFILE, router=router, stack={}, now=0.0)
+    site_store.save(started)
+    clock = ManualClock(0.0)
+    controller = RolloutController(store=site_store, router=router, gates=ScriptedGates("pass"), clock=clock)
+    controller.advance()  # enters step 1 at 90/10
+    router.rollback = by_hand  # armed for the next interval
+    clock.tick(PROFILE.interval_s)
+    with pytest.raises(StateConflict):
+        controller.advance()  # saw 100/0, put 90/10 back, then lost the save to the rollback
+    assert router.weights == Weights(100, 0) and router.history[-2:] == [(90, 10), (100, 0)]
+    assert site_store.load().phase is Phase.ABORTED
+    clock.tick(PROFILE.interval_s)
+    assert controller.advance().phase is Phase.ABORTED and router.weights == Weights(100, 0)
