@@ -24,6 +24,7 @@ from typing import Any
 from gates.config import GateConfig
 from rollout.controller import (
     LeaseLost,
+    Refused,
     RolloutController,
     new_state,
     pause_locked,
@@ -103,6 +104,8 @@ def _interruptible_sleep(stop: threading.Event, seconds: float) -> None:
         raise _Interrupted
 
 
+MANUAL_RETRIES = 5  # a ConfigMap written by the orchestrator between our read and write: read again
+STACK_STOPPED = "stack stopped"  # a rollback's weights_before when there was no traffic to move
 ROUTER_RETRIES = 3  # intervals in a row the router may be unreachable before the orchestrator gives up
 
 
@@ -289,29 +292,21 @@ def rollback(site: Site, *, reports_dir: Path, who: str, reason: str, say: Say =
     stops the load, retires the canary (locally: stops it; on a cluster: scales it to zero) and writes
     the report. Locally the router and the baseline keep serving; `rollout down` stops them.
     """
-    store = site.state_store()
-    with store.locked():
-        state = store.load()
-        if state is None:
-            raise RuntimeError(f"no rollout state at {store.describe()}: nothing to roll back")
+
+    def change(state: RolloutState, now: float) -> RolloutState:
         site.attach(state.stack, state.router)
         if state.phase.terminal and not site.serving():
             # A finished run whose stack was stopped: no traffic to move, and restarting its router
             # in front of stopped arms would serve nothing. Record the request only.
-            state = state.with_event(
-                time.time(),
+            return state.with_event(
+                now,
                 "rollback",
                 who=who,
                 reason=reason,
-                weights_before="stack stopped",
+                weights_before=STACK_STOPPED,
                 verified="unknown",
                 changed=False,
             )
-            store.save(state)
-            say(
-                f"rollout {state.run_id} is {state.phase.value} and its local stack is stopped: nothing to move"
-            )
-            return state
         rolled = rollback_locked(
             state,
             router=site.router,
@@ -319,13 +314,17 @@ def rollback(site: Site, *, reports_dir: Path, who: str, reason: str, say: Say =
             who=who,
             reason=reason,
             outcome=Phase.ABORTED,
-            now=time.time(),
+            now=now,
             context=site.hook_context(),
         )
         assert rolled is not None
-        state = rolled
-        store.save(state)
+        return rolled
+
+    state = _apply(site, "roll back", change)
     done = state.last_event("rollback")  # rollback hooks record their own events after it
+    if done.get("weights_before") == STACK_STOPPED:
+        say(f"rollout {state.run_id} is {state.phase.value} and its local stack is stopped: nothing to move")
+        return state
     say(f"traffic: 100% baseline (router {site.router.name}, verified: {done.get('verified')})")
     _finish_unattended(site, state, reports_dir, say, report=bool(done.get("changed")))
     return state
@@ -347,17 +346,17 @@ def _finish_unattended(site: Site, state: RolloutState, reports_dir: Path, say: 
     site.teardown(say, keep_serving=True)
 
 
-MANUAL_RETRIES = 5  # a ConfigMap written by the orchestrator between our read and write: read again
-
-
-def _apply(site: Site, change: Callable[[RolloutState | None, float], RolloutState]) -> RolloutState:
+def _apply(site: Site, command: str, change: Callable[[RolloutState, float], RolloutState]) -> RolloutState:
     """Read, change and save the recorded rollout under the store's lock. A ConfigMap store has no lock:
     a concurrent write (the orchestrator's interval) refuses our save, and the change applies again to
     what is recorded then, so neither write is lost."""
     store = site.state_store()
     for _ in range(MANUAL_RETRIES):
         with store.locked():
-            state = change(store.load(), time.time())
+            recorded = store.load()
+            if recorded is None:
+                raise Refused(f"no rollout recorded in {store.describe()}: nothing to {command}")
+            state = change(recorded, time.time())
             try:
                 store.save(state)
                 return state
@@ -368,14 +367,14 @@ def _apply(site: Site, change: Callable[[RolloutState | None, float], RolloutSta
 
 def pause(site: Site, *, who: str, reason: str, say: Say = print) -> RolloutState:
     """`rollout pause`: hold at the current weights from the orchestrator's next interval on."""
-    state = _apply(site, lambda state, now: pause_locked(state, who=who, reason=reason, now=now))
+    state = _apply(site, "pause", lambda state, now: pause_locked(state, who=who, reason=reason, now=now))
     say(f"rollout {state.run_id}: paused at {state.current_canary_weight}% canary by {who}: {reason}")
     return state
 
 
 def resume(site: Site, *, who: str, reason: str, say: Say = print) -> RolloutState:
     """`rollout resume`: a paused rollout goes on from its step at the orchestrator's next interval."""
-    state = _apply(site, lambda state, now: resume_locked(state, who=who, reason=reason, now=now))
+    state = _apply(site, "resume", lambda state, now: resume_locked(state, who=who, reason=reason, now=now))
     say(f"rollout {state.run_id}: resumed at {state.current_canary_weight}% canary by {who}: {reason}")
     if site.orchestrator_gone():
         say("no orchestrator holds it: run `python -m rollout run` (or `make canary`) to carry on")
@@ -388,8 +387,8 @@ def promote(
     """`rollout promote`: skip the remaining steps, 100% canary now; refused while a gate fails unless
     `force`. A running orchestrator sees the decision at its next interval and reports; else we do."""
 
-    def change(state: RolloutState | None, now: float) -> RolloutState:
-        state = unfinished(state, "promote")
+    def change(state: RolloutState, now: float) -> RolloutState:
+        unfinished(state, "promote")  # before attaching: a finished local run's stack may be stopped
         site.attach(state.stack, state.router)
         return promote_locked(
             state,
@@ -402,7 +401,7 @@ def promote(
             context=site.hook_context(),
         )
 
-    state = _apply(site, change)
+    state = _apply(site, "promote", change)
     say(
         f"traffic: 100% canary (router {site.router.name}, verified: {state.last_event('promote').get('verified')})"
     )
