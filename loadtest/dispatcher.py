@@ -77,6 +77,7 @@ class Dispatcher:
         body_for: Callable[[int], Any],
         settings: DispatchSettings,
         on_record: Callable[[dict[str, Any]], None],
+        on_dropped: Callable[[str, float], None],
     ) -> None:
         self.target = target
         self.arrivals = arrivals
@@ -85,6 +86,7 @@ class Dispatcher:
         self.body_for = body_for
         self.settings = settings
         self.on_record = on_record
+        self.on_dropped = on_dropped
         self.stages: dict[str, StageCounters] = {}
         self.pending: list[dict[str, Any]] = []
         self.in_flight = gevent.pool.Pool(settings.max_in_flight)
@@ -120,10 +122,13 @@ class Dispatcher:
         counters.scheduled += 1
         counters.first_scheduled_at = min(counters.first_scheduled_at, due_unix)
         counters.last_scheduled_at = max(counters.last_scheduled_at, due_unix)
-        if time.perf_counter() - due > self.settings.drop_after_s:
+        late_by = time.perf_counter() - due
+        if late_by > self.settings.drop_after_s:
             counters.dropped_too_late += 1
+            self.on_dropped("dropped_too_late", late_by)
         elif self.in_flight.full():
             counters.dropped_in_flight += 1
+            self.on_dropped("dropped_in_flight", late_by)
         else:
             self.in_flight.spawn(self._send, arrival, due, counters)
 

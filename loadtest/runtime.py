@@ -19,10 +19,12 @@ from typing import Any
 import gevent
 import gevent.event
 import gevent.lock
+import locust.stats
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest.dispatcher import Dispatcher, DispatchSettings, Target, check_reachable
+from loadtest.locust_rows import LocustRows
 from loadtest.options import LoadConfig, load_config
 from loadtest.payloads import DatasetBodies, DatasetError, SyntheticBodies
 from loadtest.records import Clock, JsonlWriter, write_json_atomic
@@ -75,6 +77,7 @@ class LoadRuntime:
         self.is_master = isinstance(runner, MasterRunner)
         self.is_worker = isinstance(runner, WorkerRunner)
         self.lock = gevent.lock.RLock()
+        self.rows = LocustRows(environment)
         self.active = False
         self.config: LoadConfig | None = None
         self.dispatcher: Dispatcher | None = None
@@ -130,6 +133,8 @@ class LoadRuntime:
             self.started_at = time.time()
             self.config = config = load_config(environment.parsed_options)
             self.finals, self.all_final = set(), gevent.event.Event()
+            if not self.is_worker:
+                self.rows.show_self_check()
             if self.is_master:
                 self._start_master(config)
                 return
@@ -230,12 +235,15 @@ class LoadRuntime:
             clock=clock,
             body_for=bodies.body,
             settings=_settings(config, rank),
-            on_record=self._fire_locust_request,
+            on_record=self._show_in_locust,
+            on_dropped=self.rows.add_dropped,
         )
         self.dispatcher.start()
 
-    def _fire_locust_request(self, record: dict[str, Any]) -> None:
-        """Live numbers in Locust's UI: one request per stream, response time = end-to-end."""
+    def _show_in_locust(self, record: dict[str, Any]) -> None:
+        """Live numbers in Locust: one request event per stream (response time = end-to-end), and the
+        stream's token timings and schedule lag in rows of their own (loadtest/locust_rows.py)."""
+        self.rows.add_record(record)
         if record["error_kind"] == "cancelled":
             return  # cut off by the stop, says nothing about the server
         exception = None if record["ok"] else RuntimeError(f"{record['error_kind']}: {record['error']}")
@@ -356,6 +364,10 @@ class LoadRuntime:
             else:
                 self._drain()
                 self._take_local_records()
+            if getattr(self.env.parsed_options, "csv_prefix", None):
+                # Locust's --csv writer rewrites its files every CSV_STATS_INTERVAL_SEC but not at exit
+                # (locust#1806): one more pass records the requests that completed during the drain.
+                gevent.sleep(locust.stats.CSV_STATS_INTERVAL_SEC + 0.2)
             self._stop_greenlets()
             self._write_summary()
 

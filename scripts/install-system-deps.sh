@@ -6,6 +6,7 @@ set -euo pipefail
 need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v chromium >/dev/null || need+=(chromium)  # loadtest's web UI test renders Locust's UI headless
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -1,4 +1,5 @@
-"""Helpers for loadtest's integration tests: a real stub endpoint and real Locust processes."""
+"""Helpers for loadtest's integration tests: real servers (the stub endpoint; embedded backends behind the
+local router) and real Locust processes."""
 
 from __future__ import annotations
 
@@ -15,28 +16,62 @@ from infra.net import free_port, wait_http_ok
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = str(ROOT / "loadtest" / "vlm.py")
 LOCUST = [sys.executable, "-m", "locust", "-f", LOCUSTFILE]
+BACKEND_MODEL = "test-vlm"
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], ready_url: str, log_path: Path | None = None, timeout_s: float = 60):
+    """A server process from the repository root, ready once `ready_url` answers 2xx; its whole process
+    group (a backend's rank processes included) is always stopped after."""
+    with open(log_path or os.devnull, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        try:
+            wait_http_ok(ready_url, timeout_s=timeout_s, alive=lambda: proc.poll() is None)
+        except Exception as exc:
+            output = log_path.read_text(errors="replace") if log_path else ""
+            raise RuntimeError(f"{' '.join(cmd)} did not become ready: {exc}\n{output}") from exc
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @contextlib.contextmanager
 def stub_server(*args: str):
     """`python -m testkit.stub_server` on a free port; yields its base URL; always stopped."""
     port = free_port()
-    proc = subprocess.Popen(
+    with serving(
         [sys.executable, "-m", "testkit.stub_server", "--port", str(port), *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_http_ok(f"http://127.0.0.1:{port}/health", timeout_s=30, alive=lambda: proc.poll() is None)
+        f"http://127.0.0.1:{port}/health",
+    ):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+
+
+@contextlib.contextmanager
+def two_arm_stack(log_dir: Path, canary_args: tuple[str, ...] = ()):
+    """Two embedded backends (`python -m backend`, TP=1) behind the local weighted router at 50/50, as
+    the rollout runs them; yields the router's URL. The router names each response's arm in
+    `x-canary-arm`; `canary_args` are extra backend flags for the canary (e.g. a rehearsal fault)."""
+    ports = {name: free_port() for name in ("baseline", "canary", "router", "admin")}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    with contextlib.ExitStack() as stack:
+        for arm, extra in (("baseline", ()), ("canary", canary_args)):
+            command = [sys.executable, "-m", "backend", "--model-path", BACKEND_MODEL, "--tp-size", "1",
+                       "--host", "127.0.0.1", "--port", str(ports[arm]), "--step-cost-ms", "0.5", *extra]  # fmt: skip
+            stack.enter_context(serving(command, urls[arm] + "/ready", log_dir / f"{arm}.log"))
+        router = [sys.executable, "-m", "rollout.routers.local_proxy_server", "--port", str(ports["router"]),
+                  "--admin-port", str(ports["admin"]), "--baseline", urls["baseline"], "--canary", urls["canary"],
+                  "--weights", "50,50"]  # fmt: skip
+        stack.enter_context(serving(router, urls["admin"] + "/healthz", log_dir / "router.log"))
+        yield urls["router"]
 
 
 def start_locust(args: list[str], log_path: Path) -> subprocess.Popen:
