@@ -1,12 +1,14 @@
 """Human and CI renderings of an Evaluation: the per-gate Markdown table, a Markdown summary and JUnit XML
 (one test case per gate). Callers that wrap an evaluation (the rollout report, the CI gate) add their own
-headers around `gate_table` and reuse `to_junit`."""
+headers around `gate_table` and reuse `to_junit`; other per-gate renderings (chat notifications) take
+their cells from `GateRow`."""
 
 from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gates.record import Evaluation, GateResult, Verdict
@@ -36,6 +38,52 @@ def arm_counts(samples: Any) -> str:
     )
 
 
+@dataclass(frozen=True)
+class GateRow:
+    """One gate as every per-gate rendering shows it (the Markdown table, chat notifications): its cells
+    as text, multi-valued cells joined by `sep`."""
+
+    name: str
+    verdict: str  # `fail (dry-run)` for a gate that cannot decide
+    samples: str  # `baseline/canary` counts
+    values: str  # every value, per arm and derived
+    baseline: str  # the values of one arm: `baseline` itself, then `baseline_<what>` as `<what>: v`
+    canary: str
+    derived: str  # values of neither arm (ratios, differences, the method)
+    threshold: str
+    interval: str  # the confidence interval
+    reason: str
+
+    @classmethod
+    def of(cls, g: GateResult, sep: str = "<br>") -> GateRow:
+        return cls(
+            name=g.name,
+            verdict=g.verdict_text,
+            samples=arm_counts(g.samples),
+            values=_cells(g.values, sep),
+            baseline=_arm_cells(g.values, "baseline", sep),
+            canary=_arm_cells(g.values, "canary", sep),
+            derived=_cells({k: v for k, v in dict(g.values).items() if _arm_of(k) is None}, sep),
+            threshold=_cells(g.threshold, sep),
+            interval=_cells(g.ci, sep),
+            reason=g.reason,
+        )
+
+
+def _arm_of(key: str) -> str | None:
+    return next((arm for arm in ("baseline", "canary") if key == arm or key.startswith(f"{arm}_")), None)
+
+
+def _arm_cells(values: Mapping[str, Any], arm: str, sep: str) -> str:
+    parts: list[str] = []
+    for key, value in dict(values or {}).items():
+        if key == arm:
+            parts.insert(0, _num(value))
+        elif _arm_of(key) == arm:
+            parts.append(f"{key[len(arm) + 1 :]}: {_num(value)}")
+    return sep.join(parts)
+
+
 def gate_table(gates: Sequence[GateResult]) -> list[str]:
     """Markdown lines: one row per gate with its verdict, the samples it rested on, values per arm,
     threshold, interval and reason."""
@@ -43,11 +91,11 @@ def gate_table(gates: Sequence[GateResult]) -> list[str]:
         "| gate | verdict | samples (baseline/canary) | values | threshold | confidence interval | reason |",
         "|---|---|---|---|---|---|---|",
     ]
-    for g in gates:
-        reason = g.reason.replace("|", "\\|").replace("\n", " ")
+    for row in (GateRow.of(g) for g in gates):
+        reason = row.reason.replace("|", "\\|").replace("\n", " ")
         lines.append(
-            f"| {g.name} | **{g.verdict_text}** | {arm_counts(g.samples)} | {_cells(g.values)} | "
-            f"{_cells(g.threshold)} | {_cells(g.ci)} | {reason} |"
+            f"| {row.name} | **{row.verdict}** | {row.samples} | {row.values} | "
+            f"{row.threshold} | {row.interval} | {reason} |"
         )
     return lines
 
