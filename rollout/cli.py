@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.cli import UsageErrorParser
-from rollout.hooks import load_hooks
+from rollout.hooks import load_hooks, load_notifications
 from rollout.local_stack import BASELINE_MODE, ArmSpec, canary_default_mode
 from rollout.plan import PROFILES, get_profile
 from rollout.sites.base import Site
@@ -137,7 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--gate-file", type=Path, default=None, help="gate YAML (default: the packaged defaults)"
     )
     run.add_argument(
-        "--hooks", type=Path, default=None, help="hooks YAML (pre-step, post-step, promotion, rollback)"
+        "--hooks",
+        type=Path,
+        default=os.environ.get("ROLLOUT_HOOKS_CONFIG") or None,
+        help="hooks YAML: hooks (pre-step, post-step, promotion, rollback) and notifications "
+        "(env ROLLOUT_HOOKS_CONFIG)",
     )
     plan = run.add_argument_group("plan overrides")
     plan.add_argument("--steps", type=_ints, help="canary percent per step, e.g. 10,50,100")
@@ -310,6 +314,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         reports_dir=args.reports_dir,
         gate_file=_gate_file(args),
         hooks=load_hooks(args.hooks),
+        notifications=load_notifications(args.hooks),
         offered_rps=args.rate,
     )
     state = run(site, plan, say=say)

@@ -17,6 +17,7 @@ from typing import Any
 from gates.record import Evaluation, Verdict
 from rollout.gating import GateEvaluator
 from rollout.hooks import Hook, run_hooks
+from rollout.notify import Notifier, announce, took_over
 from rollout.plan import Phase, Profile
 from rollout.routers.base import RouterUnavailable, TrafficRouter, Verification, WeightCheck, Weights
 from rollout.state import EvaluationEntry, Holder, RolloutState, StateConflict, StateStore
@@ -228,6 +229,8 @@ class RolloutController:
         progress: Progress = _quiet,
         hook_context: dict[str, Any] | None = None,
         holder: Holder | None = None,
+        notifier: Notifier | None = None,
+        announced: RolloutState | None = None,
     ) -> None:
         self.store = store
         self.router = router
@@ -237,6 +240,10 @@ class RolloutController:
         self.progress = progress
         self.hook_context = dict(hook_context or {})  # e.g. the arms' URLs, for rehearsal hooks
         self.holder = holder  # this orchestrator's lease, renewed at every advance (None: no lease kept)
+        self.notifier = notifier or Notifier()  # no targets: announces nothing
+        # The state up to which what happened has been announced (None: the one the first call reads); a
+        # resumed run passes the state it found, so the takeover it recorded is announced.
+        self._announced = announced
 
     def load(self) -> RolloutState:
         state = self.store.load()
@@ -247,15 +254,28 @@ class RolloutController:
     def advance(self) -> RolloutState:
         with self.store.locked():
             state = self.load()
-            if state.phase.terminal:
-                return state
-            state = self._advance(self._renew_lease(state))
-            try:
-                self.store.save(state)
-            except StateConflict:
-                self._keep_their_decision()
-                raise
-            return state
+            announced = self._announced or state
+            if not state.phase.terminal:  # a decision by hand since the last interval is announced below
+                state = self._advance(self._renew_lease(state))
+                try:
+                    self.store.save(state)
+                except StateConflict:
+                    self._keep_their_decision()
+                    raise
+        # Decided and saved; notified outside the lock (a rollback by hand never waits on a webhook).
+        return self._announce(announced, state)
+
+    def _announce(self, before: RolloutState, after: RolloutState) -> RolloutState:
+        """Send what happened since `before`, record the deliveries; never raises, decides nothing."""
+        state, self._announced = announce(
+            self.store,
+            self.notifier,
+            before,
+            after,
+            now=self.clock(),
+            say=lambda message: self.progress(after, message),
+        )
+        return state
 
     def _keep_their_decision(self) -> None:
         """Our save lost to someone else's write (the ConfigMap store has no lock). If that write decided
@@ -293,11 +313,15 @@ class RolloutController:
                 f"(heartbeat {current.age(now):.0f}s ago); this orchestrator stops without touching traffic"
             )
         self.holder = self.holder.renewed(now)
-        return replace(state, holder=self.holder)
+        renewed = replace(state, holder=self.holder)
+        if current is not None and current.id != self.holder.id:  # its heartbeat lapsed: taken over
+            renewed = took_over(renewed, previous=current, holder=self.holder, now=now)
+        return renewed
 
     def rollback(self, *, who: str, reason: str, outcome: Phase = Phase.ABORTED) -> RolloutState | None:
         with self.store.locked():
             state = self.store.load()
+            announced = self._announced or state
             state = rollback_locked(
                 state,
                 router=self.router,
@@ -310,7 +334,9 @@ class RolloutController:
             if state is not None:
                 self.store.save(state)
                 self.progress(state, f"rolled back to 100% baseline by {who}: {reason}")
+        if state is None or announced is None:
             return state
+        return self._announce(announced, state)
 
     # -- one interval -------------------------------------------------------------------------------
     def _advance(self, state: RolloutState) -> RolloutState:

@@ -3,6 +3,8 @@
 hooks:
   - {kind: pre-step, url: "http://127.0.0.1:30001/rehearsal/faults", body: {leak_kib_per_request: 512}}
   - {kind: rollback, command: ["sh", "-c", "echo rolled back >> rollbacks.log"], timeout_s: 5}
+notifications:  # optional: chat and webhook targets (rollout/notify.py)
+  - {name: team-slack, type: slack, url_env: SLACK_WEBHOOK_URL, events: [promoted, reverted]}
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from rollout.notify import NotifyTarget, parse_targets
 
 HOOK_KINDS = ("pre-step", "post-step", "promotion", "rollback")
 
@@ -70,19 +74,47 @@ class HookResult:
         return {"hook": self.kind, "target": self.target, "ok": self.ok, "detail": self.detail}
 
 
+SECTIONS = ("hooks", "notifications")
+
+
+def _read(path: Path) -> Any:
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"hooks file {path}: {exc}") from exc
+
+
 def load_hooks(path: Path | None) -> tuple[Hook, ...]:
     if path is None:
         return ()
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"hooks file {path}: {exc}") from exc
-    return parse_hooks(data, str(path))
+    return parse_hooks(_read(path), str(path))
+
+
+def load_notifications(path: Path | None) -> tuple[NotifyTarget, ...]:
+    """The hooks file's `notifications:` targets (none when the file has no such section)."""
+    if path is None:
+        return ()
+    return parse_notifications(_read(path), str(path))
+
+
+def parse_notifications(data: Any, path: str = "hooks") -> tuple[NotifyTarget, ...]:
+    if not isinstance(data, dict) or data.get("notifications") is None:
+        return ()
+    return parse_targets(data["notifications"], path)
 
 
 def parse_hooks(data: Any, path: str = "hooks") -> tuple[Hook, ...]:
-    """Hooks from `{"hooks": [...]}` (a hooks file's content, or what the state recorded)."""
+    """Hooks from `{"hooks": [...]}` (a hooks file's content, or what the state recorded); a file holding
+    only `notifications:` has no hooks."""
+    if isinstance(data, dict):
+        unknown = sorted(set(data) - set(SECTIONS))
+        if unknown:
+            raise ValueError(
+                f"hooks file {path}: unknown top-level key(s) {unknown}; known: {list(SECTIONS)}"
+            )
     entries = data.get("hooks") if isinstance(data, dict) else None
+    if entries is None and isinstance(data, dict) and "notifications" in data:
+        entries = []
     if not isinstance(entries, list):
         raise ValueError(f"hooks file {path}: expected a top-level 'hooks:' list")
     hooks = []

@@ -13,6 +13,7 @@ import getpass
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ from rollout.controller import (
     unfinished,
 )
 from rollout.hooks import Hook, parse_hooks
+from rollout.notify import Notifier, NotifyTarget, announce, took_over
 from rollout.plan import Phase, Profile
 from rollout.report import collect_timeline, write_report
 from rollout.routers.base import RouterUnavailable
@@ -90,6 +92,7 @@ class RunPlan:
     reports_dir: Path
     gate_file: Path | None = None
     hooks: tuple[Hook, ...] = ()
+    notifications: tuple[NotifyTarget, ...] = ()  # chat and webhook targets (the hooks file's section)
     # The rate offered to a site that does not drive the load itself (a cluster's Gateway), when the
     # caller knows it (`--rate`); None: the throughput gate compares the arms per unit of traffic only.
     offered_rps: float | None = None
@@ -195,6 +198,8 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
                 f"({existing.phase.value}){taken}"
             )
             state = replace(existing, holder=holder)
+            if current is not None:  # announced at the first interval: the orchestrator it replaces is lost
+                state = took_over(state, previous=current, holder=holder, now=time.time())
             _save_or_refuse(store, state)
         else:
             run_id = new_run_id()
@@ -218,6 +223,7 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
                 now=time.time(),
                 hooks=plan.hooks,
             )
+            state = replace(state, notifications=tuple(t.as_dict() for t in plan.notifications))
             _save_or_refuse(store, replace(state, holder=holder))
         config = site.gate_config(plan.gate_file, state.profile.get("gate_overrides"))
         offered = float(state.profile["request_rate"]) if site.drives_load else plan.offered_rps
@@ -232,7 +238,11 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
             progress=progress.event,
             hook_context=site.hook_context(),
             holder=holder,
+            notifier=Notifier.recorded(state),
+            announced=existing if resuming and existing is not None else state,
         )
+        for problem in controller.notifier.problems():
+            say(f"notifications: {problem} (each delivery is tried and recorded all the same)")
         try:
             if state.phase is Phase.INITIALIZING:
                 site.wait_for_data()  # no evaluation before Prometheus has scraped every target
@@ -359,10 +369,27 @@ def _apply(site: Site, command: str, change: Callable[[RolloutState, float], Rol
             state = change(recorded, time.time())
             try:
                 store.save(state)
-                return state
             except StateConflict:
                 continue
+        return _announce_by_hand(store, recorded, state)  # after the lock: a webhook may be slow
     raise RuntimeError(f"{store.describe()} kept changing under {MANUAL_RETRIES} attempts; try again")
+
+
+def _announce_by_hand(store: StateStore, before: RolloutState, after: RolloutState) -> RolloutState:
+    """Notify what a command did, unless an orchestrator holds the rollout: that one announces it at its
+    next interval, with the targets' secrets in its own environment (a laptop may have none)."""
+    holder = after.holder
+    if holder is not None and not holder.gone():
+        return after
+    state, _ = announce(
+        store,
+        Notifier.recorded(after),
+        before,
+        after,
+        now=time.time(),
+        say=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    return state
 
 
 def pause(site: Site, *, who: str, reason: str, say: Say = print) -> RolloutState:

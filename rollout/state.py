@@ -155,6 +155,8 @@ class RolloutState:
     hooks: tuple[dict[str, Any], ...] = ()  # the run's hooks, so a later `rollout rollback` runs them too
     holder: Holder | None = None  # the orchestrator steering it now (None: nobody; released at the end)
     paused: dict[str, Any] | None = None  # {who, reason, at} while held by hand (`rollout pause`)
+    # The run's notification targets (env var or file names, never URLs), so a later command notifies too.
+    notifications: tuple[dict[str, Any], ...] = ()
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -178,6 +180,7 @@ class RolloutState:
         data["evaluations"] = [e.to_dict() for e in self.evaluations]
         data["events"] = list(self.events)
         data["hooks"] = list(self.hooks)
+        data["notifications"] = list(self.notifications)
         return data
 
     @classmethod
@@ -194,6 +197,7 @@ class RolloutState:
         values["evaluations"] = tuple(EvaluationEntry.from_dict(e) for e in values.get("evaluations", ()))
         values["events"] = tuple(values.get("events", ()))
         values["hooks"] = tuple(values.get("hooks", ()))
+        values["notifications"] = tuple(values.get("notifications", ()))
         values["holder"] = None if not values.get("holder") else Holder.from_dict(values["holder"])
         return cls(**values)
 
