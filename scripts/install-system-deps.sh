@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the project runs for real (Prometheus and promtool).
+# Installs the Debian packages the project runs for real: Prometheus and promtool, and Chromium
+# (headless, for the Locust web UI test).
 # Idempotent: does nothing when every tool is already on PATH.
 set -euo pipefail
 
 need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
-command -v chromium >/dev/null || need+=(chromium)  # loadtest's web UI test renders Locust's UI headless
+command -v chromium >/dev/null || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""
