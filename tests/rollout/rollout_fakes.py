@@ -1,9 +1,21 @@
 """Stand-ins at the rollout's own interfaces: an in-memory router, scripted gates, a manual clock, and
-ConfigMap calls (`rollout.kube`)."""
+ConfigMap calls (`rollout.kube`); the test plan and the loop that runs it to a decision."""
 
 from gates.record import Evaluation, GateResult, overall
 from rollout.kube import KubeConflict
+from rollout.plan import Profile
 from rollout.routers.base import RouterUnavailable, Verification, WeightCheck, Weights
+
+# The plan the state-machine tests run: three steps, baked 3, 2 and 1 intervals.
+PROFILE = Profile(
+    name="test",
+    steps=(10, 50, 100),
+    bake_s=(30.0, 20.0, 10.0),
+    interval_s=10.0,
+    settle_s=2.0,
+    max_inconclusive=2,
+    request_rate=10.0,
+)
 
 
 class MemoryRouter:
@@ -117,3 +129,14 @@ class FakeConfigMaps:
             raise KubeConflict(f"update ConfigMap {namespace}/{name}: conflict")
         self.data, self.version = dict(data), self.version + 1
         return str(self.version)
+
+
+def run_until_terminal(controller, clock, limit=100):
+    """advance() once per PROFILE interval until the rollout is decided."""
+    state = controller.advance()
+    for _ in range(limit):
+        if state.phase.terminal:
+            return state
+        clock.tick(PROFILE.interval_s)
+        state = controller.advance()
+    raise AssertionError(f"not terminal after {limit} intervals: {state.phase}")

@@ -3,23 +3,13 @@
 import json
 
 import pytest
-from rollout_fakes import ManualClock, MemoryRouter, ScriptedGates
+from rollout_fakes import PROFILE, ManualClock, MemoryRouter, ScriptedGates, run_until_terminal
 
 from rollout.controller import RolloutController, new_state
 from rollout.hooks import Hook
-from rollout.plan import Phase, Profile
+from rollout.plan import Phase
 from rollout.routers.base import RouterUnavailable, Weights
 from rollout.state import FileStateStore
-
-PROFILE = Profile(
-    name="test",
-    steps=(10, 50, 100),
-    bake_s=(30.0, 20.0, 10.0),
-    interval_s=10.0,
-    settle_s=2.0,
-    max_inconclusive=2,
-    request_rate=10.0,
-)
 
 
 def make(tmp_path, gates, *, router=None, hooks=(), clock=None):
@@ -28,16 +18,6 @@ def make(tmp_path, gates, *, router=None, hooks=(), clock=None):
     store = FileStateStore(tmp_path / "state")
     store.save(new_state(run_id="r1", profile=PROFILE, router=router, stack={}, now=clock()))
     return RolloutController(store=store, router=router, gates=gates, hooks=hooks, clock=clock), router, clock
-
-
-def run_until_terminal(controller, clock, limit=100):
-    state = controller.advance()
-    for _ in range(limit):
-        if state.phase.terminal:
-            return state
-        clock.tick(PROFILE.interval_s)
-        state = controller.advance()
-    raise AssertionError(f"not terminal after {limit} intervals: {state.phase}")
 
 
 def test_passing_gates_promote_through_every_step_after_each_bake(tmp_path):

@@ -2,7 +2,7 @@
 file), and against a ConfigMap store that another writer changes between our read and our write."""
 
 import pytest
-from rollout_fakes import FakeConfigMaps, ManualClock, MemoryRouter, ScriptedGates
+from rollout_fakes import PROFILE, FakeConfigMaps, ManualClock, MemoryRouter, ScriptedGates
 
 from rollout.controller import (
     Refused,
@@ -13,20 +13,10 @@ from rollout.controller import (
     resume_locked,
 )
 from rollout.hooks import Hook
-from rollout.plan import Phase, Profile
+from rollout.plan import Phase
 from rollout.routers.base import Weights
 from rollout.run import pause, promote
 from rollout.state import ConfigMapStateStore, FileStateStore, StateConflict
-
-PROFILE = Profile(
-    name="test",
-    steps=(10, 50, 100),
-    bake_s=(30.0, 20.0, 10.0),
-    interval_s=10.0,
-    settle_s=2.0,
-    max_inconclusive=2,
-    request_rate=10.0,
-)
 
 
 def make(tmp_path, gates, hooks=()):

@@ -10,7 +10,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from rollout_fakes import ManualClock, MemoryRouter
+from rollout_fakes import PROFILE, ManualClock, MemoryRouter, run_until_terminal
 
 from gates.record import Evaluation, GateResult, overall
 from infra.net import free_port
@@ -22,15 +22,6 @@ from rollout.report import decision_record
 from rollout.routers.base import Weights
 from rollout.state import FileStateStore, Holder
 
-PROFILE = Profile(
-    name="test",
-    steps=(10, 50, 100),
-    bake_s=(30.0, 20.0, 10.0),
-    interval_s=10.0,
-    settle_s=2.0,
-    max_inconclusive=2,
-    request_rate=10.0,
-)
 SECRET_PATH = "/services/T0000/B0000/s3cr3t"  # what a Slack webhook URL's secret part looks like
 
 
@@ -179,16 +170,6 @@ def advance(controller, clock, times):
         clock.tick(PROFILE.interval_s)
         state = controller.advance()
     return state
-
-
-def run_until_terminal(controller, clock, limit=100):
-    state = controller.advance()
-    for _ in range(limit):
-        if state.phase.terminal:
-            return state
-        clock.tick(PROFILE.interval_s)
-        state = controller.advance()
-    raise AssertionError(f"not terminal after {limit} intervals: {state.phase}")
 
 
 def notify_events(state):
