@@ -82,12 +82,7 @@ def rollback_locked(
         before = router.get_weights().as_dict()
     except RouterUnavailable as exc:
         before = f"unknown ({exc})"
-    router.set_weights(BASELINE_ONLY.baseline, BASELINE_ONLY.canary)
-    check = wait_in_effect(router, BASELINE_ONLY)
-    if check.check is WeightCheck.DIFFERS and router.get_weights() != BASELINE_ONLY:
-        raise RouterUnavailable(
-            f"router {router.name} still differs from 100/0 after rollback: {check.reason}"
-        )
+    check = move_traffic(router, BASELINE_ONLY, "rollback")
     if state is None:
         return None
     changed = before != BASELINE_ONLY.as_dict() or not state.phase.terminal
@@ -169,13 +164,7 @@ def promote_locked(
             f"rollout {state.run_id}: the latest evaluation at {state.current_canary_weight}% has failing "
             f"gate(s) {', '.join(failing)}; pass --force to promote anyway (recorded with who and why)"
         )
-    want = Weights.for_canary(100)
-    router.set_weights(want.baseline, want.canary)
-    check = wait_in_effect(router, want)
-    if check.check is WeightCheck.DIFFERS and router.get_weights() != want:
-        raise RouterUnavailable(
-            f"router {router.name} still differs from 0/100 after promote: {check.reason}"
-        )
+    check = move_traffic(router, Weights.for_canary(100), "promote")
     decided = f"promoted by hand at {state.current_canary_weight}%: {reason}"
     if failing:
         decided += f" (forced past failing gate(s) {', '.join(failing)})"
@@ -192,6 +181,18 @@ def promote_locked(
         decided_by=who,
         finished_at=now,
     )
+
+
+def move_traffic(router: TrafficRouter, want: Weights, what: str) -> Verification:
+    """Set a decision's weights and verify them; raises RouterUnavailable when the router still holds
+    others (a controller that has not reported yet is given `wait_in_effect`'s moment)."""
+    router.set_weights(want.baseline, want.canary)
+    check = wait_in_effect(router, want)
+    if check.check is WeightCheck.DIFFERS and router.get_weights() != want:
+        raise RouterUnavailable(
+            f"router {router.name} still differs from {want.baseline}/{want.canary} after {what}: {check.reason}"
+        )
+    return check
 
 
 def wait_in_effect(
