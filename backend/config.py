@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from backend.faults import FaultSettings, FaultSettingsError
 from mminputs import DEFAULT_MODE, MMMode
+
+
+# sglang 0.5.23 reads the HTTP keep-alive of idle client connections from this variable (default 5 s).
+# A proxy that keeps idle connections to the server longer than this races the server's close: a request
+# sent on a connection the server is closing fails before any byte of a response (docs/helm.md).
+KEEP_ALIVE_ENV = "SGLANG_TIMEOUT_KEEP_ALIVE"
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,7 @@ class ServerConfig:
     max_request_bytes: int = 64 * 1024 * 1024
     drain_timeout_s: float = 60.0
     health_timeout_s: float = 20.0  # sglang's HEALTH_CHECK_TIMEOUT default
+    keep_alive_s: float = 5.0  # sglang's SGLANG_TIMEOUT_KEEP_ALIVE default (uvicorn's timeout_keep_alive)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     rehearsal.add_argument("--fault-extra-latency-ms", type=float, default=0.0)
     rehearsal.add_argument("--fault-error-ratio", type=float, default=0.0)
     rehearsal.add_argument("--fault-cpu-burn-ms", type=float, default=0.0)
+    rehearsal.add_argument("--fault-reset-ratio", type=float, default=0.0)
     return p
 
 
@@ -103,9 +112,17 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             extra_latency_ms=args.fault_extra_latency_ms,
             error_ratio=args.fault_error_ratio,
             cpu_burn_ms=args.fault_cpu_burn_ms,
+            reset_ratio=args.fault_reset_ratio,
         )
     except FaultSettingsError as exc:
         parser.error(f"--fault-*: {exc}")
+    keep_alive = os.environ.get(KEEP_ALIVE_ENV, "5")
+    try:
+        keep_alive_s = float(keep_alive)
+    except ValueError:
+        keep_alive_s = -1.0
+    if not keep_alive_s > 0:
+        parser.error(f"{KEEP_ALIVE_ENV} must be a number of seconds > 0, got {keep_alive!r}")
     return ServerConfig(
         model_path=args.model_path,
         served_model_name=args.served_model_name or args.model_path,
@@ -121,4 +138,5 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
         seed=args.seed,
         faults=faults,
         step_all_reduce=args.step_all_reduce,
+        keep_alive_s=keep_alive_s,
     )

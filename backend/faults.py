@@ -1,6 +1,6 @@
 """Rehearsal fault injection: regressions a rollout rehearsal switches on at a known time.
 
-These exist only to rehearse canary gates (a leak, extra latency, errors, CPU burn); a production
+These exist only to rehearse canary gates (a leak, extra latency, errors, reset connections, CPU burn); a production
 server has none of them. The command-line flags set the initial values, `POST /rehearsal/faults`
 changes them at run time.
 """
@@ -22,6 +22,9 @@ class FaultSettings:
     extra_latency_ms: float = 0.0  # added by the front before a request reaches the scheduler
     error_ratio: float = 0.0  # fraction of generation requests answered with HTTP 500
     cpu_burn_ms: float = 0.0  # CPU time each scheduler rank burns per admitted request
+    # fraction of generation requests whose connection is reset before any response, as a crashed or
+    # overloaded server does: only the gateway sees these (sglang's own counters never do)
+    reset_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -30,8 +33,9 @@ class FaultSettings:
                 raise FaultSettingsError(f"fault {f.name!r} must be a finite number, got {value!r}")
             if value < 0:
                 raise FaultSettingsError(f"fault {f.name!r} must be >= 0, got {value!r}")
-        if self.error_ratio > 1:
-            raise FaultSettingsError(f"fault 'error_ratio' must be within [0, 1], got {self.error_ratio!r}")
+        for name in ("error_ratio", "reset_ratio"):
+            if getattr(self, name) > 1:
+                raise FaultSettingsError(f"fault {name!r} must be within [0, 1], got {getattr(self, name)!r}")
 
     def updated(self, changes: Any) -> FaultSettings:
         """A copy with `changes` (a JSON object of field -> number) applied; unknown keys are errors."""

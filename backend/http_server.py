@@ -8,6 +8,8 @@ import contextlib
 import json
 import logging
 import random
+import socket
+import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -157,9 +159,24 @@ class BackendServer:
             await asyncio.sleep(faults.extra_latency_ms / 1000.0)
         return None
 
+    def _reset_if_faulted(self, request: web.Request) -> bool:
+        """Rehearsal fault: reset the connection before any response, as a crashed server does. Nothing is
+        counted: sglang's metrics never see such a request; only the client or the gateway do."""
+        if not (self.faults.reset_ratio > 0 and self._fault_rng.random() < self.faults.reset_ratio):
+            return False
+        transport = request.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # linger 0: the close sends RST instead of FIN
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        return True
+
     # ---- generation endpoints ----
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         received = time.perf_counter()
+        if self._reset_if_faulted(request):
+            return web.Response(status=500)  # never sent: the connection is gone
         try:
             inp = parse_chat_completion(
                 await self._read_json(request), self.cfg.served_model_name, self.cfg.max_new_tokens_default
@@ -172,6 +189,8 @@ class BackendServer:
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
         received = time.perf_counter()
+        if self._reset_if_faulted(request):
+            return web.Response(status=500)  # never sent: the connection is gone
         try:
             inp = parse_generate(await self._read_json(request), self.cfg.max_new_tokens_default)
         except RequestError as exc:

@@ -48,6 +48,7 @@ HOP_BY_HOP = frozenset(
 )
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300)
 log = logging.getLogger("rollout.proxy")
+UPSTREAM_IDLE_TIMEOUT_S = 3.0  # below the shortest keep-alive of the servers behind (sglang: 5 s)
 
 
 class WeightedPicker:
@@ -104,9 +105,12 @@ class WeightedProxy:
         self.session: aiohttp.ClientSession | None = None
 
     async def start_session(self, _app: web.Application | None = None) -> None:
-        # No total timeout: streams may be long; the client decides when to give up.
+        # No total timeout: streams may be long; the client decides when to give up. Idle connections to
+        # the arms are dropped before sglang's 5 s keep-alive closes them (SGLANG_TIMEOUT_KEEP_ALIVE): a
+        # request sent on a connection the server is closing fails without a response, and POSTs are not
+        # retried.
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_IDLE_TIMEOUT_S),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
             auto_decompress=False,
         )

@@ -44,14 +44,18 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(tmp_path: Path, *args: str, ready_timeout: float = 120.0) -> Iterator[Server]:
+def running_server(
+    tmp_path: Path, *args: str, ready_timeout: float = 120.0, env: dict[str, str] | None = None
+) -> Iterator[Server]:
     """A real `python -m backend` on a free loopback port; always stopped (SIGTERM, then SIGKILL) after."""
     port = free_port()
     log_path = tmp_path / f"backend-{port}.log"
     cmd = [sys.executable, "-m", "backend", "--model-path", MODEL, "--host", "127.0.0.1", "--port", str(port),
            "--enable-metrics", *args]  # fmt: skip
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+        )
     server = Server(f"http://127.0.0.1:{port}", proc, log_path)
     try:
         try:

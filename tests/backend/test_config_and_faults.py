@@ -49,11 +49,14 @@ def test_fault_updates_validate_and_keep_the_rest():
     faults = FaultSettings(extra_latency_ms=5).updated({"leak_kib_per_request": 64})
     assert faults.as_dict() == {
         "leak_kib_per_request": 64, "extra_latency_ms": 5, "error_ratio": 0.0, "cpu_burn_ms": 0.0,
+        "reset_ratio": 0.0,
     }  # fmt: skip
     with pytest.raises(FaultSettingsError, match="unknown fault field.*'leak'"):
         faults.updated({"leak": 1})
     with pytest.raises(FaultSettingsError, match="'error_ratio' must be within"):
         faults.updated({"error_ratio": 1.01})
+    with pytest.raises(FaultSettingsError, match="'reset_ratio' must be within"):
+        faults.updated({"reset_ratio": 1.5})
     with pytest.raises(FaultSettingsError, match="'cpu_burn_ms' must be a finite number"):
         faults.updated({"cpu_burn_ms": "10"})
     with pytest.raises(FaultSettingsError, match="'extra_latency_ms' must be a finite number"):
@@ -61,3 +64,15 @@ def test_fault_updates_validate_and_keep_the_rest():
     with pytest.raises(FaultSettingsError, match="must be a JSON object"):
         faults.updated([1])
     assert faults.extra_latency_ms == 5  # a refused update changed nothing
+
+
+def test_keep_alive_comes_from_sglangs_variable(monkeypatch, capsys):
+    monkeypatch.delenv("SGLANG_TIMEOUT_KEEP_ALIVE", raising=False)
+    assert parse_config(BASE).keep_alive_s == 5.0  # sglang 0.5.23's default
+    monkeypatch.setenv("SGLANG_TIMEOUT_KEEP_ALIVE", "120")
+    assert parse_config(BASE).keep_alive_s == 120.0
+    for bad in ("0", "-1", "soon", "nan"):
+        monkeypatch.setenv("SGLANG_TIMEOUT_KEEP_ALIVE", bad)
+        with pytest.raises(SystemExit):
+            parse_config(BASE)
+        assert f"SGLANG_TIMEOUT_KEEP_ALIVE must be a number of seconds > 0, got {bad!r}" in capsys.readouterr().err

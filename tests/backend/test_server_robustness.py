@@ -106,6 +106,7 @@ def test_rehearsal_faults_leak_errors_latency_and_cpu(server: Server):
     status, faults = request(url + "/rehearsal/faults")
     assert status == 200 and faults == {
         "leak_kib_per_request": 0.0, "extra_latency_ms": 0.0, "error_ratio": 0.0, "cpu_burn_ms": 0.0,
+        "reset_ratio": 0.0,
     }  # fmt: skip
     status, err = request(url + "/rehearsal/faults", {"leak_kib": 1})
     assert status == 400 and "leak_kib" in err["message"]
@@ -153,6 +154,49 @@ def test_rehearsal_faults_leak_errors_latency_and_cpu(server: Server):
     finally:
         request(url + "/rehearsal/faults", {"leak_kib_per_request": 0, "extra_latency_ms": 0, "error_ratio": 0,
                                             "cpu_burn_ms": 0})  # fmt: skip
+
+
+def test_reset_fault_drops_connections_unseen_by_sglang_metrics(server: Server):
+    """A reset request gets no response at all, and sglang's counters (requests, aborts) do not move: only a
+    client or a gateway in front can see it."""
+    url = server.url
+    counters = ("sglang:num_requests_total", "sglang:num_aborted_requests_total")
+    totals0 = [sample_value(metric_samples(url), name) for name in counters]
+    host = urlparse(url)
+    assert request(url + "/rehearsal/faults", {"reset_ratio": 1.0})[0] == 200
+    try:
+        for _ in range(3):
+            conn = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+            with pytest.raises((ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)):
+                conn.request("POST", "/v1/chat/completions", json.dumps(chat_body(max_tokens=2)),
+                             {"content-type": "application/json"})  # fmt: skip
+                conn.getresponse()
+            conn.close()
+        after = metric_samples(url)
+        assert [sample_value(after, name) for name in counters] == totals0
+    finally:
+        assert request(url + "/rehearsal/faults", {"reset_ratio": 0})[0] == 200
+    assert request(url + "/v1/chat/completions", chat_body(max_tokens=2))[0] == 200
+
+
+def test_idle_connections_close_after_sglangs_keep_alive(tmp_path):
+    """SGLANG_TIMEOUT_KEEP_ALIVE as sglang reads it: an idle client connection is closed by the server after
+    that many seconds, and kept before."""
+    env = {"SGLANG_TIMEOUT_KEEP_ALIVE": "1"}
+    with running_server(tmp_path, "--tp-size", "1", env=env) as server:
+        host = urlparse(server.url)
+        conn = http.client.HTTPConnection(host.hostname, host.port, timeout=10)
+        for idle_s in (0.2, 0.2):
+            conn.request("GET", "/v1/models")
+            assert conn.getresponse().read()
+            time.sleep(idle_s)  # well within the keep-alive: the same connection serves the next request
+        conn.request("GET", "/v1/models")
+        conn.getresponse().read()
+        time.sleep(2.0)  # past it: the server has closed the connection
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+            conn.request("GET", "/v1/models")
+            conn.getresponse()
+        conn.close()
 
 
 def test_initial_faults_from_flags_and_sigterm_drains_in_flight_stream(tmp_path):

@@ -1,0 +1,282 @@
+"""Streams through a real Traefik: how many end early or fail, at steady state and across weight changes.
+
+    python -m bench.gateway [--requests 20000] [--changes 100] [--fix buffer|none] [--keep-alive 5]
+
+Two embedded backends (the chart's arms) behind Traefik (built by tools/traefik/build.sh), configured by
+its file provider the way its Gateway API provider configures the chart's HTTPRoute: one router, a
+weighted service over the two arms, each arm's `x-canary-arm` header set on its own service. Locust
+sends streamed chat requests with images.
+
+- `steady`: `--requests` requests in bursts separated by idle gaps as long as the servers' keep-alive,
+  so connections to the backends are reused, left idle, and closed by the server in turns.
+- `changes`: `--changes` weight changes under continuous load, every round starting with a fresh Locust
+  whose first weight change lands within a second of its first request.
+
+`--fix` chooses the data plane's settings: `buffer` (what the chart sets: Traefik reads each request body
+whole before forwarding it, and idle connections to the servers end before the servers' keep-alive does)
+or `none` (Traefik's defaults). With `none`, Traefik cuts streams (docs/helm.md has the cause). The
+table counts failures by kind and the streams Traefik cut ("use of closed network connection" in its
+debug log); results go to reports/bench-gateway/<time>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from backend.config import KEEP_ALIVE_ENV
+from infra.net import free_port, wait_http_ok
+from rollout.local_stack import ArmSpec, LoadSpec, start_loadtest
+from rollout.processes import ProcessRef, is_alive, spawn_detached, terminate
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAEFIK = ROOT / ".cache" / "traefik" / "bin" / "traefik"
+ADDRESSES = {"baseline": "127.0.0.2", "canary": "127.0.0.3"}
+# The local profiles' demo load (small images, few tokens): CPU-only backends on a small machine.
+LOAD_ARGS = ("--max-tokens", "8", "--image-sizes", "448x448")
+CUT_LINE = "use of closed network connection"
+WEIGHT_CYCLE = ((90, 10), (50, 50), (0, 100), (50, 50), (100, 0))
+
+
+@dataclass(frozen=True)
+class Fix:
+    """The data plane's settings under test."""
+
+    buffer_requests: bool  # Traefik's buffering middleware (request side only): the body is read whole first
+    idle_conn_timeout_s: float | None  # Traefik's idle timeout toward the servers (None: its default, 90 s)
+
+
+FIXES = {"none": Fix(False, None), "buffer": Fix(True, None)}
+
+
+def dynamic_config(weights: tuple[int, int], backends: dict[str, str], fix: Fix) -> dict[str, Any]:
+    arms = dict(zip(("baseline", "canary"), weights, strict=True))
+    middlewares: dict[str, Any] = {
+        f"arm-{arm}": {"headers": {"customResponseHeaders": {"x-canary-arm": arm}}} for arm in backends
+    }
+    router: dict[str, Any] = {"rule": "PathPrefix(`/`)", "entryPoints": ["web"], "service": "split"}
+    if fix.buffer_requests:
+        middlewares["request-buffer"] = {"buffering": buffering_settings()}
+        router["middlewares"] = ["request-buffer"]
+    services: dict[str, Any] = {
+        "split": {"weighted": {"services": [{"name": arm, "weight": arms[arm]} for arm in backends]}}
+    }
+    for arm, url in backends.items():
+        services[arm] = {"loadBalancer": {"servers": [{"url": url}]}, "middlewares": [f"arm-{arm}"]}
+    return {"http": {"routers": {"vlm": router}, "middlewares": middlewares, "services": services}}
+
+
+def buffering_settings() -> dict[str, Any]:
+    """The chart's `route.traefik.bufferRequests` Middleware spec (helm/.../templates/httproute.yaml)."""
+    values = yaml.safe_load((ROOT / "helm" / "sglang-vlm-canary" / "values.yaml").read_text())
+    buffering = values["route"]["traefik"]["buffering"]
+    return {**buffering, "disableResponseBuffer": True}
+
+
+class DataPlane:
+    """Traefik (file provider) in front of one embedded backend per arm."""
+
+    def __init__(self, workdir: Path, fix: Fix, keep_alive_s: float) -> None:
+        self.workdir = workdir
+        self.fix = fix
+        self.keep_alive_s = keep_alive_s
+        self.processes: dict[str, ProcessRef] = {}
+        self.backends: dict[str, str] = {}
+        self.config = workdir / "dynamic.yaml"
+        self.weights = (100, 0)
+
+    def start(self) -> DataPlane:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for arm, address in ADDRESSES.items():
+            port = free_port(address)
+            spec = ArmSpec(arm=arm, mm_input_mode="sharded", tp_size=1, extra_args=(f"--host={address}",))
+            self.processes[arm] = spawn_detached(
+                spec.command_line(port),
+                log_path=self.workdir / f"{arm}.log",
+                env={KEEP_ALIVE_ENV: f"{self.keep_alive_s:g}"},
+            )
+            self.backends[arm] = f"http://{address}:{port}"
+        self.set_weights(self.weights)
+        web, ping = free_port(), free_port()
+        args = [
+            str(TRAEFIK),
+            f"--entrypoints.web.address=127.0.0.1:{web}",
+            f"--entrypoints.ping.address=127.0.0.1:{ping}",
+            "--ping=true",
+            "--ping.entrypoint=ping",
+            f"--providers.file.filename={self.config}",
+            "--providers.file.watch=true",
+            "--providers.providersthrottleduration=0s",
+            "--log.level=DEBUG",  # the proxy's "closed network connection" errors are logged at debug
+            "--global.checknewversion=false",
+            "--global.sendanonymoususage=false",
+        ]
+        if self.fix.idle_conn_timeout_s is not None:
+            args.append(f"--serverstransport.forwardingtimeouts.idleconntimeout={self.fix.idle_conn_timeout_s:g}s")
+        self.processes["traefik"] = spawn_detached(args, log_path=self.workdir / "traefik.log")
+        self.url = f"http://127.0.0.1:{web}"
+        wait_http_ok(f"http://127.0.0.1:{ping}/ping", 60, alive=lambda: is_alive(self.processes["traefik"]))
+        for arm, url in self.backends.items():
+            wait_http_ok(url + "/ready", 180, interval_s=0.5, alive=lambda ref=self.processes[arm]: is_alive(ref))
+        wait_http_ok(self.url + "/v1/models", 30)
+        return self
+
+    def set_weights(self, weights: tuple[int, int]) -> None:
+        """Rewrite the file atomically; Traefik sees the change through its file watcher."""
+        tmp = self.config.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(dynamic_config(weights, self.backends, self.fix)))
+        tmp.replace(self.config)
+        self.weights = weights
+
+    def cut_streams(self) -> int:
+        return (self.workdir / "traefik.log").read_text(errors="replace").count(CUT_LINE)
+
+    def stop(self) -> None:
+        for ref in self.processes.values():
+            terminate(ref)
+
+
+def run_load(plane: DataPlane, name: str, stages: str, seed: int) -> tuple[dict[str, Any], Path]:
+    load = start_loadtest(
+        plane.url, LoadSpec(rate=1.0, seed=seed, extra_args=(*LOAD_ARGS, "--stages", stages)), plane.workdir / name
+    )
+    return load, Path(load["requests_jsonl"])
+
+
+def records_of(jsonl: Path) -> list[dict[str, Any]]:
+    if not jsonl.exists():
+        return []
+    return [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+
+
+def wait_load(load: dict[str, Any], timeout_s: float) -> None:
+    ref = ProcessRef.from_dict(load["process"])
+    deadline = time.monotonic() + timeout_s
+    while is_alive(ref):
+        if time.monotonic() > deadline:
+            terminate(ref, timeout_s=30.0)
+            raise RuntimeError(f"Locust still running after {timeout_s:.0f}s: {load['log']}")
+        time.sleep(1.0)
+
+
+def steady(plane: DataPlane, requests: int, rate: float, seed: int) -> dict[str, Any]:
+    """Bursts of `rate` req/s for 20 s, each followed by an idle gap of the servers' keep-alive."""
+    burst_s, idle_s = 20.0, plane.keep_alive_s
+    rounds = max(1, round(requests / (rate * burst_s)))
+    stages = ",".join(f"burst{i}:{burst_s:g}s@{rate:g},idle{i}:{idle_s:g}s@0" for i in range(rounds))
+    before = plane.cut_streams()
+    load, jsonl = run_load(plane, "steady", stages, seed)
+    total_s = rounds * (burst_s + idle_s)
+    began = time.monotonic()
+    ref = ProcessRef.from_dict(load["process"])
+    while is_alive(ref):
+        done = len(records_of(jsonl))
+        print(f"  steady: {done} requests back, {time.monotonic() - began:.0f}/{total_s:.0f} s", flush=True)
+        if time.monotonic() - began > total_s + 120:
+            terminate(ref, timeout_s=30.0)
+            raise RuntimeError(f"Locust still running past its stages: {load['log']}")
+        time.sleep(15.0)
+    return outcome("steady", records_of(jsonl), plane.cut_streams() - before, changes=0)
+
+
+def changes(plane: DataPlane, count: int, rate: float, seed: int, per_round: int = 10) -> dict[str, Any]:
+    """Rounds of a fresh Locust: its first change lands within a second of its first request, then a
+    change every 1.5 s under continuous load."""
+    records: list[dict[str, Any]] = []
+    done, first_gaps = 0, []
+    before = plane.cut_streams()
+    step = 0
+    while done < count:
+        load, jsonl = run_load(plane, f"changes-{done:04d}", f"load:{per_round * 1.5 + 6:g}s@{rate:g}", seed + done)
+        deadline = time.monotonic() + 60.0
+        while not jsonl.exists() or not jsonl.read_text().strip():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no request came back through the gateway in 60 s: {load['log']}")
+            time.sleep(0.01)
+        first_sent = json.loads(jsonl.read_text().splitlines()[0])["sent_at"]
+        for i in range(min(per_round, count - done)):
+            step += 1
+            plane.set_weights(WEIGHT_CYCLE[step % len(WEIGHT_CYCLE)])
+            if i == 0:
+                first_gaps.append(time.time() - first_sent)
+            done += 1
+            time.sleep(1.5)
+        wait_load(load, 60.0)
+        records += records_of(jsonl)
+        print(f"  changes: {done}/{count} weight changes, {len(records)} requests back", flush=True)
+    plane.set_weights((100, 0))
+    result = outcome("changes", records, plane.cut_streams() - before, changes=done)
+    result["first_change_after_first_request_s"] = [round(gap, 3) for gap in first_gaps]
+    return result
+
+
+def outcome(scenario: str, records: list[dict[str, Any]], cut: int, *, changes: int) -> dict[str, Any]:
+    failed = [r for r in records if not r["ok"] and r["error_kind"] != "cancelled"]
+    return {
+        "scenario": scenario,
+        "requests": len(records),
+        "failed": len(failed),
+        "failed_by_kind": dict(Counter(r["error_kind"] for r in failed)),
+        "examples": [r["error"] for r in failed[:5]],
+        "cut_by_traefik": cut,
+        "weight_changes": changes,
+        "arms": dict(Counter(r.get("arm") for r in records)),
+    }
+
+
+def table(results: list[dict[str, Any]], fix: str, keep_alive_s: float) -> str:
+    lines = [
+        f"Traefik data plane, fix `{fix}`, server keep-alive {keep_alive_s:g} s",
+        "",
+        "| scenario | requests | weight changes | failed | by kind | cut by Traefik |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["failed_by_kind"].items())) or "-"
+        lines.append(
+            f"| {r['scenario']} | {r['requests']} | {r['weight_changes']} | {r['failed']} | {kinds} | "
+            f"{r['cut_by_traefik']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__.split("\n\n")[0])
+    p.add_argument("--requests", type=int, default=20000, help="steady-state requests (0: skip)")
+    p.add_argument("--changes", type=int, default=100, help="weight changes under load (0: skip)")
+    p.add_argument("--rate", type=float, default=40.0, help="requests per second within a burst")
+    p.add_argument("--fix", choices=sorted(FIXES), default="buffer")
+    p.add_argument("--keep-alive", type=float, default=5.0, help="the servers' keep-alive (sglang's default: 5 s)")
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--out", type=Path, default=ROOT / "reports" / "bench-gateway" / time.strftime("%Y%m%d-%H%M%S"))
+    args = p.parse_args(argv)
+    if not TRAEFIK.exists():
+        print(f"{TRAEFIK} is missing: run `bash tools/traefik/build.sh` first", file=sys.stderr)
+        return 3
+    plane = DataPlane(args.out, FIXES[args.fix], args.keep_alive).start()
+    results = []
+    try:
+        if args.changes:
+            results.append(changes(plane, args.changes, args.rate, args.seed))
+        if args.requests:
+            results.append(steady(plane, args.requests, args.rate, args.seed))
+    finally:
+        plane.stop()
+    text = table(results, args.fix, args.keep_alive)
+    (args.out / "result.json").write_text(json.dumps(results, indent=2))
+    (args.out / "result.md").write_text(text + "\n")
+    print(text)
+    print(f"written to {args.out}")
+    return 0 if all(r["failed"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
