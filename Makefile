@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 ROLLOUT_ARGS ?=
 
 .PHONY: help canary rollback abort pause resume promote status test test-unit test-integration test-e2e lint setup system-deps \
-	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout bench-serving images test-images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s \
+	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout bench-serving bench-gateway images test-images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s \
 	ci-gate actionlint-bin controllers-bin
 
 help:
@@ -23,7 +23,7 @@ help:
 	@echo "make test [MARK=expr]        run the test suite (all tiers, or one: MARK=integration)"
 	@echo "make lint                    ruff and mypy"
 	@echo "make images                  container images with podman, no Docker engine (docs/images.md)"
-	@echo "make bench-mm|bench-plugin|bench-gates|bench-loadtest|bench-backend|bench-rollout|bench-serving   benchmarks (BENCH_ARGS=...)"
+	@echo "make bench-mm|bench-plugin|bench-gates|bench-loadtest|bench-backend|bench-rollout|bench-serving|bench-gateway   benchmarks (BENCH_ARGS=...)"
 
 $(DEPS_STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -116,6 +116,12 @@ bench-rollout: setup
 
 bench-serving: setup
 	$(PY) -m bench.serving $(BENCH_ARGS)
+
+# Streams through a real Traefik (built once by tools/traefik/build.sh): early ends and failures, with and
+# without the chart's request buffering (docs/helm.md).
+bench-gateway: setup
+	@bash tools/traefik/build.sh
+	$(PY) -m bench.gateway $(BENCH_ARGS)
 
 # Container images with podman (ENGINE=docker also works), no Docker engine or registry needed: the toolkit
 # (exported to build/images/), and baseline/candidate when SGLANG_IMAGE is in local storage. IMAGES=toolkit|arms.

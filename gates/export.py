@@ -35,6 +35,11 @@ from gates.config import ARMS, GateConfig, GateConfigError, GateSpec, render, te
 
 EXPORT_FORMATS = ("argo", "flagger", "flagger-analysis")
 ARM_VARIABLES = ("arm", "pod_regex")  # filled by the controller's arm selection, never by the user
+# Flagger's Gateway API router routes to `<target>-primary` and `<target>-canary`, so the gateway's view of
+# each arm follows from the target too (Argo's Services are named in the Rollout: args with the file's values).
+FLAGGER_SERVICES = {
+    "gateway_service_regex": {"baseline": "{{ target }}-primary", "canary": "{{ target }}-canary"}
+}
 # Argo: a Prometheus error (unreachable, rejected query) is neither success nor failure but Error, and
 # more than this many in a row end the run as Error, which aborts like Failed. Argo's own default.
 ARGO_CONSECUTIVE_ERROR_LIMIT = 4
@@ -286,6 +291,11 @@ def flagger_dialect(config: GateConfig) -> Dialect:
     for name in _variables_used(config):
         if name == "pod_regex":
             variables[name] = {a: f"{arm[a]}-[a-z0-9]+-[a-z0-9]+" for a in ARMS}
+        elif name in FLAGGER_SERVICES:  # the Services Flagger's router puts on its HTTPRoute
+            variables[name] = {
+                a: f".*-svc-{{{{ namespace }}}}-{FLAGGER_SERVICES[name][a]}-[0-9]+@kubernetesgateway"
+                for a in ARMS
+            }
         elif name == "namespace" and not _per_arm(config, name):
             variables[name] = "{{ namespace }}"  # the Canary's own namespace
         elif _per_arm(config, name):
@@ -336,7 +346,11 @@ def _template_variables(config: GateConfig) -> dict[str, str]:
     renders with missingkey=error, so a missing one fails the check."""
     out: dict[str, str] = {}
     for name in _variables_used(config):
-        if name in ARM_VARIABLES or (name == "namespace" and not _per_arm(config, name)):
+        if (
+            name in ARM_VARIABLES
+            or name in FLAGGER_SERVICES
+            or (name == "namespace" and not _per_arm(config, name))
+        ):
             continue
         value = config.variables.get(name)
         if value is None:

@@ -86,9 +86,22 @@ class ClusterTarget:
         (PromQL `=~`) that cannot match the other arm, the orchestrator or the load test."""
         return self.deployment(arm).replace(".", "\\.") + "-[a-z0-9]+-[a-z0-9]+"
 
+    def service(self, arm: str) -> str:
+        return self.baseline_service if arm == "baseline" else self.canary_service
+
+    def gateway_service_regex(self, arm: str) -> str:
+        """One arm's backend in a Traefik Gateway's metrics: `<router>-svc-<namespace>-<Service>-<index>`
+        from the Gateway API provider (no other arm's Service name ends the same way)."""
+        name = f"-svc-{self.namespace}-{self.service(arm)}".replace(".", "\\.")
+        return f".*{name}-[0-9]+@kubernetesgateway"
+
     def gate_variables(self) -> dict[str, Any]:
         """The `kubernetes` gate queries' variables for this release."""
-        return {"namespace": self.namespace, "pod_regex": {arm: self.pod_regex(arm) for arm in ARMS}}
+        return {
+            "namespace": self.namespace,
+            "pod_regex": {arm: self.pod_regex(arm) for arm in ARMS},
+            "gateway_service_regex": {arm: self.gateway_service_regex(arm) for arm in ARMS},
+        }
 
 
 def cluster_gate_variables(

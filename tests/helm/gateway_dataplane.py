@@ -2,12 +2,15 @@
 cluster against the local API server, routing to real embedded backends by the chart's HTTPRoute.
 
 What stands in for what: kwok's pods serve nothing and their IPs are not reachable, so the arms'
-Deployments are scaled to zero and each arm's real backend process (its own loopback address) is listed
-in an EndpointSlice of ours for the arm's Service (`addressType: FQDN`: the API server refuses loopback
-IPs in IPv4 slices). That stands in for the kubelet and the EndpointSlice controller; everything else is
-as the chart renders it (Services, HTTPRoute, per-backendRef `x-canary-arm` filters, weights). Prometheus
-scrapes the backends with the labels the chart's PodMonitor gives them (namespace, pod, container, arm);
-the backends' own process series stand in for cAdvisor and kube-state-metrics, which need a kubelet.
+Deployments are scaled to zero and each arm's real backend process (its own loopback address, the
+environment the chart gives the server container) is listed in an EndpointSlice of ours for the arm's
+Service (`addressType: FQDN`: the API server refuses loopback IPs in IPv4 slices). That stands in for the
+kubelet and the EndpointSlice controller; everything else is as the chart renders it (Services,
+HTTPRoute, per-backendRef `x-canary-arm` filters, weights, the Traefik request-buffering Middleware that
+`route.traefik.bufferRequests` adds). Traefik runs its Gateway API and Kubernetes CRD providers, as a
+Traefik installation serving this chart does. Prometheus scrapes the backends with the labels the
+chart's PodMonitor gives them (namespace, pod, container, arm) and Traefik's own metrics; the backends'
+process series stand in for cAdvisor and kube-state-metrics, which need a kubelet.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from rollout.local_stack import ArmSpec, LoadSpec, start_loadtest
 from rollout.processes import ProcessRef, is_alive, spawn_detached, terminate
 
 TRAEFIK = ROOT / ".cache" / "traefik" / "bin" / "traefik"
+TRAEFIK_CRDS = ROOT / ".cache" / "traefik" / "crds" / "traefik.io-crds.yaml"
 CONTROLLER = "traefik.io/gateway-controller"
 GATEWAY = "canary-gateway"
 ADDRESSES = {"baseline": "127.0.0.2", "canary": "127.0.0.3"}
@@ -76,21 +80,24 @@ class DataPlane:
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.status == 200
 
-    def start_load(self, name: str, rate: float, seed: int = 1, warm_s: float = 3.0) -> dict[str, Any]:
-        """Locust at `rate` req/s (Poisson) through the gateway; its per-request JSONL names each arm.
-        Returns once `warm_s` of requests have come back: twice in full-suite runs a weight change inside
-        the first second of a fresh Locust found one stream cut mid-way by Traefik (docs/helm.md), which
-        isolated probes never reproduced; the tier judges changes under load that is already flowing."""
+    def start_load(self, name: str, rate: float, seed: int = 1) -> dict[str, Any]:
+        """A fresh Locust at `rate` req/s (Poisson) through the gateway, returned as soon as it started:
+        whatever follows (a rollout's first weight change) may land on its first requests. Its per-request
+        JSONL names each arm."""
         load = start_loadtest(
             self.gateway_url, LoadSpec(rate=rate, seed=seed, extra_args=LOAD_ARGS), self.workdir / name
         )
         self.loads.append(load)
-        jsonl, deadline = Path(load["requests_jsonl"]), time.monotonic() + 60.0
-        while not (jsonl.exists() and len(jsonl.read_text().splitlines()) >= rate * warm_s):
-            if time.monotonic() > deadline or not is_alive(ProcessRef.from_dict(load["process"])):
-                raise AssertionError(f"no load through the gateway after 60 s: {self.workdir / name}")
-            time.sleep(0.2)
         return load
+
+    def first_request_back(self, load: dict[str, Any], timeout_s: float = 60.0) -> dict[str, Any]:
+        """Wait for the first request of `load` to come back; that request's record."""
+        jsonl, deadline = Path(load["requests_jsonl"]), time.monotonic() + timeout_s
+        while not (jsonl.exists() and jsonl.read_text().strip()):
+            if time.monotonic() > deadline or not is_alive(ProcessRef.from_dict(load["process"])):
+                raise AssertionError(f"no load through the gateway after {timeout_s:.0f} s: {load['log']}")
+            time.sleep(0.01)
+        return json.loads(jsonl.read_text().splitlines()[0])
 
     def stop_load(self, load: dict[str, Any]) -> list[dict[str, Any]]:
         """Stop Locust (it writes its summary on SIGTERM); every request it made."""
@@ -99,19 +106,28 @@ class DataPlane:
         return [json.loads(line) for line in lines if line.strip()]
 
 
-def _traefik_args(cluster, workdir: Path, web_port: int, ping_port: int) -> list[str]:
+def _traefik_args(cluster, workdir: Path, ports: dict[str, int]) -> list[str]:
     token = workdir / "token"
     token.write_text(cluster.token)  # no trailing newline: Traefik sends the file's bytes as the token
+    api = [
+        f"--providers.{provider}.{key}={value}"
+        for provider in ("kubernetesgateway", "kubernetescrd")
+        for key, value in (
+            ("endpoint", cluster.server),
+            ("token", token),
+            ("certauthfilepath", cluster.workdir / "pki" / "apiserver.crt"),
+        )
+    ]
     return [
         str(TRAEFIK),
-        f"--entrypoints.web.address=127.0.0.1:{web_port}",
-        f"--entrypoints.ping.address=127.0.0.1:{ping_port}",
+        *(f"--entrypoints.{name}.address=127.0.0.1:{port}" for name, port in ports.items()),
         "--ping=true",
         "--ping.entrypoint=ping",
+        "--metrics.prometheus=true",
+        "--metrics.prometheus.entrypoint=metrics",
         "--providers.kubernetesgateway=true",
-        f"--providers.kubernetesgateway.endpoint={cluster.server}",
-        f"--providers.kubernetesgateway.token={token}",
-        f"--providers.kubernetesgateway.certauthfilepath={cluster.workdir / 'pki' / 'apiserver.crt'}",
+        "--providers.kubernetescrd=true",  # the route's request-buffering Middleware (ExtensionRef)
+        *api,
         "--providers.kubernetesgateway.statusaddress.ip=127.0.0.1",
         # Apply a route change as soon as it is seen (the default waits 2 s between provider events).
         "--providers.providersthrottleduration=0s",
@@ -170,8 +186,9 @@ def endpoint_slice(namespace: str, arm: str, port: int) -> dict[str, Any]:
     }
 
 
-def scrape_configs(namespace: str, backends: dict[str, str]) -> list[dict[str, Any]]:
-    """Each backend with the labels the chart's PodMonitor attaches (arm from the pod's component label)."""
+def scrape_configs(namespace: str, backends: dict[str, str], traefik_metrics: str) -> list[dict[str, Any]]:
+    """Each backend with the labels the chart's PodMonitor attaches (arm from the pod's component label),
+    and the gateway's own metrics (per-service request counters by code)."""
     return [
         static_scrape_config(
             f"{namespace}-{arm}",
@@ -179,7 +196,16 @@ def scrape_configs(namespace: str, backends: dict[str, str]) -> list[dict[str, A
             labels={"namespace": namespace, "pod": PODS[arm], "container": "sglang", "arm": arm},
         )
         for arm, url in backends.items()
-    ]
+    ] + [static_scrape_config("traefik", [traefik_metrics])]
+
+
+def server_env(cluster, namespace: str, arm: str) -> dict[str, str]:
+    """The plain-value environment the chart gives the arm's server container (e.g. its keep-alive)."""
+    deployment = json.loads(
+        cluster.kubectl("get", "deployment", f"{FULL}-{arm}", "-n", namespace, "-o", "json").stdout
+    )
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "sglang"]
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
 def tier_gate_file(directory: Path) -> Path:
@@ -217,17 +243,27 @@ def tier_gate_file(directory: Path) -> Path:
 @contextlib.contextmanager
 def data_plane(cluster, helm, namespace: str, workdir: Path) -> Iterator[DataPlane]:
     """The chart's release in `namespace` behind a Traefik Gateway, with one real backend per arm."""
-    if not TRAEFIK.exists():
-        raise FileNotFoundError(f"{TRAEFIK} is missing: `make test` builds it (tools/traefik/build.sh)")
+    for needed in (TRAEFIK, TRAEFIK_CRDS):
+        if not needed.exists():
+            raise FileNotFoundError(f"{needed} is missing: `make test` builds it (tools/traefik/build.sh)")
     workdir.mkdir(parents=True, exist_ok=True)
-    web_port, ping_port = free_port(), free_port()
+    ports = {name: free_port() for name in ("web", "ping", "metrics")}
     processes: dict[str, ProcessRef] = {}
     prometheus: PrometheusServer | None = None
     try:
-        install_release(cluster, helm, CHART, namespace, f"route.parentRefs[0].name={GATEWAY}")
+        # Traefik's CRDs first: its CRD provider's caches never sync without every one of them.
+        cluster.kubectl("apply", "--server-side", "-f", str(TRAEFIK_CRDS))
+        install_release(
+            cluster,
+            helm,
+            CHART,
+            namespace,
+            f"route.parentRefs[0].name={GATEWAY}",
+            "route.traefik.bufferRequests=true",
+        )
         for arm in ADDRESSES:  # kwok's pods serve nothing: the real backends below take their place
             cluster.kubectl("scale", "deployment", f"{FULL}-{arm}", "-n", namespace, "--replicas", "0")
-        cluster.kubectl("apply", "-f", "-", input_text=gateway_manifest(namespace, web_port))
+        cluster.kubectl("apply", "-f", "-", input_text=gateway_manifest(namespace, ports["web"]))
         backends = {}
         for arm, address in ADDRESSES.items():
             port = free_port(address)
@@ -235,19 +271,27 @@ def data_plane(cluster, helm, namespace: str, workdir: Path) -> Iterator[DataPla
             spec = ArmSpec(
                 arm=arm, mm_input_mode="sharded", tp_size=1, cpu_cores=2.0, extra_args=(f"--host={address}",)
             )
-            processes[arm] = spawn_detached(spec.command_line(port), log_path=workdir / f"{arm}.log")
+            processes[arm] = spawn_detached(
+                spec.command_line(port),
+                log_path=workdir / f"{arm}.log",
+                env=server_env(cluster, namespace, arm),
+            )
             backends[arm] = f"http://{address}:{port}"
             cluster.kubectl("apply", "-f", "-", input_text=json.dumps(endpoint_slice(namespace, arm, port)))
         processes["traefik"] = spawn_detached(
-            _traefik_args(cluster, workdir, web_port, ping_port), log_path=workdir / "traefik.log"
+            _traefik_args(cluster, workdir, ports), log_path=workdir / "traefik.log"
         )
-        wait_http_ok(f"http://127.0.0.1:{ping_port}/ping", 60, alive=lambda: is_alive(processes["traefik"]))
+        wait_http_ok(
+            f"http://127.0.0.1:{ports['ping']}/ping", 60, alive=lambda: is_alive(processes["traefik"])
+        )
         for arm, url in backends.items():
             wait_http_ok(url + "/ready", 180, interval_s=0.5, alive=lambda ref=processes[arm]: is_alive(ref))
-        prometheus = PrometheusServer(scrape_configs(namespace, backends), scrape_interval_s=1.0).start()
+        prometheus = PrometheusServer(
+            scrape_configs(namespace, backends, f"127.0.0.1:{ports['metrics']}"), scrape_interval_s=1.0
+        ).start()
         plane = DataPlane(
             namespace=namespace,
-            gateway_url=f"http://127.0.0.1:{web_port}",
+            gateway_url=f"http://127.0.0.1:{ports['web']}",
             traefik=processes["traefik"],
             backends=backends,
             processes=processes,

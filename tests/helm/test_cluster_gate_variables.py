@@ -41,7 +41,29 @@ def test_packaged_placeholders_never_win_over_the_release():
 def test_a_gate_files_own_values_win():
     own = {**PACKAGED, "pod_regex": {"baseline": "a-.*", "canary": "b-.*"}, "extra": "x"}
     merged = cluster_gate_variables(target(), file_variables=own, packaged_variables=PACKAGED)
-    assert merged == {"namespace": "ml", "pod_regex": {"baseline": "a-.*", "canary": "b-.*"}, "extra": "x"}
+    assert merged == {
+        "namespace": "ml",
+        "pod_regex": {"baseline": "a-.*", "canary": "b-.*"},
+        "gateway_service_regex": target().gate_variables()["gateway_service_regex"],
+        "extra": "x",
+    }
+
+
+def test_gateway_service_regex_matches_one_arms_traefik_service_only():
+    """Traefik's Gateway API provider names a backendRef's service `<router>-svc-<namespace>-<Service>-<i>`."""
+    regex = target().gate_variables()["gateway_service_regex"]
+    router = "httproute-ml-demo-sglang-vlm-canary-gw-traefik-gw-ep-web-0-1c0cf64bde37d9d0bfad"
+    assert re.fullmatch(regex["canary"], f"{router}-svc-ml-demo-sglang-vlm-canary-canary-1@kubernetesgateway")
+    assert not re.fullmatch(
+        regex["canary"], f"{router}-svc-ml-demo-sglang-vlm-canary-baseline-0@kubernetesgateway"
+    )
+    assert not re.fullmatch(
+        regex["baseline"], f"{router}-svc-other-demo-sglang-vlm-canary-baseline-0@kubernetesgateway"
+    )
+    assert re.fullmatch(
+        regex["baseline"], f"{router}-svc-ml-demo-sglang-vlm-canary-baseline-0@kubernetesgateway"
+    )
+    assert not re.fullmatch(regex["baseline"], f"{router}-wrr@kubernetesgateway")  # the split itself
 
 
 def test_run_without_prometheus_is_a_usage_error_but_rollback_needs_none(capsys, monkeypatch):

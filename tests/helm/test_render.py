@@ -99,6 +99,9 @@ def test_one_deployment_per_arm_with_gpu_shm_probes_and_limits(scenario):
         assert c["command"] == (values["arms"][arm]["command"] or server["command"])
         mode = values["arms"][arm]["mmInputMode"]
         assert env_of(c).get(server["mmInputModeEnv"]) == (mode or None)
+        # sglang's own keep-alive (5 s) is shorter than a gateway's idle timeout; the chart's is longer
+        assert env_of(c)["SGLANG_TIMEOUT_KEEP_ALIVE"] == str(server["keepAliveSeconds"])
+        assert server["keepAliveSeconds"] > 90  # Traefik's idle timeout toward the pods
         assert c["ports"] == [{"name": "http", "containerPort": server["port"], "protocol": "TCP"}]
 
         spec = pod["spec"]
@@ -169,8 +172,24 @@ def test_httproute_splits_by_weight_and_names_the_arm(scenario):
                 "responseHeaderModifier": {"set": [{"name": "x-canary-arm", "value": arm}]},
             }
         ]
-    ((builds,),) = [f["responseHeaderModifier"]["set"] for f in rule["filters"]]
+    ((builds,),) = [
+        f["responseHeaderModifier"]["set"] for f in rule["filters"] if f["type"] != "ExtensionRef"
+    ]
     assert builds["name"] == "x-canary-builds" and len(builds["value"]) == 12
+    extensions = [f["extensionRef"] for f in rule["filters"] if f["type"] == "ExtensionRef"]
+    middlewares = out.of_kind("Middleware")
+    if values["route"]["traefik"]["bufferRequests"]:
+        (middleware,) = middlewares
+        assert extensions == [
+            {"group": "traefik.io", "kind": "Middleware", "name": middleware["metadata"]["name"]}
+        ]
+        assert middleware["apiVersion"] == "traefik.io/v1alpha1"
+        # the request is read whole; the response streams (SSE)
+        assert middleware["spec"] == {
+            "buffering": {**values["route"]["traefik"]["buffering"], "disableResponseBuffer": True}
+        }
+    else:
+        assert extensions == [] and middlewares == []
     if values["route"]["timeouts"]:
         assert rule["timeouts"] == values["route"]["timeouts"]
     assert route["spec"].get("hostnames", []) == values["route"]["hostnames"]
