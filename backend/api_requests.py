@@ -32,6 +32,7 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class GenerationInput:
+    model: str  # echoed in responses, as sglang does (it serves whatever name a client sends)
     prompt: str
     items: tuple[MMItem, ...]
     text_tokens: int
@@ -41,12 +42,17 @@ class GenerationInput:
     digest: bytes
 
 
-def parse_chat_completion(body: Any, served_model_name: str, max_new_tokens_default: int) -> GenerationInput:
+DEFAULT_MODEL_NAME = "default"  # sglang's, for a request that names no model
+
+
+def parse_chat_completion(body: Any, max_new_tokens_default: int) -> GenerationInput:
+    """A chat completion request. Like sglang 0.5.23, any model name is served (sglang only splits a
+    `base:adapter` name for LoRA), and the response names the model the request named."""
     if not isinstance(body, dict):
         raise RequestError(f"request body must be a JSON object, got {type(body).__name__}")
-    model = body.get("model", served_model_name)
-    if model != served_model_name:
-        raise RequestError(f"The model `{model}` does not exist.", 404, "NotFoundError", "model")
+    model = body.get("model", DEFAULT_MODEL_NAME)
+    if not isinstance(model, str):
+        raise RequestError(f"'model' must be a string, got {type(model).__name__}", param="model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("Messages cannot be empty.", param="messages")
@@ -73,6 +79,7 @@ def parse_chat_completion(body: Any, served_model_name: str, max_new_tokens_defa
     include_usage = _bool(stream_options.get("include_usage", False), "stream_options.include_usage")
     seed = _optional_int(body.get("seed"), "seed")
     return _input(
+        model,
         "".join(prompt_parts), items, max_tokens, max_new_tokens_default, stream, include_usage, seed
     )
 
@@ -109,10 +116,11 @@ def parse_generate(body: Any, max_new_tokens_default: int) -> GenerationInput:
         raise RequestError("'sampling_params' must be an object", param="sampling_params")
     stream = _bool(body.get("stream", False), "stream")
     seed = _optional_int(sampling.get("sampling_seed", sampling.get("seed")), "sampling_params.sampling_seed")
-    return _input(text, items, sampling.get("max_new_tokens"), max_new_tokens_default, stream, False, seed)
+    return _input("", text, items, sampling.get("max_new_tokens"), max_new_tokens_default, stream, False, seed)
 
 
 def _input(
+    model: str,
     prompt: str,
     items: list[MMItem],
     max_tokens: Any,
@@ -127,6 +135,7 @@ def _input(
         raise RequestError(f"max_tokens must be a positive integer, got {max_tokens!r}", param="max_tokens")
     sources = [s for item in items for s in item.sources]
     return GenerationInput(
+        model=model,
         prompt=prompt,
         items=tuple(items),
         text_tokens=count_text_tokens(prompt),

@@ -178,13 +178,11 @@ class BackendServer:
         if self._reset_if_faulted(request):
             return web.Response(status=500)  # never sent: the connection is gone
         try:
-            inp = parse_chat_completion(
-                await self._read_json(request), self.cfg.served_model_name, self.cfg.max_new_tokens_default
-            )
+            inp = parse_chat_completion(await self._read_json(request), self.cfg.max_new_tokens_default)
         except RequestError as exc:
             return self._error(exc.message, exc.status, exc.err_type, exc.param)
         return await self._serve(
-            request, inp, "chatcmpl-" + uuid.uuid4().hex, _ChatFormat(self.cfg.served_model_name), received
+            request, inp, "chatcmpl-" + uuid.uuid4().hex, _ChatFormat(inp.model), received
         )
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
@@ -300,7 +298,7 @@ class BackendServer:
         """
         if self.draining or not self.healthy:
             return web.Response(status=503)
-        inp = GenerationInput("", (), 1, 1, False, False, b"health")
+        inp = GenerationInput("", "", (), 1, 1, False, False, b"health")
         rid = f"{HEALTH_RID_PREFIX}_{uuid.uuid4().hex}"
         tic = time.monotonic()
 

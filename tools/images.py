@@ -575,16 +575,24 @@ def lock(path: Path = TOOLKIT_REQUIREMENTS) -> None:
     log(f"wrote {path.relative_to(ROOT)}: {len(resolved)} packages, {len(direct)} from pyproject")
 
 
+IMAGE_KINDS = ("toolkit", "arms")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
     build_cmd = sub.add_parser("build", help="build the images (toolkit, arms)")
-    build_cmd.add_argument("which", nargs="*", choices=["toolkit", "arms"], help="default: both")
+    # No argparse `choices` here: with nargs="*" Python 3.11 checks the empty default against them and
+    # refuses a plain `build`.
+    build_cmd.add_argument("which", nargs="*", metavar="{toolkit,arms}", help="default: both")
     sub.add_parser("lock", help="re-resolve images/toolkit/requirements.txt")
     sub.add_parser("names", help="the image references `build` produces, as JSON")
     args = parser.parse_args(argv)
+    unknown = [w for w in getattr(args, "which", []) if w not in IMAGE_KINDS]
+    if unknown:
+        build_cmd.error(f"unknown image(s) {unknown}; choose from {list(IMAGE_KINDS)}")
     try:
         if args.command == "names":
             print(json.dumps(image_names(), indent=2))
@@ -592,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
             lock()
         else:
             began = time.monotonic()
-            build(args.which or ["toolkit", "arms"], Engine.from_env())
+            build(args.which or list(IMAGE_KINDS), Engine.from_env())
             log(f"done in {time.monotonic() - began:.0f}s")
     except BuildError as exc:
         print(f"images: {exc}", file=sys.stderr)

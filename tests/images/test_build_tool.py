@@ -153,3 +153,28 @@ def test_baseline_defaults_to_the_pinned_upstream_image():
     baseline = (images.IMAGES / "baseline" / "Containerfile").read_text()
     assert re.search(rf"^ARG SGLANG_IMAGE={re.escape(images.DEFAULT_SGLANG_IMAGE)}$", baseline, re.M)
     assert images.DEFAULT_SGLANG_IMAGE.endswith(f":v{images.chart_app_version()}")
+
+
+@pytest.mark.parametrize(
+    ("argv", "built"),
+    [
+        (["build"], ["toolkit", "arms"]),
+        (["build", "arms"], ["arms"]),
+        (["build", "toolkit", "arms"], ["toolkit", "arms"]),
+    ],
+)
+def test_the_command_line_make_images_runs_builds_what_it_names(monkeypatch, argv, built):
+    """`make images` runs `tools/images.py build` with no image named: both are built (Python 3.11's
+    argparse once refused the empty list against `choices`)."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(images, "build", lambda which, engine: calls.append(list(which)) or {})
+    monkeypatch.setattr(images.Engine, "from_env", classmethod(lambda cls, env=None: None))
+    assert images.main(argv) == 0
+    assert calls == [built]
+
+
+def test_an_unknown_image_name_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        images.main(["build", "toolkit", "gpu"])
+    assert exit_info.value.code == 2
+    assert "unknown image(s) ['gpu']; choose from ['toolkit', 'arms']" in capsys.readouterr().err
