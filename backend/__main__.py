@@ -33,7 +33,9 @@ async def serve(cfg: ServerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     if _early_stop:
         stop.set()
-    runner = web.AppRunner(server.app, access_log=None, handle_signals=False, keepalive_timeout=cfg.keep_alive_s)
+    runner = web.AppRunner(
+        server.app, access_log=None, handle_signals=False, keepalive_timeout=cfg.keep_alive_s
+    )
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
     await site.start()  # bind first: a taken port fails before any rank is spawned

@@ -79,8 +79,7 @@ def parse_chat_completion(body: Any, max_new_tokens_default: int) -> GenerationI
     include_usage = _bool(stream_options.get("include_usage", False), "stream_options.include_usage")
     seed = _optional_int(body.get("seed"), "seed")
     return _input(
-        model,
-        "".join(prompt_parts), items, max_tokens, max_new_tokens_default, stream, include_usage, seed
+        model, "".join(prompt_parts), items, max_tokens, max_new_tokens_default, stream, include_usage, seed
     )
 
 
@@ -116,7 +115,9 @@ def parse_generate(body: Any, max_new_tokens_default: int) -> GenerationInput:
         raise RequestError("'sampling_params' must be an object", param="sampling_params")
     stream = _bool(body.get("stream", False), "stream")
     seed = _optional_int(sampling.get("sampling_seed", sampling.get("seed")), "sampling_params.sampling_seed")
-    return _input("", text, items, sampling.get("max_new_tokens"), max_new_tokens_default, stream, False, seed)
+    return _input(
+        "", text, items, sampling.get("max_new_tokens"), max_new_tokens_default, stream, False, seed
+    )
 
 
 def _input(

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from backend.faults import FaultSettings, FaultSettingsError
 from mminputs import DEFAULT_MODE, MMMode
 
-
 # sglang 0.5.23 reads the HTTP keep-alive of idle client connections from this variable (default 5 s).
 # A proxy that keeps idle connections to the server longer than this races the server's close: a request
 # sent on a connection the server is closing fails before any byte of a response (docs/helm.md).

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gates import judge as J
-from gates import stats
-from gates.config import ARMS, GateConfig, GateConfigError, GateSpec, render
+from gates.kinds import KINDS
+from gates.kinds.base import Context
 from gates.loadtest_samples import LoadtestSamples, read_loadtest_samples
-from gates.memory_trend import memory_trends
-from gates.provider import (
-    MetricsProvider,
-    ProviderError,
-    RangeSeries,
-    Sample,
-    UnreachableError,
-    histogram_buckets,
-    per_series_range,
-    single_value,
-)
+from gates.provider import MetricsProvider, RangeSeries, Sample, UnreachableError
 from gates.record import Evaluation, GateResult, Verdict, overall
+from gates.spec import ARMS, GateConfig, GateConfigError, GateSpec
 from infra.prometheus_api import PrometheusAPI
 
 
@@ -49,236 +39,6 @@ class _StopAfterUnreachable:
 
     def range(self, promql: str, start: float, end: float, step_s: float) -> list[RangeSeries]:
         return self._call(lambda: self.inner.range(promql, start, end, step_s))
-
-
-@dataclass(frozen=True)
-class _Context:
-    provider: MetricsProvider
-    start: float
-    end: float
-    weights: Mapping[str, float]
-    offered_rps: float | None
-    variables: Mapping[str, Any]
-    samples: LoadtestSamples | None
-
-    @property
-    def window_s(self) -> float:
-        return self.end - self.start
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    judgement: J.Judgement
-    queries: dict[str, dict[str, str]]
-    errors: dict[str, str]
-    source: str = "prometheus"
-
-
-def _per_arm(
-    gate: GateSpec,
-    ctx: _Context,
-    role: str,
-    fetch: Callable[[str], Any],
-    queries: dict[str, dict[str, str]],
-    errors: dict[str, str],
-    window_s: float | None = None,
-) -> dict[str, Any]:
-    """Render `role` for both arms, fetch each; a fetch error is recorded by arm and leaves None."""
-    out: dict[str, Any] = {}
-    for arm in ARMS:
-        promql = render(gate.queries[role], ctx.variables, arm=arm, window_s=window_s or ctx.window_s)
-        queries.setdefault(arm, {})[role] = promql
-        try:
-            out[arm] = fetch(promql)
-        except ProviderError as exc:
-            errors[arm] = f"{exc.kind}: {exc}"
-            out[arm] = None
-    return out
-
-
-def _errors_block(errors: Mapping[str, str], needed: Sequence[str]) -> J.Judgement | None:
-    """Inconclusive when an arm the gate needs could not be fetched (missing data never passes)."""
-    bad = [a for a in needed if a in errors]
-    if not bad:
-        return None
-    return J.Judgement(J.INCONCLUSIVE, "; ".join(f"{a}: {errors[a]}" for a in bad))
-
-
-def _threshold(gate: GateSpec, ctx: _Context) -> _Outcome:
-    queries: dict[str, dict[str, str]] = {}
-    errors: dict[str, str] = {}
-    p = ctx.provider
-    values = _per_arm(gate, ctx, "value", lambda q: single_value(p, q, ctx.end), queries, errors)
-    samples = None
-    if "samples" in gate.queries:
-        samples = _per_arm(gate, ctx, "samples", lambda q: single_value(p, q, ctx.end), queries, errors)
-    blocked = _errors_block(errors, gate.arms)
-    j = blocked or J.judge_threshold(
-        values,
-        arms=gate.arms,
-        max_value=gate.params.get("max"),
-        min_value=gate.params.get("min"),
-        samples=samples,
-        min_samples=int(gate.params["min_samples"]),
-        unit=str(gate.params.get("unit", "")),
-    )
-    if blocked:
-        bounds = {k: gate.params[k] for k in ("max", "min") if k in gate.params}
-        j = J.Judgement(j.verdict, j.reason, values, bounds)
-    return _Outcome(j, queries, errors)
-
-
-def _latency(gate: GateSpec, ctx: _Context) -> _Outcome:
-    q = float(gate.params["quantile"])
-    source = gate.params["source"]
-    if source == "auto":
-        source = "loadtest" if ctx.samples is not None else "prometheus"
-    compare = all(ctx.weights.get(a, 0.0) > 0 for a in ARMS)
-    max_ratio = gate.params.get("max_ratio")
-    needed = list(dict.fromkeys(list(gate.arms) + (list(ARMS) if compare and max_ratio is not None else [])))
-    queries: dict[str, dict[str, str]] = {}
-    errors: dict[str, str] = {}
-    estimates: dict[str, stats.QuantileEstimate] = {}
-    exceedance: dict[str, tuple[float, float]] = {}
-    shift: stats.ShiftTest | None = None
-    if source == "loadtest":
-        field = str(gate.params["loadtest_field"])
-        if ctx.samples is None:
-            j = J.Judgement(J.INCONCLUSIVE, "source is 'loadtest' but no load-test samples were given")
-            return _Outcome(j, queries, errors, source)
-        for arm in ARMS:
-            queries[arm] = {
-                "samples": f"{ctx.samples.source}: {field} of ok requests, arm={arm}, "
-                f"completed in [{ctx.start:.0f}, {ctx.end:.0f}]"
-            }
-            estimates[arm] = stats.harrell_davis_quantile(
-                ctx.samples.arm_values(field, arm) / 1000.0, q, gate.confidence
-            )
-        shift = stats.quantile_shift(
-            ctx.samples.arm_values(field, "canary"),
-            ctx.samples.arm_values(field, "baseline"),
-            q,
-            gate.confidence,
-        )
-    else:
-        p = ctx.provider
-        buckets = _per_arm(
-            gate, ctx, "buckets", lambda promql: histogram_buckets(p, promql, ctx.end), queries, errors
-        )
-        max_seconds = gate.params.get("max_seconds")
-        for arm, b in buckets.items():
-            if b is not None:
-                estimates[arm] = stats.histogram_quantile(b[0], b[1], q, gate.confidence)
-                if max_seconds is not None:
-                    exceedance[arm] = stats.fraction_above(b[0], b[1], float(max_seconds))
-    blocked = _errors_block(errors, needed)
-    if blocked:
-        return _Outcome(blocked, queries, errors, source)
-    j = J.judge_latency_quantile(
-        estimates,
-        quantile=q,
-        arms=gate.arms,
-        max_seconds=gate.params.get("max_seconds"),
-        max_ratio=max_ratio,
-        min_samples=int(gate.params["min_samples"]),
-        confidence=gate.confidence,
-        compare=compare,
-        exceedance=exceedance or None,
-        shift=shift,
-    )
-    return _Outcome(j, queries, errors, source)
-
-
-def _throughput(gate: GateSpec, ctx: _Context) -> _Outcome:
-    queries: dict[str, dict[str, str]] = {}
-    errors: dict[str, str] = {}
-    p = ctx.provider
-    counts = _per_arm(gate, ctx, "requests", lambda q: single_value(p, q, ctx.end), queries, errors)
-    active = [a for a in ARMS if ctx.weights.get(a, 0.0) > 0]
-    blocked = _errors_block(errors, active)
-    j = blocked or J.judge_throughput(
-        counts,
-        window_s=ctx.window_s,
-        weights=ctx.weights,
-        offered_rps=ctx.offered_rps,
-        min_offered_fraction=float(gate.params["min_offered_fraction"]),
-        max_share_drop=float(gate.params["max_share_drop"]),
-        min_samples=int(gate.params["min_samples"]),
-        confidence=gate.confidence,
-    )
-    return _Outcome(j, queries, errors)
-
-
-def _error_rate(gate: GateSpec, ctx: _Context) -> _Outcome:
-    queries: dict[str, dict[str, str]] = {}
-    errors: dict[str, str] = {}
-    p = ctx.provider
-    errs = _per_arm(gate, ctx, "errors", lambda q: single_value(p, q, ctx.end), queries, errors)
-    reqs = _per_arm(gate, ctx, "requests", lambda q: single_value(p, q, ctx.end), queries, errors)
-    blocked = _errors_block(errors, gate.arms)
-    j = blocked or J.judge_error_rate(
-        errs,
-        reqs,
-        arms=gate.arms,
-        max_rate=float(gate.params["max"]),
-        min_samples=int(gate.params["min_samples"]),
-        confidence=gate.confidence,
-    )
-    return _Outcome(j, queries, errors)
-
-
-def _memory_leak(gate: GateSpec, ctx: _Context) -> _Outcome:
-    queries: dict[str, dict[str, str]] = {}
-    errors: dict[str, str] = {}
-    begin = ctx.start + float(gate.params["warmup_seconds"])
-    # A short bake window is sampled more finely (down to 1 s) so it still yields min_points; its wider
-    # slope interval then says how little a short window can tell.
-    step = max(
-        min(float(gate.params["step_seconds"]), (ctx.end - begin) / int(gate.params["min_points"])), 1.0
-    )
-    floor = float(gate.params["floor_bytes_per_minute"]) / 60.0
-    if ctx.end - begin < step * 3:
-        j = J.Judgement(
-            J.INCONCLUSIVE,
-            f"window of {ctx.window_s:.0f}s leaves too little after {gate.params['warmup_seconds']}s warm-up",
-        )
-        return _Outcome(j, queries, errors)
-    p = ctx.provider
-    series = _per_arm(
-        gate, ctx, "memory", lambda q: per_series_range(p, q, begin, ctx.end, step), queries, errors
-    )
-    for arm in ARMS:
-        queries[arm]["memory"] += f"  [range {begin:.0f}..{ctx.end:.0f} step {step:g}s, one series per pod]"
-    blocked = _errors_block(errors, ARMS)
-    if blocked:
-        return _Outcome(blocked, queries, errors)
-    min_points = int(gate.params["min_points"])
-    min_cycles = int(gate.params["min_cycles"])
-    estimate = memory_trends(
-        [(s.times, s.values) for s in series["canary"]],
-        [(s.times, s.values) for s in series["baseline"]],
-        gate.confidence,
-        min_points,
-        use_floors=min_cycles > 0,  # 0: windows shorter than a collection cycle judge every sample
-    )
-    j = J.judge_memory_leak(
-        estimate,
-        floor_bytes_per_s=floor,
-        min_points=min_points,
-        min_cycles=min_cycles,
-        confidence=gate.confidence,
-        origin=ctx.start,
-    )
-    return _Outcome(j, queries, errors)
-
-
-KIND_EVALUATORS: dict[str, Callable[[GateSpec, _Context], _Outcome]] = {
-    "threshold": _threshold,
-    "latency_quantile": _latency,
-    "throughput": _throughput,
-    "error_rate": _error_rate,
-    "memory_leak": _memory_leak,
-}
 
 
 def _apply_hysteresis(gate: GateSpec, judgement: J.Judgement, streak_before: int) -> tuple[Verdict, str, int]:
@@ -334,7 +94,7 @@ def evaluate(
             )
         ) or ("e2e_ms",)
         samples = read_loadtest_samples(samples, start, end, fields)
-    ctx = _Context(
+    ctx = Context(
         provider=_StopAfterUnreachable(provider or PrometheusAPI(prometheus_url, timeout_s)),
         start=float(start),
         end=float(end),
@@ -345,7 +105,7 @@ def evaluate(
     )
     results: list[GateResult] = []
     for gate in config.gates:
-        outcome = KIND_EVALUATORS[gate.kind](gate, ctx)
+        outcome = KINDS[gate.kind].evaluate(gate, ctx)
         verdict, reason, streak = _apply_hysteresis(
             gate, outcome.judgement, (streaks or {}).get(gate.name, 0)
         )
@@ -385,4 +145,4 @@ def evaluate(
     )
 
 
-__all__ = ["KIND_EVALUATORS", "evaluate"]
+__all__ = ["evaluate"]

@@ -26,12 +26,12 @@ Flagger's `<target>-primary` / `<target>` workloads. The scrape config must writ
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from gates.config import ARMS, GateConfig, GateConfigError, GateSpec, render, template_variables
+from gates.kinds import KINDS
+from gates.kinds.base import Check, Dialect, k8s_name
+from gates.spec import ARMS, GateConfig, GateConfigError, GateSpec, template_variables
 
 EXPORT_FORMATS = ("argo", "flagger", "flagger-analysis")
 ARM_VARIABLES = ("arm", "pod_regex")  # filled by the controller's arm selection, never by the user
@@ -45,108 +45,9 @@ FLAGGER_SERVICES = {
 ARGO_CONSECUTIVE_ERROR_LIMIT = 4
 
 
-@dataclass(frozen=True)
-class Check:
-    """One number compared with one bound; the query returns no value when the gate would lack samples."""
-
-    gate: str
-    suffix: str
-    query: str
-    op: str  # "<=" (bound is a maximum) or ">=" (a minimum)
-    bound: float
-
-    @property
-    def name(self) -> str:
-        return k8s_name(f"{self.gate}-{self.suffix}")
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """How one controller's templates spell the gate file's placeholders."""
-
-    arm: Mapping[str, str]  # arm -> the text that replaces ${arm}
-    variables: Mapping[str, Any]  # variable -> placeholder text, or {arm: text} for a per-arm variable
-    window: str  # the PromQL range of ${window}
-
-
-def k8s_name(text: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-
-
-def _guarded(expr: str, *conditions: str) -> str:
-    """`expr` only while every condition holds (else an empty result: no value, never a pass)."""
-    return " and on() ".join([f"({expr})", *(f"({c})" for c in conditions)])
-
-
 def gate_checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
-    """The checks one gate exports; empty when the gate cannot be expressed as fixed bounds."""
-
-    def q(role: str, arm: str) -> str:
-        template = gate.queries[role].replace("${arm}", dialect.arm[arm])
-        return render(template, dialect.variables, arm=arm, window=dialect.window)
-
-    p = gate.params
-    out: list[Check] = []
-    if gate.kind == "threshold":
-        for arm in gate.arms:
-            guard = [f"{q('samples', arm)} >= {int(p['min_samples'])}"] if "samples" in gate.queries else []
-            for key, op in (("max", "<="), ("min", ">=")):
-                if key in p:
-                    out.append(
-                        Check(gate.name, f"{arm}-{key}", _guarded(q("value", arm), *guard), op, float(p[key]))
-                    )
-    elif gate.kind == "error_rate":
-        for arm in gate.arms:
-            requests = q("requests", arm)
-            ratio = f"({q('errors', arm)}) / ({requests})"
-            enough_requests = f"{requests} >= {int(p['min_samples'])}"
-            out.append(Check(gate.name, arm, _guarded(ratio, enough_requests), "<=", float(p["max"])))
-    elif gate.kind == "latency_quantile" and p.get("source") != "loadtest" and "buckets" in gate.queries:
-        quantile = f"{float(p['quantile']):g}"
-        # The +Inf bucket (the largest cumulative bucket) is the number of requests in the window.
-        enough = {a: f"max({q('buckets', a)}) >= {int(p['min_samples'])}" for a in ARMS}
-        if "max_seconds" in p:
-            for arm in gate.arms:
-                value = f"histogram_quantile({quantile}, {q('buckets', arm)})"
-                out.append(Check(gate.name, arm, _guarded(value, enough[arm]), "<=", float(p["max_seconds"])))
-        if "max_ratio" in p:
-            ratio = (
-                f"histogram_quantile({quantile}, {q('buckets', 'canary')}) / "
-                f"histogram_quantile({quantile}, {q('buckets', 'baseline')})"
-            )
-            out.append(
-                Check(
-                    gate.name,
-                    "ratio",
-                    _guarded(ratio, enough["canary"], enough["baseline"]),
-                    "<=",
-                    float(p["max_ratio"]),
-                )
-            )
-    elif gate.kind == "memory_leak":
-        # Per pod: the lower envelope (minimum over the last envelope_seconds, at least one collection
-        # cycle) and its deriv over the window, averaged over the arm's pods. No interval, no setting
-        # aside of a one-time rise (docs/gates.md says what that costs).
-        step = f"{int(p['step_seconds'])}s"
-        envelope = f"{int(p['envelope_seconds'])}s"
-        slope = {
-            a: f"avg(deriv(min_over_time(({q('memory', a)})[{envelope}:{step}])[{dialect.window}:{step}]))"
-            for a in ARMS
-        }
-        points = [
-            f"min(count_over_time(({q('memory', a)})[{dialect.window}:{step}])) >= {int(p['min_points'])}"
-            for a in ARMS
-        ]
-        out.append(
-            Check(
-                gate.name,
-                "slope-vs-baseline",
-                _guarded(f"{slope['canary']} - {slope['baseline']}", *points),
-                "<=",
-                float(p["floor_bytes_per_minute"]) / 60,
-            )
-        )
-    return out
+    """The checks one gate exports (its kind's `checks`); empty when no fixed bound can express it."""
+    return KINDS[gate.kind].checks(gate, dialect)
 
 
 def not_exported(config: GateConfig) -> list[str]:

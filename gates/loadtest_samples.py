@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gates.config import ARMS
+from gates.spec import ARMS
 
 SKIPPED_STAGES = ("warmup", "cooldown")
 

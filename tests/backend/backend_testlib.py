@@ -54,7 +54,12 @@ def running_server(
            "--enable-metrics", *args]  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+            cmd,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     server = Server(f"http://127.0.0.1:{port}", proc, log_path)
     try:

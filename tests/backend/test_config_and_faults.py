@@ -75,4 +75,7 @@ def test_keep_alive_comes_from_sglangs_variable(monkeypatch, capsys):
         monkeypatch.setenv("SGLANG_TIMEOUT_KEEP_ALIVE", bad)
         with pytest.raises(SystemExit):
             parse_config(BASE)
-        assert f"SGLANG_TIMEOUT_KEEP_ALIVE must be a number of seconds > 0, got {bad!r}" in capsys.readouterr().err
+        assert (
+            f"SGLANG_TIMEOUT_KEEP_ALIVE must be a number of seconds > 0, got {bad!r}"
+            in capsys.readouterr().err
+        )

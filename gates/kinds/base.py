@@ -1,0 +1,191 @@
+"""What every gate kind is made of, and the pieces kinds share.
+
+A kind (`GateKind`) is one file under `gates/kinds/`: the schema of its parameters and query roles, their
+defaults, `evaluate` (render its queries per arm, fetch, judge: an `Outcome`), and `checks`, its export
+to controllers that compare one number with a fixed bound (Argo Rollouts, Flagger). `gates.kinds.KINDS`
+maps kind names to them; the loader, the evaluator and the exports look kinds up there and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gates import judge as J
+from gates.loadtest_samples import LoadtestSamples
+from gates.provider import MetricsProvider, ProviderError
+from gates.spec import ARMS, GateSpec, render
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Context:
+    """One evaluation's inputs, the same for every gate: both arms over one window."""
+
+    provider: MetricsProvider
+    start: float
+    end: float
+    weights: Mapping[str, float]
+    offered_rps: float | None
+    variables: Mapping[str, Any]
+    samples: LoadtestSamples | None
+
+    @property
+    def window_s(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A kind's evaluation of one gate: the judgement, the queries it ran (arm -> role -> PromQL), the
+    fetch errors by arm, and where its numbers came from."""
+
+    judgement: J.Judgement
+    queries: dict[str, dict[str, str]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    source: str = "prometheus"
+
+
+def per_arm(
+    gate: GateSpec,
+    ctx: Context,
+    role: str,
+    fetch: Callable[[str], Any],
+    queries: dict[str, dict[str, str]],
+    errors: dict[str, str],
+    window_s: float | None = None,
+) -> dict[str, Any]:
+    """Render `role` for both arms, fetch each; a fetch error is recorded by arm and leaves None."""
+    out: dict[str, Any] = {}
+    for arm in ARMS:
+        promql = render(gate.queries[role], ctx.variables, arm=arm, window_s=window_s or ctx.window_s)
+        queries.setdefault(arm, {})[role] = promql
+        try:
+            out[arm] = fetch(promql)
+        except ProviderError as exc:
+            errors[arm] = f"{exc.kind}: {exc}"
+            out[arm] = None
+    return out
+
+
+def errors_block(errors: Mapping[str, str], needed: Sequence[str]) -> J.Judgement | None:
+    """Inconclusive when an arm the gate needs could not be fetched (missing data never passes)."""
+    bad = [a for a in needed if a in errors]
+    if not bad:
+        return None
+    return J.Judgement(J.INCONCLUSIVE, "; ".join(f"{a}: {errors[a]}" for a in bad))
+
+
+# -- export ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Check:
+    """One number compared with one bound; the query returns no value when the gate would lack samples."""
+
+    gate: str
+    suffix: str
+    query: str
+    op: str  # "<=" (bound is a maximum) or ">=" (a minimum)
+    bound: float
+
+    @property
+    def name(self) -> str:
+        return k8s_name(f"{self.gate}-{self.suffix}")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one controller's templates spell the gate file's placeholders."""
+
+    arm: Mapping[str, str]  # arm -> the text that replaces ${arm}
+    variables: Mapping[str, Any]  # variable -> placeholder text, or {arm: text} for a per-arm variable
+    window: str  # the PromQL range of ${window}
+
+    def query(self, gate: GateSpec, role: str, arm: str) -> str:
+        """The gate's `role` query for `arm`, in this controller's placeholders."""
+        template = gate.queries[role].replace("${arm}", self.arm[arm])
+        return render(template, self.variables, arm=arm, window=self.window)
+
+
+def k8s_name(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
+def guarded(expr: str, *conditions: str) -> str:
+    """`expr` only while every condition holds (else an empty result: no value, never a pass)."""
+    return " and on() ".join([f"({expr})", *(f"({c})" for c in conditions)])
+
+
+def no_checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
+    """For a kind no fixed-bound check can express."""
+    return []
+
+
+# -- schema ----------------------------------------------------------------------------------------
+QUERY = {
+    "oneOf": [
+        {"type": "string", "minLength": 1},
+        {
+            "type": "object",
+            "properties": {p: {"type": "string", "minLength": 1} for p in ("local", "kubernetes")},
+            "additionalProperties": False,
+            "minProperties": 1,
+        },
+    ]
+}
+ARMS_SCHEMA = {"type": "array", "items": {"enum": list(ARMS)}, "minItems": 1, "uniqueItems": True}
+NUMBER = {"type": "number"}
+POSITIVE = {"type": "number", "exclusiveMinimum": 0}
+COUNT = {"type": "integer", "minimum": 1}
+COMMON = {
+    "name": {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"},
+    "kind": {"type": "string"},
+    "description": {"type": "string"},
+    "consecutive_failures": {"type": "integer", "minimum": 1},
+    "confidence": {"type": "number", "exclusiveMinimum": 0.5, "exclusiveMaximum": 1},
+    "dry_run": {"type": "boolean"},
+}
+
+
+def kind_schema(
+    roles_required: Sequence[str],
+    roles_optional: Sequence[str],
+    props: Mapping[str, Any],
+    required: Sequence[str] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    """A gate entry of one kind: the common keys, the kind's parameters and its query roles."""
+    roles = [*roles_required, *roles_optional]
+    return {
+        "type": "object",
+        "properties": {
+            **COMMON,
+            **props,
+            "queries": {
+                "type": "object",
+                "properties": {r: QUERY for r in roles},
+                "required": list(roles_required),
+                "additionalProperties": False,
+            },
+        },
+        "required": ["name", "kind", "queries", *required],
+        "additionalProperties": False,
+        **extra,
+    }
+
+
+# -- the kind --------------------------------------------------------------------------------------
+def no_rules(raw: Mapping[str, Any]) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class GateKind:
+    name: str
+    schema: Mapping[str, Any]  # JSON schema of one gate entry of this kind
+    defaults: Mapping[str, Any]  # parameter defaults, applied after validation
+    evaluate: Callable[[GateSpec, Context], Outcome]
+    checks: Callable[[GateSpec, Dialect], list[Check]] = no_checks
+    # a rule the schema cannot say: the message (its key first, e.g. "queries.buckets: ...") or None
+    rules: Callable[[Mapping[str, Any]], str | None] = no_rules

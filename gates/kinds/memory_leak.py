@@ -1,0 +1,113 @@
+"""`memory_leak`: the per-pod growth of resident / working-set memory over the window (the trend of the
+collection floors under a garbage-collector sawtooth), canary versus baseline, with an interval."""
+
+from __future__ import annotations
+
+from gates import judge as J
+from gates.kinds.base import (
+    POSITIVE,
+    Check,
+    Context,
+    Dialect,
+    GateKind,
+    Outcome,
+    errors_block,
+    guarded,
+    kind_schema,
+    per_arm,
+)
+from gates.memory_trend import memory_trends
+from gates.provider import per_series_range
+from gates.spec import ARMS, GateSpec
+
+
+def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
+    queries: dict[str, dict[str, str]] = {}
+    errors: dict[str, str] = {}
+    begin = ctx.start + float(gate.params["warmup_seconds"])
+    # A short bake window is sampled more finely (down to 1 s) so it still yields min_points; its wider
+    # slope interval then says how little a short window can tell.
+    step = max(
+        min(float(gate.params["step_seconds"]), (ctx.end - begin) / int(gate.params["min_points"])), 1.0
+    )
+    floor = float(gate.params["floor_bytes_per_minute"]) / 60.0
+    if ctx.end - begin < step * 3:
+        j = J.Judgement(
+            J.INCONCLUSIVE,
+            f"window of {ctx.window_s:.0f}s leaves too little after {gate.params['warmup_seconds']}s warm-up",
+        )
+        return Outcome(j, queries, errors)
+    p = ctx.provider
+    series = per_arm(
+        gate, ctx, "memory", lambda q: per_series_range(p, q, begin, ctx.end, step), queries, errors
+    )
+    for arm in ARMS:
+        queries[arm]["memory"] += f"  [range {begin:.0f}..{ctx.end:.0f} step {step:g}s, one series per pod]"
+    blocked = errors_block(errors, ARMS)
+    if blocked:
+        return Outcome(blocked, queries, errors)
+    min_points = int(gate.params["min_points"])
+    min_cycles = int(gate.params["min_cycles"])
+    estimate = memory_trends(
+        [(s.times, s.values) for s in series["canary"]],
+        [(s.times, s.values) for s in series["baseline"]],
+        gate.confidence,
+        min_points,
+        use_floors=min_cycles > 0,  # 0: windows shorter than a collection cycle judge every sample
+    )
+    j = J.judge_memory_leak(
+        estimate,
+        floor_bytes_per_s=floor,
+        min_points=min_points,
+        min_cycles=min_cycles,
+        confidence=gate.confidence,
+        origin=ctx.start,
+    )
+    return Outcome(j, queries, errors)
+
+
+def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
+    """Per pod: the lower envelope (minimum over the last envelope_seconds, at least one collection cycle)
+    and its deriv over the window, averaged over the arm's pods. No interval, no setting aside of a
+    one-time rise (docs/gates.md says what that costs)."""
+    p = gate.params
+    step = f"{int(p['step_seconds'])}s"
+    envelope = f"{int(p['envelope_seconds'])}s"
+    memory = {a: dialect.query(gate, "memory", a) for a in ARMS}
+    slope = {
+        a: f"avg(deriv(min_over_time(({memory[a]})[{envelope}:{step}])[{dialect.window}:{step}]))"
+        for a in ARMS
+    }
+    points = [
+        f"min(count_over_time(({memory[a]})[{dialect.window}:{step}])) >= {int(p['min_points'])}"
+        for a in ARMS
+    ]
+    difference = guarded(f"{slope['canary']} - {slope['baseline']}", *points)
+    return [Check(gate.name, "slope-vs-baseline", difference, "<=", float(p["floor_bytes_per_minute"]) / 60)]
+
+
+KIND = GateKind(
+    name="memory_leak",
+    schema=kind_schema(
+        ["memory"],
+        [],
+        {
+            "floor_bytes_per_minute": {"type": "number", "minimum": 0},
+            "warmup_seconds": {"type": "number", "minimum": 0},
+            "step_seconds": POSITIVE,
+            "min_points": {"type": "integer", "minimum": 3},
+            "min_cycles": {"type": "integer", "minimum": 0},
+            "envelope_seconds": POSITIVE,
+        },
+    ),
+    defaults={
+        "floor_bytes_per_minute": 1048576.0,
+        "warmup_seconds": 60.0,
+        "step_seconds": 10.0,
+        "min_points": 20,
+        "min_cycles": 2,
+        "envelope_seconds": 300.0,
+    },
+    evaluate=evaluate,
+    checks=checks,
+)
