@@ -30,9 +30,10 @@ from gates.record import Evaluation, Verdict
 from gates.report import gate_table, to_junit
 from rollout.plan import get_profile
 from rollout.report import Panel, RunOutline, collect_timeline, loadtest_table, plot_timeline, report_html
-from rollout.routers.base import TrafficRouter, Weights
+from rollout.routers.base import RouterUnavailable, TrafficRouter, WeightCheck, Weights
 from rollout.run import new_run_id
 from rollout.sites.base import Site
+from rollout.traffic import BASELINE_ONLY, move_traffic
 
 SCHEMA = "ci-gate-decision/v1"
 NO_VERDICT = 2  # the stack did not start or the evaluation could not run: missing data never passes
@@ -252,8 +253,8 @@ def restore_baseline(router: TrafficRouter, say: Say) -> str | None:
     error = None
     for attempt in range(1, RESTORE_ATTEMPTS + 1):
         try:
-            router.set_weights(100, 0)
-            say("route restored: 100% baseline")
+            check = move_traffic(router, BASELINE_ONLY, "restoring the route")
+            say(f"route restored: 100% baseline ({check.as_text()})")
             return None
         except Exception as exc:  # the API server may blip; a restore is worth a retry
             error = f"{type(exc).__name__}: {exc}"
@@ -328,7 +329,11 @@ def _gate_once(site: Site, options: GateOnceOptions, say: Say) -> CiGateOutcome:
     )
     reason = evaluation.reason
     try:
-        site.router.set_weights(weights.baseline, weights.canary)
+        # The measurement starts only once the split is in effect (a gateway applies a patch a moment later).
+        check = move_traffic(site.router, weights, "the gate's split")
+        say(f"split {weights.baseline}/{weights.canary}: {check.as_text()}")
+        if check.check is WeightCheck.DIFFERS:
+            raise RouterUnavailable(f"split {weights.as_dict()} not in effect after 10 s: {check.reason}")
         site.wait_for_data()
         start = time.time() + options.warmup_s
         end = start + options.duration_s

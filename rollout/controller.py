@@ -21,8 +21,8 @@ from rollout.notify import Notifier, announce, took_over
 from rollout.plan import Phase, Profile
 from rollout.routers.base import RouterUnavailable, TrafficRouter, Verification, WeightCheck, Weights
 from rollout.state import EvaluationEntry, Holder, RolloutState, StateConflict, StateStore
+from rollout.traffic import BASELINE_ONLY, move_traffic
 
-BASELINE_ONLY = Weights(baseline=100, canary=0)
 Progress = Callable[[RolloutState, str], None]
 
 
@@ -183,31 +183,6 @@ def promote_locked(
     )
 
 
-def move_traffic(router: TrafficRouter, want: Weights, what: str) -> Verification:
-    """Set a decision's weights and verify them; raises RouterUnavailable when the router still holds
-    others (a controller that has not reported yet is given `wait_in_effect`'s moment)."""
-    router.set_weights(want.baseline, want.canary)
-    check = wait_in_effect(router, want)
-    if check.check is WeightCheck.DIFFERS and router.get_weights() != want:
-        raise RouterUnavailable(
-            f"router {router.name} still differs from {want.baseline}/{want.canary} after {what}: {check.reason}"
-        )
-    return check
-
-
-def wait_in_effect(
-    router: TrafficRouter, want: Weights, *, timeout_s: float = 10.0, poll_s: float = 0.2
-) -> Verification:
-    """Verify `want`, giving a gateway controller a moment to apply a change it has not reported yet.
-    A rollback must not fail only because the status lags; what the controller said is recorded."""
-    deadline = time.monotonic() + timeout_s
-    check = router.verify_weights(want)
-    while check.check is WeightCheck.DIFFERS and time.monotonic() < deadline:
-        time.sleep(poll_s)
-        check = router.verify_weights(want)
-    return check
-
-
 def _hook_context(state: RolloutState, **extra: Any) -> dict[str, Any]:
     return {
         "run_id": state.run_id,
@@ -232,6 +207,7 @@ class RolloutController:
         holder: Holder | None = None,
         notifier: Notifier | None = None,
         announced: RolloutState | None = None,
+        in_effect_timeout_s: float = 10.0,
     ) -> None:
         self.store = store
         self.router = router
@@ -245,6 +221,8 @@ class RolloutController:
         # The state up to which what happened has been announced (None: the one the first call reads); a
         # resumed run passes the state it found, so the takeover it recorded is announced.
         self._announced = announced
+        # How long a weight change may take to be reported in effect before the evaluation holds instead.
+        self.in_effect_timeout_s = in_effect_timeout_s
 
     def load(self) -> RolloutState:
         state = self.store.load()
@@ -286,7 +264,12 @@ class RolloutController:
         if current is None or not current.phase.terminal:
             return
         final = Weights.for_canary(100) if current.phase is Phase.PROMOTED else BASELINE_ONLY
-        self.router.set_weights(final.baseline, final.canary)
+        move_traffic(
+            self.router,
+            final,
+            f"restoring the {current.phase.value} decision",
+            timeout_s=self.in_effect_timeout_s,
+        )
 
     def release(self) -> RolloutState | None:
         """Give the lease back (the run is over): `status` then shows nobody steering."""
@@ -401,14 +384,18 @@ class RolloutController:
         check = self.router.verify_weights(want)
         if self._needs_setting(check, want):
             # Configured otherwise (a restart found another value) or unknown (the router restarted): set.
-            self.router.set_weights(want.baseline, want.canary)
+            before = check
+            check = move_traffic(
+                self.router, want, f"step {state.step_index + 1}", timeout_s=self.in_effect_timeout_s
+            )
             state = replace(state, router=self.router.describe()).with_event(
                 now,
                 "weights",
                 step=state.step_index,
                 weights=want.as_dict(),
-                after_check=check.check.value,
-                reason=check.reason,
+                after_check=before.check.value,
+                reason=before.reason,
+                verified=check.as_text(),
             )
         elif check.check is WeightCheck.DIFFERS:
             # Configured but not in effect yet (or refused): say so; the evaluation holds.

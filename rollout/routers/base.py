@@ -71,8 +71,9 @@ class TrafficRouter(Protocol):
 
     name: str
 
-    def set_weights(self, baseline: int, canary: int) -> None:
-        """Route new requests in these percentages; in-flight requests finish where they started."""
+    def set_weights(self, weights: Weights) -> None:
+        """Route new requests in these percentages; in-flight requests finish where they started. Callers
+        move traffic through `rollout.traffic.move_traffic`, which also waits for the change and verifies it."""
 
     def get_weights(self) -> Weights:
         """The weights the router is configured with now."""

@@ -79,13 +79,13 @@ class HTTPRouteRouter:
             )
         return found
 
-    def set_weights(self, baseline: int, canary: int) -> None:
-        weights = Weights(baseline=baseline, canary=canary)
+    def set_weights(self, weights: Weights) -> None:
         route = self._get()
         refs = self._arm_refs(route)
-        if canary > 0 and not any(arm == "canary" for _, _, arm in refs):
+        if weights.canary > 0 and not any(arm == "canary" for _, _, arm in refs):
             raise RouterUnavailable(
-                f"HTTPRoute {self.namespace}/{self.route} has no backendRef {self.services['canary']!r} to send {canary}% to"
+                f"HTTPRoute {self.namespace}/{self.route} has no backendRef {self.services['canary']!r} to send "
+                f"{weights.canary}% to"
             )
         operations: list[dict[str, Any]] = []
         for r, b, arm in refs:

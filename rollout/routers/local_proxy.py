@@ -135,8 +135,7 @@ class LocalProxyRouter:
             time.sleep(0.1)
         return True
 
-    def set_weights(self, baseline: int, canary: int) -> None:
-        weights = Weights(baseline=baseline, canary=canary)
+    def set_weights(self, weights: Weights) -> None:
         try:
             answer = self._call("PUT", weights.as_dict())
         except RouterUnavailable:

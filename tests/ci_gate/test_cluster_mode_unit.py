@@ -14,7 +14,7 @@ from rollout import ci_gate
 from rollout.__main__ import ci_gate_main
 from rollout.ci_gate import GateOnceOptions, ci_gate_config, gate_once
 from rollout.gating import load_gate_config
-from rollout.routers.base import RouterUnavailable
+from rollout.routers.base import RouterUnavailable, Verification, WeightCheck, Weights
 from rollout.sites.cluster import ClusterSite, ClusterTarget
 
 
@@ -28,10 +28,18 @@ class RecordingRouter:
     def describe(self) -> dict:
         return {"kind": "recording", "route": "r"}
 
-    def set_weights(self, baseline: int, canary: int) -> None:
-        self.calls.append((baseline, canary))
-        if (canary and self.fail_split) or (not canary and self.fail_restore):
-            raise RouterUnavailable(f"HTTPRoute ns/r: weights not set ({baseline}/{canary})")
+    name = "recording"
+
+    def set_weights(self, weights: Weights) -> None:
+        self.calls.append((weights.baseline, weights.canary))
+        if (weights.canary and self.fail_split) or (not weights.canary and self.fail_restore):
+            raise RouterUnavailable(f"HTTPRoute ns/r: weights not set ({weights.baseline}/{weights.canary})")
+
+    def get_weights(self) -> Weights:
+        return Weights(*self.calls[-1]) if self.calls else Weights(100, 0)
+
+    def verify_weights(self, expected: Weights) -> Verification:
+        return Verification(WeightCheck.MATCHES if self.get_weights() == expected else WeightCheck.DIFFERS)
 
 
 def _site(router: RecordingRouter) -> ClusterSite:

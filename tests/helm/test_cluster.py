@@ -493,12 +493,13 @@ def test_helm_upgrade_keeps_the_orchestrators_state(rbac_release):
 # real token of the chart's ServiceAccount: the Role is sufficient for what the code does.
 ORCHESTRATOR_ROUTE_CALLS = """
 import json, sys
+from rollout.routers.base import Weights
 from rollout.routers.httproute import HTTPRouteRouter
 
 ns, full = sys.argv[1], sys.argv[2]
 services = {"baseline": full + "-baseline", "canary": full + "-canary"}
 router = HTTPRouteRouter(namespace=ns, route=full, services=services)
-router.set_weights(50, 50)
+router.set_weights(Weights(50, 50))
 weights = router.get_weights()
 print(json.dumps([weights.baseline, weights.canary]))
 """

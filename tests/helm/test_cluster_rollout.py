@@ -293,7 +293,7 @@ from rollout.routers.httproute import HTTPRouteRouter
 ns, full, action = sys.argv[1], sys.argv[2], sys.argv[3]
 router = HTTPRouteRouter(namespace=ns, route=full, services={"baseline": full + "-baseline", "canary": full + "-canary"})
 if action != "verify":
-    router.set_weights(*json.loads(action))
+    router.set_weights(Weights(*json.loads(action)))
 checks = {f"{b}/{c}": router.verify_weights(Weights(baseline=b, canary=c)).check.value for b, c in ((70, 30), (60, 40))}
 print(json.dumps(checks))
 """

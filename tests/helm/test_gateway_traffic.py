@@ -128,7 +128,7 @@ def test_traefik_reports_on_the_route_and_splits_exactly_by_its_weights(plane, r
     effect_s: list[float] = []
     for weights in (Weights(90, 10), Weights(50, 50), Weights(0, 100), Weights(100, 0)):
         patched = time.monotonic()
-        router.set_weights(weights.baseline, weights.canary)
+        router.set_weights(weights)
         status_s.append(wait_in_effect(router, weights))
         if weights.canary in (0, 100):  # all-or-nothing: the moment the data plane switched is visible
             only = "canary" if weights.canary else "baseline"
@@ -168,7 +168,7 @@ def test_weight_changes_within_a_second_of_a_fresh_locust_fail_no_request(plane,
             first = plane.first_request_back(load)
             for i in range(CHANGES_PER_CLIENT):
                 weights = cycle[changes % len(cycle)]
-                router.set_weights(weights.baseline, weights.canary)
+                router.set_weights(weights)
                 if i == 0:
                     first_gaps.append(time.time() - first["sent_at"])
                 wait_in_effect(router, weights)
@@ -176,7 +176,7 @@ def test_weight_changes_within_a_second_of_a_fresh_locust_fail_no_request(plane,
                 time.sleep(1.0)
             records += plane.stop_load(load)
     finally:
-        router.set_weights(100, 0)
+        router.set_weights(Weights(100, 0))
     failed = [r for r in records if not r["ok"]]
     print(
         f"{changes} weight changes, first of each within {max(first_gaps):.2f} s of a fresh Locust's first "

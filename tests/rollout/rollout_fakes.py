@@ -26,11 +26,11 @@ class MemoryRouter:
         self.history = []
         self.down = False
 
-    def set_weights(self, baseline, canary):
+    def set_weights(self, weights):
         if self.down:
             raise RouterUnavailable("memory router is down")
-        self.weights = Weights(baseline, canary)
-        self.history.append((baseline, canary))
+        self.weights = weights
+        self.history.append((weights.baseline, weights.canary))
 
     def get_weights(self):
         if self.down:

@@ -244,9 +244,23 @@ class LaggingRouter(MemoryRouter):
         return super().verify_weights(expected)
 
 
+def test_a_weight_change_waits_until_in_effect_before_the_evaluation(tmp_path):
+    """The one door for traffic waits for the gateway's report: an evaluation right after the change judges
+    the new split instead of holding."""
+    gates = ScriptedGates("pass")
+    controller, router, clock = make(tmp_path, gates, router=LaggingRouter(lag=3))
+    state = controller.advance()  # step 1: set, then verified three times until the gateway reports it
+    (change,) = [e for e in state.events if e["kind"] == "weights"]
+    assert change["verified"] == "matches" and router.lag == 0
+    clock.tick(PROFILE.interval_s)
+    controller.advance()
+    assert len(gates.calls) == 1 and gates.calls[0]["weights"] == Weights(90, 10)
+
+
 def test_an_evaluation_holds_while_the_weights_are_not_in_effect_and_says_why(tmp_path):
     gates = ScriptedGates("pass")
-    controller, router, clock = make(tmp_path, gates, router=LaggingRouter(lag=1))
+    controller, router, clock = make(tmp_path, gates, router=LaggingRouter(lag=2))
+    controller.in_effect_timeout_s = 0.0  # the gateway reports later than the change waits for it
     controller.advance()  # step 1 set: 90/10 configured, not yet in effect
     clock.tick(PROFILE.interval_s)
     state = controller.advance()

@@ -78,7 +78,7 @@ def make(obj):
 
 def test_set_weights_patches_both_backend_refs_guarded_by_their_names():
     router, kube = make(route())
-    router.set_weights(90, 10)
+    router.set_weights(Weights(90, 10))
     assert router.get_weights() == Weights(90, 10)
     ops = kube.patches[0]
     assert {"op": "test", "path": "/spec/rules/0/backendRefs/1/name", "value": SERVICES["canary"]} in ops
@@ -118,7 +118,7 @@ def test_a_route_whose_backend_refs_moved_is_not_rewritten():
 
     kube.json_patch_httproute = moved_patch
     with pytest.raises(RouterUnavailable, match="weights not set"):
-        router.set_weights(50, 50)
+        router.set_weights(Weights(50, 50))
     assert sorted(r["weight"] for r in kube.obj["spec"]["rules"][0]["backendRefs"]) == sorted(
         r["weight"] for r in original["spec"]["rules"][0]["backendRefs"]
     )
@@ -129,8 +129,8 @@ def test_missing_canary_backend_ref_refuses_canary_traffic_but_allows_rollback()
     obj["spec"]["rules"][0]["backendRefs"].pop()
     router, _ = make(obj)
     with pytest.raises(RouterUnavailable, match="no backendRef"):
-        router.set_weights(90, 10)
-    router.set_weights(100, 0)
+        router.set_weights(Weights(90, 10))
+    router.set_weights(Weights(100, 0))
     assert router.get_weights() == Weights(100, 0)
 
 
@@ -145,4 +145,4 @@ def test_unreachable_api_is_router_unavailable_with_the_route_named():
     router, kube = make(route())
     kube.down = True
     with pytest.raises(RouterUnavailable, match="ml/demo"):
-        router.set_weights(100, 0)
+        router.set_weights(Weights(100, 0))

@@ -33,7 +33,7 @@ async def _stream(session, url, *, chunks=3, delay_ms=0, echo=None):
 def test_weights_split_exactly_and_header_names_the_serving_arm(local_proxy):
     spec, _ = local_proxy
     router = LocalProxyRouter(admin_url=spec.admin_url)
-    router.set_weights(90, 10)
+    router.set_weights(Weights(90, 10))
     assert router.get_weights() == Weights(90, 10)
     assert router.verify_weights(Weights(90, 10)).check is WeightCheck.MATCHES
     assert router.verify_weights(Weights(50, 50)).check is WeightCheck.DIFFERS
@@ -90,7 +90,7 @@ def test_weight_change_keeps_in_flight_requests_on_their_arm_and_loses_none(loca
 def test_metrics_count_requests_per_arm_and_show_weights(local_proxy):
     spec, _ = local_proxy
     router = LocalProxyRouter(admin_url=spec.admin_url)
-    router.set_weights(50, 50)
+    router.set_weights(Weights(50, 50))
 
     async def run():
         async with aiohttp.ClientSession() as session:
@@ -143,7 +143,7 @@ def test_unreachable_router_is_unknown_to_verify_and_an_error_to_set():
     router = LocalProxyRouter(admin_url="http://127.0.0.1:9", timeout_s=1)
     assert router.verify_weights(Weights(100, 0)).check is WeightCheck.UNKNOWN
     with pytest.raises(RouterUnavailable, match="unreachable"):
-        router.set_weights(100, 0)
+        router.set_weights(Weights(100, 0))
 
 
 def test_proxy_process_runs_in_its_own_session(local_proxy):
@@ -170,7 +170,7 @@ def test_rollback_restarts_a_dead_proxy_on_its_ports_at_the_new_weights(standin_
     os.killpg(ref.pid, signals.SIGKILL)
     try:
         assert router.verify_weights(Weights(50, 50)).check is WeightCheck.UNKNOWN
-        router.set_weights(100, 0)
+        router.set_weights(Weights(100, 0))
         assert router.process != ref and is_alive(router.process)
         assert router.get_weights() == Weights(100, 0)
         request = urllib.request.Request(
