@@ -1,6 +1,6 @@
 """Streams through a real Traefik: how many end early or fail, at steady state and across weight changes.
 
-    python -m bench.gateway [--requests 20000] [--changes 100] [--fix none,buffer] [--keep-alive 5]
+    python -m bench.gateway [--requests 20000] [--changes 100] [--fix none,fastproxy] [--keep-alive 5]
 
 Two embedded backends (the chart's arms) behind Traefik (built by tools/traefik/build.sh), configured by
 its file provider the way its Gateway API provider configures the chart's HTTPRoute: one router, a
@@ -12,18 +12,21 @@ sends streamed chat requests with images.
 - `changes`: `--changes` weight changes under continuous load, every round starting with a fresh Locust
   whose first weight change lands within a second of its first request.
 
-`--fix` lists the data planes to run, one after the other: `none` (Traefik's defaults) and `buffer` (the
-chart's `route.traefik.bufferRequests`: Traefik reads each request body whole before forwarding it). With
-`none`, Traefik cuts streams after their first token (docs/helm.md has the cause). The table counts
-failures by kind and the streams Traefik cut ("use of closed network connection" in its debug log);
-results go to reports/bench-gateway/<time>/. Exit status 1 when a data plane other than `none` failed a
-request.
+`--fix` lists the data planes to run, one after the other: `none` (Traefik's defaults), `fastproxy`
+(Traefik's `--experimental.fastProxy`: the whole request is written before the response is read; what the
+chart's docs tell Traefik users to set) and `buffer` (a request-buffering middleware, which only Traefik's
+file provider can keep off responses). With `none`, Traefik cuts streams after their first token
+(docs/helm.md has the cause). The table counts failures by kind, the streams Traefik cut ("use of closed
+network connection" in its debug log) and the median TTFT against the median end-to-end time (a proxy that
+buffered responses would show them close); results go to reports/bench-gateway/<time>/. Exit status 1 when
+a data plane other than `none` failed a request.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from collections import Counter
@@ -51,10 +54,24 @@ WEIGHT_CYCLE = ((90, 10), (50, 50), (0, 100), (50, 50), (100, 0))
 class Fix:
     """The data plane's settings under test."""
 
-    buffer_requests: bool  # Traefik's buffering middleware (request side only): the body is read whole first
+    static_args: tuple[str, ...] = ()  # Traefik's static configuration
+    # Traefik's buffering middleware on the router, request side only (responses still stream). The file
+    # provider can say "request side only"; Traefik 3.7's Kubernetes CRD Middleware cannot (it has no
+    # disableResponseBuffer), so behind a Gateway it would buffer whole responses: not the chart's fix.
+    buffer_requests: bool = False
 
 
-FIXES = {"none": Fix(False), "buffer": Fix(True)}
+FIXES = {
+    "none": Fix(),
+    "fastproxy": Fix(static_args=("--experimental.fastProxy=true",)),
+    "buffer": Fix(buffer_requests=True),
+}
+# Request bodies up to 4 MiB in memory (images arrive base64-encoded), refused above sglang's 64 MiB.
+REQUEST_BUFFERING = {
+    "memRequestBodyBytes": 4 << 20,
+    "maxRequestBodyBytes": 64 << 20,
+    "disableResponseBuffer": True,
+}
 
 
 def dynamic_config(weights: tuple[int, int], backends: dict[str, str], fix: Fix) -> dict[str, Any]:
@@ -64,7 +81,7 @@ def dynamic_config(weights: tuple[int, int], backends: dict[str, str], fix: Fix)
     }
     router: dict[str, Any] = {"rule": "PathPrefix(`/`)", "entryPoints": ["web"], "service": "split"}
     if fix.buffer_requests:
-        middlewares["request-buffer"] = {"buffering": buffering_settings()}
+        middlewares["request-buffer"] = {"buffering": REQUEST_BUFFERING}
         router["middlewares"] = ["request-buffer"]
     services: dict[str, Any] = {
         "split": {"weighted": {"services": [{"name": arm, "weight": arms[arm]} for arm in backends]}}
@@ -72,13 +89,6 @@ def dynamic_config(weights: tuple[int, int], backends: dict[str, str], fix: Fix)
     for arm, url in backends.items():
         services[arm] = {"loadBalancer": {"servers": [{"url": url}]}, "middlewares": [f"arm-{arm}"]}
     return {"http": {"routers": {"vlm": router}, "middlewares": middlewares, "services": services}}
-
-
-def buffering_settings() -> dict[str, Any]:
-    """The chart's `route.traefik.bufferRequests` Middleware spec (helm/.../templates/httproute.yaml)."""
-    values = yaml.safe_load((ROOT / "helm" / "sglang-vlm-canary" / "values.yaml").read_text())
-    buffering = values["route"]["traefik"]["buffering"]
-    return {**buffering, "disableResponseBuffer": True}
 
 
 class DataPlane:
@@ -118,6 +128,7 @@ class DataPlane:
             "--log.level=DEBUG",  # the proxy's "closed network connection" errors are logged at debug
             "--global.checknewversion=false",
             "--global.sendanonymoususage=false",
+            *self.fix.static_args,
         ]
         self.processes["traefik"] = spawn_detached(args, log_path=self.workdir / "traefik.log")
         self.url = f"http://127.0.0.1:{web}"
@@ -224,7 +235,11 @@ def changes(plane: DataPlane, count: int, rate: float, seed: int, per_round: int
 
 def outcome(scenario: str, records: list[dict[str, Any]], cut: int, *, changes: int) -> dict[str, Any]:
     failed = [r for r in records if not r["ok"] and r["error_kind"] != "cancelled"]
+    ok = [r for r in records if r["ok"]]
     return {
+        # a proxy that buffered whole responses would show TTFT close to the end-to-end time
+        "median_ttft_ms": round(statistics.median(r["ttft_ms"] for r in ok), 1) if ok else None,
+        "median_e2e_ms": round(statistics.median(r["e2e_ms"] for r in ok), 1) if ok else None,
         "scenario": scenario,
         "requests": len(records),
         "failed": len(failed),
@@ -240,14 +255,14 @@ def table(results: list[dict[str, Any]], keep_alive_s: float) -> str:
     lines = [
         f"Streamed chat requests with images through Traefik; server keep-alive {keep_alive_s:g} s",
         "",
-        "| data plane | scenario | requests | weight changes | failed | by kind | cut by Traefik |",
-        "|---|---|---|---|---|---|---|",
+        "| data plane | scenario | requests | weight changes | failed | by kind | cut by Traefik | median TTFT / e2e (ms) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(r["failed_by_kind"].items())) or "-"
         lines.append(
             f"| {r['fix']} | {r['scenario']} | {r['requests']} | {r['weight_changes']} | {r['failed']} | {kinds} | "
-            f"{r['cut_by_traefik']} |"
+            f"{r['cut_by_traefik']} | {r['median_ttft_ms']} / {r['median_e2e_ms']} |"
         )
     return "\n".join(lines)
 
@@ -260,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--fix",
         type=lambda text: text.split(","),
-        default=["none", "buffer"],
+        default=["none", "fastproxy"],
         help=f"data-plane settings to run, one after the other, comma-separated from {sorted(FIXES)}",
     )
     p.add_argument(

@@ -6,11 +6,11 @@ Deployments are scaled to zero and each arm's real backend process (its own loop
 environment the chart gives the server container) is listed in an EndpointSlice of ours for the arm's
 Service (`addressType: FQDN`: the API server refuses loopback IPs in IPv4 slices). That stands in for the
 kubelet and the EndpointSlice controller; everything else is as the chart renders it (Services,
-HTTPRoute, per-backendRef `x-canary-arm` filters, weights, the Traefik request-buffering Middleware that
-`route.traefik.bufferRequests` adds). Traefik runs its Gateway API and Kubernetes CRD providers, as a
-Traefik installation serving this chart does. Prometheus scrapes the backends with the labels the
-chart's PodMonitor gives them (namespace, pod, container, arm) and Traefik's own metrics; the backends'
-process series stand in for cAdvisor and kube-state-metrics, which need a kubelet.
+HTTPRoute, per-backendRef `x-canary-arm` filters, weights). Traefik runs as docs/helm.md tells a Traefik
+installation serving this chart to run: `--experimental.fastProxy` (without it Traefik cuts some streams
+after their first token). Prometheus scrapes the backends with the labels the chart's PodMonitor gives
+them (namespace, pod, container, arm) and Traefik's own metrics; the backends' process series stand in
+for cAdvisor and kube-state-metrics, which need a kubelet.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from rollout.local_stack import ArmSpec, LoadSpec, start_loadtest
 from rollout.processes import ProcessRef, is_alive, spawn_detached, terminate
 
 TRAEFIK = ROOT / ".cache" / "traefik" / "bin" / "traefik"
-TRAEFIK_CRDS = ROOT / ".cache" / "traefik" / "crds" / "traefik.io-crds.yaml"
 CONTROLLER = "traefik.io/gateway-controller"
 GATEWAY = "canary-gateway"
 ADDRESSES = {"baseline": "127.0.0.2", "canary": "127.0.0.3"}
@@ -109,15 +108,6 @@ class DataPlane:
 def _traefik_args(cluster, workdir: Path, ports: dict[str, int]) -> list[str]:
     token = workdir / "token"
     token.write_text(cluster.token)  # no trailing newline: Traefik sends the file's bytes as the token
-    api = [
-        f"--providers.{provider}.{key}={value}"
-        for provider in ("kubernetesgateway", "kubernetescrd")
-        for key, value in (
-            ("endpoint", cluster.server),
-            ("token", token),
-            ("certauthfilepath", cluster.workdir / "pki" / "apiserver.crt"),
-        )
-    ]
     return [
         str(TRAEFIK),
         *(f"--entrypoints.{name}.address=127.0.0.1:{port}" for name, port in ports.items()),
@@ -125,9 +115,13 @@ def _traefik_args(cluster, workdir: Path, ports: dict[str, int]) -> list[str]:
         "--ping.entrypoint=ping",
         "--metrics.prometheus=true",
         "--metrics.prometheus.entrypoint=metrics",
+        # Writes each request whole before reading the response: Go's HTTP/1 proxy otherwise races the
+        # server side's close of the request body and cuts some streams (docs/helm.md).
+        "--experimental.fastProxy=true",
         "--providers.kubernetesgateway=true",
-        "--providers.kubernetescrd=true",  # the route's request-buffering Middleware (ExtensionRef)
-        *api,
+        f"--providers.kubernetesgateway.endpoint={cluster.server}",
+        f"--providers.kubernetesgateway.token={token}",
+        f"--providers.kubernetesgateway.certauthfilepath={cluster.workdir / 'pki' / 'apiserver.crt'}",
         "--providers.kubernetesgateway.statusaddress.ip=127.0.0.1",
         # Apply a route change as soon as it is seen (the default waits 2 s between provider events).
         "--providers.providersthrottleduration=0s",
@@ -243,24 +237,14 @@ def tier_gate_file(directory: Path) -> Path:
 @contextlib.contextmanager
 def data_plane(cluster, helm, namespace: str, workdir: Path) -> Iterator[DataPlane]:
     """The chart's release in `namespace` behind a Traefik Gateway, with one real backend per arm."""
-    for needed in (TRAEFIK, TRAEFIK_CRDS):
-        if not needed.exists():
-            raise FileNotFoundError(f"{needed} is missing: `make test` builds it (tools/traefik/build.sh)")
+    if not TRAEFIK.exists():
+        raise FileNotFoundError(f"{TRAEFIK} is missing: `make test` builds it (tools/traefik/build.sh)")
     workdir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in ("web", "ping", "metrics")}
     processes: dict[str, ProcessRef] = {}
     prometheus: PrometheusServer | None = None
     try:
-        # Traefik's CRDs first: its CRD provider's caches never sync without every one of them.
-        cluster.kubectl("apply", "--server-side", "-f", str(TRAEFIK_CRDS))
-        install_release(
-            cluster,
-            helm,
-            CHART,
-            namespace,
-            f"route.parentRefs[0].name={GATEWAY}",
-            "route.traefik.bufferRequests=true",
-        )
+        install_release(cluster, helm, CHART, namespace, f"route.parentRefs[0].name={GATEWAY}")
         for arm in ADDRESSES:  # kwok's pods serve nothing: the real backends below take their place
             cluster.kubectl("scale", "deployment", f"{FULL}-{arm}", "-n", namespace, "--replicas", "0")
         cluster.kubectl("apply", "-f", "-", input_text=gateway_manifest(namespace, ports["web"]))

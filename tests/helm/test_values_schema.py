@@ -34,8 +34,6 @@ from helm_chart_render import CHART
         ("server.terminationGracePeriodSeconds=5", "at '/server/terminationGracePeriodSeconds': minimum"),
         ("arms.baseline.replicas=-1", "at '/arms/baseline/replicas': minimum: got -1, want 0"),
         ("server.keepAliveSeconds=0", "at '/server/keepAliveSeconds': minimum: got 0, want 1"),
-        ("route.traefik.bufferRequests=yes", "at '/route/traefik/bufferRequests': got string, want boolean"),
-        ("route.traefik.buffering.maxRequestBodyBytes=0", "at '/route/traefik/buffering/maxRequestBodyBytes'"),
     ],
 )
 def test_schema_rejects_bad_values(render_error, bad, message):

@@ -74,7 +74,7 @@ def test_weight_change_keeps_in_flight_requests_on_their_arm_and_loses_none(loca
             await asyncio.sleep(0.3)
             steady = []
             for weights in ((50, 50), (0, 100), (90, 10), (100, 0)):
-                await asyncio.to_thread(router.set_weights, *weights)
+                await asyncio.to_thread(router.set_weights, Weights(*weights))
                 steady += await asyncio.gather(*(_stream(session, spec.url, chunks=2) for _ in range(20)))
             return await asyncio.gather(*slow), steady
 

@@ -4,8 +4,6 @@
 # else had to be resolved and how) and lego's `lego_dnslight` tag (no DNS-01 providers). Idempotent: a
 # stamp named after this script, go.mod, go.sum and ext/ skips everything when nothing changed. Built at
 # the lowest priority; the cold build time is printed and kept in .cache/traefik/build-seconds.
-# Traefik's own CRDs (the `traefik.io` group its Kubernetes CRD provider reads, e.g. the buffering
-# Middleware the chart can attach to its route) are copied from the module into .cache/traefik/crds/.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$(cd "$here/../.." && pwd)/.cache/traefik"
@@ -22,10 +20,6 @@ echo "[traefik build] building traefik $version (first run only; about 10 minute
 pkg=github.com/traefik/traefik/v3/pkg/version
 nice -n 19 go build -tags lego_dnslight -trimpath -ldflags "-s -w -X $pkg.Version=$version -X $pkg.BuildDate=1970-01-01T00:00:00Z" \
     -o "$out/bin/traefik" github.com/traefik/traefik/v3/cmd/traefik
-mkdir -p "$out/crds"
-cp "$(go list -m -f '{{.Dir}}' github.com/traefik/traefik/v3)/docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml" \
-    "$out/crds/traefik.io-crds.yaml"
-chmod u+w "$out/crds/traefik.io-crds.yaml"
 seconds=$(( $(date +%s) - start ))
 echo "$seconds" > "$out/build-seconds"
 touch "$stamp"
