@@ -1,21 +1,23 @@
 """Streams through a real Traefik: how many end early or fail, at steady state and across weight changes.
 
-    python -m bench.gateway [--requests 20000] [--changes 100] [--fix none,fastproxy] [--keep-alive 5]
+    python -m bench.gateway [--requests 20000] [--changes 100] [--fix none,fastproxy] [--keep-alive 5] [--idle 5]
 
 Two embedded backends (the chart's arms) behind Traefik (built by tools/traefik/build.sh), configured by
 its file provider the way its Gateway API provider configures the chart's HTTPRoute: one router, a
 weighted service over the two arms, each arm's `x-canary-arm` header set on its own service. Locust
 sends streamed chat requests with images.
 
-- `steady`: `--requests` requests in bursts separated by idle gaps as long as the servers' keep-alive,
-  so connections to the backends are reused, left idle, and closed by the server in turns.
+- `steady`: `--requests` requests in bursts separated by `--idle` gaps (default 5 s, sglang's keep-alive),
+  so connections to the backends are reused, left idle and, when the gap reaches the servers'
+  `--keep-alive`, closed by the server in turns.
 - `changes`: `--changes` weight changes under continuous load, every round starting with a fresh Locust
   whose first weight change lands within a second of its first request.
 
 `--fix` lists the data planes to run, one after the other: `none` (Traefik's defaults), `fastproxy`
 (Traefik's `--experimental.fastProxy`: the whole request is written before the response is read; what the
-chart's docs tell Traefik users to set) and `buffer` (a request-buffering middleware, which only Traefik's
-file provider can keep off responses). With `none`, Traefik cuts streams after their first token
+chart's docs tell Traefik users to set) and `buffer` (Traefik's buffering middleware: it reads the request
+whole, and also buffers whole responses, which no provider can turn off). With `none`, Traefik cuts streams
+after their first token
 (docs/helm.md has the cause). The table counts failures by kind, the streams Traefik cut ("use of closed
 network connection" in its debug log) and the median TTFT against the median end-to-end time (a proxy that
 buffered responses would show them close); results go to reports/bench-gateway/<time>/. Exit status 1 when
@@ -55,9 +57,9 @@ class Fix:
     """The data plane's settings under test."""
 
     static_args: tuple[str, ...] = ()  # Traefik's static configuration
-    # Traefik's buffering middleware on the router, request side only (responses still stream). The file
-    # provider can say "request side only"; Traefik 3.7's Kubernetes CRD Middleware cannot (it has no
-    # disableResponseBuffer), so behind a Gateway it would buffer whole responses: not the chart's fix.
+    # Traefik's buffering middleware on the router: the request is read whole before it is forwarded, and
+    # the response too (Traefik 3.7 sets its disableResponseBuffer from no provider), so it is no fix for
+    # streams; the bench keeps it to show that in the TTFT column.
     buffer_requests: bool = False
 
 
@@ -180,9 +182,9 @@ def wait_load(load: dict[str, Any], timeout_s: float) -> None:
         time.sleep(1.0)
 
 
-def steady(plane: DataPlane, requests: int, rate: float, seed: int) -> dict[str, Any]:
-    """Bursts of `rate` req/s for 20 s, each followed by an idle gap of the servers' keep-alive."""
-    burst_s, idle_s = 20.0, plane.keep_alive_s
+def steady(plane: DataPlane, requests: int, rate: float, seed: int, idle_s: float) -> dict[str, Any]:
+    """Bursts of `rate` req/s for 20 s, each followed by `idle_s` without requests."""
+    burst_s = 20.0
     rounds = max(1, round(requests / (rate * burst_s)))
     stages = ",".join(f"burst{i}:{burst_s:g}s@{rate:g},idle{i}:{idle_s:g}s@0" for i in range(rounds))
     before = plane.cut_streams()
@@ -251,9 +253,9 @@ def outcome(scenario: str, records: list[dict[str, Any]], cut: int, *, changes: 
     }
 
 
-def table(results: list[dict[str, Any]], keep_alive_s: float) -> str:
+def table(results: list[dict[str, Any]], keep_alive_s: float, idle_s: float) -> str:
     lines = [
-        f"Streamed chat requests with images through Traefik; server keep-alive {keep_alive_s:g} s",
+        f"Streamed chat requests with images through Traefik; server keep-alive {keep_alive_s:g} s, idle gaps {idle_s:g} s",
         "",
         "| data plane | scenario | requests | weight changes | failed | by kind | cut by Traefik | median TTFT / e2e (ms) |",
         "|---|---|---|---|---|---|---|---|",
@@ -281,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--keep-alive", type=float, default=5.0, help="the servers' keep-alive (sglang's default: 5 s)"
     )
+    p.add_argument(
+        "--idle",
+        type=float,
+        default=5.0,
+        help="seconds without requests between bursts (default: sglang's keep-alive)",
+    )
     p.add_argument("--seed", type=int, default=11)
     p.add_argument(
         "--out", type=Path, default=ROOT / "reports" / "bench-gateway" / time.strftime("%Y%m%d-%H%M%S")
@@ -300,10 +308,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.changes:
                 results.append({"fix": fix, **changes(plane, args.changes, args.rate, args.seed)})
             if args.requests:
-                results.append({"fix": fix, **steady(plane, args.requests, args.rate, args.seed)})
+                results.append({"fix": fix, **steady(plane, args.requests, args.rate, args.seed, args.idle)})
         finally:
             plane.stop()
-    text = table(results, args.keep_alive)
+    text = table(results, args.keep_alive, args.idle)
     (args.out / "result.json").write_text(json.dumps(results, indent=2))
     (args.out / "result.md").write_text(text + "\n")
     print(text)

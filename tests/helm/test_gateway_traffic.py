@@ -35,7 +35,7 @@ RATE = 16.0  # req/s through the gateway: a 10% step collects the tier's 100 can
 PLAN = ("--profile", "quick", "--steps", "10,50,100", "--bake", "75,55,55", "--interval", "5")
 SPLIT_TOLERANCE = 3.0  # percentage points between the weights and the arms that served
 SETTLE_S = 2.0  # the profile's settle: left out of each step when measuring its split
-# Streams through Traefik are whole: the chart's request buffering and the server's keep-alive above the
+# Streams through Traefik are whole: Traefik's fast proxy and the server's keep-alive above the
 # gateway's idle timeout (docs/helm.md) leave no failure of any kind, in flight around a change or not.
 CHANGE_WINDOW_S = (-0.5, 2.0)
 
