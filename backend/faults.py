@@ -1,7 +1,7 @@
 """Rehearsal fault injection: regressions a rollout rehearsal switches on at a known time.
 
-These exist only to rehearse canary gates (a leak, extra latency, errors, reset connections, CPU burn); a production
-server has none of them. The command-line flags set the initial values, `POST /rehearsal/faults`
+These exist only to rehearse canary gates (a leak, extra latency, errors, reset connections, CPU burn);
+a production server has none of them. The command-line flags set the initial values, `POST /rehearsal/faults`
 changes them at run time.
 """
 
