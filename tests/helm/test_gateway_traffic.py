@@ -40,13 +40,18 @@ SETTLE_S = 2.0  # the profile's settle: left out of each step when measuring its
 CHANGE_WINDOW_S = (-0.5, 2.0)
 
 
+def failed_requests(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Requests that failed, leaving out those the test itself cut short by stopping Locust (`cancelled`)."""
+    return [r for r in records if not r["ok"] and r["error_kind"] != "cancelled"]
+
+
 def assert_no_failed_request(
     state: dict[str, Any], records: list[dict[str, Any]], *, failing_arm: str | None = None
 ) -> None:
     """No request failed, except (with `failing_arm`) that arm's; prints the tier's own counts."""
     changes = [e["at"] for e in state["events"] if e["kind"] in ("weights", "rollback")]
     assert changes, "the run changed no weight"
-    failed = [r for r in records if not r["ok"]]
+    failed = failed_requests(records)
     around = [
         r
         for r in failed
@@ -178,7 +183,7 @@ def test_weight_changes_within_a_second_of_a_fresh_locust_fail_no_request(plane,
             records += plane.stop_load(load)
     finally:
         router.set_weights(Weights(100, 0))
-    failed = [r for r in records if not r["ok"]]
+    failed = failed_requests(records)
     print(
         f"{changes} weight changes, first of each within {max(first_gaps):.2f} s of a fresh Locust's first "
         f"request; failed requests: {len(failed)} of {len(records)}"
@@ -280,7 +285,7 @@ def test_a_canary_resetting_connections_fails_the_error_gate_by_name_from_the_ga
     assert state["outcome"] == "reverted" and state["reason"].startswith("gate(s) "), state["reason"]
     assert "error_rate" in state["reason"].split(" failed")[0], state["reason"]
     assert route_weights(cluster, NAMESPACE) == (100, 0)
-    failed = [r for r in records if not r["ok"]]
+    failed = failed_requests(records)
     assert failed and all(r["error"].startswith("HTTP 502") for r in failed), failed[:5]
     assert_no_failed_request(state, records, failing_arm="canary")
     # The errors were the gateway's alone: sglang's counters saw none of them.
@@ -288,7 +293,9 @@ def test_a_canary_resetting_connections_fails_the_error_gate_by_name_from_the_ga
     (aborted,) = prometheus.instant(f'sum(sglang:num_aborted_requests_total{{namespace="{NAMESPACE}"}})')
     (gateway_5xx,) = prometheus.instant('sum(traefik_service_requests_total{code="502"})')
     (gate,) = [g for g in state["evaluations"][-1]["evaluation"]["gates"] if g["name"] == "error_rate"]
-    print(f"error_rate: {gate['reason']}; sglang aborted {aborted.value:g}, gateway 502s {gateway_5xx.value:g}")
+    print(
+        f"error_rate: {gate['reason']}; sglang aborted {aborted.value:g}, gateway 502s {gateway_5xx.value:g}"
+    )
     assert aborted.value == 0 and gateway_5xx.value >= len(failed)
 
 
