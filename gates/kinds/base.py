@@ -15,7 +15,7 @@ from typing import Any
 
 from gates import judge as J
 from gates.loadtest_samples import LoadtestSamples
-from gates.provider import MetricsProvider, ProviderError
+from gates.provider import MetricsProvider, ProviderError, single_value
 from gates.spec import ARMS, GateSpec, render
 
 
@@ -68,6 +68,13 @@ def per_arm(
             errors[arm] = f"{exc.kind}: {exc}"
             out[arm] = None
     return out
+
+
+def instant_per_arm(
+    gate: GateSpec, ctx: Context, role: str, queries: dict[str, dict[str, str]], errors: dict[str, str]
+) -> dict[str, Any]:
+    """`per_arm` for a role that is one number per arm at the window's end (a count, a rate, a ratio)."""
+    return per_arm(gate, ctx, role, lambda q: single_value(ctx.provider, q, ctx.end), queries, errors)
 
 
 def errors_block(errors: Mapping[str, str], needed: Sequence[str]) -> J.Judgement | None:

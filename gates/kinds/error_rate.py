@@ -13,19 +13,17 @@ from gates.kinds.base import (
     Outcome,
     errors_block,
     guarded,
+    instant_per_arm,
     kind_schema,
-    per_arm,
 )
-from gates.provider import single_value
 from gates.spec import GateSpec
 
 
 def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
     queries: dict[str, dict[str, str]] = {}
     errors: dict[str, str] = {}
-    p = ctx.provider
-    errs = per_arm(gate, ctx, "errors", lambda q: single_value(p, q, ctx.end), queries, errors)
-    reqs = per_arm(gate, ctx, "requests", lambda q: single_value(p, q, ctx.end), queries, errors)
+    errs = instant_per_arm(gate, ctx, "errors", queries, errors)
+    reqs = instant_per_arm(gate, ctx, "requests", queries, errors)
     blocked = errors_block(errors, gate.arms)
     j = blocked or J.judge_error_rate(
         errs,

@@ -17,21 +17,19 @@ from gates.kinds.base import (
     Outcome,
     errors_block,
     guarded,
+    instant_per_arm,
     kind_schema,
-    per_arm,
 )
-from gates.provider import single_value
 from gates.spec import GateSpec
 
 
 def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
     queries: dict[str, dict[str, str]] = {}
     errors: dict[str, str] = {}
-    p = ctx.provider
-    values = per_arm(gate, ctx, "value", lambda q: single_value(p, q, ctx.end), queries, errors)
+    values = instant_per_arm(gate, ctx, "value", queries, errors)
     samples = None
     if "samples" in gate.queries:
-        samples = per_arm(gate, ctx, "samples", lambda q: single_value(p, q, ctx.end), queries, errors)
+        samples = instant_per_arm(gate, ctx, "samples", queries, errors)
     blocked = errors_block(errors, gate.arms)
     j = blocked or J.judge_threshold(
         values,

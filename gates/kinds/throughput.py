@@ -4,16 +4,14 @@ No fixed-bound export: it needs the offered rate and the weights."""
 from __future__ import annotations
 
 from gates import judge as J
-from gates.kinds.base import COUNT, Context, GateKind, Outcome, errors_block, kind_schema, per_arm
-from gates.provider import single_value
+from gates.kinds.base import COUNT, Context, GateKind, Outcome, errors_block, instant_per_arm, kind_schema
 from gates.spec import ARMS, GateSpec
 
 
 def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
     queries: dict[str, dict[str, str]] = {}
     errors: dict[str, str] = {}
-    p = ctx.provider
-    counts = per_arm(gate, ctx, "requests", lambda q: single_value(p, q, ctx.end), queries, errors)
+    counts = instant_per_arm(gate, ctx, "requests", queries, errors)
     active = [a for a in ARMS if ctx.weights.get(a, 0.0) > 0]
     blocked = errors_block(errors, active)
     j = blocked or J.judge_throughput(

@@ -24,10 +24,9 @@ from gates.kinds.base import (
     GateKind,
     Outcome,
     errors_block,
+    instant_per_arm,
     kind_schema,
-    per_arm,
 )
-from gates.provider import single_value
 from gates.spec import GateSpec
 
 
@@ -44,9 +43,8 @@ def test_registry_names_each_kind_once_and_its_defaults_fit_its_schema():
 def _toy_evaluate(gate: GateSpec, ctx: Context) -> Outcome:
     queries: dict[str, dict[str, str]] = {}
     errors: dict[str, str] = {}
-    p = ctx.provider
-    part = per_arm(gate, ctx, "part", lambda q: single_value(p, q, ctx.end), queries, errors)
-    whole = per_arm(gate, ctx, "whole", lambda q: single_value(p, q, ctx.end), queries, errors)
+    part = instant_per_arm(gate, ctx, "part", queries, errors)
+    whole = instant_per_arm(gate, ctx, "whole", queries, errors)
     blocked = errors_block(errors, ["canary"])
     if blocked:
         return Outcome(blocked, queries, errors)
