@@ -16,7 +16,7 @@ from typing import Any
 from gates import judge as J
 from gates.loadtest_samples import LoadtestSamples
 from gates.provider import MetricsProvider, ProviderError, single_value
-from gates.spec import ARMS, GateSpec, render
+from gates.spec import ARMS, PROFILES, GateSpec, render
 
 
 # -- evaluation ------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ QUERY = {
         {"type": "string", "minLength": 1},
         {
             "type": "object",
-            "properties": {p: {"type": "string", "minLength": 1} for p in ("local", "kubernetes")},
+            "properties": {p: {"type": "string", "minLength": 1} for p in PROFILES},
             "additionalProperties": False,
             "minProperties": 1,
         },
