@@ -31,7 +31,7 @@ from typing import Any
 
 from gates.kinds import KINDS
 from gates.kinds.base import Check, Dialect, k8s_name
-from gates.spec import ARMS, GateConfig, GateConfigError, GateSpec, template_variables
+from gates.spec import ARMS, GateConfig, GateConfigError, GateSpec, template_variables, traefik_backend_regex
 
 EXPORT_FORMATS = ("argo", "flagger", "flagger-analysis")
 ARM_VARIABLES = ("arm", "pod_regex")  # filled by the controller's arm selection, never by the user
@@ -194,8 +194,7 @@ def flagger_dialect(config: GateConfig) -> Dialect:
             variables[name] = {a: f"{arm[a]}-[a-z0-9]+-[a-z0-9]+" for a in ARMS}
         elif name in FLAGGER_SERVICES:  # the Services Flagger's router puts on its HTTPRoute
             variables[name] = {
-                a: f".*-svc-{{{{ namespace }}}}-{FLAGGER_SERVICES[name][a]}-[0-9]+@kubernetesgateway"
-                for a in ARMS
+                a: traefik_backend_regex("{{ namespace }}", FLAGGER_SERVICES[name][a]) for a in ARMS
             }
         elif name == "namespace" and not _per_arm(config, name):
             variables[name] = "{{ namespace }}"  # the Canary's own namespace

@@ -109,3 +109,11 @@ def promql_duration(seconds: float) -> str:
     if not seconds > 0 or not math.isfinite(seconds):
         raise GateConfigError(f"evaluation window must be positive, got {seconds} s")
     return f"{max(int(round(seconds)), 1)}s"
+
+
+def traefik_backend_regex(namespace: str, service: str) -> str:
+    """The series of one Service behind an HTTPRoute in Traefik's metrics (its `service` label): Traefik's
+    Gateway API provider names a backendRef `<router>-svc-<namespace>-<Service>-<index>@kubernetesgateway`.
+    Dots are escaped (the value is an RE2 for PromQL's `=~`); no other Service's name ends the same way."""
+    name = f"{namespace}-{service}".replace(".", "\\.")
+    return f".*-svc-{name}-[0-9]+@kubernetesgateway"

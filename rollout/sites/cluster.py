@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gates.config import GateConfig
+from gates.spec import traefik_backend_regex
 from rollout.gating import PrometheusGates, load_gate_config
 from rollout.report import Panel, kubernetes_panels
 from rollout.routers.base import TrafficRouter
@@ -89,18 +90,14 @@ class ClusterTarget:
     def service(self, arm: str) -> str:
         return self.baseline_service if arm == "baseline" else self.canary_service
 
-    def gateway_service_regex(self, arm: str) -> str:
-        """One arm's backend in a Traefik Gateway's metrics: `<router>-svc-<namespace>-<Service>-<index>`
-        from the Gateway API provider (no other arm's Service name ends the same way)."""
-        name = f"-svc-{self.namespace}-{self.service(arm)}".replace(".", "\\.")
-        return f".*{name}-[0-9]+@kubernetesgateway"
-
     def gate_variables(self) -> dict[str, Any]:
         """The `kubernetes` gate queries' variables for this release."""
         return {
             "namespace": self.namespace,
             "pod_regex": {arm: self.pod_regex(arm) for arm in ARMS},
-            "gateway_service_regex": {arm: self.gateway_service_regex(arm) for arm in ARMS},
+            "gateway_service_regex": {
+                arm: traefik_backend_regex(self.namespace, self.service(arm)) for arm in ARMS
+            },
         }
 
 
