@@ -32,6 +32,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,14 +173,23 @@ def records_of(jsonl: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
 
 
-def wait_load(load: dict[str, Any], timeout_s: float) -> None:
+def wait_load(
+    load: dict[str, Any],
+    timeout_s: float,
+    *,
+    every_s: float = 1.0,
+    progress: Callable[[], None] | None = None,
+) -> None:
+    """Until Locust is done with its stages (stopped, and an error, past `timeout_s`)."""
     ref = ProcessRef.from_dict(load["process"])
     deadline = time.monotonic() + timeout_s
     while is_alive(ref):
+        if progress is not None:
+            progress()
         if time.monotonic() > deadline:
             terminate(ref, timeout_s=30.0)
             raise RuntimeError(f"Locust still running after {timeout_s:.0f}s: {load['log']}")
-        time.sleep(1.0)
+        time.sleep(every_s)
 
 
 def steady(plane: DataPlane, requests: int, rate: float, seed: int, idle_s: float) -> dict[str, Any]:
@@ -191,14 +201,12 @@ def steady(plane: DataPlane, requests: int, rate: float, seed: int, idle_s: floa
     load, jsonl = run_load(plane, "steady", stages, seed)
     total_s = rounds * (burst_s + idle_s)
     began = time.monotonic()
-    ref = ProcessRef.from_dict(load["process"])
-    while is_alive(ref):
+
+    def progress() -> None:
         done = len(records_of(jsonl))
         print(f"  steady: {done} requests back, {time.monotonic() - began:.0f}/{total_s:.0f} s", flush=True)
-        if time.monotonic() - began > total_s + 120:
-            terminate(ref, timeout_s=30.0)
-            raise RuntimeError(f"Locust still running past its stages: {load['log']}")
-        time.sleep(15.0)
+
+    wait_load(load, total_s + 120, every_s=15.0, progress=progress)
     return outcome("steady", records_of(jsonl), plane.cut_streams() - before, changes=0)
 
 
