@@ -202,11 +202,12 @@ def server_env(cluster, namespace: str, arm: str) -> dict[str, str]:
     return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
-def tier_gate_file(directory: Path) -> Path:
+def tier_gate_file(directory: Path, *, without: tuple[str, ...] = ()) -> Path:
     """The packaged gates in the `kubernetes` profile, with the backends' process series in place of
     cAdvisor/kube-state-metrics (no kubelet here), the local profiles' sizing for CPU-only backends
     (absolute latency bounds widened, the memory-leak warm-up and sampling fit a step), and minimum
-    sample counts a 10% step at this tier's rate reaches in about a minute."""
+    sample counts a 10% step at this tier's rate reaches in about a minute; the gates named in `without`
+    are left out."""
     document = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
     pods = 'namespace="${namespace}",pod=~"${pod_regex}"'
     kubernetes = {
@@ -229,6 +230,7 @@ def tier_gate_file(directory: Path) -> Path:
         for role, query in kubernetes.get(gate["name"], {}).items():
             gate["queries"][role]["kubernetes"] = query
         gate.update(sizing.get(gate["name"], {}))
+    document["gates"] = [g for g in document["gates"] if g["name"] not in without]
     path = directory / "gates.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path

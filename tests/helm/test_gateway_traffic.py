@@ -274,12 +274,15 @@ def test_a_bad_canary_is_reverted_naming_the_gate_and_the_gateway_carries_baseli
 
 
 def test_a_canary_resetting_connections_fails_the_error_gate_by_name_from_the_gateways_counts(
-    cluster, plane, gate_file, tmp_path
+    cluster, plane, tmp_path
 ):
     """The canary resets a share of its connections before any response: sglang's counters never see
-    those requests, Traefik answers them 502, and the error gate reads them from the gateway."""
+    those requests, Traefik answers them 502, and the error gate reads them from the gateway. The leak gate
+    is left out: in one of five runs it reverted this canary (RSS rising 47-73 MiB/min at 10%, not
+    explained yet) before the error gate had its 100 requests, which is not what this test is about."""
+    errors_only = tier_gate_file(tmp_path, without=("memory_leak",))
     proc, state, records = run_rollout(
-        cluster, plane, gate_file, tmp_path, canary_faults={"reset_ratio": 0.2}
+        cluster, plane, errors_only, tmp_path, canary_faults={"reset_ratio": 0.2}
     )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert state["outcome"] == "reverted" and state["reason"].startswith("gate(s) "), state["reason"]
