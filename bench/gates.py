@@ -307,7 +307,7 @@ def judge_memory(
     estimate = memory_trends(pods["canary"], pods["baseline"], gate.confidence, int(p["min_points"]))
     return J.judge_memory_leak(
         estimate,
-        floor_bytes_per_s=float(p["floor_bytes_per_minute"]) / 60.0,
+        leak_bytes_per_s=float(p["leak_bytes_per_minute"]) / 60.0,
         min_points=int(p["min_points"]),
         min_cycles=int(p["min_cycles"]),
         confidence=gate.confidence,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -51,6 +52,19 @@ def _apply_hysteresis(gate: GateSpec, judgement: J.Judgement, streak_before: int
         return Verdict.FAIL, judgement.reason, streak
     note = f"failing {streak} of {gate.consecutive_failures} consecutive evaluations needed to fail: "
     return Verdict.INCONCLUSIVE, note + judgement.reason, streak
+
+
+def more_seconds(judgement: J.Judgement, span_s: float) -> float | None:
+    """The judgement's `more_data` (times the data judged) as seconds more at the span's rate."""
+    if judgement.verdict is not Verdict.INCONCLUSIVE or judgement.more_data is None:
+        return None
+    return max(0.0, (judgement.more_data - 1.0) * span_s)
+
+
+def describe_wait(seconds: float) -> str:
+    if seconds < 90:
+        return f"about {seconds:.0f} more seconds at this rate"
+    return f"about {seconds / 60:.0f} more minutes at this rate"
 
 
 def evaluate(
@@ -106,10 +120,11 @@ def evaluate(
     results: list[GateResult] = []
     for gate in config.gates:
         outcome = KINDS[gate.kind].evaluate(gate, ctx)
-        verdict, reason, streak = _apply_hysteresis(
-            gate, outcome.judgement, (streaks or {}).get(gate.name, 0)
-        )
         j = outcome.judgement
+        more_s = more_seconds(j, outcome.span_s if outcome.span_s is not None else ctx.window_s)
+        if more_s is not None:
+            j = dataclasses.replace(j, reason=f"{j.reason}; {describe_wait(more_s)}")
+        verdict, reason, streak = _apply_hysteresis(gate, j, (streaks or {}).get(gate.name, 0))
         results.append(
             GateResult(
                 name=gate.name,
@@ -127,6 +142,7 @@ def evaluate(
                 errors=outcome.errors,
                 description=gate.description,
                 dry_run=gate.dry_run,
+                more_s=more_s,
             )
         )
     verdict, reason = overall(results)

@@ -1,20 +1,25 @@
 """Judging: numbers per arm in, a verdict with its reason out. Pure functions, no fetching.
 
-Decision rules (docs/gates.md explains them):
-- CPU compares the arm's utilisation over the window with the bound (a rate over a window, no
-  sampling noise to speak of);
-- count-based bounds (error rate, share of requests above the P99 bound, a P99 estimate) fail when the
-  estimate is beyond the bound and its interval excludes the bound, so a few unlucky requests in a
-  small window do not revert a good build;
-- relative comparisons (canary vs baseline) fail only when the estimate is beyond the tolerance
-  *and* the interval excludes "no difference", so noise alone does not revert a good build;
-- anything missing, NaN or resting on too few samples is `inconclusive`, never `pass`.
+Decision rules (docs/gates.md explains them). Each bound of a gate is the smallest harmful effect it
+must catch (a P99 ratio of 1.15, an error rate of 0.1%, a leak of 1.5 MiB/min per pod), and a verdict
+says what the data showed about it:
+- `fail` when the harm is significant: count-based bounds (error rate, share of requests above the P99
+  bound, a P99 estimate) fail when the estimate is beyond the bound and its interval excludes the bound;
+  relative comparisons (canary vs baseline) when the estimate is beyond the tolerance and the interval
+  excludes "no difference", so noise alone does not revert a good build;
+- `pass` only when the interval excludes the harm (its bound on the harmful side lies within the bound):
+  data that could not have shown the regression do not pass it;
+- otherwise `inconclusive`, with the interval, the harm it cannot yet exclude and `more_data`: how many
+  times the data judged so far the interval needs to exclude it if the estimate stays where it is (the
+  kind turns that into time at the window's rate). Anything missing or NaN is `inconclusive` too.
+CPU compares the arm's utilisation over the window with the bound (a rate over a window, no sampling
+noise to speak of).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +29,7 @@ from gates.record import Verdict
 
 PASS, FAIL, INCONCLUSIVE = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 MIB = 1024.0 * 1024.0
+MORE_DATA_LIMIT = 1e4  # beyond this many times the data judged so far, "more data" is no answer
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,43 @@ class Judgement:
     threshold: Mapping[str, Any] = field(default_factory=dict)
     ci: Mapping[str, Any] = field(default_factory=dict)  # name -> [low, high]
     samples: Mapping[str, Any] = field(default_factory=dict)  # per arm
+    # Inconclusive only: times the data judged so far at which every undecided check could pass if its
+    # estimate stays where it is (None: unknown, or no amount of data would do).
+    more_data: float | None = None
+
+
+def data_needed(bound_at: Callable[[float], float], harm: float, *, upper: bool = True) -> float | None:
+    """How many times the current data an interval needs before its bound clears `harm` (`upper`: the
+    upper bound below it; else the lower bound above it), the estimate held where it is; `bound_at(k)`
+    is the bound with k times the data. 1 when it clears already; None when no amount up to
+    MORE_DATA_LIMIT would (the estimate itself is at the harm or beyond it)."""
+
+    def clears(k: float) -> bool:
+        b = bound_at(k)
+        return _finite(b) and (b < harm if upper else b > harm)
+
+    if clears(1.0):
+        return 1.0
+    if not clears(MORE_DATA_LIMIT):
+        return None
+    low, high = 1.0, MORE_DATA_LIMIT
+    while high / low > 1.01:
+        mid = math.sqrt(low * high)
+        low, high = (low, mid) if clears(mid) else (mid, high)
+    return high
+
+
+def shrinking(value: float, bound: float, power: float = 0.5) -> Callable[[float], float]:
+    """The bound of an interval around `value` whose half-width falls as data**-power (0.5: a mean of
+    independent samples; 1.5: a slope over a window k times as long)."""
+    return lambda k: value + (bound - value) * k**-power
+
+
+def most_data(needs: Sequence[float | None]) -> float | None:
+    """The data a gate needs for all its undecided checks: the largest need, None if any is unknown."""
+    if not needs or any(n is None for n in needs):
+        return None
+    return max(n for n in needs if n is not None)
 
 
 def combine(parts: Sequence[tuple[Verdict, str]]) -> tuple[Verdict, str]:
@@ -116,22 +159,27 @@ def judge_latency_quantile(
     """
     label = f"p{quantile * 100:g}"
     parts: list[tuple[Verdict, str]] = []
+    needs: list[float | None] = []
     values: dict[str, Any] = {a: e.value for a, e in estimates.items()}
     ci: dict[str, Any] = {a: [e.low, e.high] for a, e in estimates.items()}
     samples = {a: e.n for a, e in estimates.items()}
+    threshold = {"max_seconds": max_seconds, "max_ratio": max_ratio, "min_samples": min_samples}
     needed = set(arms) | ({"baseline", "canary"} if compare and max_ratio is not None else set())
     short = [a for a in sorted(needed) if estimates.get(a) is None or estimates[a].n < min_samples]
     if short:
         counts = ", ".join(f"{a} n={estimates[a].n if a in estimates else 0}" for a in short)
+        have = min(estimates[a].n if a in estimates else 0 for a in short)
         return Judgement(
             INCONCLUSIVE,
             f"too few samples for a {label} ({counts}; need {min_samples} per arm)",
             values,
-            {"max_seconds": max_seconds, "max_ratio": max_ratio, "min_samples": min_samples},
+            threshold,
             ci,
             samples,
+            more_data=min_samples / have if have > 0 else None,
         )
     if max_seconds is not None:
+        bound_ms = f"{max_seconds * 1000:.0f} ms"
         for arm in arms:
             v = estimates[arm].value
             if exceedance is not None and arm in exceedance:
@@ -140,28 +188,37 @@ def judge_latency_quantile(
                 values[f"{arm}_share_above_max"] = share.value
                 ci[f"{arm}_share_above_max"] = [share.low, share.high]
                 text = (
-                    f"{arm}: {share.value:.2%} of requests above {max_seconds * 1000:.0f} ms "
+                    f"{arm}: {share.value:.2%} of requests above {bound_ms} "
                     f"(CI {share.low:.2%}-{share.high:.2%}; interpolated {label} {v * 1000:.1f} ms)"
                 )
                 if not _finite(share.value):
                     parts.append((INCONCLUSIVE, f"{arm}: no requests counted"))
+                    needs.append(None)
                 elif share.value > 1 - quantile and share.low > 1 - quantile:
                     parts.append((FAIL, f"{text}: {label} significantly above the bound"))
-                elif share.value > 1 - quantile:
-                    parts.append((PASS, f"{text}: above {1 - quantile:.0%} but not significantly"))
-                else:
+                elif share.high < 1 - quantile:
                     parts.append((PASS, f"{text}: {label} within the bound"))
+                else:
+                    parts.append((INCONCLUSIVE, f"{text}: cannot yet exclude a {label} above {bound_ms}"))
+                    needs.append(
+                        data_needed(
+                            lambda k, a=above, t=total: stats.binomial_proportion(a * k, t * k, confidence).high,  # type: ignore[misc]
+                            1 - quantile,
+                        )
+                    )
             elif not _finite(v):
                 parts.append((INCONCLUSIVE, f"{arm}: {label} not estimable"))
+                needs.append(None)
             else:
                 e = estimates[arm]
                 text = f"{arm}: {label} {v * 1000:.1f} ms (CI {e.low * 1000:.1f}-{e.high * 1000:.1f})"
                 if v > max_seconds and e.low > max_seconds:
-                    parts.append((FAIL, f"{text} significantly above {max_seconds * 1000:.0f} ms"))
-                elif v > max_seconds:
-                    parts.append((PASS, f"{text} above {max_seconds * 1000:.0f} ms but not significantly"))
+                    parts.append((FAIL, f"{text} significantly above {bound_ms}"))
+                elif e.high < max_seconds:
+                    parts.append((PASS, f"{text} within {bound_ms}"))
                 else:
-                    parts.append((PASS, f"{text} within {max_seconds * 1000:.0f} ms"))
+                    parts.append((INCONCLUSIVE, f"{text}: cannot yet exclude {bound_ms}"))
+                    needs.append(data_needed(shrinking(v, e.high), max_seconds))
     if max_ratio is not None and compare:
         r = stats.quantile_ratio(estimates["canary"], estimates["baseline"], confidence)
         values["ratio"] = r.ratio
@@ -174,6 +231,7 @@ def judge_latency_quantile(
         text = f"canary {label} {_fmt(r.ratio, 3)}x baseline (CI {_fmt(r.low, 3)}-{_fmt(r.high, 3)})"
         if not (_finite(r.ratio) and _finite(r.high) and _finite(low)):
             parts.append((INCONCLUSIVE, f"canary/baseline {label} ratio not estimable"))
+            needs.append(None)
         elif low > 1.0 and r.high >= max_ratio:
             parts.append(
                 (
@@ -182,21 +240,18 @@ def judge_latency_quantile(
                     f"{max_ratio:g}x",
                 )
             )
-        elif low > 1.0:
-            parts.append((PASS, f"{text}: worse but within {max_ratio:g}x (interval below it)"))
+        elif r.high < max_ratio:
+            parts.append((PASS, f"{text}: below {max_ratio:g}x"))
         else:
-            parts.append((PASS, f"{text}: not significantly worse (lower bound {_fmt(low, 3)} {how})"))
+            parts.append((INCONCLUSIVE, f"{text}: cannot yet exclude {max_ratio:g}x"))
+            # The interval is symmetric in the log ratio and narrows as the square root of the samples.
+            spread = math.log(r.high / r.ratio)
+            needs.append(data_needed(lambda k: r.ratio * math.exp(spread * k**-0.5), max_ratio))
     elif max_ratio is not None:
         parts.append((PASS, "relative comparison skipped: one arm has no traffic"))
     verdict, reason = combine(parts)
-    return Judgement(
-        verdict,
-        reason,
-        values,
-        {"max_seconds": max_seconds, "max_ratio": max_ratio, "min_samples": min_samples},
-        ci,
-        samples,
-    )
+    more = most_data(needs) if verdict is INCONCLUSIVE else None
+    return Judgement(verdict, reason, values, threshold, ci, samples, more_data=more)
 
 
 def judge_throughput(
@@ -212,19 +267,22 @@ def judge_throughput(
 ) -> Judgement:
     """Served requests per arm vs the arm's offered rate, and canary vs baseline per unit of traffic.
 
-    Counts are treated as Poisson (open-loop arrivals split by weighted routing): a check fails only
-    when the interval of the served rate lies entirely below the bound.
+    Counts are treated as Poisson (open-loop arrivals split by weighted routing): a check fails when the
+    interval of the served rate lies entirely below the bound and passes when it lies entirely above it.
     """
     parts: list[tuple[Verdict, str]] = []
+    needs: list[float | None] = []
     values: dict[str, Any] = {}
     ci: dict[str, Any] = {}
     active = [a for a in ("baseline", "canary") if weights.get(a, 0.0) > 0]
+    enough: list[str] = []
     for arm in active:
         count = counts.get(arm)
         offered_arm = None if offered_rps is None else offered_rps * weights[arm] / 100.0
         expected = offered_arm * window_s if offered_arm is not None else count
         if count is None or not _finite(count):
             parts.append((INCONCLUSIVE, f"{arm}: no request count"))
+            needs.append(None)
             continue
         rate = stats.poisson_rate(count, window_s, confidence)
         values[f"{arm}_rps"] = rate.value
@@ -233,45 +291,58 @@ def judge_throughput(
             parts.append(
                 (INCONCLUSIVE, f"{arm}: too little traffic ({_fmt(expected or 0)} requests < {min_samples})")
             )
-        elif offered_arm is not None:
-            values[f"{arm}_offered_rps"] = offered_arm
-            bound = min_offered_fraction * offered_arm
-            if rate.high < bound:
-                parts.append(
-                    (
-                        FAIL,
-                        f"{arm}: served {_fmt(rate.value)} rps (CI up to {_fmt(rate.high)}) below "
-                        f"{min_offered_fraction:.0%} of offered {_fmt(offered_arm)} rps",
-                    )
-                )
-            else:
-                parts.append(
-                    (PASS, f"{arm}: served {_fmt(rate.value)} rps of offered {_fmt(offered_arm)} rps")
-                )
-    if offered_rps is None:
-        parts.append((PASS, "offered rate not given: achieved-vs-offered not judged"))
-    enough = [
-        a
-        for a in active
-        if not any(r.startswith(f"{a}: too little") or r.startswith(f"{a}: no request") for _, r in parts)
-    ]
-    if len(enough) == 2:
-        cb, cc = float(counts["baseline"]), float(counts["canary"])  # type: ignore[arg-type]
-        r = stats.poisson_rate_ratio(cc, weights["canary"], cb, weights["baseline"], confidence)
-        values["canary_per_share_ratio"] = r.ratio
-        ci["canary_per_share_ratio"] = [r.low, r.high]
-        if cb <= 0 or not _finite(r.ratio):
-            parts.append((INCONCLUSIVE, f"per-share throughput: baseline served {cb:g} requests"))
-        elif r.ratio < 1 - max_share_drop and r.high < 1.0:
-            parts.append(
-                (
-                    FAIL,
-                    f"canary serves {_fmt(r.ratio, 3)}x baseline per unit of traffic (CI "
-                    f"{_fmt(r.low, 3)}-{_fmt(r.high, 3)}), more than {max_share_drop:.0%} below",
+            needs.append(min_samples / expected if expected else None)
+            continue
+        enough.append(arm)
+        if offered_arm is None:
+            continue
+        values[f"{arm}_offered_rps"] = offered_arm
+        bound = min_offered_fraction * offered_arm
+        text = (
+            f"{arm}: served {_fmt(rate.value)} rps (CI {_fmt(rate.low)}-{_fmt(rate.high)}) of offered "
+            f"{_fmt(offered_arm)} rps"
+        )
+        if rate.high < bound:
+            parts.append((FAIL, f"{text}: below {min_offered_fraction:.0%} of it"))
+        elif rate.low >= bound:
+            parts.append((PASS, text))
+        else:
+            parts.append((INCONCLUSIVE, f"{text}: cannot yet exclude less than {min_offered_fraction:.0%}"))
+            needs.append(
+                data_needed(
+                    lambda k, c=float(count): stats.poisson_rate(c * k, window_s * k, confidence).low,
+                    bound,
+                    upper=False,
                 )
             )
+    if offered_rps is None:
+        parts.append((PASS, "offered rate not given: achieved-vs-offered not judged"))
+    if len(enough) == 2:
+        cb, cc = float(counts["baseline"]), float(counts["canary"])  # type: ignore[arg-type]
+        wc, wb = weights["canary"], weights["baseline"]
+        r = stats.poisson_rate_ratio(cc, wc, cb, wb, confidence)
+        values["canary_per_share_ratio"] = r.ratio
+        ci["canary_per_share_ratio"] = [r.low, r.high]
+        text = (
+            f"canary serves {_fmt(r.ratio, 3)}x baseline per unit of traffic "
+            f"(CI {_fmt(r.low, 3)}-{_fmt(r.high, 3)})"
+        )
+        if cb <= 0 or not _finite(r.ratio):
+            parts.append((INCONCLUSIVE, f"per-share throughput: baseline served {cb:g} requests"))
+            needs.append(None)
+        elif r.ratio < 1 - max_share_drop and r.high < 1.0:
+            parts.append((FAIL, f"{text}, more than {max_share_drop:.0%} below"))
+        elif r.low > 1 - max_share_drop:
+            parts.append((PASS, text))
         else:
-            parts.append((PASS, f"canary serves {_fmt(r.ratio, 3)}x baseline per unit of traffic"))
+            parts.append((INCONCLUSIVE, f"{text}: cannot yet exclude a drop of {max_share_drop:.0%}"))
+            needs.append(
+                data_needed(
+                    lambda k: stats.poisson_rate_ratio(cc * k, wc, cb * k, wb, confidence).low,
+                    1 - max_share_drop,
+                    upper=False,
+                )
+            )
     if not active:
         parts.append((INCONCLUSIVE, "no arm has traffic"))
     verdict, reason = combine(parts)
@@ -281,7 +352,13 @@ def judge_throughput(
         "min_samples": min_samples,
     }
     return Judgement(
-        verdict, reason, values, threshold, ci, {a: counts.get(a) for a in ("baseline", "canary")}
+        verdict,
+        reason,
+        values,
+        threshold,
+        ci,
+        {a: counts.get(a) for a in ("baseline", "canary")},
+        more_data=most_data(needs) if verdict is INCONCLUSIVE else None,
     )
 
 
@@ -305,43 +382,62 @@ def judge_error_rate(
             ci[arm] = [p.low, p.high]
         else:
             values[arm] = None
+    needs: list[float | None] = []
     for arm in arms:
         n = requests.get(arm)
         if not _finite(n) or n < min_samples:  # type: ignore[operator]
             parts.append((INCONCLUSIVE, f"{arm}: too few requests ({_fmt(n or 0)} < {min_samples})"))
+            needs.append(min_samples / n if _finite(n) and n > 0 else None)  # type: ignore[operator]
         elif values.get(arm) is None:
             parts.append((INCONCLUSIVE, f"{arm}: no error count"))
+            needs.append(None)
         else:
             lo, hi = ci[arm]
-            text = f"{arm}: error rate {values[arm]:.3%} (CI {lo:.3%}-{hi:.3%}; {_fmt(errors[arm])} of {_fmt(n)})"
+            e = float(errors[arm])  # type: ignore[arg-type]
+            text = f"{arm}: error rate {values[arm]:.3%} (CI {lo:.3%}-{hi:.3%}; {_fmt(e)} of {_fmt(n)})"
             if values[arm] > max_rate and lo > max_rate:
                 parts.append((FAIL, f"{text} significantly above {max_rate:.3%}"))
-            elif values[arm] > max_rate:
-                parts.append((PASS, f"{text} above {max_rate:.3%} but not significantly"))
+            elif hi < max_rate:
+                parts.append((PASS, f"{text} below {max_rate:.3%}"))
             else:
-                parts.append((PASS, f"{text} within {max_rate:.3%}"))
+                parts.append((INCONCLUSIVE, f"{text}: cannot yet exclude {max_rate:.3%}"))
+                needs.append(
+                    data_needed(
+                        lambda k, e=e, n=float(n): stats.binomial_proportion(e * k, n * k, confidence).high,  # type: ignore[misc]
+                        max_rate,
+                    )
+                )
     verdict, reason = combine(parts)
     return Judgement(
-        verdict, reason, values, {"max": max_rate, "min_samples": min_samples}, ci, dict(requests)
+        verdict,
+        reason,
+        values,
+        {"max": max_rate, "min_samples": min_samples},
+        ci,
+        dict(requests),
+        more_data=most_data(needs) if verdict is INCONCLUSIVE else None,
     )
 
 
 def judge_memory_leak(
     estimate: LeakEstimate | None,
     *,
-    floor_bytes_per_s: float,
+    leak_bytes_per_s: float,
     min_points: int,
     min_cycles: int,
     confidence: float,
     origin: float = 0.0,
 ) -> Judgement:
     """Fail when the canary's memory grows significantly (interval above 0), significantly faster than
-    the baseline's, and the leak may reach the floor (interval reaches it): slopes wholly below the
-    floor are growth too slow to matter. Slopes are per pod (gates/memory_trend.py: the trend of the
-    collection floors under a sawtooth, of every sample otherwise)."""
+    the baseline's, and the leak may reach the harmful rate (interval reaches it). Pass when the canary's
+    growth, or its excess over the baseline's, is shown to stay below the harmful rate (upper bound
+    under it): slower growth does not matter. Slopes are per pod (gates/memory_trend.py: the trend of the
+    collection floors under a sawtooth, of every sample otherwise); a slope's interval narrows as the
+    window's length to the power 1.5, which `more_data` counts in window lengths."""
     per_min = 60.0 / MIB
+    harm = f"{leak_bytes_per_s * per_min:.3g} MiB/min"
     threshold = {
-        "floor_mib_per_minute": floor_bytes_per_s * per_min,
+        "leak_mib_per_minute": leak_bytes_per_s * per_min,
         "min_points": min_points,
         "min_cycles": min_cycles,
     }
@@ -366,6 +462,7 @@ def judge_memory_leak(
             values[f"{arm}_settled_after_s"] = trend.settled_from - origin
     samples = {"canary": c.points, "baseline": b.points}
     if estimate.method == memory_trend.FLOORS and min(c.cycles, b.cycles) < min_cycles:
+        cycles = min(c.cycles, b.cycles)
         return Judgement(
             INCONCLUSIVE,
             f"too few collection cycles to judge the floor trend (canary {c.cycles}, baseline {b.cycles}; "
@@ -374,8 +471,9 @@ def judge_memory_leak(
             threshold,
             ci,
             samples,
+            more_data=min_cycles / cycles if cycles > 0 else None,
         )
-    if not all(_finite(x) for x in (c.slope, c.low, c.high, b.slope, estimate.low)):
+    if not all(_finite(x) for x in (c.slope, c.low, c.high, b.slope, estimate.low, estimate.high)):
         return Judgement(INCONCLUSIVE, "memory slope not estimable", values, threshold, ci, samples)
     how = (
         f"{estimate.method} of {c.pods}+{b.pods} pods"
@@ -391,20 +489,30 @@ def judge_memory_leak(
         text += (
             "; the canary's earliest points lay below its later trend (a one-time rise) and were set aside"
         )
-    if c.low > 0 and estimate.low > 0 and c.high >= floor_bytes_per_s:
+    if c.low > 0 and estimate.low > 0 and c.high >= leak_bytes_per_s:
         return Judgement(
             FAIL,
-            f"memory leak: {text}; significantly growing, above baseline, may reach "
-            f"{floor_bytes_per_s * per_min:.3g} MiB/min",
+            f"memory leak: {text}; significantly growing, above baseline, may reach {harm}",
             values,
             threshold,
             ci,
             samples,
         )
-    if c.low > 0 and estimate.low > 0:
-        why = f"growth significant but below the {floor_bytes_per_s * per_min:.3g} MiB/min floor"
-    elif c.low > 0:
-        why = "growth not significantly above the baseline's"
-    else:
-        why = "no significant growth"
-    return Judgement(PASS, f"{text}: {why}", values, threshold, ci, samples)
+    if c.high < leak_bytes_per_s:
+        return Judgement(PASS, f"{text}: growth below {harm}", values, threshold, ci, samples)
+    if estimate.high < leak_bytes_per_s:
+        return Judgement(PASS, f"{text}: growth above the baseline's below {harm}", values, threshold, ci, samples)
+    more = [
+        data_needed(shrinking(c.slope, c.high, 1.5), leak_bytes_per_s),
+        data_needed(shrinking(estimate.difference, estimate.high, 1.5), leak_bytes_per_s),
+    ]
+    known = [m for m in more if m is not None]
+    return Judgement(
+        INCONCLUSIVE,
+        f"{text}: cannot yet exclude a leak of {harm}",
+        values,
+        threshold,
+        ci,
+        samples,
+        more_data=min(known) if known else None,
+    )

@@ -68,6 +68,9 @@ class GateResult:
     errors: Mapping[str, str] = field(default_factory=dict)  # arm -> named fetch error
     description: str = ""
     dry_run: bool = False  # recorded and shown, but no part of the evaluation's verdict
+    # Inconclusive on thin data: about how many more seconds of data at the window's rate it needs to
+    # decide, the estimate held where it is (None: decided, or no amount of data would tell).
+    more_s: float | None = None
 
     @property
     def verdict_text(self) -> str:
@@ -96,6 +99,7 @@ class GateResult:
                 "errors": self.errors,
                 "description": self.description,
                 "dry_run": self.dry_run,
+                "more_s": self.more_s,
             }
         )
 
@@ -118,6 +122,7 @@ class GateResult:
             errors=dict(data.get("errors") or {}),
             description=str(data.get("description", "")),
             dry_run=bool(data.get("dry_run", False)),
+            more_s=data.get("more_s"),
         )
 
 

@@ -40,12 +40,14 @@ class Context:
 @dataclass(frozen=True)
 class Outcome:
     """A kind's evaluation of one gate: the judgement, the queries it ran (arm -> role -> PromQL), the
-    fetch errors by arm, and where its numbers came from."""
+    fetch errors by arm, where its numbers came from, and the span of time its data cover (None: the
+    whole window), in which the judgement's `more_data` is counted."""
 
     judgement: J.Judgement
     queries: dict[str, dict[str, str]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     source: str = "prometheus"
+    span_s: float | None = None
 
 
 def per_arm(

@@ -30,7 +30,7 @@ def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
     step = max(
         min(float(gate.params["step_seconds"]), (ctx.end - begin) / int(gate.params["min_points"])), 1.0
     )
-    floor = float(gate.params["floor_bytes_per_minute"]) / 60.0
+    harm = float(gate.params["leak_bytes_per_minute"]) / 60.0
     if ctx.end - begin < step * 3:
         j = J.Judgement(
             J.INCONCLUSIVE,
@@ -57,13 +57,13 @@ def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
     )
     j = J.judge_memory_leak(
         estimate,
-        floor_bytes_per_s=floor,
+        leak_bytes_per_s=harm,
         min_points=min_points,
         min_cycles=min_cycles,
         confidence=gate.confidence,
         origin=ctx.start,
     )
-    return Outcome(j, queries, errors)
+    return Outcome(j, queries, errors, span_s=ctx.end - begin)
 
 
 def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
@@ -83,7 +83,7 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
         for a in ARMS
     ]
     difference = guarded(f"{slope['canary']} - {slope['baseline']}", *points)
-    return [Check(gate.name, "slope-vs-baseline", difference, "<=", float(p["floor_bytes_per_minute"]) / 60)]
+    return [Check(gate.name, "slope-vs-baseline", difference, "<=", float(p["leak_bytes_per_minute"]) / 60)]
 
 
 KIND = GateKind(
@@ -92,7 +92,7 @@ KIND = GateKind(
         ["memory"],
         [],
         {
-            "floor_bytes_per_minute": {"type": "number", "minimum": 0},
+            "leak_bytes_per_minute": {"type": "number", "minimum": 0},
             "warmup_seconds": {"type": "number", "minimum": 0},
             "step_seconds": POSITIVE,
             "min_points": {"type": "integer", "minimum": 3},
@@ -101,7 +101,7 @@ KIND = GateKind(
         },
     ),
     defaults={
-        "floor_bytes_per_minute": 1048576.0,
+        "leak_bytes_per_minute": 1572864.0,
         "warmup_seconds": 60.0,
         "step_seconds": 10.0,
         "min_points": 20,

@@ -38,6 +38,6 @@ KIND = GateKind(
             "min_samples": COUNT,
         },
     ),
-    defaults={"min_offered_fraction": 0.98, "max_share_drop": 0.05, "min_samples": 100},
+    defaults={"min_offered_fraction": 0.90, "max_share_drop": 0.05, "min_samples": 100},
     evaluate=evaluate,
 )

@@ -122,7 +122,7 @@ def test_argo_export_guards_each_check_with_its_sample_count():
     (errors,) = by_gate["error_rate"]
     assert errors.query.endswith(">= 300)") and (errors.op, errors.bound) == ("<=", 0.001)
     (leak,) = by_gate["memory_leak"]
-    assert leak.bound == 1048576 / 60
+    assert leak.bound == 1572864 / 60
 
 
 def test_flagger_export_uses_flagger_placeholders(tmp_path, capsys):

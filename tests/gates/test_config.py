@@ -21,11 +21,12 @@ def test_defaults_hold_the_mission_criteria_for_both_profiles(profile):
     gates = {g.name: g for g in config.gates}
     assert gates["cpu_utilisation"].params["max"] == 0.60
     assert gates["latency_e2e_p99"].params["max_seconds"] == 0.600
-    assert gates["latency_e2e_p99"].params["max_ratio"] == 1.10
-    assert gates["throughput"].params["min_offered_fraction"] == 0.98
+    # The smallest harmful effects the gates must catch (docs/gates.md: "What a pass means").
+    assert gates["latency_e2e_p99"].params["max_ratio"] == 1.15
+    assert gates["throughput"].params["min_offered_fraction"] == 0.90
     assert gates["throughput"].params["max_share_drop"] == 0.05
     assert gates["error_rate"].params["max"] == 0.001
-    assert gates["memory_leak"].params["floor_bytes_per_minute"] == 1048576
+    assert gates["memory_leak"].params["leak_bytes_per_minute"] == 1.5 * 1048576
     assert all(g.consecutive_failures == 2 for g in config.gates)
     cadvisor = "container_cpu_usage_seconds_total" in gates["cpu_utilisation"].queries["value"]
     assert cadvisor == (profile == "kubernetes")

@@ -26,7 +26,7 @@ def pods(rng, models, t):
 
 def judge(estimate, min_cycles=2):
     return J.judge_memory_leak(
-        estimate, floor_bytes_per_s=FLOOR, min_points=20, min_cycles=min_cycles, confidence=0.98
+        estimate, leak_bytes_per_s=FLOOR, min_points=20, min_cycles=min_cycles, confidence=0.98
     )
 
 
@@ -215,7 +215,8 @@ def test_a_leak_in_one_process_of_the_arm_is_called():
     assert est.canary.slope / PER_MIN == pytest.approx(50.0, abs=5.0)  # the mean over the arm's processes
     assert est.low > 0 and judge(est, min_cycles=0).verdict == "fail"
     quiet = memory_trends(pods(rng, [flat] * 3, t), baseline, 0.98, 10, use_floors=False)
-    assert quiet is not None and judge(quiet, min_cycles=0).verdict == "pass"
+    # 40 seconds of 2 MiB noise cannot show growth below 1 MiB/min: no leak called, no pass either.
+    assert quiet is not None and judge(quiet, min_cycles=0).verdict == "inconclusive"
 
 
 def test_replicas_ramping_at_different_rates_are_noise_not_a_leak():
@@ -231,6 +232,6 @@ def test_replicas_ramping_at_different_rates_are_noise_not_a_leak():
     baseline = pods(rng, [ramp(4.0), ramp(15.0)], t)
     est = memory_trends(canary, baseline, 0.98, 20)
     assert est is not None and est.method == SAMPLES
-    assert est.low < 0 < est.high and judge(est).verdict == "pass"
+    assert est.low < 0 < est.high and judge(est).verdict == "inconclusive"
     # judged as one server's processes, the same curves do differ significantly
     assert memory_trends(canary, baseline, 0.98, 20, use_floors=False).low > 0

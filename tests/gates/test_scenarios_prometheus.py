@@ -25,41 +25,50 @@ pytestmark = pytest.mark.integration
 WINDOW_S = 660.0  # 60 s warm-up (memory gate) + 10 min bake
 SCRAPE_S = 5.0
 HOUR = 3600.0
-OFFERED = 4.0
+# Enough traffic for a healthy canary to pass every default gate in the window: the error gate's 0.1% and
+# the throughput gate's 5% drop need ~5,300 canary and ~10,600 requests in all at 99% (docs/gates.md).
+PER_ARM_RPS = 12.0
+OFFERED = 2 * PER_ARM_RPS
 EVEN = {"baseline": 50.0, "canary": 50.0}
+
+
+def arm(**behaviour) -> ArmBehaviour:
+    return ArmBehaviour(**{"rps": PER_ARM_RPS, **behaviour})
+
 
 SCENARIOS: dict[str, dict] = {
     "aa": {},
-    "tail_regression": {"canary": ArmBehaviour(p99_factor=1.6)},
-    "cpu_high": {"canary": ArmBehaviour(cpu_utilisation=0.75)},
-    "leak": {"canary": ArmBehaviour(memory=MemoryModel(leak_bytes_per_s=2 * MIB / 60))},
-    "error_burst": {"canary": ArmBehaviour(error_share=0.5, error_burst=(300.0, 360.0))},
-    "restart": {"canary": ArmBehaviour(restart_at_s=330.0)},
+    "tail_regression": {"canary": arm(p99_factor=1.6)},
+    "cpu_high": {"canary": arm(cpu_utilisation=0.75)},
+    "leak": {"canary": arm(memory=MemoryModel(leak_bytes_per_s=2 * MIB / 60))},
+    "error_burst": {"canary": arm(error_share=0.5, error_burst=(300.0, 360.0))},
+    "restart": {"canary": arm(restart_at_s=330.0)},
     # caches filling for 3 minutes after the window opens (150 MiB canary, 30 MiB baseline), then flat
     "warmup_ramp": {
-        "canary": ArmBehaviour(
+        "canary": arm(
             memory=MemoryModel(warmup_bytes=150 * MIB, warmup_delay_s=120.0, warmup_s=180.0)
         ),
-        "baseline": ArmBehaviour(
+        "baseline": arm(
             memory=MemoryModel(warmup_bytes=30 * MIB, warmup_delay_s=120.0, warmup_s=180.0)
         ),
     },
     # garbage-collector sawtooth, 64 MiB every ~minute, two processes per arm with their own phase
     "gc_leak": {
-        "canary": ArmBehaviour(memory=gc_sawtooth(64, 1, 3.0), memory_ranks=2),
-        "baseline": ArmBehaviour(memory=gc_sawtooth(64, 1), memory_ranks=2),
+        "canary": arm(memory=gc_sawtooth(64, 1, 3.0), memory_ranks=2),
+        "baseline": arm(memory=gc_sawtooth(64, 1), memory_ranks=2),
     },
     # the same sawtooth, no leak, and a 150 MiB cache filling over the first 3 minutes of the window
     "gc_rise": {
-        "canary": ArmBehaviour(
+        "canary": arm(
             memory=gc_sawtooth(64, 1, rise_mib=150, rise_delay_s=120, rise_s=180), memory_ranks=2
         ),
-        "baseline": ArmBehaviour(memory=gc_sawtooth(64, 1), memory_ranks=2),
+        "baseline": arm(memory=gc_sawtooth(64, 1), memory_ranks=2),
     },
     "little_traffic": {
         "weights": {"baseline": 95.0, "canary": 5.0},
-        "canary": ArmBehaviour(rps=0.2),
-        "baseline": ArmBehaviour(rps=3.8),
+        "offered": 4.0,
+        "canary": arm(rps=0.2),
+        "baseline": arm(rps=3.8),
     },
 }
 NO_DATA_INDEX = len(SCENARIOS)  # an hour with nothing in it
@@ -76,9 +85,9 @@ def history(tmp_path_factory):
         start = end - WINDOW_S
         windows[name] = (start, end)
         rng = np.random.default_rng(1000 + index)
-        for arm in ("baseline", "canary"):
-            behaviour = spec.get(arm, ArmBehaviour())
-            series += arm_series(arm, behaviour, start - 120, end, SCRAPE_S, rng, {"scenario": name})
+        for arm_name in ("baseline", "canary"):
+            behaviour = spec.get(arm_name, arm())
+            series += arm_series(arm_name, behaviour, start - 120, end, SCRAPE_S, rng, {"scenario": name})
     end = latest_end - NO_DATA_INDEX * HOUR
     windows["no_data"] = (end - WINDOW_S, end)
     backfill(openmetrics_text(series), data_dir)
@@ -96,7 +105,7 @@ def run(history, name, *, config=None, streaks=None, provider=None, weights=None
         start=start,
         end=end,
         weights=weights or spec.get("weights", EVEN),
-        offered_rps=OFFERED,
+        offered_rps=spec.get("offered", OFFERED),
         streaks=streaks,
         provider=provider,
     )
