@@ -67,7 +67,7 @@ class ProportionEstimate:
     trials: float
 
 
-def _z(confidence: float) -> float:
+def z_two_sided(confidence: float) -> float:
     """Two-sided normal quantile for `confidence` (0.95 -> 1.96)."""
     if not 0.5 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0.5, 1), got {confidence}")
@@ -96,7 +96,7 @@ def harrell_davis_quantile(
     c1 = float(np.dot(w, x))
     c2 = float(np.dot(w, x * x))
     se = math.sqrt(max(c2 - c1 * c1, 0.0))
-    z = _z(confidence)
+    z = z_two_sided(confidence)
     return QuantileEstimate(c1, c1 - z * se, c1 + z * se, int(n), se)
 
 
@@ -136,7 +136,7 @@ def histogram_quantile(
             return float(ub[idx])
         return lower_bound + (float(ub[idx]) - lower_bound) * (rank - lower_count) / in_bucket
 
-    z = _z(confidence)
+    z = z_two_sided(confidence)
     spread = z * math.sqrt(n * q * (1 - q))
     value = at_rank(q * n)
     low = at_rank(math.floor(q * n - spread))
@@ -176,7 +176,7 @@ def quantile_ratio(
     rel = math.hypot(canary.se / canary.value, baseline.se / baseline.value)
     if not math.isfinite(rel):
         return RatioEstimate(ratio, float("nan"), float("nan"))
-    z = _z(confidence)
+    z = z_two_sided(confidence)
     return RatioEstimate(ratio, ratio * math.exp(-z * rel), ratio * math.exp(z * rel))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from infra.cli import UsageErrorParser
 from rollout.hooks import load_hooks, load_notifications
 from rollout.local_stack import BASELINE_MODE, ArmSpec, canary_default_mode
-from rollout.plan import PROFILES, get_profile
+from rollout.plan import MAX_BAKE_FACTOR, PROFILES, Profile, StepEvidence, get_profile
 from rollout.sites.base import Site
 from rollout.state import RolloutState
 
@@ -125,25 +125,12 @@ def _arm_flags(parser: argparse.ArgumentParser, *, canary_flag: str) -> None:
     group.add_argument("--tp-size", type=int, default=2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = UsageErrorParser(prog="python -m rollout", description="Canary rollout for SGLang VLM serving.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=UsageErrorParser)
-
-    run = sub.add_parser("run", help="start a rollout, or resume the one in the state directory")
-    _cluster_flags(run, from_env=True)
-    _local_flags(run)
-    run.add_argument("--profile", default="default", choices=sorted(PROFILES))
-    run.add_argument(
+def _plan_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="default", choices=sorted(PROFILES))
+    parser.add_argument(
         "--gate-file", type=Path, default=None, help="gate YAML (default: the packaged defaults)"
     )
-    run.add_argument(
-        "--hooks",
-        type=Path,
-        default=os.environ.get("ROLLOUT_HOOKS_CONFIG") or None,
-        help="hooks YAML: hooks (pre-step, post-step, promotion, rollback) and notifications "
-        "(env ROLLOUT_HOOKS_CONFIG)",
-    )
-    plan = run.add_argument_group("plan overrides")
+    plan = parser.add_argument_group("plan overrides")
     plan.add_argument("--steps", type=_ints, help="canary percent per step, e.g. 10,50,100")
     plan.add_argument("--bake", type=_floats, help="bake seconds per step, e.g. 90,30,20")
     plan.add_argument("--interval", type=float, help="seconds between gate evaluations")
@@ -151,13 +138,68 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, help="offered requests per second (cluster: the rate reaching the Gateway)"
     )
     plan.add_argument(
-        "--max-inconclusive", type=int, help="inconclusive evaluations past the bake that revert"
+        "--max-bake",
+        type=_floats,
+        help="longest wait per step for the gates to decide, e.g. 600,180,180; then the rollout pauses "
+        f"(default: {MAX_BAKE_FACTOR:g}x each bake)",
     )
     plan.add_argument("--seed", type=int)
+
+
+def _profile(args: argparse.Namespace) -> Profile:
+    return get_profile(args.profile).with_overrides(
+        steps=args.steps,
+        bake_s=args.bake,
+        interval_s=args.interval,
+        request_rate=args.rate,
+        max_bake_s=args.max_bake,
+        seed=args.seed,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = UsageErrorParser(prog="python -m rollout", description="Canary rollout for SGLang VLM serving.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=UsageErrorParser)
+
+    run = sub.add_parser("run", help="start a rollout, or resume the one in the state directory")
+    _cluster_flags(run, from_env=True)
+    _local_flags(run)
+    run.add_argument(
+        "--hooks",
+        type=Path,
+        default=os.environ.get("ROLLOUT_HOOKS_CONFIG") or None,
+        help="hooks YAML: hooks (pre-step, post-step, promotion, rollback) and notifications "
+        "(env ROLLOUT_HOOKS_CONFIG)",
+    )
+    _plan_flags(run)
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the evidence plan (`rollout plan`) for these settings and start nothing",
+    )
     _arm_flags(run, canary_flag="canary")
     run.add_argument(
         "--keep-stack", action="store_true", help="leave the local stack running after the decision"
     )
+
+    plan = sub.add_parser(
+        "plan", help="how long each step needs for every gate to be able to pass a healthy canary"
+    )
+    _plan_flags(plan)
+    plan.add_argument(
+        "--gate-profile",
+        choices=["local", "kubernetes"],
+        default="local",
+        help="the gate file's query profile (local: the embedded stack, with the run profile's sizing)",
+    )
+    plan.add_argument(
+        "--tail-scale",
+        type=float,
+        help="mean excess of log latency over its P90 (the latency tail's spread; measure yours)",
+    )
+    plan.add_argument("--memory-noise-mib", type=float, help="a pod's memory noise around its trend, MiB")
+    plan.add_argument("--pods-per-arm", type=int, help="pods (locally: processes) per arm")
+    plan.add_argument("--json", action="store_true")
 
     status = sub.add_parser("status", help="show the rollout state")
     _cluster_flags(status, from_env=True)
@@ -300,15 +342,11 @@ def _gate_file(args: argparse.Namespace) -> Path | None:
 def cmd_run(args: argparse.Namespace) -> int:
     from rollout.run import RunPlan, run
 
+    if args.dry_run:
+        args.gate_profile = "local" if _is_local(args) else "kubernetes"
+        return cmd_plan(args)
     site = site_from_args(args, needs_prometheus=True)
-    profile = get_profile(args.profile).with_overrides(
-        steps=args.steps,
-        bake_s=args.bake,
-        interval_s=args.interval,
-        request_rate=args.rate,
-        max_inconclusive=args.max_inconclusive,
-        seed=args.seed,
-    )
+    profile = _profile(args)
     plan = RunPlan(
         profile=profile,
         reports_dir=args.reports_dir,
@@ -319,6 +357,95 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     state = run(site, plan, say=say)
     return EXIT.get(state.outcome or "", 2)
+
+
+def _is_local(args: argparse.Namespace) -> bool:
+    return not (getattr(args, "kube_namespace", None) or getattr(args, "release", None))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Per step, when each gate can pass a healthy canary; exit 1 when a step cannot within its max bake."""
+    from dataclasses import replace
+
+    from rollout.gating import load_gate_config
+    from rollout.plan import default_assumptions, evidence_plan
+
+    profile = _profile(args)
+    overrides = profile.gate_overrides if args.gate_profile == "local" else None
+    config = load_gate_config(_gate_file(args), gate_profile=args.gate_profile, overrides=overrides)
+    assumptions = default_assumptions(profile)
+    given = {
+        "tail_scale": getattr(args, "tail_scale", None),
+        "memory_noise_mib": getattr(args, "memory_noise_mib", None),
+        "pods_per_arm": getattr(args, "pods_per_arm", None),
+    }
+    assumptions = replace(assumptions, **{k: v for k, v in given.items() if v is not None})
+    steps = evidence_plan(profile, config, assumptions)
+    if getattr(args, "json", False):
+        print(json.dumps(plan_json(profile, config.source, assumptions, steps), indent=2))
+    else:
+        for line in plan_lines(profile, config.source, assumptions, steps):
+            say(line)
+    return 0 if all(s.reachable for s in steps) else 1
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "never (within a day)"
+    return f"{value:.0f}s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def plan_lines(profile: Profile, source: str, assumptions: Any, steps: list[StepEvidence]) -> list[str]:
+    lines = [
+        f"plan: profile {profile.name}, {profile.request_rate:g} req/s offered, steps "
+        f"{'/'.join(str(s) for s in profile.steps)}% canary, gates: {source}",
+        f"assumes a healthy canary: no errors, each arm serving its share, latency tail scale "
+        f"{assumptions.tail_scale:g}, memory noise {assumptions.memory_noise_mib:g} MiB per pod, "
+        f"{assumptions.pods_per_arm} pods per arm (docs/gates.md: measuring yours)",
+    ]
+    for step in steps:
+        rate = profile.request_rate * step.canary_weight / 100
+        lines.append(
+            f"step {step.index + 1}: {step.canary_weight}% canary ({rate:.3g} req/s), bake "
+            f"{step.bake_s:.0f}s, max bake {step.max_bake_s:.0f}s"
+        )
+        for gate in step.gates:
+            when = "first evaluation" if not gate.modelled else _seconds(gate.seconds)
+            lines.append(f"  {gate.gate:<22} can pass after {when}")
+        after = step.pass_after_s
+        if not step.reachable:
+            lines.append(
+                f"  WARNING: {step.slowest} needs {_seconds(after)}, past the maximum bake of "
+                f"{step.max_bake_s:.0f}s: the step will pause for a person, not promote"
+            )
+        elif after is not None and after > step.bake_s:
+            lines.append(f"  every gate can pass after {_seconds(after)} ({step.slowest}): past the bake")
+        else:
+            lines.append(f"  every gate can pass after {_seconds(after)}: within the bake")
+    return lines
+
+
+def plan_json(profile: Profile, source: str, assumptions: Any, steps: list[StepEvidence]) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {
+        "profile": profile.name,
+        "rate_rps": profile.request_rate,
+        "gates": source,
+        "assumptions": asdict(assumptions),
+        "steps": [
+            {
+                "canary_weight": s.canary_weight,
+                "bake_s": s.bake_s,
+                "max_bake_s": s.max_bake_s,
+                "pass_after_s": s.pass_after_s,
+                "slowest": s.slowest,
+                "reachable": s.reachable,
+                "gates": {g.gate: g.seconds for g in s.gates},
+            }
+            for s in steps
+        ],
+    }
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -469,6 +596,7 @@ def orchestrator_status(state: RolloutState, now: float) -> dict[str, Any] | Non
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
+    "plan": cmd_plan,
     "status": cmd_status,
     "rollback": cmd_rollback,
     "abort": cmd_rollback,

@@ -3,8 +3,9 @@
 Every call re-derives what to do from the persisted state (Argo's reconcile shape), so an orchestrator
 killed at any point and started again converges: the intent (step, start time) is saved before the
 router is touched, and the router is re-checked against the intent on every call.
-Only a failed gate (or a failed hook) reverts; an inconclusive evaluation holds the step and reverts only
-after `max_inconclusive` in a row past the bake; nothing but a pass promotes.
+Only a failed gate (or a failed hook) reverts; nothing but a pass promotes. An inconclusive evaluation
+holds the step while its window grows, up to the step's maximum bake; then the rollout pauses and asks a
+person (Argo's semantics for an inconclusive analysis): it keeps judging, a failure still reverts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from gates.record import Evaluation, Verdict
 from rollout.gating import GateEvaluator
 from rollout.hooks import Hook, run_hooks
 from rollout.notify import Notifier, announce, took_over
-from rollout.plan import Phase, Profile
+from rollout.plan import Phase, Profile, max_bake
 from rollout.routers.base import RouterUnavailable, TrafficRouter, Verification, WeightCheck, Weights
 from rollout.state import EvaluationEntry, Holder, RolloutState, StateConflict, StateStore
 from rollout.traffic import BASELINE_ONLY, move_traffic
@@ -181,6 +182,19 @@ def promote_locked(
         decided_by=who,
         finished_at=now,
     )
+
+
+def baking_since(state: RolloutState) -> float:
+    """When the current step's wait for a decision began: its start, or the latest resume since then."""
+    assert state.step_started_at is not None
+    resumed = [e["at"] for e in state.events if e["kind"] == "resume" and e["at"] >= state.step_started_at]
+    return max([state.step_started_at, *resumed])
+
+
+def wait_text(result: Evaluation) -> str:
+    """The longest wait the undecided gates estimate for themselves, as a clause ('' when unknown)."""
+    waits = [g.more_s for g in result.gates if g.more_s is not None and not g.dry_run]
+    return f"; the gates estimate about {max(waits) / 60:.1f} more minutes" if waits else ""
 
 
 def _hook_context(state: RolloutState, **extra: Any) -> dict[str, Any]:
@@ -351,17 +365,20 @@ class RolloutController:
             if elapsed < bake_s:
                 self.progress(state, f"inconclusive at {weight}% during the bake: holding")
                 return state
-            count = state.inconclusive_count + 1
-            state = replace(state, inconclusive_count=count)
+            state = replace(state, inconclusive_count=state.inconclusive_count + 1)
             unsure = ", ".join(result.gates_with(Verdict.INCONCLUSIVE)) or "evaluation"
-            if count >= profile["max_inconclusive"]:
-                return self._revert(
-                    state,
-                    f"{count} inconclusive evaluations in a row past the bake at {weight}% ({unsure})",
-                    now,
+            waited, longest = now - baking_since(state), max_bake(profile, state.step_index)
+            if waited >= longest:
+                reason = (
+                    f"no decision at {weight}% within the maximum bake of {longest:.0f}s ({unsure} "
+                    "inconclusive); `rollout resume` bakes longer, `rollout promote` or `rollout rollback` decide"
                 )
+                self.progress(state, f"paused: {reason}")
+                return pause_locked(state, who="rollout", reason=reason, now=now)
             self.progress(
-                state, f"inconclusive at {weight}% ({unsure}): holding, {count}/{profile['max_inconclusive']}"
+                state,
+                f"inconclusive at {weight}% ({unsure}): holding for evidence, {waited:.0f}/{longest:.0f}s"
+                f"{wait_text(result)}",
             )
             return state
         state = replace(state, inconclusive_count=0)

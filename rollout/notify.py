@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from gates.record import Verdict
 from gates.report import GateRow
-from rollout.plan import Phase
+from rollout.plan import Phase, max_bake
 from rollout.routers.base import Weights
 from rollout.state import EvaluationEntry, Holder, RolloutState, StateConflict, StateStore
 
@@ -371,7 +371,6 @@ def _held_inconclusive(before: RolloutState, after: RolloutState) -> Notice | No
         return None
     if before.step_index == after.step_index and before.inconclusive_count > 0:
         return None  # the hold was announced when it began
-    limit = after.profile.get("max_inconclusive")
     return _notice(
         after,
         "held-inconclusive",
@@ -384,7 +383,7 @@ def _held_inconclusive(before: RolloutState, after: RolloutState) -> Notice | No
         detail={
             "inconclusive_gates": list(last.evaluation.gates_with(Verdict.INCONCLUSIVE)),
             "inconclusive_count": after.inconclusive_count,
-            "max_inconclusive": limit,
+            "max_bake_s": max_bake(after.profile, after.step_index),
         },
     )
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+from gates.config import GateConfig
+from gates.evidence import Assumptions, GateEvidence, time_to_pass
+
+DEFAULT_MAX_TOKENS = 64  # loadtest/vlm.py's --max-tokens
 
 
 class Phase(enum.Enum):
     INITIALIZING = "initializing"  # state written, no traffic moved yet
     PROGRESSING = "progressing"  # baking at steps[step_index]
     PROMOTED = "promoted"  # every step passed: the canary takes all traffic
-    REVERTED = "reverted"  # a gate failed (or inconclusive too long): 100% baseline
+    REVERTED = "reverted"  # a gate (or a hook) failed: 100% baseline
     ABORTED = "aborted"  # rolled back by a person or an error: 100% baseline
 
     @property
@@ -28,8 +33,10 @@ class Profile:
     bake_s: tuple[float, ...]  # minimum time at each step before it may pass
     interval_s: float  # one gate evaluation (and one `advance()`) per interval
     settle_s: float  # left out of a step's evaluation window after a weight change
-    max_inconclusive: int  # consecutive inconclusive evaluations past the bake that revert
     request_rate: float  # offered load, requests per second (Poisson arrivals)
+    # Longest wait at each step for the gates to decide; then the rollout pauses (never promotes) and asks
+    # a person. Empty: MAX_BAKE_FACTOR times each step's bake.
+    max_bake_s: tuple[float, ...] = ()
     seed: int = 1
     # Gate parameters sized to this profile's steps (through the gate file's schema), e.g. the memory-leak
     # gate's warm-up and sampling must fit inside the shortest step it judges.
@@ -52,8 +59,14 @@ class Profile:
         for key in ("interval_s", "request_rate"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"profile {self.name!r}: {key}={getattr(self, key)!r} must be > 0")
-        if self.max_inconclusive < 1:
-            raise ValueError(f"profile {self.name!r}: max_inconclusive={self.max_inconclusive} must be >= 1")
+        if self.max_bake_s and (
+            len(self.max_bake_s) != len(self.steps)
+            or any(m < b for m, b in zip(self.max_bake_s, self.bake_s, strict=True))
+        ):
+            raise ValueError(
+                f"profile {self.name!r}: max_bake_s {self.max_bake_s} needs one entry per step, each at "
+                f"least that step's bake {self.bake_s}"
+            )
 
     def with_overrides(self, **changes: object) -> Profile:
         unknown = sorted(set(changes) - set(self.__dataclass_fields__))
@@ -65,34 +78,48 @@ class Profile:
         return sum(self.bake_s)
 
 
+MAX_BAKE_FACTOR = 3.0
+
+
+def max_bake(profile: dict[str, Any], index: int) -> float:
+    """Step `index`'s longest wait for a decision, from a profile as the state records it."""
+    explicit = profile.get("max_bake_s") or ()
+    return float(explicit[index]) if explicit else MAX_BAKE_FACTOR * float(profile["bake_s"][index])
+
+
 # Sized for 2 CPU cores running two TP=2 backends, the router, Prometheus and Locust (measured: about
-# 40 ms of backend CPU per request with 8 output tokens). Each step's bake gives every arm with traffic
-# >= ~300 requests (the latency gates' P99 minimum) with a 10% margin for Poisson arrivals:
-# rate x share x (bake - settle) >= 330. The quick profile starts at 25% to fit 3 minutes.
+# 40 ms of backend CPU per request with 8 output tokens). A step passes once every gate has the evidence
+# to (`python -m rollout plan` prints when, per gate): its bake is the least time at the step, its maximum
+# bake leaves room for the slower evidence of a noisy run before the rollout pauses for a person.
 # The memory-leak gate's warm-up and sampling are sized to fit the shortest step, and a step of a minute
 # holds no collection cycle to speak of, so it judges every sample (`min_cycles: 0`: an allocator trim in
 # a short step is no sawtooth); the cluster default needs 2 cycles of collection floors. The warm-up leaves out
 # the RSS growth that follows a weight change (more requests in flight), which a short window would
 # otherwise read as a leak (measured: ~180 MiB/min over the first 20 s at 100% canary).
 _DEMO_LOAD = ("--max-tokens", "8", "--image-sizes", "448x448")
-# Absolute latency bounds describe a GPU server, not two CPU-only backends sharing 2 cores with their own
-# load generator; the local demo widens them and keeps every relative (canary vs baseline) bound as is.
-_LOCAL_LATENCY = {
-    "latency_e2e_p99": {"max_seconds": 3.0},
-    "latency_ttft_p99": {"max_seconds": 1.5},
-    "latency_itl_p99": {"max_seconds": 0.5},
+# The demo's gates. Absolute latency bounds describe a GPU server, not two CPU-only backends sharing 2
+# cores with their own load generator: widened. The smallest harms to catch are sized to what ~20 req/s
+# can show within minutes: the packaged 0.1% error rate needs ~5,300 canary requests, a 5% throughput
+# drop ~30,000 requests and a 1.15x P99 ~17 minutes at a 10% step of this rate (`python -m rollout plan
+# --gate-profile kubernetes` shows the packaged harms); a deployment at its own rate keeps them.
+_LOCAL_GATES: dict[str, dict[str, Any]] = {
+    "latency_e2e_p99": {"max_seconds": 3.0, "max_ratio": 1.3},
+    "latency_ttft_p99": {"max_seconds": 1.5, "max_ratio": 1.3},
+    "latency_itl_p99": {"max_seconds": 0.5, "max_ratio": 1.3},
+    "error_rate": {"max": 0.02},
+    "throughput": {"min_offered_fraction": 0.80, "max_share_drop": 0.15},
 }
 PROFILES: dict[str, Profile] = {
     "default": Profile(
         name="default",
         steps=(10, 50, 100),
         bake_s=(210.0, 60.0, 60.0),
+        max_bake_s=(900.0, 360.0, 240.0),
         interval_s=15.0,
         settle_s=3.0,
-        max_inconclusive=4,
         request_rate=18.0,
         gate_overrides={
-            **_LOCAL_LATENCY,
+            **_LOCAL_GATES,
             "memory_leak": {"warmup_seconds": 20, "step_seconds": 3, "min_points": 10, "min_cycles": 0},
         },
         loadtest_args=_DEMO_LOAD,
@@ -101,12 +128,12 @@ PROFILES: dict[str, Profile] = {
         name="quick",
         steps=(25, 50, 100),
         bake_s=(70.0, 40.0, 40.0),
+        max_bake_s=(420.0, 300.0, 180.0),
         interval_s=10.0,
         settle_s=2.0,
-        max_inconclusive=3,
         request_rate=20.0,
         gate_overrides={
-            **_LOCAL_LATENCY,
+            **_LOCAL_GATES,
             "memory_leak": {"warmup_seconds": 15, "step_seconds": 2, "min_points": 10, "min_cycles": 0},
         },
         loadtest_args=_DEMO_LOAD,
@@ -119,3 +146,54 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
+
+
+# -- the evidence plan: how long each step must bake for a healthy canary to pass -------------------------
+@dataclass(frozen=True)
+class StepEvidence:
+    index: int
+    canary_weight: int
+    bake_s: float
+    max_bake_s: float
+    gates: tuple[GateEvidence, ...]
+
+    @property
+    def pass_after_s(self) -> float | None:
+        """Seconds into the step (the settle included) after which every gate can pass; None: never."""
+        times = [g.seconds for g in self.gates]
+        return None if any(t is None for t in times) else max(t for t in times if t is not None)
+
+    @property
+    def slowest(self) -> str:
+        return max(self.gates, key=lambda g: float("inf") if g.seconds is None else g.seconds).gate
+
+    @property
+    def reachable(self) -> bool:
+        after = self.pass_after_s
+        return after is not None and after <= self.max_bake_s
+
+
+def default_assumptions(profile: Profile) -> Assumptions:
+    """The measured defaults, with inter-token samples per request from the profile's `--max-tokens`."""
+    args = list(profile.loadtest_args)
+    tokens = int(args[args.index("--max-tokens") + 1]) if "--max-tokens" in args else DEFAULT_MAX_TOKENS
+    return Assumptions(samples_per_request={"itl_ms": max(tokens - 1, 1)})
+
+
+def evidence_plan(profile: Profile, config: GateConfig, assumptions: Assumptions) -> list[StepEvidence]:
+    """Per step: when each gate can pass a healthy canary at the profile's rate (the evaluation window
+    opens `settle_s` into the step), against the step's bake and maximum bake."""
+    steps = []
+    shape = asdict(profile)
+    for index, weight in enumerate(profile.steps):
+        weights = {"baseline": 100.0 - weight, "canary": float(weight)}
+        gates = []
+        for gate in config.gates:
+            if gate.dry_run:
+                continue
+            e = time_to_pass(gate, rate_rps=profile.request_rate, weights=weights, assumptions=assumptions)
+            gates.append(replace(e, seconds=None if e.seconds is None else e.seconds + profile.settle_s))
+        steps.append(
+            StepEvidence(index, weight, profile.bake_s[index], max_bake(shape, index), tuple(gates))
+        )
+    return steps

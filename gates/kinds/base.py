@@ -1,8 +1,9 @@
 """What every gate kind is made of, and the pieces kinds share.
 
 A kind (`GateKind`) is one file under `gates/kinds/`: the schema of its parameters and query roles, their
-defaults, `evaluate` (render its queries per arm, fetch, judge: an `Outcome`), and `checks`, its export
-to controllers that compare one number with a fixed bound (Argo Rollouts, Flagger). `gates.kinds.KINDS`
+defaults, `evaluate` (render its queries per arm, fetch, judge: an `Outcome`), `checks`, its export
+to controllers that compare one number with a fixed bound (Argo Rollouts, Flagger), and `healthy`, its
+judge on the data a healthy canary gives after some time (the plan: gates/evidence.py). `gates.kinds.KINDS`
 maps kind names to them; the loader, the evaluator and the exports look kinds up there and nowhere else.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gates import judge as J
+from gates.evidence import Expectation
 from gates.loadtest_samples import LoadtestSamples
 from gates.provider import MetricsProvider, ProviderError, single_value
 from gates.spec import ARMS, PROFILES, GateSpec, render
@@ -198,3 +200,5 @@ class GateKind:
     checks: Callable[[GateSpec, Dialect], list[Check]] = no_checks
     # a rule the schema cannot say: the message (its key first, e.g. "queries.buckets: ...") or None
     rules: Callable[[Mapping[str, Any]], str | None] = no_rules
+    # the judgement on a healthy canary's expected data (None: no model; judged as the data come)
+    healthy: Callable[[GateSpec, Expectation], J.Judgement] | None = None

@@ -16,6 +16,7 @@ from gates.kinds.base import (
     instant_per_arm,
     kind_schema,
 )
+from gates.evidence import Expectation
 from gates.spec import GateSpec
 
 
@@ -46,6 +47,18 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     return out
 
 
+def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
+    """No errors among the requests each judged arm receives."""
+    return J.judge_error_rate(
+        {a: 0.0 for a in gate.arms},
+        {a: expect.requests(a) for a in gate.arms},
+        arms=gate.arms,
+        max_rate=float(gate.params["max"]),
+        min_samples=int(gate.params["min_samples"]),
+        confidence=gate.confidence,
+    )
+
+
 KIND = GateKind(
     name="error_rate",
     schema=kind_schema(
@@ -57,4 +70,5 @@ KIND = GateKind(
     defaults={"arms": ["canary"], "min_samples": 300},
     evaluate=evaluate,
     checks=checks,
+    healthy=healthy,
 )

@@ -3,6 +3,7 @@ from exact load-test samples or the Prometheus histogram (`source`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ from gates.kinds.base import (
     kind_schema,
     per_arm,
 )
+from gates.evidence import Expectation
 from gates.provider import histogram_buckets
 from gates.spec import ARMS, GateSpec
 
@@ -114,6 +116,33 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     return out
 
 
+def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
+    """Both arms' latencies from one distribution whose log tail has the assumed scale s: a quantile q
+    from n samples then has a relative standard error of s * sqrt(q / ((1 - q) n)) (the spread the
+    Maritz-Jarrett error measures on such a tail), and no request above the absolute bound."""
+    q = float(gate.params["quantile"])
+    per = expect.assumptions.per_request(str(gate.params["loadtest_field"]))
+    z = stats.z_two_sided(gate.confidence)
+    estimates, exceedance = {}, {}
+    for arm in ARMS:
+        n = expect.requests(arm) * per
+        if n > 0:
+            se = expect.assumptions.tail_scale * math.sqrt(q / ((1 - q) * n))
+            estimates[arm] = stats.QuantileEstimate(1.0, 1.0 - z * se, 1.0 + z * se, int(n), se)
+            exceedance[arm] = (0.0, n)
+    return J.judge_latency_quantile(
+        estimates,
+        quantile=q,
+        arms=gate.arms,
+        max_seconds=gate.params.get("max_seconds"),
+        max_ratio=gate.params.get("max_ratio"),
+        min_samples=int(gate.params["min_samples"]),
+        confidence=gate.confidence,
+        compare=all(expect.weights.get(a, 0.0) > 0 for a in ARMS),
+        exceedance=exceedance,
+    )
+
+
 def rules(raw: Mapping[str, Any]) -> str | None:
     if raw.get("source", "auto") != "loadtest" and "buckets" not in raw["queries"]:
         return "queries.buckets: required unless source is 'loadtest'"
@@ -146,4 +175,5 @@ KIND = GateKind(
     evaluate=evaluate,
     checks=checks,
     rules=rules,
+    healthy=healthy,
 )

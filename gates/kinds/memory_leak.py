@@ -3,7 +3,10 @@ collection floors under a garbage-collector sawtooth), canary versus baseline, w
 
 from __future__ import annotations
 
+import math
+
 from gates import judge as J
+from gates import stats
 from gates.kinds.base import (
     POSITIVE,
     Check,
@@ -16,20 +19,23 @@ from gates.kinds.base import (
     kind_schema,
     per_arm,
 )
-from gates.memory_trend import memory_trends
+from gates.evidence import Expectation
+from gates.memory_trend import SAMPLES, ArmTrend, LeakEstimate, memory_trends
 from gates.provider import per_series_range
 from gates.spec import ARMS, GateSpec
+
+
+def sampling_step(gate: GateSpec, span_s: float) -> float:
+    """A short bake window is sampled more finely (down to 1 s) so it still yields min_points; its wider
+    slope interval then says how little a short window can tell."""
+    return max(min(float(gate.params["step_seconds"]), span_s / int(gate.params["min_points"])), 1.0)
 
 
 def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
     queries: dict[str, dict[str, str]] = {}
     errors: dict[str, str] = {}
     begin = ctx.start + float(gate.params["warmup_seconds"])
-    # A short bake window is sampled more finely (down to 1 s) so it still yields min_points; its wider
-    # slope interval then says how little a short window can tell.
-    step = max(
-        min(float(gate.params["step_seconds"]), (ctx.end - begin) / int(gate.params["min_points"])), 1.0
-    )
+    step = sampling_step(gate, ctx.end - begin)
     harm = float(gate.params["leak_bytes_per_minute"]) / 60.0
     if ctx.end - begin < step * 3:
         j = J.Judgement(
@@ -86,6 +92,27 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     return [Check(gate.name, "slope-vs-baseline", difference, "<=", float(p["leak_bytes_per_minute"]) / 60)]
 
 
+def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
+    """Flat memory with independent noise of the assumed spread around it, sampled after the warm-up: a
+    least-squares slope over n points a step apart has a standard error of
+    noise * sqrt(12 / (n (n^2 - 1))) / step, averaged over the arm's pods. It leaves out what stretches
+    a real window (a collection sawtooth, correlated noise): measured memory needs at least this long."""
+    span = expect.seconds - float(gate.params["warmup_seconds"])
+    step = sampling_step(gate, span)
+    a = expect.assumptions
+    n = int(span / step) + 1 if span > 0 else 0
+    leak = float(gate.params["leak_bytes_per_minute"]) / 60.0
+    args = dict(min_points=int(gate.params["min_points"]), min_cycles=0, confidence=gate.confidence)
+    if n < max(int(gate.params["min_points"]), 3):
+        return J.judge_memory_leak(None, leak_bytes_per_s=leak, **args)  # type: ignore[arg-type]
+    se = a.memory_noise_mib * J.MIB * math.sqrt(12.0 / (n * (n * n - 1))) / step / math.sqrt(a.pods_per_arm)
+    half = stats.z_two_sided(gate.confidence) * se
+    arm = ArmTrend(0.0, -half, half, n * a.pods_per_arm, a.pods_per_arm, 0, 0, None)
+    both = half * math.sqrt(2.0)
+    estimate = LeakEstimate(SAMPLES, arm, arm, 0.0, -both, both, float(n), 0.0)
+    return J.judge_memory_leak(estimate, leak_bytes_per_s=leak, **args)  # type: ignore[arg-type]
+
+
 KIND = GateKind(
     name="memory_leak",
     schema=kind_schema(
@@ -110,4 +137,5 @@ KIND = GateKind(
     },
     evaluate=evaluate,
     checks=checks,
+    healthy=healthy,
 )

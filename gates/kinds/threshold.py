@@ -20,6 +20,7 @@ from gates.kinds.base import (
     instant_per_arm,
     kind_schema,
 )
+from gates.evidence import Expectation
 from gates.spec import GateSpec
 
 
@@ -62,6 +63,12 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     return out
 
 
+def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
+    """A rate over the window (e.g. CPU seconds per second) has no sampling noise to wait out: a value
+    within the bounds passes at the first evaluation."""
+    return J.Judgement(J.PASS, "no sampling noise: within its bounds it passes at the first evaluation")
+
+
 def rules(raw: Mapping[str, Any]) -> str | None:
     if "min" in raw and "max" in raw and raw["min"] > raw["max"]:
         return f"min: {raw['min']} is above max {raw['max']}"
@@ -80,4 +87,5 @@ KIND = GateKind(
     evaluate=evaluate,
     checks=checks,
     rules=rules,
+    healthy=healthy,
 )

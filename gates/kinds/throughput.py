@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from gates import judge as J
 from gates.kinds.base import COUNT, Context, GateKind, Outcome, errors_block, instant_per_arm, kind_schema
+from gates.evidence import Expectation
 from gates.spec import ARMS, GateSpec
 
 
@@ -27,6 +28,20 @@ def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
     return Outcome(j, queries, errors)
 
 
+def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
+    """Every arm serves exactly its share of the offered rate."""
+    return J.judge_throughput(
+        {a: expect.requests(a) for a in ARMS},
+        window_s=expect.seconds,
+        weights=expect.weights,
+        offered_rps=expect.rate_rps,
+        min_offered_fraction=float(gate.params["min_offered_fraction"]),
+        max_share_drop=float(gate.params["max_share_drop"]),
+        min_samples=int(gate.params["min_samples"]),
+        confidence=gate.confidence,
+    )
+
+
 KIND = GateKind(
     name="throughput",
     schema=kind_schema(
@@ -40,4 +55,5 @@ KIND = GateKind(
     ),
     defaults={"min_offered_fraction": 0.90, "max_share_drop": 0.05, "min_samples": 100},
     evaluate=evaluate,
+    healthy=healthy,
 )

@@ -13,7 +13,6 @@ PROFILE = Profile(
     bake_s=(30.0, 20.0, 10.0),
     interval_s=10.0,
     settle_s=2.0,
-    max_inconclusive=2,
     request_rate=10.0,
 )
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from rollout_fakes import PROFILE, ManualClock, MemoryRouter, ScriptedGates, run_until_terminal
 
-from rollout.controller import RolloutController, new_state
+from rollout.controller import RolloutController, new_state, resume_locked
 from rollout.hooks import Hook
 from rollout.plan import Phase
 from rollout.routers.base import RouterUnavailable, Weights
@@ -45,16 +45,45 @@ def test_a_failed_gate_reverts_at_once_and_names_the_gate(tmp_path):
     assert rollback[0]["who"] == "rollout" and rollback[0]["weights_before"] == {"baseline": 50, "canary": 50}
 
 
-def test_inconclusive_never_promotes_and_reverts_after_the_configured_count(tmp_path):
-    gates = ScriptedGates("inconclusive")
+def advance_until(controller, clock, done, limit=100):
+    """advance() once per PROFILE interval until `done(state)`."""
+    state = controller.advance()
+    for _ in range(limit):
+        if done(state):
+            return state
+        clock.tick(PROFILE.interval_s)
+        state = controller.advance()
+    raise AssertionError(f"not done after {limit} intervals: {state.phase}, paused {state.paused}")
+
+
+def test_inconclusive_holds_for_evidence_then_pauses_and_never_promotes(tmp_path):
+    # Inconclusive through the 30 s bake and up to the 90 s maximum (3x), then passing: too late.
+    gates = ScriptedGates(*["inconclusive"] * 9, "pass")
+    controller, router, clock = make(tmp_path, gates)
+    state = advance_until(controller, clock, lambda s: s.paused is not None)
+    assert state.phase is Phase.PROGRESSING and state.paused["who"] == "rollout"
+    assert "maximum bake of 90s" in state.paused["reason"] and "p99_latency" in state.paused["reason"]
+    assert clock() - state.step_started_at == 90.0 and len(state.evaluations) == 9
+    assert state.events[-1]["kind"] == "pause"
+    for _ in range(5):  # the gates pass now; paused, the rollout keeps judging and decides nothing
+        clock.tick(PROFILE.interval_s)
+        state = controller.advance()
+    assert state.paused is not None and len(state.evaluations) == 14
+    assert not any(e["kind"] == "step-passed" for e in state.events) and router.history == [(90, 10)]
+    # A person resumes: the next pass promotes the step; a new maximum bake counts from the resume.
+    with controller.store.locked():
+        controller.store.save(resume_locked(controller.store.load(), who="alice", reason="bake on", now=clock()))
+    state = run_until_terminal(controller, clock)
+    assert state.phase is Phase.PROMOTED and router.history == [(90, 10), (50, 50), (0, 100)]
+
+
+def test_a_failure_while_paused_for_evidence_still_reverts(tmp_path):
+    gates = ScriptedGates(*["inconclusive"] * 9, "fail")
     controller, router, clock = make(tmp_path, gates)
     state = run_until_terminal(controller, clock)
-    assert state.phase is Phase.REVERTED
-    assert "2 inconclusive evaluations in a row" in state.reason
-    assert not any(e["kind"] == "step-passed" for e in state.events)
+    assert state.phase is Phase.REVERTED and "p99_latency" in state.reason
+    assert any(e["kind"] == "pause" and e["who"] == "rollout" for e in state.events)
     assert router.history == [(90, 10), (100, 0)]
-    # Held through the 30 s bake (3 evaluations), then 2 more inconclusive past it.
-    assert len(state.evaluations) == 4
 
 
 def test_a_pass_resets_the_inconclusive_count(tmp_path):
@@ -66,9 +95,9 @@ def test_a_pass_resets_the_inconclusive_count(tmp_path):
 
 def test_an_evaluator_error_is_inconclusive_not_a_pass(tmp_path):
     gates = ScriptedGates(ConnectionError("prometheus down"))
-    controller, _, clock = make(tmp_path, gates)
-    state = run_until_terminal(controller, clock)
-    assert state.phase is Phase.REVERTED
+    controller, router, clock = make(tmp_path, gates)
+    state = advance_until(controller, clock, lambda s: s.paused is not None)
+    assert state.phase is Phase.PROGRESSING and router.history == [(90, 10)]
     assert all(e.verdict == "inconclusive" for e in state.evaluations)
     assert "prometheus down" in state.evaluations[0].evaluation.error
 

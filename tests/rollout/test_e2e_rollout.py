@@ -213,10 +213,8 @@ def test_per_rank_canary_over_its_cpu_budget_reverts_on_the_cpu_gate(rollout):
     assert cpu["values"]["canary"] > 0.60
 
 
-def test_prometheus_stopped_mid_run_is_inconclusive_and_never_promotes(rollout):
-    proc = rollout.start(
-        "--profile", "quick", "--bake", "30,20,20", "--interval", "5", "--max-inconclusive", "2"
-    )
+def test_prometheus_stopped_mid_run_is_inconclusive_pauses_and_never_promotes(rollout):
+    proc = rollout.start("--profile", "quick", "--bake", "30,20,20", "--max-bake", "40,20,20", "--interval", "5")
     state = rollout.wait_for(
         lambda s: len(s.evaluations) >= 1 and s.stack.get("prometheus"),
         timeout=120,
@@ -224,10 +222,14 @@ def test_prometheus_stopped_mid_run_is_inconclusive_and_never_promotes(rollout):
     )
     stopped_at = time.time()
     os.kill(state.stack["prometheus"]["process"]["pid"], signal.SIGKILL)
-    rc = proc.wait(timeout=180)
+    paused = rollout.wait_for(lambda s: s.paused is not None, timeout=120, what="a pause for evidence")
+    assert paused.paused["who"] == "rollout" and "maximum bake of 40s" in paused.paused["reason"]
+    assert paused.step_index == 0 and not paused.phase.terminal
+    # Paused, the orchestrator keeps holding the weights until a person decides.
+    assert rollout.cli("rollback", "--reason", "no metrics", "--who", "tester").returncode == 0
+    rc = proc.wait(timeout=120)
     decision = rollout.decision()
-    assert rc == 1, rollout.output()
-    assert decision["outcome"] == "reverted" and "inconclusive" in decision["reason"]
+    assert rc != 0 and decision["outcome"] == "aborted", rollout.output()
     after = [e for s in decision["steps"] for e in s["evaluations"] if e["at"] > stopped_at + 1]
     assert after and all(e["verdict"] == "inconclusive" for e in after)
     assert not any(e["kind"] == "step-passed" for e in decision["events"])

@@ -351,7 +351,7 @@ def test_a_failing_gate_reverts_and_the_message_names_it(tmp_path, receiver, mon
 
 def test_an_inconclusive_hold_past_the_bake_is_announced_once(tmp_path, receiver, monkeypatch):
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
-    profile = replace(PROFILE, max_inconclusive=3)
+    profile = replace(PROFILE, max_bake_s=(60.0, 40.0, 30.0))
     # t=10 inconclusive inside the bake (nothing held), t=30 and t=40 inconclusive past it, t=50 passes.
     gates = TableGates("inconclusive", "pass", "inconclusive", "inconclusive", "pass")
     controller, clock = make(tmp_path, gates, (target("audit"),), profile=profile)
@@ -363,7 +363,7 @@ def test_an_inconclusive_hold_past_the_bake_is_announced_once(tmp_path, receiver
     assert held["detail"] == {
         "inconclusive_gates": ["p99_latency"],
         "inconclusive_count": 1,
-        "max_inconclusive": 3,
+        "max_bake_s": 60.0,
     }
     assert held["evaluation"]["verdict"] == "inconclusive" and held["weights"] == {
         "baseline": 90,
@@ -695,7 +695,6 @@ FAST = Profile(
     bake_s=(0.0, 0.0),
     interval_s=0.05,
     settle_s=0.0,
-    max_inconclusive=2,
     request_rate=1.0,
 )
 

@@ -18,7 +18,6 @@ PROFILE = Profile(
     bake_s=(20.0, 10.0, 10.0),
     interval_s=10.0,
     settle_s=1.0,
-    max_inconclusive=2,
     request_rate=5.0,
 )
 
