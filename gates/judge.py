@@ -72,6 +72,16 @@ def shrinking(value: float, bound: float, power: float = 0.5) -> Callable[[float
     return lambda k: value + (bound - value) * k**-power
 
 
+def proportion_high(successes: float, trials: float, confidence: float) -> Callable[[float], float]:
+    """A proportion's upper bound with k times the trials (and successes)."""
+    return lambda k: stats.binomial_proportion(successes * k, trials * k, confidence).high
+
+
+def rate_low(count: float, exposure: float, confidence: float) -> Callable[[float], float]:
+    """A Poisson rate's lower bound with k times the exposure (and count)."""
+    return lambda k: stats.poisson_rate(count * k, exposure * k, confidence).low
+
+
 def most_data(needs: Sequence[float | None]) -> float | None:
     """The data a gate needs for all its undecided checks: the largest need, None if any is unknown."""
     if not needs or any(n is None for n in needs):
@@ -202,7 +212,9 @@ def judge_latency_quantile(
                     parts.append((INCONCLUSIVE, f"{text}: cannot yet exclude a {label} above {bound_ms}"))
                     needs.append(
                         data_needed(
-                            lambda k, a=above, t=total: stats.binomial_proportion(a * k, t * k, confidence).high,  # type: ignore[misc]
+                            lambda k, a=above, t=total: (
+                                stats.binomial_proportion(a * k, t * k, confidence).high
+                            ),  # type: ignore[misc]
                             1 - quantile,
                         )
                     )
@@ -308,13 +320,7 @@ def judge_throughput(
             parts.append((PASS, text))
         else:
             parts.append((INCONCLUSIVE, f"{text}: cannot yet exclude less than {min_offered_fraction:.0%}"))
-            needs.append(
-                data_needed(
-                    lambda k, c=float(count): stats.poisson_rate(c * k, window_s * k, confidence).low,
-                    bound,
-                    upper=False,
-                )
-            )
+            needs.append(data_needed(rate_low(float(count), window_s, confidence), bound, upper=False))
     if offered_rps is None:
         parts.append((PASS, "offered rate not given: achieved-vs-offered not judged"))
     if len(enough) == 2:
@@ -402,10 +408,7 @@ def judge_error_rate(
             else:
                 parts.append((INCONCLUSIVE, f"{text}: cannot yet exclude {max_rate:.3%}"))
                 needs.append(
-                    data_needed(
-                        lambda k, e=e, n=float(n): stats.binomial_proportion(e * k, n * k, confidence).high,  # type: ignore[misc]
-                        max_rate,
-                    )
+                    data_needed(proportion_high(e, float(n), confidence), max_rate)  # type: ignore[arg-type]
                 )
     verdict, reason = combine(parts)
     return Judgement(
@@ -428,10 +431,11 @@ def judge_memory_leak(
     confidence: float,
     origin: float = 0.0,
 ) -> Judgement:
-    """Fail when the canary's memory grows significantly (interval above 0), significantly faster than
-    the baseline's, and the leak may reach the harmful rate (interval reaches it). Pass when the canary's
-    growth, or its excess over the baseline's, is shown to stay below the harmful rate (upper bound
-    under it): slower growth does not matter. Slopes are per pod (gates/memory_trend.py: the trend of the
+    """Fail when the canary's memory grows significantly faster than the harmful rate (its interval
+    above it) and than the baseline's. Pass when the canary's growth, or its excess over the baseline's,
+    is shown to stay below the harmful rate (upper bound under it): slower growth does not matter. An
+    interval across the harmful rate is inconclusive, which a growing window resolves: a warm-up that
+    decelerates to nothing falls below it, a leak at twice the rate rises above it. Slopes are per pod (gates/memory_trend.py: the trend of the
     collection floors under a sawtooth, of every sample otherwise); a slope's interval narrows as the
     window's length to the power 1.5, which `more_data` counts in window lengths."""
     per_min = 60.0 / MIB
@@ -489,10 +493,10 @@ def judge_memory_leak(
         text += (
             "; the canary's earliest points lay below its later trend (a one-time rise) and were set aside"
         )
-    if c.low > 0 and estimate.low > 0 and c.high >= leak_bytes_per_s:
+    if c.low > leak_bytes_per_s and estimate.low > 0:
         return Judgement(
             FAIL,
-            f"memory leak: {text}; significantly growing, above baseline, may reach {harm}",
+            f"memory leak: {text}; growing significantly faster than {harm} and than the baseline",
             values,
             threshold,
             ci,
@@ -501,7 +505,9 @@ def judge_memory_leak(
     if c.high < leak_bytes_per_s:
         return Judgement(PASS, f"{text}: growth below {harm}", values, threshold, ci, samples)
     if estimate.high < leak_bytes_per_s:
-        return Judgement(PASS, f"{text}: growth above the baseline's below {harm}", values, threshold, ci, samples)
+        return Judgement(
+            PASS, f"{text}: growth above the baseline's below {harm}", values, threshold, ci, samples
+        )
     more = [
         data_needed(shrinking(c.slope, c.high, 1.5), leak_bytes_per_s),
         data_needed(shrinking(estimate.difference, estimate.high, 1.5), leak_bytes_per_s),

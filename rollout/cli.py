@@ -246,8 +246,9 @@ def add_ci_gate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--duration",
         type=float,
-        default=env("CI_GATE_DURATION", "60"),
-        help="measurement window in seconds (default 60; at 20 req/s 50/50 about 600 samples per arm)",
+        default=env("CI_GATE_DURATION", "120"),
+        help="measurement window in seconds (default 120: at 20 req/s 50/50 a healthy candidate has the "
+        "evidence to pass the demo's gates in about 100 s; `python -m rollout plan --steps 50 --rate R`)",
     )
     parser.add_argument(
         "--warmup",

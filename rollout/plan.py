@@ -193,7 +193,5 @@ def evidence_plan(profile: Profile, config: GateConfig, assumptions: Assumptions
                 continue
             e = time_to_pass(gate, rate_rps=profile.request_rate, weights=weights, assumptions=assumptions)
             gates.append(replace(e, seconds=None if e.seconds is None else e.seconds + profile.settle_s))
-        steps.append(
-            StepEvidence(index, weight, profile.bake_s[index], max_bake(shape, index), tuple(gates))
-        )
+        steps.append(StepEvidence(index, weight, profile.bake_s[index], max_bake(shape, index), tuple(gates)))
     return steps

@@ -399,7 +399,7 @@ def report_html(outline: RunOutline, summary_md: str, png: bytes) -> str:
         f"<p>{html.escape(outline.reason)}</p>"
         f"<img alt='per-arm timeline' style='width:100%' src='data:image/png;base64,{image}'>"
         f"<h2>Summary</h2><pre>{html.escape(summary_md)}</pre>"
-        "<p>Every gate evaluation, with queries, values per arm, thresholds, intervals and sample counts, "
+        "<p>Every gate evaluation, with values per arm, intervals and sample counts (queries and thresholds on each step's latest), "
         "is in <a href='decision.json'>decision.json</a>.</p></body></html>\n"
     )
 

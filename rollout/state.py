@@ -39,6 +39,13 @@ class EvaluationEntry:
     def gate_verdicts(self) -> dict[str, Verdict]:
         return {g.name: g.verdict for g in self.evaluation.gates}
 
+    def superseded(self) -> EvaluationEntry:
+        """This entry once a later evaluation of its step is recorded: each gate's queries, description and
+        bounds are the same at every evaluation of a step and stay on the latest one only, so a step held
+        for evidence for many intervals still fits the state's ConfigMap."""
+        gates = tuple(replace(g, queries={}, description="", threshold={}) for g in self.evaluation.gates)
+        return replace(self, evaluation=replace(self.evaluation, gates=gates))
+
     def gates_line(self, sep: str = " ") -> str:
         """`gate=verdict` for each gate, dry-run gates marked: progress and status lines."""
         return sep.join(f"{g.name}={g.verdict_text.replace(' ', '')}" for g in self.evaluation.gates)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gates import judge as J
+from gates.evidence import Expectation
 from gates.kinds.base import (
     ARMS_SCHEMA,
     COUNT,
@@ -16,7 +17,6 @@ from gates.kinds.base import (
     instant_per_arm,
     kind_schema,
 )
-from gates.evidence import Expectation
 from gates.spec import GateSpec
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from gates import judge as J
 from gates import stats
+from gates.evidence import Expectation
 from gates.kinds.base import (
     ARMS_SCHEMA,
     COUNT,
@@ -23,7 +24,6 @@ from gates.kinds.base import (
     kind_schema,
     per_arm,
 )
-from gates.evidence import Expectation
 from gates.provider import histogram_buckets
 from gates.spec import ARMS, GateSpec
 

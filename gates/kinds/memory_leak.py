@@ -7,6 +7,7 @@ import math
 
 from gates import judge as J
 from gates import stats
+from gates.evidence import Expectation
 from gates.kinds.base import (
     POSITIVE,
     Check,
@@ -19,7 +20,6 @@ from gates.kinds.base import (
     kind_schema,
     per_arm,
 )
-from gates.evidence import Expectation
 from gates.memory_trend import SAMPLES, ArmTrend, LeakEstimate, memory_trends
 from gates.provider import per_series_range
 from gates.spec import ARMS, GateSpec

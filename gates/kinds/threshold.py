@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gates import judge as J
+from gates.evidence import Expectation
 from gates.kinds.base import (
     ARMS_SCHEMA,
     COUNT,
@@ -20,7 +21,6 @@ from gates.kinds.base import (
     instant_per_arm,
     kind_schema,
 )
-from gates.evidence import Expectation
 from gates.spec import GateSpec
 
 

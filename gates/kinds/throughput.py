@@ -4,8 +4,8 @@ No fixed-bound export: it needs the offered rate and the weights."""
 from __future__ import annotations
 
 from gates import judge as J
-from gates.kinds.base import COUNT, Context, GateKind, Outcome, errors_block, instant_per_arm, kind_schema
 from gates.evidence import Expectation
+from gates.kinds.base import COUNT, Context, GateKind, Outcome, errors_block, instant_per_arm, kind_schema
 from gates.spec import ARMS, GateSpec
 
 

@@ -137,9 +137,14 @@ def leak(canary, baseline, method=FLOORS):
 
 def test_memory_leak_rules():
     args = dict(leak_bytes_per_s=MIB / 60, min_points=20, min_cycles=2, confidence=0.98)
-    failed = J.judge_memory_leak(leak(trend(1.0), trend(0.0)), **args)
+    failed = J.judge_memory_leak(leak(trend(2.0), trend(0.0)), **args)
     assert failed.verdict == "fail" and "collection floors: 20+20 cycles of 2+2 pods" in failed.reason
-    assert failed.values["canary"] == pytest.approx(1.0) and failed.ci["canary_minus_baseline"][0] > 0
+    assert failed.values["canary"] == pytest.approx(2.0) and failed.ci["canary_minus_baseline"][0] > 0
+    # Growth whose interval only touches the harmful rate is no leak yet: a warm-up read over a short
+    # window (1.72 MiB/min, 0.86..2.59, a healthy canary's 50% step in `make canary`) waits for more data.
+    touching = J.judge_memory_leak(leak(trend(1.72 / 1.5, 0.87 / 1.5), trend(-0.42 / 1.5)), **args)
+    assert touching.verdict == "inconclusive" and touching.more_data is None  # its estimate is past it
+    assert J.judge_memory_leak(leak(trend(1.0), trend(0.0)), **args).verdict == "inconclusive"
     both = J.judge_memory_leak(leak(trend(1.0, 0.1), trend(1.0, 0.1)), **args)
     assert both.verdict == "pass" and "growth above the baseline's below 1 MiB/min" in both.reason
     tiny = J.judge_memory_leak(leak(trend(0.1, 0.01), trend(0.0, 0.01)), **args)

@@ -45,12 +45,8 @@ SCENARIOS: dict[str, dict] = {
     "restart": {"canary": arm(restart_at_s=330.0)},
     # caches filling for 3 minutes after the window opens (150 MiB canary, 30 MiB baseline), then flat
     "warmup_ramp": {
-        "canary": arm(
-            memory=MemoryModel(warmup_bytes=150 * MIB, warmup_delay_s=120.0, warmup_s=180.0)
-        ),
-        "baseline": arm(
-            memory=MemoryModel(warmup_bytes=30 * MIB, warmup_delay_s=120.0, warmup_s=180.0)
-        ),
+        "canary": arm(memory=MemoryModel(warmup_bytes=150 * MIB, warmup_delay_s=120.0, warmup_s=180.0)),
+        "baseline": arm(memory=MemoryModel(warmup_bytes=30 * MIB, warmup_delay_s=120.0, warmup_s=180.0)),
     },
     # garbage-collector sawtooth, 64 MiB every ~minute, two processes per arm with their own phase
     "gc_leak": {
@@ -59,9 +55,7 @@ SCENARIOS: dict[str, dict] = {
     },
     # the same sawtooth, no leak, and a 150 MiB cache filling over the first 3 minutes of the window
     "gc_rise": {
-        "canary": arm(
-            memory=gc_sawtooth(64, 1, rise_mib=150, rise_delay_s=120, rise_s=180), memory_ranks=2
-        ),
+        "canary": arm(memory=gc_sawtooth(64, 1, rise_mib=150, rise_delay_s=120, rise_s=180), memory_ranks=2),
         "baseline": arm(memory=gc_sawtooth(64, 1), memory_ranks=2),
     },
     "little_traffic": {

@@ -20,6 +20,7 @@ from helm_chart_render import RELEASE
 
 from gates.config import DEFAULT_GATE_FILE
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
+from rollout.plan import get_profile
 from rollout.sites.cluster import ClusterTarget
 from testkit.synthetic_arms import ArmBehaviour, arm_series
 
@@ -163,10 +164,22 @@ def backfilled_prometheus(
         yield server
 
 
+def demo_sized(document: dict[str, Any]) -> dict[str, Any]:
+    """A gate document with the local demo's harms and absolute latency bounds (the quick profile's gate
+    overrides, memory sizing aside): the smallest harms the packaged gates must catch need minutes to
+    hours of traffic at a test's rate before a healthy canary may pass (`python -m rollout plan`)."""
+    sizing = get_profile("quick").gate_overrides
+    for gate in document["gates"]:
+        if gate["name"] != "memory_leak":
+            gate.update(sizing.get(gate["name"], {}))
+    return document
+
+
 def gate_file_without_memory_leak(directory: Path) -> Path:
     """The packaged gates (variables included, as in a copy of the defaults) without `memory_leak`: its 60 s
-    warm-up and 20 points at 10 s cannot fit a seconds-long test window; every other gate as shipped."""
-    document = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
+    warm-up and 20 points at 10 s cannot fit a seconds-long test window; every other gate with the demo's
+    harms (`demo_sized`)."""
+    document = demo_sized(yaml.safe_load(DEFAULT_GATE_FILE.read_text()))
     document["gates"] = [g for g in document["gates"] if g["name"] != "memory_leak"]
     path = directory / "gates.yaml"
     path.write_text(yaml.safe_dump(document))

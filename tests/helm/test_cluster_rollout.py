@@ -122,12 +122,11 @@ def test_passing_verdicts_take_the_route_10_50_100(cluster, prometheus, gate_fil
     state = stored_state(cluster, namespace)
     assert state["outcome"] == "promoted", state["reason"]
     # The whole state lives in one ConfigMap (1 MiB at most): the default profile's longest run (every
-    # evaluation of its bakes plus the inconclusive limit at each step) must fit with room to spare.
+    # evaluation up to each step's maximum bake) must fit with room to spare.
     size = len(json.dumps(state))
     per_evaluation = size / len(state["evaluations"])
     default = get_profile("default")
-    planned = sum(math.ceil(b / default.interval_s) for b in default.bake_s)
-    planned += len(default.steps) * default.max_inconclusive
+    planned = sum(math.ceil(b / default.interval_s) for b in default.max_bake_s)
     print(f"state {size} bytes for {len(state['evaluations'])} evaluations ({per_evaluation:.0f} B each)")
     assert per_evaluation * planned < 512 * 1024, (per_evaluation, planned)
     # The gates judged this release's pods: the pod-based CPU gate had data and passed at every step.

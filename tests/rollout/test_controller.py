@@ -72,9 +72,22 @@ def test_inconclusive_holds_for_evidence_then_pauses_and_never_promotes(tmp_path
     assert not any(e["kind"] == "step-passed" for e in state.events) and router.history == [(90, 10)]
     # A person resumes: the next pass promotes the step; a new maximum bake counts from the resume.
     with controller.store.locked():
-        controller.store.save(resume_locked(controller.store.load(), who="alice", reason="bake on", now=clock()))
+        controller.store.save(
+            resume_locked(controller.store.load(), who="alice", reason="bake on", now=clock())
+        )
     state = run_until_terminal(controller, clock)
     assert state.phase is Phase.PROMOTED and router.history == [(90, 10), (50, 50), (0, 100)]
+
+
+def test_a_step_held_for_evidence_keeps_queries_and_bounds_on_its_latest_evaluation_only(tmp_path):
+    controller, _, clock = make(tmp_path, ScriptedGates("inconclusive"))
+    state = advance_until(controller, clock, lambda s: len(s.evaluations) == 6)
+    gates = [e.evaluation.gate("p99_latency") for e in state.evaluations]
+    assert [bool(g.queries) for g in gates] == [False] * 5 + [True]
+    assert [g.threshold for g in gates] == [{}] * 5 + [{"max": 1.0}]
+    assert all(g.reason == "p99_latency said inconclusive" for g in gates)  # what was judged stays
+    saved = controller.store.load()  # and so it is stored
+    assert not saved.evaluations[0].evaluation.gate("p99_latency").queries
 
 
 def test_a_failure_while_paused_for_evidence_still_reverts(tmp_path):

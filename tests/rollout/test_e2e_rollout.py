@@ -214,7 +214,9 @@ def test_per_rank_canary_over_its_cpu_budget_reverts_on_the_cpu_gate(rollout):
 
 
 def test_prometheus_stopped_mid_run_is_inconclusive_pauses_and_never_promotes(rollout):
-    proc = rollout.start("--profile", "quick", "--bake", "30,20,20", "--max-bake", "40,20,20", "--interval", "5")
+    proc = rollout.start(
+        "--profile", "quick", "--bake", "30,20,20", "--max-bake", "40,20,20", "--interval", "5"
+    )
     state = rollout.wait_for(
         lambda s: len(s.evaluations) >= 1 and s.stack.get("prometheus"),
         timeout=120,
