@@ -1,7 +1,8 @@
 """`python -m bench.rollout` (make bench-rollout): whole rollouts on this machine, timed.
 
 Scenarios: `good` (the canary should promote; wall time of the whole command, samples behind each
-step's final verdict, failed requests) and `regression` (a 100 ms CPU-burn fault per request and rank, switched on by
+step's final verdict, failed requests, and per step and gate the time until the gate first passed next
+to the time `python -m rollout plan` predicts for a healthy canary) and `regression` (a 100 ms CPU-burn fault per request and rank, switched on by
 the first step's pre-step hook, canary allotted half a core; seconds from the step's start to the revert, in evaluation intervals).
 Writes `<out>/bench.json` and prints a table.
 """
@@ -68,11 +69,43 @@ def _run(out: Path, name: str, args: list[str]) -> dict[str, Any]:
         "failed_requests": sum(1 for r in records if not r["ok"] and r["error_kind"] != "cancelled"),
         "steps": steps,
     }
+    result["evidence"] = evidence_times(decision)
     if decision["rollbacks"]:
         reverted_step = next(s for s in decision["steps"] if s["result"] in ("reverted", "aborted"))
         result["detection_s"] = round(decision["rollbacks"][0]["at"] - reverted_step["started_at"], 1)
         result["detection_intervals"] = round(result["detection_s"] / decision["profile"]["interval_s"], 2)
     return result
+
+
+def evidence_times(decision: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per step and gate: seconds from the step's start to the gate's first passing evaluation, and what
+    the plan predicts for the run's profile and gates (the measured defaults of its assumptions)."""
+    from rollout.gating import load_gate_config
+    from rollout.plan import Profile, default_assumptions, evidence_plan
+
+    shape = dict(decision["profile"])
+    profile = Profile(**{k: tuple(v) if isinstance(v, list) else v for k, v in shape.items()})
+    config = load_gate_config(None, gate_profile="local", overrides=profile.gate_overrides)
+    planned = evidence_plan(profile, config, default_assumptions(profile))
+    rows = []
+    for step, plan in zip(decision["steps"], planned, strict=False):
+        for gate in plan.gates:
+            passes = [
+                e["at"] - step["started_at"]
+                for e in step["evaluations"]
+                if e["gate_verdicts"].get(gate.gate) == "pass"
+            ]
+            measured = passes[0] if passes else None
+            rows.append(
+                {
+                    "canary_weight": step["canary_weight"],
+                    "gate": gate.gate,
+                    "measured_s": None if measured is None else round(measured, 1),
+                    "planned_s": None if gate.seconds is None else round(gate.seconds, 1),
+                    "modelled": gate.modelled,
+                }
+            )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r['scenario']:<11} {r['outcome']:<9} {r['wall_s']:>7} {r['rollout_s']!s:>9} {r['requests']:>8} {r['failed_requests']:>6} {detect!s:>8}  {samples}"
         )
+    for r in results:
+        if r.get("evidence"):
+            print(f"\n{r['scenario']}: first pass per gate (s since the step began) vs the plan's prediction")
+            print(f"{'step':>5} {'gate':<18} {'measured':>9} {'planned':>8} {'ratio':>6}")
+            for e in r["evidence"]:
+                m, p = e["measured_s"], e["planned_s"]
+                ratio = f"{m / p:.2f}" if m and p and e["modelled"] else "-"
+                print(f"{e['canary_weight']:>4}% {e['gate']:<18} {m!s:>9} {p!s:>8} {ratio:>6}")
     print(f"\nwritten: {args.out / 'bench.json'}")
     return 0
 

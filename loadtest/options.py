@@ -151,6 +151,9 @@ _OPTIONS: list[tuple[str, Any, Any, str]] = [
 _CHOICES = {"--arrival": ARRIVALS, "--image-format": IMAGE_FORMATS}
 
 
+DEFAULTS: dict[str, Any] = {flag: default for flag, _, default, _ in _OPTIONS}  # flag -> default
+
+
 def dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 

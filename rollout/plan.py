@@ -9,8 +9,6 @@ from typing import Any
 from gates.config import GateConfig
 from gates.evidence import Assumptions, GateEvidence, time_to_pass
 
-DEFAULT_MAX_TOKENS = 64  # loadtest/vlm.py's --max-tokens
-
 
 class Phase(enum.Enum):
     INITIALIZING = "initializing"  # state written, no traffic moved yet
@@ -175,8 +173,10 @@ class StepEvidence:
 
 def default_assumptions(profile: Profile) -> Assumptions:
     """The measured defaults, with inter-token samples per request from the profile's `--max-tokens`."""
+    from loadtest.options import DEFAULTS
+
     args = list(profile.loadtest_args)
-    tokens = int(args[args.index("--max-tokens") + 1]) if "--max-tokens" in args else DEFAULT_MAX_TOKENS
+    tokens = int(args[args.index("--max-tokens") + 1] if "--max-tokens" in args else DEFAULTS["--max-tokens"])
     return Assumptions(samples_per_request={"itl_ms": max(tokens - 1, 1)})
 
 
