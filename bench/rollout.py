@@ -83,8 +83,7 @@ def evidence_times(decision: dict[str, Any]) -> list[dict[str, Any]]:
     from rollout.gating import load_gate_config
     from rollout.plan import Profile, default_assumptions, evidence_plan
 
-    shape = dict(decision["profile"])
-    profile = Profile(**{k: tuple(v) if isinstance(v, list) else v for k, v in shape.items()})
+    profile = Profile.from_dict(decision["profile"])
     config = load_gate_config(None, gate_profile="local", overrides=profile.gate_overrides)
     planned = evidence_plan(profile, config, default_assumptions(profile))
     rows = []

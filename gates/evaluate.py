@@ -62,8 +62,9 @@ def more_seconds(judgement: J.Judgement, span_s: float) -> float | None:
 
 
 def describe_wait(seconds: float) -> str:
+    """'about 14 more minutes at this rate' (seconds under a minute and a half)."""
     if seconds < 90:
-        return f"about {seconds:.0f} more seconds at this rate"
+        return f"about {max(seconds, 1):.0f} more seconds at this rate"
     return f"about {seconds / 60:.0f} more minutes at this rate"
 
 

@@ -11,7 +11,7 @@ are `Assumptions`: the spread of the latency tail and of a pod's memory, measure
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gates.judge import Judgement
@@ -61,12 +61,15 @@ class GateEvidence:
 
 
 def time_to_pass(
-    gate: GateSpec, *, rate_rps: float, weights: Mapping[str, float], assumptions: Assumptions
+    gate: GateSpec,
+    healthy: Callable[[GateSpec, Expectation], Judgement] | None,
+    *,
+    rate_rps: float,
+    weights: Mapping[str, float],
+    assumptions: Assumptions,
 ) -> GateEvidence:
-    """The shortest time into a step after which `gate` passes a healthy canary (1% resolution)."""
-    from gates.kinds import KINDS
-
-    healthy = KINDS[gate.kind].healthy
+    """The shortest time into a step after which `gate` passes a healthy canary (1% resolution), by its
+    kind's `healthy` judge (`gates.kinds.KINDS[gate.kind].healthy`; None: no model)."""
     if healthy is None:
         return GateEvidence(gate.name, 0.0, False, None)
 

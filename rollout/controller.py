@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from gates.evaluate import describe_wait
 from gates.record import Evaluation, Verdict
 from rollout.gating import GateEvaluator
 from rollout.hooks import Hook, run_hooks
@@ -194,7 +195,7 @@ def baking_since(state: RolloutState) -> float:
 def wait_text(result: Evaluation) -> str:
     """The longest wait the undecided gates estimate for themselves, as a clause ('' when unknown)."""
     waits = [g.more_s for g in result.gates if g.more_s is not None and not g.dry_run]
-    return f"; the gates estimate about {max(waits) / 60:.1f} more minutes" if waits else ""
+    return f"; the gates estimate {describe_wait(max(waits))}" if waits else ""
 
 
 def _hook_context(state: RolloutState, **extra: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from gates.config import GateConfig
 from gates.evidence import Assumptions, GateEvidence, time_to_pass
+from gates.kinds import KINDS
 
 
 class Phase(enum.Enum):
@@ -71,6 +72,12 @@ class Profile:
         if unknown:
             raise ValueError(f"unknown profile key(s) {unknown}")
         return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        """The profile as a rollout state records it (`asdict`: tuples came back as lists)."""
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)
 
     def planned_bake_s(self) -> float:
         return sum(self.bake_s)
@@ -191,7 +198,10 @@ def evidence_plan(profile: Profile, config: GateConfig, assumptions: Assumptions
         for gate in config.gates:
             if gate.dry_run:
                 continue
-            e = time_to_pass(gate, rate_rps=profile.request_rate, weights=weights, assumptions=assumptions)
+            healthy = KINDS[gate.kind].healthy
+            e = time_to_pass(
+                gate, healthy, rate_rps=profile.request_rate, weights=weights, assumptions=assumptions
+            )
             gates.append(replace(e, seconds=None if e.seconds is None else e.seconds + profile.settle_s))
         steps.append(StepEvidence(index, weight, profile.bake_s[index], max_bake(shape, index), tuple(gates)))
     return steps

@@ -10,11 +10,17 @@ import pytest
 from gates import judge as J
 from gates import stats
 from gates.config import load_gate_file
-from gates.evidence import Assumptions, time_to_pass
+from gates.evidence import Assumptions
+from gates.evidence import time_to_pass as kind_time_to_pass
+from gates.kinds import KINDS
 from gates.memory_trend import memory_trends
 
 GATES = {g.name: g for g in load_gate_file(None, profile="local").gates}
 SPLIT = {"baseline": 90.0, "canary": 10.0}
+
+
+def time_to_pass(gate, **kwargs):
+    return kind_time_to_pass(gate, KINDS[gate.kind].healthy, **kwargs)
 
 
 def test_error_rate_needs_the_requests_a_clopper_pearson_bound_needs():

@@ -26,9 +26,15 @@ NAMESPACE = "gates"
 WINDOW_S = 660.0  # the memory gate's 60 s warm-up + a 10 min bake
 SCRAPE_S = 5.0
 EVEN = {"baseline": 50.0, "canary": 50.0}
+# Enough traffic for a healthy canary to have the evidence to pass the packaged gates in the window: the
+# 0.1% error bound needs ~5,300 canary requests at 99% (docs/gates.md, "A pass needs evidence").
+PER_ARM_RPS = 12.0
 # The tail regression is the P99 at 2x: with the latency gates at 98% confidence, 1.6x over ~1,300 requests
 # per arm is borderline through histograms (1.5% above 600 ms, CI 0.8-2.5%; ratio CI 0.99-1.46).
-CANARY_REGRESSIONS = {"healthy": ArmBehaviour(), "tail": ArmBehaviour(p99_factor=2.0)}
+CANARY_REGRESSIONS = {
+    "healthy": ArmBehaviour(rps=PER_ARM_RPS),
+    "tail": ArmBehaviour(rps=PER_ARM_RPS, p99_factor=2.0),
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +56,7 @@ def prometheus(released_pods, tmp_path_factory):
         end = latest_end - index * 3600.0
         windows[name] = (end - WINDOW_S, end)
         rng = np.random.default_rng(2000 + index)
-        for arm, behaviour in (("baseline", ArmBehaviour()), ("canary", canary)):
+        for arm, behaviour in (("baseline", ArmBehaviour(rps=PER_ARM_RPS)), ("canary", canary)):
             # CPU used = 40% of the chart's limit, so the gate's denominator is the limit the chart set.
             behaviour = ArmBehaviour(**{**behaviour.__dict__, "allotted_cores": cpu_limit})
             local = arm_series(arm, behaviour, end - WINDOW_S - 120, end, SCRAPE_S, rng)
@@ -69,7 +75,7 @@ def judge(prometheus, scenario: str, pod_regexes: dict[str, str]):
         start=start,
         end=end,
         weights=EVEN,
-        offered_rps=4.0,
+        offered_rps=2 * PER_ARM_RPS,
         variables={"namespace": NAMESPACE, "pod_regex": pod_regexes},
     )
 
