@@ -166,11 +166,14 @@ def backfilled_prometheus(
 
 def demo_sized(document: dict[str, Any]) -> dict[str, Any]:
     """A gate document with the local demo's harms and absolute latency bounds (the quick profile's gate
-    overrides, memory sizing aside): the smallest harms the packaged gates must catch need minutes to
-    hours of traffic at a test's rate before a healthy canary may pass (`python -m rollout plan`)."""
+    overrides; of the memory gate's only its harm, not its sampling): the smallest harms the packaged
+    gates must catch need minutes to hours of traffic at a test's rate before a healthy canary may pass
+    (`python -m rollout plan`), and the embedded backends grow for minutes after each traffic step."""
     sizing = get_profile("quick").gate_overrides
     for gate in document["gates"]:
-        if gate["name"] != "memory_leak":
+        if gate["name"] == "memory_leak":
+            gate["leak_bytes_per_minute"] = sizing["memory_leak"]["leak_bytes_per_minute"]
+        else:
             gate.update(sizing.get(gate["name"], {}))
     return document
 

@@ -372,6 +372,19 @@ def test_an_inconclusive_hold_past_the_bake_is_announced_once(tmp_path, receiver
     assert held["at"] == state.evaluations[2].at
 
 
+def test_a_step_without_a_decision_at_its_maximum_bake_announces_the_pause(tmp_path, receiver, monkeypatch):
+    monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
+    profile = replace(PROFILE, max_bake_s=(40.0, 40.0, 40.0))
+    controller, clock = make(tmp_path, TableGates("inconclusive"), (target("audit"),), profile=profile)
+    state = advance(controller, clock, 6)  # t=40: the 10% step's maximum bake
+    assert state.paused is not None and state.paused["who"] == "rollout"
+    events = [(b["event"], b["step"]) for b in receiver.bodies("/hook")]
+    assert events == [("step-started", 0), ("held-inconclusive", 0), ("paused", 0)]
+    paused = receiver.bodies("/hook")[2]
+    assert paused["who"] == "rollout" and "maximum bake of 40s" in paused["reason"]
+    assert "p99_latency" in paused["reason"]
+
+
 def test_a_rollback_by_hand_says_who_and_why(tmp_path, receiver, monkeypatch):
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
     monkeypatch.setenv("TEST_NOTIFY_CHAT", receiver.url("/slack"))
