@@ -1,23 +1,53 @@
 """`throughput`: achieved versus offered requests, and the canary's per share of traffic versus baseline's.
-No fixed-bound export: it needs the offered rate and the weights."""
+No fixed-bound export: it needs the offered rate and the weights.
+
+Both comparisons hold only over a span in which every arm with traffic existed: a canary whose pods
+started inside the window served nothing before, which is no shortfall. The gate finds when each arm's
+requests began to be counted and judges from the latest such start (the reason says so)."""
 
 from __future__ import annotations
 
 from gates import judge as J
 from gates.evidence import Expectation
-from gates.kinds.base import COUNT, Context, GateKind, Outcome, errors_block, instant_per_arm, kind_schema
-from gates.spec import ARMS, GateSpec
+from gates.kinds.base import COUNT, Context, GateKind, Outcome, errors_block, kind_schema, per_arm
+from gates.provider import ProviderError, per_series_range, single_value
+from gates.spec import ARMS, GateSpec, render
+
+SPAN_POINTS = 60  # samples over the window when finding when an arm began counting requests
+LOOKBACK_S = 60.0  # each sample's range: several scrapes, so an arm counting all along has one at the start
+
+
+def began(gate: GateSpec, ctx: Context, arms: list[str]) -> float:
+    """The latest time one of `arms` began counting requests within the window (the window's start when
+    all did before it), to a step of the window / SPAN_POINTS. An arm whose counts cannot be fetched is
+    left to the count query to report."""
+    step = max(ctx.window_s / SPAN_POINTS, 1.0)
+    latest = ctx.start
+    for arm in arms:
+        promql = render(gate.queries["requests"], ctx.variables, arm=arm, window_s=max(step, LOOKBACK_S))
+        try:
+            series = per_series_range(ctx.provider, promql, ctx.start, ctx.end, step)
+        except ProviderError:
+            continue
+        first = min(float(s.times[0]) for s in series)
+        if first > ctx.start + step:  # no count at the window's start: the arm began after it
+            latest = max(latest, first - step)
+    return latest
 
 
 def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
     queries: dict[str, dict[str, str]] = {}
     errors: dict[str, str] = {}
-    counts = instant_per_arm(gate, ctx, "requests", queries, errors)
     active = [a for a in ARMS if ctx.weights.get(a, 0.0) > 0]
+    start = began(gate, ctx, active)
+    span = ctx.end - start
+    counts = per_arm(
+        gate, ctx, "requests", lambda q: single_value(ctx.provider, q, ctx.end), queries, errors, span
+    )
     blocked = errors_block(errors, active)
     j = blocked or J.judge_throughput(
         counts,
-        window_s=ctx.window_s,
+        window_s=span,
         weights=ctx.weights,
         offered_rps=ctx.offered_rps,
         min_offered_fraction=float(gate.params["min_offered_fraction"]),
@@ -25,7 +55,10 @@ def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
         min_samples=int(gate.params["min_samples"]),
         confidence=gate.confidence,
     )
-    return Outcome(j, queries, errors)
+    if start > ctx.start and not blocked:
+        note = f"judged the last {span:.0f}s of the {ctx.window_s:.0f}s window: an arm began serving then"
+        j = J.Judgement(j.verdict, f"{note}; {j.reason}", j.values, j.threshold, j.ci, j.samples, j.more_data)
+    return Outcome(j, queries, errors, span_s=span)
 
 
 def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:

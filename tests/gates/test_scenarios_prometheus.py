@@ -58,6 +58,8 @@ SCENARIOS: dict[str, dict] = {
         "canary": arm(memory=gc_sawtooth(64, 1, rise_mib=150, rise_delay_s=120, rise_s=180), memory_ranks=2),
         "baseline": arm(memory=gc_sawtooth(64, 1), memory_ranks=2),
     },
+    # the canary's pods started 5 minutes into the window: nothing served before is no shortfall
+    "young_canary": {"canary_from_s": 300.0},
     "little_traffic": {
         "weights": {"baseline": 95.0, "canary": 5.0},
         "offered": 4.0,
@@ -81,7 +83,12 @@ def history(tmp_path_factory):
         rng = np.random.default_rng(1000 + index)
         for arm_name in ("baseline", "canary"):
             behaviour = spec.get(arm_name, arm())
-            series += arm_series(arm_name, behaviour, start - 120, end, SCRAPE_S, rng, {"scenario": name})
+            since = (
+                start + spec["canary_from_s"]
+                if arm_name == "canary" and "canary_from_s" in spec
+                else start - 120
+            )
+            series += arm_series(arm_name, behaviour, since, end, SCRAPE_S, rng, {"scenario": name})
     end = latest_end - NO_DATA_INDEX * HOUR
     windows["no_data"] = (end - WINDOW_S, end)
     backfill(openmetrics_text(series), data_dir)
@@ -204,6 +211,14 @@ def test_counter_reset_from_pod_restart_is_absorbed(history):
     assert ev.gate("throughput").raw_verdict == "pass", ev.gate("throughput").reason
     assert ev.gate("latency_e2e_p99").raw_verdict == "pass"
     assert ev.gate("error_rate").raw_verdict == "pass"
+
+
+def test_a_canary_younger_than_the_window_is_judged_over_the_span_it_served(history):
+    gate = run(history, "young_canary").gate("throughput")
+    assert gate.raw_verdict == "pass", gate.reason
+    assert gate.reason.startswith("judged the last 3") and "of the 660s window" in gate.reason
+    # judged over the whole window it would compare 6 minutes of service with 11 minutes of offered share
+    assert gate.values["canary_rps"] == pytest.approx(PER_ARM_RPS, rel=0.1)
 
 
 def test_too_little_traffic_is_inconclusive(history):
