@@ -71,7 +71,10 @@ class Profile:
         unknown = sorted(set(changes) - set(self.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown profile key(s) {unknown}")
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+        given = {k: v for k, v in changes.items() if v is not None}
+        if ("steps" in given or "bake_s" in given) and "max_bake_s" not in given:
+            given["max_bake_s"] = ()  # the profile's maximum bakes were sized to its own steps and bakes
+        return replace(self, **given)  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Profile:

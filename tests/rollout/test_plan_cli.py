@@ -50,3 +50,8 @@ def test_inter_token_samples_per_request_follow_the_load_tests_tokens():
     assert default_assumptions(quick).per_request("itl_ms") == 7  # --max-tokens 8: 7 gaps
     plain = replace(quick, loadtest_args=())
     assert default_assumptions(plain).per_request("itl_ms") == 63  # loadtest/vlm.py's default of 64
+
+
+def test_other_steps_or_bakes_get_the_default_maximum_bakes(capsys):
+    assert main(["plan", "--profile", "default", "--steps", "50", "--bake", "600"]) == 0
+    assert "step 1: 50% canary (9 req/s), bake 600s, max bake 1800s" in capsys.readouterr().out
