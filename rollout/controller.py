@@ -527,10 +527,7 @@ class RolloutController:
         )
         # An evaluation that could not run judged nothing: the streaks stay as they were.
         streaks = state.gate_streaks if result.error is not None else result.streaks()
-        earlier = list(state.evaluations)
-        if earlier and earlier[-1].step == entry.step:
-            earlier[-1] = earlier[-1].superseded()
-        state = replace(state, evaluations=(*earlier, entry), gate_streaks=streaks)
+        state = replace(state.with_evaluation(entry), gate_streaks=streaks)
         gates = entry.gates_line()
         self.progress(state, f"{state.current_canary_weight}% canary: {result.verdict} {gates}".rstrip())
         return state

@@ -243,14 +243,14 @@ class Notice:
 
 
 def notices_between(before: RolloutState, after: RolloutState) -> list[Notice]:
-    """What happened from `before` to `after` (two versions of one run's state, events and evaluations
-    only ever appended): one notice per step start, step pass, pause, resume, rollback that moved
+    """What happened from `before` to `after` (two versions of one run's state: events only ever appended,
+    evaluations appended with the oldest of a long-held step dropped): one notice per step start, step pass, pause, resume, rollback that moved
     traffic and takeover; a promotion when the phase became promoted; a hold when an evaluation past
     the bake began a run of inconclusive ones."""
     if (
         before.run_id != after.run_id
         or len(before.events) > len(after.events)
-        or len(before.evaluations) > len(after.evaluations)
+        or _latest_evaluation_at(before) > _latest_evaluation_at(after)
     ):
         return []
     notices = []
@@ -362,8 +362,14 @@ def _from_event(state: RolloutState, e: dict[str, Any], step: int) -> Notice | N
     return None
 
 
+def _latest_evaluation_at(state: RolloutState) -> float:
+    """When the state's latest evaluation ran (-inf: none): what is new since, a later state says (the
+    oldest evaluations of a long-held step are dropped, so counting them does not)."""
+    return state.evaluations[-1].at if state.evaluations else float("-inf")
+
+
 def _held_inconclusive(before: RolloutState, after: RolloutState) -> Notice | None:
-    new = after.evaluations[len(before.evaluations) :]
+    new = [e for e in after.evaluations if e.at > _latest_evaluation_at(before)]
     if not new or after.phase.terminal or after.paused is not None or after.inconclusive_count < 1:
         return None
     last = new[-1]

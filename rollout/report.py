@@ -207,6 +207,8 @@ def decision_record(state: RolloutState, loadtest_summary: dict[str, Any] | None
         "profile": state.profile,
         "router": state.router.get("kind"),
         "steps": [span.to_dict() for span in step_spans(state)],
+        # the oldest evaluations of steps held longer than the state keeps (rollout/state.py KEPT_PER_STEP)
+        "evaluations_dropped": state.evaluations_dropped,
         "rollbacks": [e for e in state.events if e["kind"] == "rollback"],
         "hooks": [e for e in state.events if e["kind"] == "hook"],
         "events": list(state.events),

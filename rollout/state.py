@@ -40,10 +40,13 @@ class EvaluationEntry:
         return {g.name: g.verdict for g in self.evaluation.gates}
 
     def superseded(self) -> EvaluationEntry:
-        """This entry once a later evaluation of its step is recorded: each gate's queries, description and
-        bounds are the same at every evaluation of a step and stay on the latest one only, so a step held
-        for evidence for many intervals still fits the state's ConfigMap."""
-        gates = tuple(replace(g, queries={}, description="", threshold={}) for g in self.evaluation.gates)
+        """This entry once a later evaluation of its step is recorded: verdicts, values, intervals and
+        sample counts stay; each gate's queries, description and bounds (the same at every evaluation of a
+        step) and its reason stay on the latest one only, so a step held for evidence for many intervals
+        still fits the state's ConfigMap."""
+        gates = tuple(
+            replace(g, queries={}, description="", threshold={}, reason="") for g in self.evaluation.gates
+        )
         return replace(self, evaluation=replace(self.evaluation, gates=gates))
 
     def gates_line(self, sep: str = " ") -> str:
@@ -141,6 +144,9 @@ def _is_zombie(pid: int) -> bool:
     return stat[stat.rindex(")") + 2 :].startswith("Z")
 
 
+KEPT_PER_STEP = 40  # evaluations of one step the state keeps (10 minutes at the default interval)
+
+
 @dataclass(frozen=True)
 class RolloutState:
     run_id: str
@@ -164,6 +170,7 @@ class RolloutState:
     paused: dict[str, Any] | None = None  # {who, reason, at} while held by hand (`rollout pause`)
     # The run's notification targets (env var or file names, never URLs), so a later command notifies too.
     notifications: tuple[dict[str, Any], ...] = ()
+    evaluations_dropped: int = 0  # the oldest evaluations of steps held past KEPT_PER_STEP, no longer kept
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -172,6 +179,20 @@ class RolloutState:
     @property
     def current_canary_weight(self) -> int:
         return self.steps[self.step_index]
+
+    def with_evaluation(self, entry: EvaluationEntry) -> RolloutState:
+        """`entry` appended; the step's previous one superseded (`EvaluationEntry.superseded`), and past
+        KEPT_PER_STEP evaluations of one step (a step held for evidence, or paused, for long) the oldest
+        dropped and counted: the state stays within its ConfigMap however long a step is held."""
+        earlier = list(self.evaluations)
+        if earlier and earlier[-1].step == entry.step:
+            earlier[-1] = earlier[-1].superseded()
+        same = [i for i, e in enumerate(earlier) if e.step == entry.step]
+        drop = set(same[: max(0, len(same) + 1 - KEPT_PER_STEP)])
+        kept = tuple(e for i, e in enumerate(earlier) if i not in drop)
+        return replace(
+            self, evaluations=(*kept, entry), evaluations_dropped=self.evaluations_dropped + len(drop)
+        )
 
     def with_event(self, at: float, kind: str, **detail: Any) -> RolloutState:
         return replace(self, events=(*self.events, {"at": at, "kind": kind, **detail}))

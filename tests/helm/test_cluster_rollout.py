@@ -33,6 +33,7 @@ from helm_chart_render import CHART, RELEASE, ROOT
 from helm_chart_render import helm_on as helm
 
 from rollout.plan import get_profile
+from rollout.state import KEPT_PER_STEP
 from testkit.synthetic_arms import ArmBehaviour
 
 pytestmark = pytest.mark.k8s
@@ -122,13 +123,25 @@ def test_passing_verdicts_take_the_route_10_50_100(cluster, prometheus, gate_fil
     state = stored_state(cluster, namespace)
     assert state["outcome"] == "promoted", state["reason"]
     # The whole state lives in one ConfigMap (1 MiB at most): the default profile's longest run (every
-    # evaluation up to each step's maximum bake) must fit with room to spare.
+    # evaluation up to each step's maximum bake, a step keeping at most KEPT_PER_STEP, its latest in
+    # full and the others superseded) must fit with room to spare.
     size = len(json.dumps(state))
-    per_evaluation = size / len(state["evaluations"])
+    evaluations = state["evaluations"]
+    latest = [
+        e
+        for i, e in enumerate(evaluations)
+        if i + 1 == len(evaluations) or evaluations[i + 1]["step"] != e["step"]
+    ]
+    full = max(len(json.dumps(e)) for e in latest)
+    superseded = max(len(json.dumps(e)) for e in evaluations if e not in latest)
+    rest = size - sum(len(json.dumps(e)) for e in evaluations)
     default = get_profile("default")
-    planned = sum(math.ceil(b / default.interval_s) for b in default.max_bake_s)
-    print(f"state {size} bytes for {len(state['evaluations'])} evaluations ({per_evaluation:.0f} B each)")
-    assert per_evaluation * planned < 512 * 1024, (per_evaluation, planned)
+    kept = [min(math.ceil(b / default.interval_s), KEPT_PER_STEP) for b in default.max_bake_s]
+    longest = rest + sum(full + (k - 1) * superseded for k in kept)
+    print(
+        f"state {size} bytes; an evaluation {full} B in full, {superseded} B superseded; longest {longest} B"
+    )
+    assert longest < 512 * 1024, (full, superseded, kept)
     # The gates judged this release's pods: the pod-based CPU gate had data and passed at every step.
     final = [e for e in state["evaluations"] if e.get("verdict") == "pass"]
     assert {e["step"] for e in final} == {0, 1, 2}, [

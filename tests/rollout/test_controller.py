@@ -9,7 +9,7 @@ from rollout.controller import RolloutController, new_state, resume_locked
 from rollout.hooks import Hook
 from rollout.plan import Phase
 from rollout.routers.base import RouterUnavailable, Weights
-from rollout.state import FileStateStore
+from rollout.state import KEPT_PER_STEP, FileStateStore
 
 
 def make(tmp_path, gates, *, router=None, hooks=(), clock=None):
@@ -85,9 +85,18 @@ def test_a_step_held_for_evidence_keeps_queries_and_bounds_on_its_latest_evaluat
     gates = [e.evaluation.gate("p99_latency") for e in state.evaluations]
     assert [bool(g.queries) for g in gates] == [False] * 5 + [True]
     assert [g.threshold for g in gates] == [{}] * 5 + [{"max": 1.0}]
-    assert all(g.reason == "p99_latency said inconclusive" for g in gates)  # what was judged stays
+    assert [g.reason for g in gates] == [""] * 5 + ["p99_latency said inconclusive"]
+    assert all(g.verdict == "inconclusive" and g.samples for g in gates)  # what was judged stays
     saved = controller.store.load()  # and so it is stored
     assert not saved.evaluations[0].evaluation.gate("p99_latency").queries
+
+
+def test_a_step_held_for_long_keeps_its_latest_evaluations_and_counts_those_dropped(tmp_path):
+    controller, _, clock = make(tmp_path, ScriptedGates("inconclusive"))
+    state = advance_until(controller, clock, lambda s: s.evaluations_dropped == 5)  # paused after 90 s
+    assert state.paused is not None and len(state.evaluations) == KEPT_PER_STEP
+    assert state.evaluations[-1].at == clock() and state.evaluations[0].at == clock() - 39 * 10
+    assert controller.store.load().evaluations_dropped == 5
 
 
 def test_a_failure_while_paused_for_evidence_still_reverts(tmp_path):
