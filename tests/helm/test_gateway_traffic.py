@@ -238,14 +238,9 @@ def run_rollout(
         if via_make
         else [sys.executable, "-m", "rollout", "run", *PLAN, "--rate", f"{RATE:g}"]
     )
+    output = tmp_path / "orchestrator.log"  # a file, not a pipe: a long run's output never blocks it
     proc = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+        command, cwd=ROOT, env=env, stdout=output.open("w"), stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
         deadline = time.monotonic() + 900
@@ -257,15 +252,15 @@ def run_rollout(
                     cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
                 )  # fmt: skip
             time.sleep(2)
-        out, err = proc.communicate()
     finally:
         if proc.poll() is None:  # never leave an orchestrator steering the next test's rollout
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         records = plane.stop_load(load)
         plane.set_faults("canary", leak_kib_per_request=0.0, extra_latency_ms=0.0, reset_ratio=0.0)
-    print(out[-4000:], err[-3000:])
-    return subprocess.CompletedProcess(command, proc.returncode, out, err), stored_state(cluster), records
+    out = output.read_text()
+    print(out[-6000:])
+    return subprocess.CompletedProcess(command, proc.returncode, out, ""), stored_state(cluster), records
 
 
 def assert_split_followed_the_weights(state, records):
