@@ -301,7 +301,7 @@ def arm_specs(args: argparse.Namespace) -> dict[str, ArmSpec]:
 def site_from_args(args: argparse.Namespace, *, needs_prometheus: bool, canary_flag: str = "canary") -> Site:
     """A ClusterSite when a namespace or release is given (both are needed), else the LocalSite."""
     namespace, release = getattr(args, "kube_namespace", None), getattr(args, "release", None)
-    if not namespace and not release:
+    if _is_local(args):
         from rollout.sites.local import LocalSite
 
         return LocalSite(

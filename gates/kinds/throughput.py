@@ -7,6 +7,9 @@ requests began to be counted and judges from the latest such start (the reason s
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+
 from gates import judge as J
 from gates.evidence import Expectation
 from gates.kinds.base import COUNT, Context, GateKind, Outcome, errors_block, kind_schema, per_arm
@@ -45,34 +48,37 @@ def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
         gate, ctx, "requests", lambda q: single_value(ctx.provider, q, ctx.end), queries, errors, span
     )
     blocked = errors_block(errors, active)
-    j = blocked or J.judge_throughput(
+    j = blocked or judge(gate, counts, span, ctx.weights, ctx.offered_rps)
+    if start > ctx.start and not blocked:
+        note = f"judged the last {span:.0f}s of the {ctx.window_s:.0f}s window: an arm began serving then"
+        j = dataclasses.replace(j, reason=f"{note}; {j.reason}")
+    return Outcome(j, queries, errors, span_s=span)
+
+
+def judge(
+    gate: GateSpec,
+    counts: Mapping[str, float | None],
+    window_s: float,
+    weights: Mapping[str, float],
+    offered_rps: float | None,
+) -> J.Judgement:
+    """`judge_throughput` with this gate's parameters."""
+    return J.judge_throughput(
         counts,
-        window_s=span,
-        weights=ctx.weights,
-        offered_rps=ctx.offered_rps,
+        window_s=window_s,
+        weights=weights,
+        offered_rps=offered_rps,
         min_offered_fraction=float(gate.params["min_offered_fraction"]),
         max_share_drop=float(gate.params["max_share_drop"]),
         min_samples=int(gate.params["min_samples"]),
         confidence=gate.confidence,
     )
-    if start > ctx.start and not blocked:
-        note = f"judged the last {span:.0f}s of the {ctx.window_s:.0f}s window: an arm began serving then"
-        j = J.Judgement(j.verdict, f"{note}; {j.reason}", j.values, j.threshold, j.ci, j.samples, j.more_data)
-    return Outcome(j, queries, errors, span_s=span)
 
 
 def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
     """Every arm serves exactly its share of the offered rate."""
-    return J.judge_throughput(
-        {a: expect.requests(a) for a in ARMS},
-        window_s=expect.seconds,
-        weights=expect.weights,
-        offered_rps=expect.rate_rps,
-        min_offered_fraction=float(gate.params["min_offered_fraction"]),
-        max_share_drop=float(gate.params["max_share_drop"]),
-        min_samples=int(gate.params["min_samples"]),
-        confidence=gate.confidence,
-    )
+    counts: dict[str, float | None] = {a: expect.requests(a) for a in ARMS}
+    return judge(gate, counts, expect.seconds, expect.weights, expect.rate_rps)
 
 
 KIND = GateKind(
