@@ -210,14 +210,7 @@ def judge_latency_quantile(
                     parts.append((PASS, f"{text}: {label} within the bound"))
                 else:
                     parts.append((INCONCLUSIVE, f"{text}: cannot yet exclude a {label} above {bound_ms}"))
-                    needs.append(
-                        data_needed(
-                            lambda k, a=above, t=total: (
-                                stats.binomial_proportion(a * k, t * k, confidence).high
-                            ),  # type: ignore[misc]
-                            1 - quantile,
-                        )
-                    )
+                    needs.append(data_needed(proportion_high(above, total, confidence), 1 - quantile))
             elif not _finite(v):
                 parts.append((INCONCLUSIVE, f"{arm}: {label} not estimable"))
                 needs.append(None)
