@@ -428,9 +428,10 @@ def judge_memory_leak(
     above it) and than the baseline's. Pass when the canary's growth, or its excess over the baseline's,
     is shown to stay below the harmful rate (upper bound under it): slower growth does not matter. An
     interval across the harmful rate is inconclusive, which a growing window resolves: a warm-up that
-    decelerates to nothing falls below it, a leak at twice the rate rises above it. Slopes are per pod (gates/memory_trend.py: the trend of the
-    collection floors under a sawtooth, of every sample otherwise); a slope's interval narrows as the
-    window's length to the power 1.5, which `more_data` counts in window lengths."""
+    decelerates to nothing falls below it, a leak at twice the rate rises above it. Slopes are per pod
+    (gates/memory_trend.py: the trend of the collection floors of an arm that saws, of every sample
+    otherwise; when only one arm saws, only the canary's own slope can pass); a slope's interval narrows
+    as the window's length to the power 1.5, which `more_data` counts in window lengths."""
     per_min = 60.0 / MIB
     harm = f"{leak_bytes_per_s * per_min:.3g} MiB/min"
     threshold = {
@@ -451,19 +452,21 @@ def judge_memory_leak(
         "baseline": [b.low * per_min, b.high * per_min],
         "canary_minus_baseline": [estimate.low * per_min, estimate.high * per_min],
     }
+    sawing = {arm: t for arm, t in (("canary", c), ("baseline", b)) if t.method == memory_trend.FLOORS}
     for arm, trend in (("canary", c), ("baseline", b)):
         values[f"{arm}_pods"] = trend.pods
-        if estimate.method == memory_trend.FLOORS:
+        if arm in sawing:
             values[f"{arm}_cycles"] = trend.cycles
         if trend.settled_from is not None:  # seconds after `origin` (the window's start)
             values[f"{arm}_settled_after_s"] = trend.settled_from - origin
     samples = {"canary": c.points, "baseline": b.points}
-    if estimate.method == memory_trend.FLOORS and min(c.cycles, b.cycles) < min_cycles:
-        cycles = min(c.cycles, b.cycles)
+    if sawing and min(t.cycles for t in sawing.values()) < min_cycles:
+        cycles = min(t.cycles for t in sawing.values())
+        seen = ", ".join(f"{arm} {t.cycles}" for arm, t in sawing.items())
         return Judgement(
             INCONCLUSIVE,
-            f"too few collection cycles to judge the floor trend (canary {c.cycles}, baseline {b.cycles}; "
-            f"need {min_cycles} per arm): the memory saws with cycles too long for this window",
+            f"too few collection cycles to judge the floor trend ({seen}; need {min_cycles} per sawing "
+            f"arm): the memory saws with cycles too long for this window",
             values,
             threshold,
             ci,
@@ -472,10 +475,12 @@ def judge_memory_leak(
         )
     if not all(_finite(x) for x in (c.slope, c.low, c.high, b.slope, estimate.low, estimate.high)):
         return Judgement(INCONCLUSIVE, "memory slope not estimable", values, threshold, ci, samples)
-    how = (
-        f"{estimate.method} of {c.pods}+{b.pods} pods"
-        if estimate.method == memory_trend.SAMPLES
-        else f"{estimate.method}: {c.cycles}+{b.cycles} cycles of {c.pods}+{b.pods} pods"
+    how = {
+        memory_trend.SAMPLES: f"{estimate.method} of {c.pods}+{b.pods} pods",
+        memory_trend.FLOORS: f"{estimate.method}: {c.cycles}+{b.cycles} cycles of {c.pods}+{b.pods} pods",
+    }.get(
+        estimate.method,
+        f"canary by {c.method}, baseline by {b.method} (only one arm saws), {c.pods}+{b.pods} pods",
     )
     text = (
         f"canary {c.slope * per_min:.3g} MiB/min per pod (CI {c.low * per_min:.3g}..{c.high * per_min:.3g}), "
@@ -497,14 +502,14 @@ def judge_memory_leak(
         )
     if c.high < leak_bytes_per_s:
         return Judgement(PASS, f"{text}: growth below {harm}", values, threshold, ci, samples)
-    if estimate.high < leak_bytes_per_s:
+    # A floor trend against a ramp that may be part of an unseen cycle is no comparison to pass on.
+    if estimate.high < leak_bytes_per_s and estimate.method != memory_trend.MIXED:
         return Judgement(
             PASS, f"{text}: growth above the baseline's below {harm}", values, threshold, ci, samples
         )
-    more = [
-        data_needed(shrinking(c.slope, c.high, 1.5), leak_bytes_per_s),
-        data_needed(shrinking(estimate.difference, estimate.high, 1.5), leak_bytes_per_s),
-    ]
+    more = [data_needed(shrinking(c.slope, c.high, 1.5), leak_bytes_per_s)]
+    if estimate.method != memory_trend.MIXED:
+        more.append(data_needed(shrinking(estimate.difference, estimate.high, 1.5), leak_bytes_per_s))
     known = [m for m in more if m is not None]
     return Judgement(
         INCONCLUSIVE,

@@ -26,7 +26,12 @@ over each cycle and by nothing else. So:
    sample is a point of the trend, and the residuals' autocorrelation sets the effective sample size.
    The pods share one slope, so pods of one arm growing at different rates (replicas caught at
    different points of a long cycle) widen the interval: that spread is noise between replicas.
-5. `use_floors=False` (a short local step; the "pods" are one server's processes, not replicas) gives
+5. Whether the memory saws is decided per arm: a canary whose pods collect while the baseline's do not
+   in the window (other heaps, other traffic) has its floors judged against the baseline's samples.
+   Then the arms' noise is not pooled (a floor's scatter and a sample's are different things), the
+   difference's degrees of freedom follow Welch-Satterthwaite, and the judge does not pass on the
+   difference, which compares a floor trend with a ramp that may be part of an unseen cycle.
+6. `use_floors=False` (a short local step; the "pods" are one server's processes, not replicas) gives
    every process its own slope and the arm's is their mean: a leak confined to one process (a scheduler
    rank, not the tokenizer) would otherwise stay in the residuals of a common line and widen both arms'
    intervals until it hides itself (seen in CI: 100 MiB/min, interval from 0).
@@ -48,6 +53,7 @@ COLLECTION_THRESHOLD = 6.0  # a collection drops more than this many robust SDs 
 INITIAL_RISE_Z = 3.5  # early floors set aside when, as a block, this far below the later trend
 RISE_SPAN = 0.5  # ... and only within this fraction of the window from its start
 FLOORS, SAMPLES = "collection floors", "all samples"
+MIXED = "collection floors in one arm, all samples in the other"
 
 PodSeries = tuple[np.ndarray, np.ndarray]  # (unix seconds, bytes) of one pod or process
 
@@ -71,11 +77,12 @@ class ArmTrend:
     collections: int  # collections seen over all pods
     cycles: int  # floor-to-floor intervals within pods: what a floor slope is made of
     settled_from: float | None  # points before this time were set aside as a one-time rise
+    method: str  # FLOORS or SAMPLES: what the slope is fitted through
 
 
 @dataclass(frozen=True)
 class LeakEstimate:
-    method: str  # FLOORS or SAMPLES
+    method: str  # FLOORS or SAMPLES when both arms share it, else MIXED (or its mirror, see `mixed`)
     canary: ArmTrend
     baseline: ArmTrend
     difference: float  # canary minus baseline slope, bytes per second
@@ -253,7 +260,7 @@ def memory_trends(
     Intervals are two-sided at `confidence`; NaN where the points leave no degrees of freedom.
     `use_floors=False` judges every sample even when the memory saws, each pod with its own slope: for
     windows much shorter than a collection cycle (a short demo step), where no floor trend can be had and
-    a stray trim is not a cycle, and the pods are one server's processes (point 5 above).
+    a stray trim is not a cycle, and the pods are one server's processes (point 6 above).
     """
     pods = {"canary": _clean(canary, min_points), "baseline": _clean(baseline, min_points)}
     if not pods["canary"] or not pods["baseline"]:
@@ -261,53 +268,92 @@ def memory_trends(
     floors = {arm: [collection_floors(t, y) for t, y in series] for arm, series in pods.items()}
     # The memory saws when a pod was seen collecting twice, or more than half of the pods once (cycles up
     # to the window's length); a single stray drop does not make it saw, also not with one pod per arm.
-    seen = [f.collections for arm in floors.values() for f in arm]
-    sawtooth = use_floors and (max(seen) >= 2 or 2 * sum(c >= 1 for c in seen) > len(seen))
-    method = FLOORS if sawtooth else SAMPLES
+    # Then each arm whose own pods saw is judged by its floors, any other by its samples (point 5).
+    any_saw = use_floors and _saws([f.collections for arm in floors.values() for f in arm])
+    saws = {arm: any_saw and _saws([f.collections for f in floors[arm]]) for arm in pods}
+    method = {arm: FLOORS if saws[arm] else SAMPLES for arm in pods}
+    mixed = len(set(method.values())) > 1
     points: dict[str, list[PodSeries]] = {
-        arm: ([(f.times, f.values) for f in floors[arm]] if sawtooth else list(pods[arm])) for arm in pods
+        arm: ([(f.times, f.values) for f in floors[arm]] if saws[arm] else list(pods[arm])) for arm in pods
     }
     first = {arm: _fit(points[arm]) for arm in pods}
-    inflate = 1.0
-    if not sawtooth:  # consecutive samples are correlated: the block test's noise is larger
-        rho = _rho(list(first.values()))
-        inflate = (1 + rho) / (1 - rho)
+    inflate = {arm: 1.0 if saws[arm] else _inflation([first[a] for a in pods if not saws[a]]) for arm in pods}
     settled: dict[str, float | None] = {}
     for arm, other in (("canary", "baseline"), ("baseline", "canary")):
-        points[arm], settled[arm] = _set_aside_initial_rise(points[arm], first[other], inflate)
+        # noise is pooled over the arms only when they were fitted through the same kind of points
+        noise_from = _NO_FIT if mixed else first[other]
+        points[arm], settled[arm] = _set_aside_initial_rise(points[arm], noise_from, inflate[arm])
     fits = {arm: _fit(points[arm], own_slopes=not use_floors) for arm in pods}
-    rho = _rho(list(fits.values()))
-    df = sum(f.points - f.parameters for f in fits.values())
-    df_eff = df * (1 - rho) / (1 + rho)
-    ok = df >= 1 and all(f.sxx > 0 for f in fits.values())
-    s2 = sum(f.rss for f in fits.values()) / df * (1 + rho) / (1 - rho) if ok else math.nan
-    q = float(sps.t.ppf(0.5 + confidence / 2, max(df_eff, 1.0))) if ok else math.nan
-    trend: dict[str, ArmTrend] = {}
+    groups = [list(pods)] if not mixed else [[arm] for arm in pods]
     se: dict[str, float] = {}
+    df_of: dict[str, float] = {}
+    rho_all = _rho(list(fits.values()))
+    for group in groups:
+        group_fits = [fits[a] for a in group]
+        rho = _rho(group_fits)
+        df = sum(f.points - f.parameters for f in group_fits)
+        ok = df >= 1 and all(f.sxx > 0 for f in group_fits)
+        s2 = sum(f.rss for f in group_fits) / df * (1 + rho) / (1 - rho) if ok else math.nan
+        for arm in group:
+            se[arm] = math.sqrt(s2 / fits[arm].sxx) if ok else math.nan
+            df_of[arm] = max(df * (1 - rho) / (1 + rho), 1.0) if ok else math.nan
+    trend: dict[str, ArmTrend] = {}
     for arm, fit in fits.items():
-        se[arm] = math.sqrt(s2 / fit.sxx) if ok else math.nan
+        half = _t(confidence, df_of[arm]) * se[arm]
         kept = [t.size for t, _ in points[arm] if t.size]
         trend[arm] = ArmTrend(
             slope=fit.slope,
-            low=fit.slope - q * se[arm],
-            high=fit.slope + q * se[arm],
+            low=fit.slope - half,
+            high=fit.slope + half,
             points=fit.points,
             pods=fit.pods,
             collections=sum(f.collections for f in floors[arm]),
             cycles=sum(max(k - 1, 0) for k in kept),
             settled_from=settled[arm],
+            method=method[arm],
         )
     diff = fits["canary"].slope - fits["baseline"].slope
-    half = q * math.hypot(se["canary"], se["baseline"])
+    se_diff = math.hypot(se["canary"], se["baseline"])
+    if mixed:  # Welch-Satterthwaite degrees of freedom of a difference of two unpooled slopes
+        terms = [se[a] ** 4 / df_of[a] for a in pods]
+        df_diff = se_diff**4 / sum(terms) if all(math.isfinite(x) for x in terms) and sum(terms) > 0 else math.nan
+    else:
+        df_diff = df_of["canary"]
+    half = _t(confidence, df_diff) * se_diff
     return LeakEstimate(
-        method, trend["canary"], trend["baseline"], diff, diff - half, diff + half, max(df_eff, 0.0), rho
+        MIXED if mixed else method["canary"],
+        trend["canary"],
+        trend["baseline"],
+        diff,
+        diff - half,
+        diff + half,
+        df_diff if math.isfinite(df_diff) else 0.0,
+        rho_all,
     )
+
+
+_NO_FIT = _Fit(0.0, 0.0, 0.0, 0, 0, 0, 0.0)  # contributes no noise to a pooled estimate
+
+
+def _saws(collections: Sequence[int]) -> bool:
+    return max(collections) >= 2 or 2 * sum(c >= 1 for c in collections) > len(collections)
+
+
+def _inflation(fits: Sequence[_Fit]) -> float:
+    """Consecutive samples are correlated: the variance of a block of them is this much larger."""
+    rho = _rho(fits)
+    return (1 + rho) / (1 - rho)
+
+
+def _t(confidence: float, df: float) -> float:
+    return float(sps.t.ppf(0.5 + confidence / 2, df)) if math.isfinite(df) else math.nan
 
 
 __all__ = [
     "COLLECTION_THRESHOLD",
     "FLOORS",
     "INITIAL_RISE_Z",
+    "MIXED",
     "SAMPLES",
     "ArmTrend",
     "Floors",

@@ -107,7 +107,7 @@ def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
         return J.judge_memory_leak(None, leak_bytes_per_s=leak, **args)  # type: ignore[arg-type]
     se = a.memory_noise_mib * J.MIB * math.sqrt(12.0 / (n * (n * n - 1))) / step / math.sqrt(a.pods_per_arm)
     half = stats.z_two_sided(gate.confidence) * se
-    arm = ArmTrend(0.0, -half, half, n * a.pods_per_arm, a.pods_per_arm, 0, 0, None)
+    arm = ArmTrend(0.0, -half, half, n * a.pods_per_arm, a.pods_per_arm, 0, 0, None, SAMPLES)
     both = half * math.sqrt(2.0)
     estimate = LeakEstimate(SAMPLES, arm, arm, 0.0, -both, both, float(n), 0.0)
     return J.judge_memory_leak(estimate, leak_bytes_per_s=leak, **args)  # type: ignore[arg-type]

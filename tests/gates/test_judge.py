@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -123,13 +124,14 @@ def test_error_rate_passes_only_below_the_bound_with_its_interval():
     assert J.judge_error_rate({"canary": None}, {"canary": 1000.0}, **args).verdict == "inconclusive"
 
 
-def trend(per_min_mib, half_width_mib=0.2, cycles=20):
+def trend(per_min_mib, half_width_mib=0.2, cycles=20, method=FLOORS):
     s = per_min_mib * MIB / 60
     h = half_width_mib * MIB / 60
-    return ArmTrend(s, s - h, s + h, cycles + 2, 2, cycles + 2, cycles, None)
+    return ArmTrend(s, s - h, s + h, cycles + 2, 2, cycles + 2, cycles, None, method)
 
 
 def leak(canary, baseline, method=FLOORS):
+    canary, baseline = (replace(t, method=method) for t in (canary, baseline))
     diff = canary.slope - baseline.slope
     half = math.hypot(canary.high - canary.slope, baseline.high - baseline.slope)
     return LeakEstimate(method, canary, baseline, diff, diff - half, diff + half, 30.0, 0.0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gates import judge as J
-from gates.memory_trend import FLOORS, SAMPLES, collection_floors, memory_trends
+from gates.memory_trend import FLOORS, MIXED, SAMPLES, ArmTrend, LeakEstimate, collection_floors, memory_trends
 from testkit.synthetic_arms import MIB, MemoryModel, gc_sawtooth
 
 PER_MIN = MIB / 60.0
@@ -122,6 +122,44 @@ def test_too_few_cycles_is_inconclusive():
     assert verdict.verdict == "inconclusive" and "too few collection cycles" in verdict.reason
 
 
+def test_only_the_canary_saws_its_floors_are_judged_against_the_baselines_samples():
+    """Seen in the gateway tier: the canary's processes collected three times, the baseline's never, and
+    the baseline, with no floors, left the gate inconclusive however long the step held."""
+    rng = np.random.default_rng(4)
+    t = window(25)
+
+    def smooth():
+        return [(t, 900 * MIB + rng.normal(0, 0.25 * MIB, t.size)) for _ in range(2)]
+
+    flat = memory_trends(pods(rng, [gc_sawtooth(64, 4) for _ in range(2)], t), smooth(), 0.98, 20)
+    assert flat is not None and flat.method == MIXED
+    assert (flat.canary.method, flat.baseline.method) == (FLOORS, SAMPLES) and flat.canary.cycles >= 6
+    verdict = judge(flat)
+    assert verdict.verdict == "pass" and "growth below" in verdict.reason, verdict.reason
+    assert "only one arm saws" in verdict.reason
+    leaking = memory_trends(pods(rng, [gc_sawtooth(64, 4, 3.0) for _ in range(2)], t), smooth(), 0.98, 20)
+    assert judge(leaking).verdict == "fail", judge(leaking).reason
+
+
+def test_only_one_arm_sawing_never_passes_on_the_difference():
+    """A baseline ramping inside a cycle longer than the window makes the difference small or negative:
+    with only the canary sawing, a pass must rest on the canary's own slope."""
+    args = dict(leak_bytes_per_s=FLOOR, min_points=20, min_cycles=2, confidence=0.98)
+    canary = arm_trend(1.5, 0.8, FLOORS)
+    ramp = arm_trend(5.0, 0.1, SAMPLES)
+    diff = canary.slope - ramp.slope
+    half = math.hypot(canary.high - canary.slope, ramp.high - ramp.slope)
+    mixed = LeakEstimate(MIXED, canary, ramp, diff, diff - half, diff + half, 20.0, 0.0)
+    assert diff + half < FLOOR  # the difference alone would pass
+    verdict = J.judge_memory_leak(mixed, **args)
+    assert verdict.verdict == "inconclusive" and "cannot yet exclude" in verdict.reason
+
+
+def arm_trend(per_min_mib, half_width_mib, method):
+    s, h = per_min_mib * PER_MIN, half_width_mib * PER_MIN
+    return ArmTrend(s, s - h, s + h, 40, 2, 20, 18, None, method)
+
+
 def test_missing_or_short_series_are_inconclusive():
     t = window(10)
     flat = (t, np.full(t.size, 1e9))
@@ -197,7 +235,7 @@ def test_min_cycles_zero_judges_every_sample_even_when_the_memory_saws():
     trimmed = flat.copy()
     trimmed[20:] -= 50e6  # every process trims once
     canary, baseline = [(t, trimmed), (t, trimmed)], [(t, trimmed), (t, flat)]
-    assert memory_trends(canary, baseline, 0.95, 10).method == FLOORS
+    assert memory_trends(canary, baseline, 0.95, 10).canary.method == FLOORS
     every = memory_trends(canary, baseline, 0.95, 10, use_floors=False)
     assert every is not None and every.method == SAMPLES
 
