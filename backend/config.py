@@ -8,12 +8,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from backend.faults import FaultSettings, FaultSettingsError
+from backend.metrics import LatencyBuckets
 from mminputs import DEFAULT_MODE, MMMode
 
 # sglang 0.5.23 reads the HTTP keep-alive of idle client connections from this variable (default 5 s).
 # A proxy that keeps idle connections to the server longer than this races the server's close: a request
 # sent on a connection the server is closing fails before any byte of a response (docs/helm.md).
 KEEP_ALIVE_ENV = "SGLANG_TIMEOUT_KEEP_ALIVE"
+
+
+# sglang's flags for the latency histograms' bucket edges, and the field of LatencyBuckets each sets.
+BUCKET_FLAGS = {
+    "--bucket-time-to-first-token": "ttft",
+    "--bucket-inter-token-latency": "itl",
+    "--bucket-e2e-request-latency": "e2e",
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class ServerConfig:
     drain_timeout_s: float = 60.0
     health_timeout_s: float = 20.0  # sglang's HEALTH_CHECK_TIMEOUT default
     keep_alive_s: float = 5.0  # sglang's SGLANG_TIMEOUT_KEEP_ALIVE default (uvicorn's timeout_keep_alive)
+    latency_buckets: LatencyBuckets = LatencyBuckets()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-running-requests", type=int, default=128)
     p.add_argument("--max-new-tokens-default", type=int, default=128)
     p.add_argument("--seed", "--random-seed", dest="seed", type=int, default=0)
+    for flag in BUCKET_FLAGS:
+        p.add_argument(
+            flag, type=float, nargs="+", default=None, help="histogram bucket edges, seconds (as sglang)"
+        )
     rehearsal = p.add_argument_group("rehearsal faults (for rollout rehearsals only)")
     rehearsal.add_argument("--fault-leak-kib-per-request", type=float, default=0.0)
     rehearsal.add_argument("--fault-extra-latency-ms", type=float, default=0.0)
@@ -115,6 +129,13 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
         )
     except FaultSettingsError as exc:
         parser.error(f"--fault-*: {exc}")
+    edges = {}
+    for flag, field in BUCKET_FLAGS.items():
+        given = getattr(args, flag[2:].replace("-", "_"))
+        if given is not None:
+            if any(b <= a for a, b in zip(given, given[1:], strict=False)) or given[0] <= 0:
+                parser.error(f"{flag} must be positive and strictly increasing, got {given}")
+            edges[field] = tuple(given)
     keep_alive = os.environ.get(KEEP_ALIVE_ENV, "5")
     try:
         keep_alive_s = float(keep_alive)
@@ -138,4 +159,5 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
         faults=faults,
         step_all_reduce=args.step_all_reduce,
         keep_alive_s=keep_alive_s,
+        latency_buckets=LatencyBuckets(**edges),
     )

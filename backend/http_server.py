@@ -40,7 +40,9 @@ class BackendServer:
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
         self.engine = Engine(cfg)
-        self.metrics = BackendMetrics(cfg.served_model_name, cfg.cpu_cores, self.engine.process_ids)
+        self.metrics = BackendMetrics(
+            cfg.served_model_name, cfg.cpu_cores, self.engine.process_ids, cfg.latency_buckets
+        )
         self.engine.on_report.append(self._on_report)
         self.faults = cfg.faults
         self._fault_rng = random.Random(cfg.seed)

@@ -9,6 +9,7 @@ and stage time) are listed in docs/architecture.md.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -27,12 +28,41 @@ TOKENS_BUCKETS = (
     15000, 17500, 20000, 22500, 25000, 27500, 30000, 35000, 40000, 60000, 80000, 100000, 200000,
     300000, 400000, 600000, 800000, 1000000, 1100000,
 )  # fmt: skip
+
+
+def geometric_buckets(low: float, high: float, ratio: float) -> tuple[float, ...]:
+    """Edges from `low` up to at least `high`, each `ratio` times the last (4 significant digits)."""
+    if not (0 < low < high and ratio > 1):
+        raise ValueError(f"need 0 < low < high and ratio > 1, got {low}, {high}, {ratio}")
+    edges = [low]
+    while edges[-1] < high:
+        edges.append(float(f"{edges[-1] * ratio:.4g}"))
+    return tuple(edges)
+
+
+@dataclass(frozen=True)
+class LatencyBuckets:
+    """Bucket edges of the three latency histograms; sglang's defaults unless its `--bucket-*` flags say
+    otherwise. The gates can show a P99 ratio below their bound only where edges are that close together
+    (docs/gates.md): a 1.15x bound needs edges about 7% apart around the P99."""
+
+    ttft: tuple[float, ...] = TTFT_BUCKETS
+    itl: tuple[float, ...] = ITL_BUCKETS
+    e2e: tuple[float, ...] = E2E_BUCKETS
+
+
 # Our own: the multimodal stage runs from about a millisecond (one small image) to seconds (large batches).
 MM_STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60)
 
 
 class BackendMetrics:
-    def __init__(self, model_name: str, cpu_cores: float, processes: Callable[[], Mapping[str, int]]) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        cpu_cores: float,
+        processes: Callable[[], Mapping[str, int]],
+        buckets: LatencyBuckets = LatencyBuckets(),
+    ) -> None:
         # sglang exports through prometheus_client's multiprocess mode, which has no `_created` series.
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
@@ -65,11 +95,11 @@ class BackendMetrics:
         )  # fmt: skip
         self.ttft = Histogram(
             "sglang:time_to_first_token_seconds", "Histogram of time to first token in seconds.", stream,
-            buckets=TTFT_BUCKETS, registry=r,
+            buckets=buckets.ttft, registry=r,
         )  # fmt: skip
         self.itl = Histogram(
             "sglang:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", tok,
-            buckets=ITL_BUCKETS, registry=r,
+            buckets=buckets.itl, registry=r,
         )  # fmt: skip
         self.tpot = Histogram(
             "sglang:request_time_per_output_token_seconds", "Per-request time per output token in seconds.",
@@ -77,7 +107,7 @@ class BackendMetrics:
         )  # fmt: skip
         self.e2e = Histogram(
             "sglang:e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds", stream,
-            buckets=E2E_BUCKETS, registry=r,
+            buckets=buckets.e2e, registry=r,
         )  # fmt: skip
         self.num_running = Gauge(
             "sglang:num_running_reqs", "The number of running requests.", sched, registry=r

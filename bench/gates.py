@@ -1,17 +1,23 @@
 """Statistical benchmark of the gate judges over many seeded windows (`make bench-gates`).
 
 Every window draws fresh synthetic arms (testkit/synthetic_arms.py) and is judged by the same functions the
-gates use (gates/judge.py on gates/stats.py and gates/memory_trend.py), with the packaged gate
-parameters. Reports, with 95% Wilson intervals:
-- the relative P99 check at the sample sizes the default rollout profile collects per arm at each step
-  (rollout/plan.py: rate x share x (bake - settle)) and at 400 per arm: A/A false fails, a 15% regression
-  of the whole distribution and of the tail only (median unchanged), a 5% regression (within the 10%
-  tolerance) and a tail that grows beyond P99 with P99 unchanged; from exact load-test samples and from
-  sglang's histogram buckets;
-- the count gates (error rate, throughput) on A/A traffic and two failures;
-- the memory-leak judge over a grid of garbage-collector sawtooths (amplitude 16-512 MiB, period 1-10
-  min, random phase per pod, 2 pods per arm) x leak 0/1/1.5/3 MiB/min per pod x windows 10/25/30 min,
-  and on a one-time rise that then stays flat (a cache filling after the canary's share grew).
+gates use (gates/judge.py on gates/stats.py and gates/memory_trend.py) with the packaged gate parameters.
+Three parts, rates with 95% Wilson intervals:
+
+- The bar, per gate and per cell of a grid of window lengths and noise levels: a canary with exactly the
+  gate's declared harmful effect must pass in at most 5% of windows (the rest fail or are inconclusive),
+  and a healthy canary must fail in at most 1%. Latency P99 (exact load-test samples, sglang's default
+  histogram buckets, and buckets 4% apart): harm is a P99 ratio of 1.15 (the whole distribution slower,
+  or the tail only) and a P99 at the absolute bound; error rate: the bound itself; throughput: a canary serving 5% less than its
+  share (90% of offered when it takes all traffic); memory: 1.5 MiB/min per pod under garbage-collector
+  sawtooths of 16-512 MiB with 1-10 minute cycles, over windows of 10-60 minutes; healthy includes a
+  one-time rise that then stays flat.
+- Time to pass: a healthy canary's data arrive as a step goes on; every gate is judged at each
+  evaluation (every 10 s) and the first pass is timed. The median over runs, per gate, rate and share, is
+  compared with `python -m rollout plan`'s prediction for the same model (gates/evidence.py).
+- Repeated looks: a step that holds for evidence judges again and again, and a harmful canary gets a
+  pass at any one of those looks. Per gate, the share of harmful runs whose first decided verdict in a
+  step held up to its maximum bake is a pass (informative: each look's rate is what the bar bounds).
 """
 
 from __future__ import annotations
@@ -22,42 +28,40 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+from scipy import stats as sps
 
 from backend.metrics import E2E_BUCKETS
 from gates import judge as J
 from gates import stats
 from gates.config import load_gate_file
+from gates.evidence import Assumptions, time_to_pass
+from gates.kinds import KINDS
+from gates.kinds.memory_leak import sampling_step
 from gates.memory_trend import memory_trends
-from rollout.plan import PROFILES, Profile
-from testkit.synthetic_arms import MIB, LatencyModel, MemoryModel, gc_sawtooth, tail_stretch
+from rollout.plan import PROFILES
+from testkit.synthetic_arms import FINE_BUCKETS, MIB, LatencyModel, MemoryModel, gc_sawtooth, tail_stretch
 
-DEFAULT_GATES = {g.name: g for g in load_gate_file(None, profile="local").gates}  # judged as shipped
-LEAK_WINDOWS_MIN = (10, 25, 30)
+GATES = {g.name: g for g in load_gate_file(None, profile="local").gates}  # the packaged gates, as shipped
+P99 = GATES["latency_e2e_p99"]
+RATE = PROFILES["default"].request_rate  # requests/s offered: the default profile's
+HARM_PASS, HEALTHY_FAIL = 0.05, 0.01  # the bar
+SIGMAS = (0.10, 0.20, 0.30)  # latency log-sd: 0.1 a fixed-length workload, 0.3 a mixed one
+LATENCY_WINDOWS_MIN = (2, 5, 10, 20)
+SHARES = (10, 50)  # the canary's share where both arms have traffic
+COUNT_WINDOWS_MIN = (2, 5, 10, 20, 40)
+LEAK_WINDOWS_MIN = (10, 25, 40, 60)
 LEAK_PERIODS_MIN = (1, 5, 10)
 LEAK_AMPLITUDES_MIB = (16, 64, 200, 512)
-LEAK_RATES = (0.0, 1.0, 1.5, 3.0)  # MiB/min per pod
 PODS_PER_ARM = 2
-FLOOR_JITTER = 0.02  # of the sawtooth height, at least 1 MiB: what is live at each collection varies
 RISE_MIB, RISE_DELAY_S, RISE_S = (32.0, 256.0), (0.0, 30.0), (60.0, 300.0)
-
-
-@dataclass(frozen=True)
-class Row:
-    scenario: str
-    source: str
-    windows: int
-    fails: int
-    inconclusive: int
-    rate: float
-    low: float
-    high: float
-    target: str
-    met: bool | None
+# A lognormal's log-sparsity at the P99 per unit of log-sd, (1 - q) / phi(z_q): what the plan's tail scale is.
+TAIL_SCALE_PER_SIGMA = 0.01 / float(sps.norm.pdf(sps.norm.ppf(0.99)))
+LOOK_S = 10.0  # one evaluation every LOOK_S in the time-to-pass and repeated-look runs
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -74,573 +78,681 @@ def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _run(
-    name: str,
-    source: str,
-    windows: int,
-    trial: Callable[[np.random.Generator], str],
-    seed: int,
-    target: str,
-    check: Callable[[float], bool] | None,
-    quiet: bool = False,
-) -> Row:
+@dataclass(frozen=True)
+class Cell:
+    """One gate, one case, one grid cell: how its windows were judged."""
+
+    gate: str
+    case: str  # "healthy ..." or "harm ..."
+    grid: dict
+    windows: int
+    passes: int
+    inconclusive: int
+    fails: int
+
+    @property
+    def harmful(self) -> bool:
+        return self.case.startswith("harm")
+
+    @property
+    def bad(self) -> int:  # what the bar bounds: a harmful canary passing, a healthy one failing
+        return self.passes if self.harmful else self.fails
+
+    @property
+    def limit(self) -> float:
+        return HARM_PASS if self.harmful else HEALTHY_FAIL
+
+
+def _cell(
+    gate: str, case: str, grid: dict, windows: int, trial: Callable[[np.random.Generator], str], seed: int
+) -> Cell:
     rng = np.random.default_rng(seed)
-    verdicts = []
-    t0 = time.monotonic()
-    for _ in range(windows):
-        verdicts.append(trial(rng))
-    if not quiet:
-        _progress(f"  {name} [{source}]: {windows} windows in {time.monotonic() - t0:.1f}s")
-    fails = verdicts.count("fail")
-    low, high = wilson(fails, windows)
-    rate = fails / windows
-    met = None if check is None else check(rate)
-    return Row(name, source, windows, fails, verdicts.count("inconclusive"), rate, low, high, target, met)
+    verdicts = [trial(rng) for _ in range(windows)]
+    return Cell(
+        gate,
+        case,
+        grid,
+        windows,
+        verdicts.count("pass"),
+        verdicts.count("inconclusive"),
+        verdicts.count("fail"),
+    )
 
 
-# -- P99 ------------------------------------------------------------------------------------------------
-def profile_sample_sizes(profile: Profile) -> list[tuple[str, int, int]]:
-    """(label, canary, baseline) requests per arm in each step's window where both arms have traffic."""
-    out = []
-    for i, (share, bake) in enumerate(zip(profile.steps, profile.bake_s, strict=True)):
-        seconds = bake - profile.settle_s
-        canary = round(profile.request_rate * share / 100 * seconds)
-        baseline = round(profile.request_rate * (100 - share) / 100 * seconds)
-        if canary and baseline:
-            out.append((f"{profile.name} step {i + 1} ({share}%)", canary, baseline))
-    return out
+# -- latency --------------------------------------------------------------------------------------------
+# Where the P99 comes from: exact samples, or a histogram with sglang's default buckets or with edges 4%
+# apart (a server given finer buckets, testkit.synthetic_arms.FINE_BUCKETS).
+SOURCES = {"loadtest": (), "histogram": E2E_BUCKETS, "histogram 4%": FINE_BUCKETS.e2e}
 
 
-def _histogram(samples_s: np.ndarray) -> tuple[list[float], list[float]]:
-    bounds = [*E2E_BUCKETS, math.inf]
-    counts = [float(np.count_nonzero(samples_s <= b)) for b in bounds]
-    return bounds, counts
+def _histogram(samples_s: np.ndarray, edges: tuple[float, ...]) -> tuple[list[float], list[float]]:
+    bounds = [*edges, math.inf]
+    return bounds, [float(np.count_nonzero(samples_s <= b)) for b in bounds]
 
 
-def judge_p99(baseline_s: np.ndarray, canary_s: np.ndarray, source: str) -> str:
-    """Verdict of the relative P99 check, with the default `latency_e2e_p99` gate's parameters."""
-    gate = DEFAULT_GATES["latency_e2e_p99"]
-    p, confidence = gate.params, gate.confidence
-    q = float(p["quantile"])
+def judge_p99(
+    baseline_s: np.ndarray,
+    canary_s: np.ndarray,
+    source: str,
+    *,
+    max_seconds: float | None = None,
+    relative: bool = True,
+) -> J.Judgement:
+    """The `latency_e2e_p99` gate's judge on one window, relative and/or against `max_seconds`."""
+    q, confidence = float(P99.params["quantile"]), P99.confidence
     arms = (("baseline", baseline_s), ("canary", canary_s))
-    shift = None
+    shift, exceedance = None, None
     if source == "loadtest":
         est = {a: stats.harrell_davis_quantile(x, q, confidence) for a, x in arms}
-        shift = stats.quantile_shift(canary_s, baseline_s, q, confidence)
+        shift = stats.quantile_shift(canary_s, baseline_s, q, confidence) if relative else None
     else:
-        est = {a: stats.histogram_quantile(*_histogram(x), q, confidence) for a, x in arms}
+        est = {a: stats.histogram_quantile(*_histogram(x, SOURCES[source]), q, confidence) for a, x in arms}
+        if max_seconds is not None:
+            exceedance = {
+                a: stats.fraction_above(*_histogram(x, SOURCES[source]), max_seconds) for a, x in arms
+            }
     return J.judge_latency_quantile(
         est,
         quantile=q,
         arms=["canary"],
-        max_seconds=None,
-        max_ratio=float(p["max_ratio"]),
-        min_samples=int(p["min_samples"]),
+        max_seconds=max_seconds,
+        max_ratio=float(P99.params["max_ratio"]) if relative else None,
+        min_samples=int(P99.params["min_samples"]),
         confidence=confidence,
         shift=shift,
-    ).verdict
+        exceedance=exceedance,
+    )
 
 
-REGRESSIONS = {
-    "none": "A/A p99 false fail",
-    "scale": "p99 +15% (all slower) detected",
-    "tail": "p99 +15% (tail only) detected",
-    "scale5": "p99 +5% (all slower, within 10% tolerance) failed",
-    "beyond": "p99 unchanged, tail beyond it twice as long, failed",
-}
+LATENCY_CASES = (
+    "healthy A/A",
+    "harm P99 x1.15, all slower",
+    "harm P99 x1.15, tail only",
+    "harm P99 at the bound",
+)
 
 
-def p99_trial(
+def latency_trial(
     rng: np.random.Generator,
     *,
     model: LatencyModel,
-    n_canary: int,
-    n_baseline: int,
+    canary_n: float,
+    baseline_n: float,
     source: str,
-    regression: str,
+    case: str,
 ) -> str:
-    """One window: baseline and canary drawn from `model`; the canary changed as `regression` says."""
-    baseline, canary = model.sample(rng, n_baseline), model.sample(rng, n_canary)
-    if regression == "scale":
-        canary = 1.15 * canary
-    elif regression == "tail":
-        canary = tail_stretch(canary, model, 1.15)
-    elif regression == "scale5":
-        canary = 1.05 * canary
-    elif regression == "beyond":
-        p99 = model.quantile(0.99)
-        canary = np.where(canary > p99, p99 + 2.0 * (canary - p99), canary)
-    return judge_p99(baseline, canary, source)
+    """One window: Poisson request counts per arm, latencies from `model`, the canary changed by `case`."""
+    baseline = model.sample(rng, rng.poisson(baseline_n))
+    canary = model.sample(rng, rng.poisson(canary_n))
+    ratio = float(P99.params["max_ratio"])
+    if case == "harm P99 at the bound":  # the absolute check alone, the bound at the model's P99
+        return judge_p99(baseline, canary, source, max_seconds=model.quantile(0.99), relative=False).verdict
+    if case == "harm P99 x1.15, all slower":
+        canary = ratio * canary
+    elif case == "harm P99 x1.15, tail only":
+        canary = tail_stretch(canary, model, ratio)
+    return judge_p99(baseline, canary, source).verdict
 
 
-def p99_rows(windows: int, seed: int, sigma: float, sources: tuple[str, ...]) -> list[Row]:
-    model = LatencyModel(median_s=0.35, sigma=sigma)
-    sizes = [("400 per arm", 400, 400), *profile_sample_sizes(PROFILES["default"])]
-    targets: dict[str, tuple[str, Callable[[float], bool] | None]] = {
-        "none": ("<= 1%", lambda x: x <= 0.01),
-        "scale": (">= 95%", lambda x: x >= 0.95),
-        "tail": (">= 90%", lambda x: x >= 0.90),
-        "scale5": ("informative", None),
-        "beyond": ("informative", None),
-    }
-    rows = []
-    for source in sources:
-        for label, n_canary, n_baseline in sizes:
-            regressions = list(REGRESSIONS) if source == "loadtest" else ["none", "scale", "tail"]
-            for k, regression in enumerate(regressions):
-                target, check = targets[regression]
-                # The issue's targets: exact samples; the tail target at the default profile's sizes.
-                primary = source == "loadtest" and (regression != "tail" or label.startswith("default"))
-                rows.append(
-                    _run(
-                        f"{REGRESSIONS[regression]}, {label} (canary {n_canary}, baseline {n_baseline})",
-                        source,
-                        windows,
-                        partial(
-                            p99_trial,
+def latency_cells(windows: int, seed: int) -> list[Cell]:
+    cells = []
+    for source in SOURCES:
+        for sigma in SIGMAS:
+            model = LatencyModel(median_s=0.35, sigma=sigma)
+            for share in SHARES:
+                for minutes in LATENCY_WINDOWS_MIN:
+                    n = {
+                        a: RATE * w / 100 * minutes * 60
+                        for a, w in (("canary", share), ("baseline", 100 - share))
+                    }
+                    grid = {"source": source, "log_sd": sigma, "share": share, "window_min": minutes}
+                    for k, case in enumerate(LATENCY_CASES):
+                        trial = partial(
+                            latency_trial,
                             model=model,
-                            n_canary=n_canary,
-                            n_baseline=n_baseline,
+                            canary_n=n["canary"],
+                            baseline_n=n["baseline"],
                             source=source,
-                            regression=regression,
-                        ),
-                        seed + k,
-                        target if primary else "informative",
-                        check if primary else None,
-                    )
-                )
-    return rows
+                            case=case,
+                        )
+                        cells.append(_cell("latency_e2e_p99", case, grid, windows, trial, seed + k))
+            _progress(f"  latency: {source}, log-sd {sigma} done")
+    return cells
 
 
-# -- counts ---------------------------------------------------------------------------------------------
-def counts_trial(
+# -- error rate and throughput ----------------------------------------------------------------------------
+def counts_judgement(
     rng: np.random.Generator,
     *,
+    share: float,
+    window_s: float,
     error_rate: float,
     served_fraction: float,
-    offered_rps: float = 8.0,
-    weights: tuple[float, float] = (90.0, 10.0),
-    window_s: float = 600.0,
-) -> str:
-    """One window of the count gates: Poisson arrivals split by weight, each failing with `error_rate`; the
-    canary serves `served_fraction` of its arrivals. Verdict: worst of error rate and throughput."""
-    w = {"baseline": weights[0], "canary": weights[1]}
-    arrivals = {a: float(rng.poisson(offered_rps * w[a] / 100 * window_s)) for a in w}
+    gate: str,
+) -> J.Judgement:
+    """One window of Poisson arrivals split by weight; the canary serves `served_fraction` of its arrivals
+    and each served request fails with `error_rate`."""
+    w = {"baseline": 100.0 - share, "canary": float(share)}
+    arrivals = {a: float(rng.poisson(RATE * w[a] / 100 * window_s)) for a in w}
     served = {
         "baseline": arrivals["baseline"],
         "canary": float(rng.binomial(int(arrivals["canary"]), served_fraction)),
     }
     errors = {a: float(rng.binomial(int(served[a]), error_rate)) for a in w}
-    err, thr = DEFAULT_GATES["error_rate"], DEFAULT_GATES["throughput"]
-    verdicts = [
-        J.judge_error_rate(
+    return judge_counts(gate, served, errors, w, window_s, RATE)
+
+
+def judge_counts(
+    gate: str, served: dict, errors: dict, weights: dict, window_s: float, rate: float
+) -> J.Judgement:
+    spec = GATES[gate]
+    p = spec.params
+    if gate == "error_rate":
+        return J.judge_error_rate(
             errors,
             served,
             arms=["canary"],
-            max_rate=float(err.params["max"]),
-            min_samples=int(err.params["min_samples"]),
-            confidence=err.confidence,
-        ).verdict,
-        J.judge_throughput(
-            served,
-            window_s=window_s,
-            weights=w,
-            offered_rps=offered_rps,
-            min_offered_fraction=float(thr.params["min_offered_fraction"]),
-            max_share_drop=float(thr.params["max_share_drop"]),
-            min_samples=int(thr.params["min_samples"]),
-            confidence=thr.confidence,
-        ).verdict,
-    ]
-    return J.combine([(v, v) for v in verdicts])[0]
+            max_rate=float(p["max"]),
+            min_samples=int(p["min_samples"]),
+            confidence=spec.confidence,
+        )
+    return J.judge_throughput(
+        served,
+        window_s=window_s,
+        weights=weights,
+        offered_rps=rate,
+        min_offered_fraction=float(p["min_offered_fraction"]),
+        max_share_drop=float(p["max_share_drop"]),
+        min_samples=int(p["min_samples"]),
+        confidence=spec.confidence,
+    )
 
 
-def counts_rows(windows: int, seed: int) -> list[Row]:
+def count_cases(gate: str, share: float) -> list[tuple[str, dict]]:
+    if gate == "error_rate":
+        bound = float(GATES[gate].params["max"])
+        return [
+            ("healthy, no errors", {"error_rate": 0.0, "served_fraction": 1.0}),
+            (f"healthy, {bound / 5:.2%} errors", {"error_rate": bound / 5, "served_fraction": 1.0}),
+            (f"harm {bound:.2%} errors (the bound)", {"error_rate": bound, "served_fraction": 1.0}),
+        ]
+    p = GATES[gate].params
+    drop = float(p["max_share_drop"]) if share < 100 else 1.0 - float(p["min_offered_fraction"])
     return [
-        _run(
-            "A/A counts false fail (0.05% errors, ~480 canary req)",
-            "prometheus",
-            windows,
-            partial(counts_trial, error_rate=0.0005, served_fraction=1.0),
-            seed + 5,
-            "<= 1%",
-            lambda x: x <= 0.01,
-        ),
-        _run(
-            "canary serves 85% of offered, detected",
-            "prometheus",
-            windows,
-            partial(counts_trial, error_rate=0.0, served_fraction=0.85),
-            seed + 6,
-            "informative",
-            None,
-        ),
-        _run(
-            "canary 2% errors, detected",
-            "prometheus",
-            windows,
-            partial(counts_trial, error_rate=0.02, served_fraction=1.0),
-            seed + 7,
-            "informative",
-            None,
-        ),
+        ("healthy, serves its share", {"error_rate": 0.0, "served_fraction": 1.0}),
+        (f"harm serves {1 - drop:.0%} of its share", {"error_rate": 0.0, "served_fraction": 1.0 - drop}),
     ]
 
 
-# -- memory leak ----------------------------------------------------------------------------------------
+def count_cells(windows: int, seed: int) -> list[Cell]:
+    cells = []
+    for gate in ("error_rate", "throughput"):
+        for share in (*SHARES, 100):
+            for minutes in COUNT_WINDOWS_MIN:
+                grid = {"share": share, "window_min": minutes}
+                for k, (case, effect) in enumerate(count_cases(gate, share)):
+                    trial = partial(
+                        lambda rng, **kw: counts_judgement(rng, **kw).verdict,
+                        share=share,
+                        window_s=minutes * 60.0,
+                        gate=gate,
+                        **effect,
+                    )
+                    cells.append(_cell(gate, case, grid, windows, trial, seed + 10 + k))
+        _progress(f"  {gate} done")
+    return cells
+
+
+# -- memory leak ------------------------------------------------------------------------------------------
 def judge_memory(
-    rng: np.random.Generator,
-    canary: Iterable[MemoryModel],
-    baseline: Iterable[MemoryModel],
-    window_s: float,
-) -> str:
-    """Verdict of the memory-leak judge with the default gate's parameters: every pod sampled at the gate's
-    step from the window's start, the warm-up left out as the evaluator leaves it out."""
-    gate = DEFAULT_GATES["memory_leak"]
-    p = gate.params
-    t = np.arange(0.0, window_s + 1e-9, float(p["step_seconds"]))
-    judged = t >= float(p["warmup_seconds"])
+    rng: np.random.Generator, canary: Iterable[MemoryModel], baseline: Iterable[MemoryModel], window_s: float
+) -> J.Judgement:
+    """The default memory-leak gate's judge: every pod sampled at the gate's step (as `evaluate` picks it
+    for the window) from the window's start, the warm-up left out as the evaluator leaves it out."""
+    t = memory_times(window_s)
     pods = {
-        arm: [(t[judged], model.sample(rng, t)[judged]) for model in models]
+        arm: [model.sample(rng, t) for model in models]
         for arm, models in (("canary", canary), ("baseline", baseline))
     }
-    estimate = memory_trends(pods["canary"], pods["baseline"], gate.confidence, int(p["min_points"]))
+    return judge_memory_series(t, pods)
+
+
+def memory_times(window_s: float) -> np.ndarray:
+    p = GATES["memory_leak"].params
+    return np.arange(
+        0.0, window_s + 1e-9, sampling_step(GATES["memory_leak"], window_s - float(p["warmup_seconds"]))
+    )
+
+
+def judge_memory_series(t: np.ndarray, values: dict[str, list[np.ndarray]]) -> J.Judgement:
+    """Each arm's pods sampled at times `t` from the window's start; the warm-up left out."""
+    p = GATES["memory_leak"].params
+    judged = t >= float(p["warmup_seconds"])
+    pods = {arm: [(t[judged], y[judged]) for y in ys] for arm, ys in values.items()}
+    estimate = memory_trends(
+        pods["canary"], pods["baseline"], GATES["memory_leak"].confidence, int(p["min_points"])
+    )
     return J.judge_memory_leak(
         estimate,
         leak_bytes_per_s=float(p["leak_bytes_per_minute"]) / 60.0,
         min_points=int(p["min_points"]),
         min_cycles=int(p["min_cycles"]),
-        confidence=gate.confidence,
-    ).verdict
+        confidence=GATES["memory_leak"].confidence,
+    )
+
+
+def leak_mib_per_min() -> float:
+    return float(GATES["memory_leak"].params["leak_bytes_per_minute"]) / MIB
+
+
+LEAK_CASES = ("healthy flat", "healthy one-time rise", "harm leak at the declared rate")
 
 
 def sawtooth_trial(
-    rng: np.random.Generator,
-    *,
-    window_min: float,
-    period_min: float,
-    amplitude_mib: float,
-    leak_mib_per_min: float,
-    rise: bool = False,
-    floor_jitter: float = FLOOR_JITTER,
+    rng: np.random.Generator, *, window_min: float, period_min: float, amplitude_mib: float, case: str
 ) -> str:
-    """One window, PODS_PER_ARM pods per arm with their own phase; the canary's pods leak, and with `rise`
-    each canary pod's memory also rises once after the window opens (32-256 MiB over 1-5 min) and stays."""
+    """One window, PODS_PER_ARM pods per arm with their own phase; the canary's pods leak at the declared
+    rate, or rise once after the window opens (32-256 MiB over 1-5 min) and stay."""
+    leak = leak_mib_per_min() if case.startswith("harm") else 0.0
+    rises = case == "healthy one-time rise"
 
     def pod(leak: float, rises: bool) -> MemoryModel:
         return gc_sawtooth(
             amplitude_mib,
             period_min,
             leak,
-            floor_jitter_fraction=floor_jitter,
             rise_mib=rng.uniform(*RISE_MIB) if rises else 0.0,
             rise_delay_s=rng.uniform(*RISE_DELAY_S),
             rise_s=rng.uniform(*RISE_S),
         )
 
-    canary = [pod(leak_mib_per_min, rise) for _ in range(PODS_PER_ARM)]
+    canary = [pod(leak, rises) for _ in range(PODS_PER_ARM)]
     baseline = [pod(0.0, False) for _ in range(PODS_PER_ARM)]
-    return judge_memory(rng, canary, baseline, window_min * 60.0)
+    return judge_memory(rng, canary, baseline, window_min * 60.0).verdict
 
 
-def legacy_leak_trial(rng: np.random.Generator, leak_mib_per_min: float) -> str:
-    """The first benchmark's model: one series per arm, sawtooth 4-8 MiB every 30-90 s, 10 min after warm-up."""
-    canary = [MemoryModel(leak_bytes_per_s=leak_mib_per_min * MIB / 60.0)]
-    return judge_memory(rng, canary, [MemoryModel()], 660.0)
-
-
-def leak_grid(windows: int, seed: int) -> list[dict]:
-    """Every (window, period, amplitude) cell: fail and inconclusive rates per leak rate, and on a rise."""
+def leak_cells(windows: int, seed: int) -> list[Cell]:
     cells = []
     t0 = time.monotonic()
     for window in LEAK_WINDOWS_MIN:
         for period in LEAK_PERIODS_MIN:
             for amplitude in LEAK_AMPLITUDES_MIB:
-                cell: dict = {"window_min": window, "period_min": period, "amplitude_mib": amplitude}
-                cases = [(f"leak {rate:g}", rate, False) for rate in LEAK_RATES] + [("rise", 0.0, True)]
-                for k, (name, rate, rise) in enumerate(cases):
+                grid = {"window_min": window, "period_min": period, "amplitude_mib": amplitude}
+                for k, case in enumerate(LEAK_CASES):
                     trial = partial(
                         sawtooth_trial,
                         window_min=window,
                         period_min=period,
                         amplitude_mib=amplitude,
-                        leak_mib_per_min=rate,
-                        rise=rise,
+                        case=case,
                     )
-                    row = _run(name, "prometheus", windows, trial, seed + 100 + k, "", None, quiet=True)
-                    cell[name] = {"fail": row.rate, "inconclusive": row.inconclusive / windows}
-                cells.append(cell)
+                    cells.append(_cell("memory_leak", case, grid, windows, trial, seed + 100 + k))
             _progress(
-                f"  leak grid: window {window} min, period {period} min done "
-                f"({len(cells)}/{len(LEAK_WINDOWS_MIN) * len(LEAK_PERIODS_MIN) * len(LEAK_AMPLITUDES_MIB)} "
-                f"cells, {time.monotonic() - t0:.0f}s)"
+                f"  memory: window {window} min, period {period} min done ({time.monotonic() - t0:.0f}s)"
             )
     return cells
 
 
-def _pooled(cells: list[dict], key: str, windows: int) -> tuple[int, int]:
-    fails = sum(round(c[key]["fail"] * windows) for c in cells)
-    return fails, windows * len(cells)
+# -- a step as it goes on: time to pass, and repeated looks ------------------------------------------------
+Look = Callable[[float], J.Judgement]  # the judgement of a window from the step's start to t seconds
+Stream = Callable[[np.random.Generator, float, float, float, bool], Look]  # (rng, rate, share, horizon, harm)
 
 
-def _cell_name(c: dict) -> str:
-    return f"{c['window_min']} min window, {c['period_min']} min period, {c['amplitude_mib']} MiB"
+def latency_stream(sigma: float) -> Stream:
+    """Requests arrive as a Poisson process per arm; a look judges those completed so far, relative and
+    against the absolute bound, from exact load-test samples. The median keeps the P99 well inside the
+    packaged 600 ms bound, as the plan assumes (no request above it)."""
+    model = LatencyModel(median_s=0.25, sigma=sigma)
+    ratio = float(P99.params["max_ratio"])
 
-
-def leak_rows(cells: list[dict], windows: int, seed: int) -> list[Row]:
-    """The issue's targets over the grid: the worst cell of each, and the pooled false-fail rates."""
-    rows = [
-        _run(
-            "1 MiB/min leak detected (10 min, 4-8 MiB sawtooth, 1 series per arm)",
-            "prometheus",
-            windows,
-            partial(legacy_leak_trial, leak_mib_per_min=1.0),
-            seed + 3,
-            ">= 95%",
-            lambda x: x >= 0.95,
-        ),
-        _run(
-            "false leak on flat 4-8 MiB sawtooth (10 min, 1 series per arm)",
-            "prometheus",
-            windows,
-            partial(legacy_leak_trial, leak_mib_per_min=0.0),
-            seed + 4,
-            "<= 1%",
-            lambda x: x <= 0.01,
-        ),
-    ]
-    targeted = [c for c in cells if c["window_min"] == 25 and c["amplitude_mib"] <= 200]
-    for rate in (1.5, 3.0):
-        worst = min(targeted, key=lambda c: c[f"leak {rate:g}"]["fail"])
-        k = round(worst[f"leak {rate:g}"]["fail"] * windows)
-        low, high = wilson(k, windows)
-        met = sum(c[f"leak {rate:g}"]["fail"] >= 0.95 for c in targeted)
-        rows.append(
-            Row(
-                f"{rate:g} MiB/min/pod leak detected, 25 min, amplitude <= 200 MiB: worst cell "
-                f"({_cell_name(worst)}); {met}/{len(targeted)} cells >= 95%",
-                "prometheus",
-                windows,
-                k,
-                round(worst[f"leak {rate:g}"]["inconclusive"] * windows),
-                k / windows,
-                low,
-                high,
-                ">= 95%",
-                k / windows >= 0.95,
+    def start(rng: np.random.Generator, rate: float, share: float, horizon_s: float, harm: bool) -> Look:
+        arms = {}
+        for arm, w in (("canary", share), ("baseline", 100.0 - share)):
+            n = rng.poisson(rate * w / 100 * horizon_s)
+            latency = model.sample(rng, n)
+            arms[arm] = (
+                np.sort(rng.uniform(0, horizon_s, n)),
+                ratio * latency if harm and arm == "canary" else latency,
             )
-        )
-    for key, what in (("leak 0", "leak-free sawtooth"), ("rise", "one-time rise, then flat")):
-        fails, n = _pooled(cells, key, windows)
-        low, high = wilson(fails, n)
-        rows.append(
-            Row(
-                f"false leak, {what}: all {len(cells)} cells pooled",
-                "prometheus",
-                n,
-                fails,
-                sum(round(c[key]["inconclusive"] * windows) for c in cells),
-                fails / n,
-                low,
-                high,
-                "<= 1%",
-                fails / n <= 0.01,
+
+        def look(t: float) -> J.Judgement:
+            seen = {a: x[: np.searchsorted(at, t)] for a, (at, x) in arms.items()}
+            return judge_p99(
+                seen["baseline"], seen["canary"], "loadtest", max_seconds=float(P99.params["max_seconds"])
             )
-        )
-        worst = max(cells, key=lambda c: c[key]["fail"])
-        k = round(worst[key]["fail"] * windows)
-        low, high = wilson(k, windows)
-        over = sum(c[key]["fail"] > 0.01 for c in cells)
-        rows.append(
-            Row(
-                f"false leak, {what}: worst cell ({_cell_name(worst)}); {over}/{len(cells)} cells above 1%",
-                "prometheus",
-                windows,
-                k,
-                round(worst[key]["inconclusive"] * windows),
-                k / windows,
-                low,
-                high,
-                "<= 1%",
-                k / windows <= 0.01,
+
+        return look
+
+    return start
+
+
+def counts_stream(gate: str) -> Stream:
+    """Served requests and errors accumulate per LOOK_S; each look judges the counts so far."""
+
+    def start(rng: np.random.Generator, rate: float, share: float, horizon_s: float, harm: bool) -> Look:
+        effect = count_cases(gate, share)[-1 if harm else 0][1]
+        w = {"baseline": 100.0 - share, "canary": float(share)}
+        steps = int(horizon_s / LOOK_S) + 1
+        arrived = {a: rng.poisson(rate * w[a] / 100 * LOOK_S, steps) for a in w}
+        served = {
+            "baseline": arrived["baseline"],
+            "canary": rng.binomial(arrived["canary"], effect["served_fraction"]),
+        }
+        failed = {a: rng.binomial(served[a], effect["error_rate"]) for a in w}
+        served_sum = {a: np.cumsum(x).astype(float) for a, x in served.items()}
+        failed_sum = {a: np.cumsum(x).astype(float) for a, x in failed.items()}
+
+        def look(t: float) -> J.Judgement:
+            i = min(max(int(round(t / LOOK_S)) - 1, 0), steps - 1)
+            return judge_counts(
+                gate, {a: served_sum[a][i] for a in w}, {a: failed_sum[a][i] for a in w}, w, t, rate
             )
-        )
+
+        return look
+
+    return start
+
+
+def memory_stream(noise_mib: float) -> Stream:
+    """The plan's model of memory: flat (or leaking at the declared rate) with independent noise around
+    it, one series per pod on a one-second grid; a look samples it at the gate's step."""
+
+    def start(rng: np.random.Generator, rate: float, share: float, horizon_s: float, harm: bool) -> Look:
+        grid = np.arange(0.0, horizon_s + 1.0)
+        slope = {"canary": leak_mib_per_min() * MIB / 60.0 if harm else 0.0, "baseline": 0.0}
+        series = {
+            a: [
+                2048 * MIB + slope[a] * grid + rng.normal(0.0, noise_mib * MIB, grid.size)
+                for _ in range(PODS_PER_ARM)
+            ]
+            for a in slope
+        }
+
+        def look(t: float) -> J.Judgement:
+            times = memory_times(t)
+            index = np.round(times).astype(int)
+            return judge_memory_series(times, {a: [y[index] for y in ys] for a, ys in series.items()})
+
+        return look
+
+    return start
+
+
+STREAM_SIGMA, STREAM_MEMORY_NOISE_MIB = 0.20, 1.0
+STREAMS: dict[str, Stream] = {
+    "error_rate": counts_stream("error_rate"),
+    "throughput": counts_stream("throughput"),
+    "latency_e2e_p99": latency_stream(STREAM_SIGMA),
+    "memory_leak": memory_stream(STREAM_MEMORY_NOISE_MIB),
+}
+# The plan's assumptions for these models: what `python -m rollout plan` would be told about them.
+STREAM_ASSUMPTIONS = Assumptions(
+    tail_scale=TAIL_SCALE_PER_SIGMA * STREAM_SIGMA,
+    memory_noise_mib=STREAM_MEMORY_NOISE_MIB,
+    pods_per_arm=PODS_PER_ARM,
+)
+
+
+def _first(look: Look, begin_s: float, end_s: float, decided: tuple[str, ...]) -> tuple[str, float]:
+    """The first look from `begin_s` on, every LOOK_S up to `end_s`, whose verdict is in `decided`."""
+    t = begin_s
+    while t <= end_s + 1e-9:
+        verdict = look(t).verdict
+        if verdict in decided:
+            return verdict, t
+        t += LOOK_S
+    return "inconclusive", math.inf
+
+
+def time_to_pass_rows(runs: int, seed: int, rates: tuple[float, ...]) -> list[dict]:
+    """Median first-pass time of a healthy canary per gate, rate and share, against the plan's."""
+    rows = []
+    for gate, stream in STREAMS.items():
+        spec = GATES[gate]
+        for rate in rates if gate != "memory_leak" else rates[:1]:  # memory does not depend on the rate
+            for share in SHARES:
+                weights = {"baseline": 100.0 - share, "canary": float(share)}
+                plan = time_to_pass(
+                    spec,
+                    KINDS[spec.kind].healthy,
+                    rate_rps=rate,
+                    weights=weights,
+                    assumptions=STREAM_ASSUMPTIONS,
+                )
+                planned = plan.seconds or 900.0
+                horizon = 4.0 * planned
+                rng = np.random.default_rng(seed)
+                looks = [stream(rng, rate, share, horizon, False) for _ in range(runs)]
+                first = [_first(look, LOOK_S, horizon, ("pass",))[1] for look in looks]
+                # one look at a fixed time: the share of runs passing there, and where it reaches half
+                at = planned * SINGLE_LOOK_FACTORS
+                passing = [float(np.mean([look(t).verdict == "pass" for look in looks])) for t in at]
+                half = _crossing(at, passing, 0.5)
+                rows.append(
+                    {
+                        "gate": gate,
+                        "rate_rps": rate,
+                        "share": share,
+                        "plan_s": plan.seconds,
+                        "single_look_median_s": half,
+                        "ratio": half / plan.seconds if plan.seconds else math.nan,
+                        "within_25pct": bool(plan.seconds and abs(half / plan.seconds - 1) <= 0.25),
+                        "first_pass_median_s": float(np.median(first)),
+                        "first_pass_p10_s": float(np.quantile(first, 0.1)),
+                        "first_pass_p90_s": float(np.quantile(first, 0.9)),
+                        "runs": runs,
+                    }
+                )
+        _progress(f"  time to pass: {gate} done")
     return rows
 
 
-# -- sweeps ---------------------------------------------------------------------------------------------
-def p99_sweep(windows: int, seed: int) -> list[dict]:
-    """Tail-only +15% detection and A/A false fails by tail width and (equal) sample size per arm."""
+SINGLE_LOOK_FACTORS = np.linspace(0.3, 3.0, 28)  # of the plan's time: where single looks are taken
+
+
+def _crossing(x: np.ndarray, y: list[float], level: float) -> float:
+    """The first x where y reaches `level`, interpolated linearly (inf when it never does)."""
+    for i, value in enumerate(y):
+        if value >= level:
+            if i == 0:
+                return float(x[0])
+            x0, x1, y0 = float(x[i - 1]), float(x[i]), float(y[i - 1])
+            return x0 + (x1 - x0) * (level - y0) / (value - y0)
+    return math.inf
+
+
+def repeated_look_rows(runs: int, seed: int) -> list[dict]:
+    """Harmful canaries at the default profile's first step: looks every LOOK_S from the bake to the
+    maximum bake (the controller promotes on a pass only once the bake is over); the first decided
+    verdict ends the step."""
+    profile = PROFILES["default"]
+    share, bake, most = profile.steps[0], profile.bake_s[0], profile.max_bake_s[0]
+    rows = []
+    for gate, stream in STREAMS.items():
+        rng = np.random.default_rng(seed + 1)
+        firsts = [
+            _first(stream(rng, RATE, share, most, True), bake, most, ("pass", "fail"))[0] for _ in range(runs)
+        ]
+        rows.append(
+            {
+                "gate": gate,
+                "share": share,
+                "looks": f"{bake:g}..{most:g} s every {LOOK_S:g} s",
+                "runs": runs,
+                "passed_first": firsts.count("pass") / runs,
+                "failed_first": firsts.count("fail") / runs,
+                "undecided": firsts.count("inconclusive") / runs,
+            }
+        )
+    _progress("  repeated looks done")
+    return rows
+
+
+# -- report -----------------------------------------------------------------------------------------------
+def bar_rows(cells: list[Cell]) -> list[dict]:
+    """Per gate and case: the worst cell against the bar, and how many cells exceed it (by their point
+    estimate, and significantly: the Wilson interval's lower end above the limit)."""
     out = []
-    for sigma in (0.10, 0.20, 0.30):
-        model = LatencyModel(median_s=0.35, sigma=sigma)
-        for n in (300, 400, 500, 700, 1000, 2000):
-            row: dict = {"sigma": sigma, "n_per_arm": n}
-            for k, regression in enumerate(("none", "tail")):
-                trial = partial(
-                    p99_trial, model=model, n_canary=n, n_baseline=n, source="loadtest", regression=regression
-                )
-                row[regression] = _run(
-                    regression, "loadtest", windows, trial, seed + k, "", None, quiet=True
-                ).rate
-            out.append(row)
-        _progress(f"  p99 sweep: log-sd {sigma} done")
+    for gate, case in dict.fromkeys((c.gate, c.case) for c in cells):
+        group = [c for c in cells if (c.gate, c.case) == (gate, case)]
+        worst = max(group, key=lambda c: c.bad / c.windows)
+        rate = worst.bad / worst.windows
+        low, high = wilson(worst.bad, worst.windows)
+        out.append(
+            {
+                "gate": gate,
+                "case": case,
+                "what": "pass" if worst.harmful else "fail",
+                "limit": worst.limit,
+                "cells": len(group),
+                "worst_cell": worst.grid,
+                "worst_rate": rate,
+                "worst_ci": [low, high],
+                "cells_over": sum(c.bad / c.windows > c.limit for c in group),
+                "cells_significantly_over": sum(wilson(c.bad, c.windows)[0] > c.limit for c in group),
+                "passes": sum(c.passes for c in group) / sum(c.windows for c in group),
+                "inconclusive": sum(c.inconclusive for c in group) / sum(c.windows for c in group),
+                "met": rate <= worst.limit,
+            }
+        )
     return out
 
 
-def jitter_sweep(windows: int, seed: int) -> list[dict]:
-    """How the floor trend's detection depends on how much each collection's floor varies."""
-    out = []
-    for jitter in (0.005, 0.02, 0.05):
-        for period in LEAK_PERIODS_MIN:
-            row: dict = {"floor_jitter": jitter, "period_min": period}
-            for k, rate in enumerate((0.0, 1.5)):
-                trial = partial(
-                    sawtooth_trial,
-                    window_min=25,
-                    period_min=period,
-                    amplitude_mib=200,
-                    leak_mib_per_min=rate,
-                    floor_jitter=jitter,
-                )
-                row[f"leak {rate:g}"] = _run("", "", windows, trial, seed + k, "", None, quiet=True).rate
-            out.append(row)
-    _progress("  floor-jitter sweep done")
-    return out
+def _grid_text(grid: dict) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in grid.items())
 
 
-# -- report ---------------------------------------------------------------------------------------------
-def _span(rate: float, n: int) -> str:
-    low, high = wilson(round(rate * n), n)
-    return f"{low:.1%}-{high:.1%}"
-
-
-def to_markdown(rows: list[Row], params: dict, cells: list[dict], extra: dict) -> str:
+def to_markdown(params: dict, bars: list[dict], cells: list[Cell], ttp: list[dict], looks: list[dict]) -> str:
     lines = [
         "# Gate judges: statistical benchmark",
         "",
-        f"Seed {params['seed']}; {params['windows']} windows per P99/count row, {params['leak_windows']} per "
-        f"memory cell; rates with 95% Wilson intervals. Latency lognormal median 350 ms, log-sd "
-        f"{params['sigma']}; default-profile sample sizes from rollout/plan.py (rate x share x (bake - settle)). "
-        f"Memory: {PODS_PER_ARM} pods per arm sampled every 10 s, 60 s warm-up left out; sawtooth height "
-        f"+-25% and period +-20% per cycle, random phase per pod, each floor jittered by "
-        f"{FLOOR_JITTER:.0%} of the height (at least 1 MiB), 0.25 MiB noise; one-time rise "
-        f"{RISE_MIB[0]:g}-{RISE_MIB[1]:g} MiB per canary pod starting 0-30 s after the window opens, "
-        f"spread over 1-5 min, then flat.",
+        f"Seed {params['seed']}; {params['windows']} windows per latency and count cell, {params['leak_windows']} "
+        f"per memory cell; offered {RATE:g} req/s (the default profile's). The bar: a canary with the declared "
+        f"harm passes in at most {HARM_PASS:.0%} of windows, a healthy one fails in at most {HEALTHY_FAIL:.0%}, "
+        "in every cell.",
         "",
-        "| scenario | source | fail rate | 95% CI | inconclusive | target | met |",
-        "|---|---|---|---|---|---|---|",
+        "## The bar, per gate and case (worst cell)",
+        "",
+        "| gate | case | bounded | limit | worst cell | its rate (95% CI) | cells over / significantly over | all cells: pass, inconclusive | met |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        met = "" if r.met is None else ("yes" if r.met else "NO")
+    for b in bars:
         lines.append(
-            f"| {r.scenario} | {r.source} | {r.rate:.1%} | {r.low:.1%}-{r.high:.1%} | {r.inconclusive} "
-            f"| {r.target} | {met} |"
+            f"| {b['gate']} | {b['case']} | {b['what']} | {b['limit']:.0%} | {_grid_text(b['worst_cell'])} "
+            f"| {b['worst_rate']:.1%} ({b['worst_ci'][0]:.1%}-{b['worst_ci'][1]:.1%}) "
+            f"| {b['cells_over']}/{b['cells']}, {b['cells_significantly_over']}/{b['cells']} "
+            f"| {b['passes']:.1%}, {b['inconclusive']:.1%} | {'yes' if b['met'] else 'NO'} |"
         )
     lines += [
         "",
-        "## Memory-leak judge over the sawtooth grid",
+        "## Time for a healthy canary to pass: measured vs `rollout plan`",
         "",
-        "Fail rate (inconclusive rate in brackets) per cell; leak in MiB/min per pod. Targets: >= 95% for "
-        ">= 1.5 MiB/min at 25 min with amplitude <= 200 MiB; <= 1% with no leak and with the one-time rise. "
-        f"With {params['leak_windows']} windows per cell a 95% Wilson interval spans about "
-        f"{_span(0.95, params['leak_windows'])} around 95% and {_span(0.0, params['leak_windows'])} at 0%.",
+        f"Latency log-sd {STREAM_SIGMA} (the plan told tail_scale {STREAM_ASSUMPTIONS.tail_scale:.3f}), memory flat "
+        f"with {STREAM_MEMORY_NOISE_MIB:g} MiB independent noise, {PODS_PER_ARM} pods per arm. Single look: the time "
+        "at which one evaluation passes in half of the runs (what the plan predicts: when the expected data pass). "
+        f"First pass: a step evaluating every {LOOK_S:g} s passes at its first passing look, often earlier "
+        "(repeated looks, see below).",
         "",
-        "| window min | period min | amplitude MiB | leak 0 | leak 1 | leak 1.5 | leak 3 | rise, no leak |",
+        "| gate | rate req/s | share % | plan s | single look s | single / plan | within 25% | first pass median s (p10-p90) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for c in cells:
-        parts = [
-            f"{c[k]['fail']:.1%}" + (f" ({c[k]['inconclusive']:.0%})" if c[k]["inconclusive"] else "")
-            for k in ("leak 0", "leak 1", "leak 1.5", "leak 3", "rise")
-        ]
+    for r in ttp:
+        plan = "never" if r["plan_s"] is None else f"{r['plan_s']:.0f}"
         lines.append(
-            f"| {c['window_min']} | {c['period_min']} | {c['amplitude_mib']} | " + " | ".join(parts) + " |"
+            f"| {r['gate']} | {r['rate_rps']:g} | {r['share']} | {plan} | {r['single_look_median_s']:.0f} "
+            f"| {r['ratio']:.2f} | {'yes' if r['within_25pct'] else 'NO'} | {r['first_pass_median_s']:.0f} "
+            f"({r['first_pass_p10_s']:.0f}-{r['first_pass_p90_s']:.0f}) |"
         )
-    if extra.get("p99_sweep"):
-        lines += [
-            "",
-            "## P99 judge (exact samples, equal arms) by tail width and sample size",
-            "",
-            "| log-sd | requests/arm | A/A false fail | tail-only +15% detected |",
-            "|---|---|---|---|",
-        ]
-        for s in extra["p99_sweep"]:
-            lines.append(f"| {s['sigma']} | {s['n_per_arm']} | {s['none']:.1%} | {s['tail']:.1%} |")
-    if extra.get("jitter_sweep"):
-        lines += [
-            "",
-            "## Leak judge by floor jitter (25 min window, 200 MiB amplitude)",
-            "",
-            "| floor jitter (of height) | period min | false leak | 1.5 MiB/min detected |",
-            "|---|---|---|---|",
-        ]
-        for s in extra["jitter_sweep"]:
-            lines.append(
-                f"| {s['floor_jitter']:.1%} | {s['period_min']} | {s['leak 0']:.1%} | {s['leak 1.5']:.1%} |"
-            )
+    lines += [
+        "",
+        "## Repeated looks: a harmful canary through a step held for evidence",
+        "",
+        "| gate | share % | looks | runs | first decision a pass | a fail | undecided at the maximum bake |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in looks:
+        lines.append(
+            f"| {r['gate']} | {r['share']} | {r['looks']} | {r['runs']} | {r['passed_first']:.1%} "
+            f"| {r['failed_first']:.1%} | {r['undecided']:.1%} |"
+        )
+    lines += [
+        "",
+        "## Every cell",
+        "",
+        "| gate | case | cell | pass | inconclusive | fail |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        n = c.windows
+        lines.append(
+            f"| {c.gate} | {c.case} | {_grid_text(c.grid)} | {c.passes / n:.1%} | {c.inconclusive / n:.1%} | {c.fails / n:.1%} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gates", description=__doc__.splitlines()[0])
-    parser.add_argument("--windows", type=int, default=2000, help="seeded windows per P99 / count row")
-    parser.add_argument("--leak-windows", type=int, default=500, help="seeded windows per memory cell")
+    parser.add_argument("--windows", type=int, default=400, help="seeded windows per latency and count cell")
+    parser.add_argument("--leak-windows", type=int, default=200, help="seeded windows per memory cell")
+    parser.add_argument("--runs", type=int, default=60, help="runs per time-to-pass and repeated-look row")
+    parser.add_argument("--rates", default="6,12,18", help="offered req/s for the time-to-pass rows")
+    parser.add_argument("--only", default="latency,counts,memory,steps", help="parts to run")
     parser.add_argument("--seed", type=int, default=20260101)
-    parser.add_argument("--sigma", type=float, default=0.10, help="log-sd of the latency model")
-    parser.add_argument(
-        "--sources", default="loadtest,histogram", help="P99 sources to judge: loadtest,histogram"
-    )
-    parser.add_argument(
-        "--sweep",
-        action="store_true",
-        help="also tabulate the P99 judge by tail width and sample size, and the leak judge by floor jitter",
-    )
     parser.add_argument("--out", type=Path, default=Path("reports/bench-gates"))
     args = parser.parse_args(argv)
-    sources = tuple(s for s in args.sources.split(",") if s)
-    if not set(sources) <= {"loadtest", "histogram"} or args.windows < 1 or args.leak_windows < 1:
+    parts = set(args.only.split(","))
+    try:
+        rates = tuple(float(r) for r in args.rates.split(","))
+    except ValueError:
+        parser.error(f"--rates must be numbers separated by commas (got {args.rates!r})")
+    if min(args.windows, args.leak_windows, args.runs) < 1 or not parts <= {
+        "latency",
+        "counts",
+        "memory",
+        "steps",
+    }:
         parser.error(
-            f"--sources must name loadtest and/or histogram, --windows and --leak-windows >= 1 "
-            f"(got {args.sources!r}, {args.windows}, {args.leak_windows})"
+            "--windows, --leak-windows and --runs must be >= 1; --only names latency,counts,memory,steps"
         )
     t0 = time.monotonic()
-    _progress("P99 rows")
-    rows = p99_rows(args.windows, args.seed, args.sigma, sources)
-    _progress("count rows")
-    rows += counts_rows(args.windows, args.seed)
-    _progress("memory-leak grid")
-    cells = leak_grid(args.leak_windows, args.seed)
-    rows += leak_rows(cells, args.leak_windows, args.seed)
-    extra: dict = {}
-    if args.sweep:
-        extra["p99_sweep"] = p99_sweep(max(args.windows // 2, 100), args.seed)
-        extra["jitter_sweep"] = jitter_sweep(args.leak_windows, args.seed)
+    cells: list[Cell] = []
+    if "latency" in parts:
+        _progress("latency cells")
+        cells += latency_cells(args.windows, args.seed)
+    if "counts" in parts:
+        _progress("count cells")
+        cells += count_cells(args.windows, args.seed)
+    if "memory" in parts:
+        _progress("memory cells")
+        cells += leak_cells(args.leak_windows, args.seed)
+    ttp, looks = [], []
+    if "steps" in parts:
+        _progress("time to pass, repeated looks")
+        ttp = time_to_pass_rows(args.runs, args.seed, rates)
+        looks = repeated_look_rows(args.runs, args.seed)
     params = {
         "windows": args.windows,
         "leak_windows": args.leak_windows,
+        "runs": args.runs,
         "seed": args.seed,
-        "sigma": args.sigma,
     }
-    text = to_markdown(rows, params, cells, extra)
+    bars = bar_rows(cells)
+    text = to_markdown(params, bars, cells, ttp, looks)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench-gates.md").write_text(text)
-    (args.out / "bench-gates.json").write_text(
-        json.dumps(
-            {
-                "params": params,
-                "rows": [asdict(r) for r in rows],
-                "leak_grid": cells,
-                **extra,
-                "seconds": time.monotonic() - t0,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    result = {
+        "params": params,
+        "bar": bars,
+        "cells": [c.__dict__ for c in cells],
+        "time_to_pass": ttp,
+        "repeated_looks": looks,
+        "seconds": time.monotonic() - t0,
+    }
+    (args.out / "bench-gates.json").write_text(json.dumps(result, indent=2) + "\n")
     print(text)
     print(f"written to {args.out}/bench-gates.md and .json in {time.monotonic() - t0:.0f}s")
-    return 0 if all(r.met is not False for r in rows) else 1
+    missed = [b for b in bars if not b["met"]] + [r for r in ttp if not r["within_25pct"]]
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

@@ -26,8 +26,10 @@ class Assumptions:
     """What a healthy canary's data look like beyond counts. The defaults are measured on the embedded
     backends (`make canary`): a GPU server's tail and memory differ, so measure yours."""
 
-    # Mean excess of log latency over its 90th percentile (the score test's tail scale): 0.1 is a
-    # tail within ~10% of the P90, 0.5 a heavy one. It sets how fast a P99's interval narrows.
+    # The log latency's sparsity at the judged quantile, d log Q / d(-log(1 - q)): it sets how fast a
+    # P99's interval narrows. For an exponential log-tail it equals the mean excess of log latency over
+    # its 90th percentile, which is how the default was measured (0.16-0.34 under `make canary`); a
+    # lighter tail has less (a lognormal's is 0.79 of its mean excess), so the plan errs long there.
     tail_scale: float = 0.25
     # Samples per request of each latency field: inter-token latency has one per output token but one.
     samples_per_request: Mapping[str, float] | None = None

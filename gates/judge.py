@@ -12,8 +12,8 @@ says what the data showed about it:
 - otherwise `inconclusive`, with the interval, the harm it cannot yet exclude and `more_data`: how many
   times the data judged so far the interval needs to exclude it if the estimate stays where it is (the
   kind turns that into time at the window's rate). Anything missing or NaN is `inconclusive` too.
-CPU compares the arm's utilisation over the window with the bound (a rate over a window, no sampling
-noise to speak of).
+A threshold (CPU) judges the interval of the arm's mean over successive sub-windows of the window
+against its bounds, the same rule.
 """
 
 from __future__ import annotations
@@ -116,30 +116,67 @@ def judge_threshold(
     values: Mapping[str, float | None],
     *,
     arms: Sequence[str],
+    subwindows: Mapping[str, Sequence[float]],
+    min_points: int,
+    confidence: float,
     max_value: float | None = None,
     min_value: float | None = None,
     samples: Mapping[str, float | None] | None = None,
     min_samples: int = 1,
     unit: str = "",
 ) -> Judgement:
-    """Each judged arm's value must lie within [min_value, max_value]; other arms are only recorded."""
+    """Each judged arm within [min_value, max_value], judged by the interval of its mean over successive
+    sub-windows of the window (`subwindows`: per arm, in time order; `stats.mean_interval`): fail when the
+    interval lies beyond a bound, pass when it lies within both, else inconclusive, as are fewer than
+    `min_points` sub-windows and a missing `values` (the window's own value, recorded beside the mean).
+    Other arms are only recorded."""
     parts: list[tuple[Verdict, str]] = []
+    needs: list[float | None] = []
+    estimates = {a: stats.mean_interval(s, confidence) for a, s in subwindows.items()}
+    ci: dict[str, Any] = {a: [e.low, e.high] for a, e in estimates.items() if e.n >= 2}
     for arm in arms:
         value = values.get(arm)
         count = None if samples is None else samples.get(arm)
+        e = estimates.get(arm) or stats.mean_interval([], confidence)
         if samples is not None and (count is None or not _finite(count) or count < min_samples):
             parts.append((INCONCLUSIVE, f"{arm}: too few samples ({_fmt(count or 0)} < {min_samples})"))
+            needs.append(min_samples / count if _finite(count) and count > 0 else None)  # type: ignore[operator]
         elif value is None or not _finite(value):
             parts.append((INCONCLUSIVE, f"{arm}: no value"))
-        elif max_value is not None and value > max_value:
-            parts.append((FAIL, f"{arm}: {_show(value, unit)} above max {_show(max_value, unit)}"))
-        elif min_value is not None and value < min_value:
-            parts.append((FAIL, f"{arm}: {_show(value, unit)} below min {_show(min_value, unit)}"))
+            needs.append(None)
+        elif e.n < min_points:
+            parts.append((INCONCLUSIVE, f"{arm}: too few sub-windows ({e.n} < {min_points})"))
+            needs.append(min_points / e.n if e.n > 0 else None)
+        elif not (_finite(e.low) and _finite(e.high)):
+            parts.append((INCONCLUSIVE, f"{arm}: interval not estimable"))
+            needs.append(None)
         else:
-            parts.append((PASS, f"{arm}: {_show(value, unit)} within bounds"))
+            text = f"{arm}: {_show(e.value, unit)} (CI {_show(e.low, unit)}..{_show(e.high, unit)}, {e.n} sub-windows)"
+            if max_value is not None and e.low > max_value:
+                parts.append((FAIL, f"{text} significantly above max {_show(max_value, unit)}"))
+            elif min_value is not None and e.high < min_value:
+                parts.append((FAIL, f"{text} significantly below min {_show(min_value, unit)}"))
+            else:
+                # A bound the interval reaches is undecided: the mean's half-width falls as n**-0.5.
+                open_bounds = []
+                if max_value is not None and e.high >= max_value:
+                    open_bounds.append(f"max {_show(max_value, unit)}")
+                    needs.append(data_needed(shrinking(e.value, e.high), max_value))
+                if min_value is not None and e.low <= min_value:
+                    open_bounds.append(f"min {_show(min_value, unit)}")
+                    needs.append(data_needed(shrinking(e.value, e.low), min_value, upper=False))
+                if open_bounds:
+                    parts.append((INCONCLUSIVE, f"{text} cannot yet exclude {' or '.join(open_bounds)}"))
+                else:
+                    parts.append((PASS, f"{text} within bounds"))
     verdict, reason = combine(parts)
-    threshold = {k: v for k, v in (("max", max_value), ("min", min_value)) if v is not None}
-    return Judgement(verdict, reason, dict(values), threshold, {}, dict(samples or {}))
+    threshold: dict[str, Any] = {k: v for k, v in (("max", max_value), ("min", min_value)) if v is not None}
+    threshold["min_points"] = min_points
+    counts = dict(samples) if samples is not None else {a: e.n for a, e in estimates.items()}
+    # The interval's centre beside the window's own value: they differ where an arm served part of it.
+    shown = {**values, **{f"{a}_mean": e.value for a, e in estimates.items() if e.n > 0}}
+    more = most_data(needs) if verdict is INCONCLUSIVE else None
+    return Judgement(verdict, reason, shown, threshold, ci, counts, more_data=more)
 
 
 def judge_latency_quantile(
@@ -245,18 +282,43 @@ def judge_latency_quantile(
                     f"{max_ratio:g}x",
                 )
             )
-        elif r.high < max_ratio:
+        elif (at_most := stats.ratio_at_most(estimates["canary"], estimates["baseline"], r)) < max_ratio:
             parts.append((PASS, f"{text}: below {max_ratio:g}x"))
+        elif (finest := _finest_ratio(estimates["canary"], estimates["baseline"])) >= max_ratio:
+            c, b = estimates["canary"].bucket or (0, 0), estimates["baseline"].bucket or (0, 0)
+            parts.append(
+                (
+                    INCONCLUSIVE,
+                    f"{text}: the histogram's buckets (canary {_fmt(c[0], 3)}-{_fmt(c[1], 3)} s, baseline "
+                    f"{_fmt(b[0], 3)}-{_fmt(b[1], 3)} s) cannot show a ratio below {max_ratio:g}x however many "
+                    f"requests (at best {_fmt(finest, 3)}x): judge load-test samples (source: loadtest) or "
+                    "give the servers finer latency buckets",
+                )
+            )
+            needs.append(None)
         else:
+            if at_most > r.high:
+                text += f", at most {_fmt(at_most, 3)}x within the histogram's buckets"
             parts.append((INCONCLUSIVE, f"{text}: cannot yet exclude {max_ratio:g}x"))
             # The interval is symmetric in the log ratio and narrows as the square root of the samples.
-            spread = math.log(r.high / r.ratio)
+            spread = math.log(at_most / r.ratio)
             needs.append(data_needed(lambda k: r.ratio * math.exp(spread * k**-0.5), max_ratio))
     elif max_ratio is not None:
         parts.append((PASS, "relative comparison skipped: one arm has no traffic"))
     verdict, reason = combine(parts)
     more = most_data(needs) if verdict is INCONCLUSIVE else None
     return Judgement(verdict, reason, values, threshold, ci, samples, more_data=more)
+
+
+def _finest_ratio(canary: stats.QuantileEstimate, baseline: stats.QuantileEstimate) -> float:
+    """The narrowest upper bound of the canary/baseline ratio that histograms allow with unlimited requests:
+    the canary's quantile at the top of its bucket over the baseline's at the bottom of its own (0 when
+    neither is binned: only sampling noise limits it)."""
+    if canary.bucket is None and baseline.bucket is None:
+        return 0.0
+    top = canary.bucket[1] if canary.bucket is not None else canary.value
+    bottom = baseline.bucket[0] if baseline.bucket is not None else baseline.value
+    return top / bottom if bottom > 0 else math.inf
 
 
 def judge_throughput(

@@ -316,7 +316,9 @@ def memory_trends(
     se_diff = math.hypot(se["canary"], se["baseline"])
     if mixed:  # Welch-Satterthwaite degrees of freedom of a difference of two unpooled slopes
         terms = [se[a] ** 4 / df_of[a] for a in pods]
-        df_diff = se_diff**4 / sum(terms) if all(math.isfinite(x) for x in terms) and sum(terms) > 0 else math.nan
+        df_diff = (
+            se_diff**4 / sum(terms) if all(math.isfinite(x) for x in terms) and sum(terms) > 0 else math.nan
+        )
     else:
         df_diff = df_of["canary"]
     half = _t(confidence, df_diff) * se_diff

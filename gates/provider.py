@@ -32,6 +32,7 @@ __all__ = [
     "UnreachableError",
     "histogram_buckets",
     "per_series_range",
+    "single_range",
     "single_value",
 ]
 
@@ -106,3 +107,14 @@ def per_series_range(
     if not out:
         raise NoValuesError(f"no series for {promql!r} between {start:.0f} and {end:.0f}")
     return out
+
+
+def single_range(
+    provider: MetricsProvider, promql: str, start: float, end: float, step_s: float
+) -> RangeSeries:
+    """The one series of a range query (NaNs dropped); named errors for none or several, never the last."""
+    found = per_series_range(provider, promql, start, end, step_s)
+    if len(found) > 1:
+        shown = ", ".join(str(dict(s.labels)) for s in found[:3])
+        raise MultipleSeriesError(f"{len(found)} series where one was expected for {promql!r}: {shown}")
+    return found[0]

@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--tail-scale",
         type=float,
-        help="mean excess of log latency over its P90 (the latency tail's spread; measure yours)",
+        help="log latency's sparsity at the P99; at most its mean excess over the P90 (measure yours)",
     )
     plan.add_argument("--memory-noise-mib", type=float, help="a pod's memory noise around its trend, MiB")
     plan.add_argument("--pods-per-arm", type=int, help="pods (locally: processes) per arm")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats as sps
 
-from backend.metrics import E2E_BUCKETS, ITL_BUCKETS, TTFT_BUCKETS  # sglang 0.5.23's, as the backend exports
+from backend.metrics import LatencyBuckets, geometric_buckets
 
 MIB = 1024.0 * 1024.0
 
@@ -167,6 +167,16 @@ def histogram_series(
     )
 
 
+# Latency histograms with edges 4% apart where the default LatencyModel's latencies lie (a server started
+# with sglang's `--bucket-*` flags): a relative P99 within 1.15x can be shown only on buckets that fine;
+# sglang's defaults put both arms' P99 somewhere in 0.4-0.6 s, which bounds the ratio by 1.5x.
+FINE_BUCKETS = LatencyBuckets(
+    ttft=geometric_buckets(0.05, 0.25, 1.04),
+    itl=geometric_buckets(0.002, 0.012, 1.04),
+    e2e=geometric_buckets(0.2, 1.0, 1.04),
+)
+
+
 @dataclass(frozen=True)
 class ArmBehaviour:
     """What one arm of the embedded stack did over a window, for backfilled scenarios."""
@@ -175,12 +185,14 @@ class ArmBehaviour:
     latency: LatencyModel = field(default_factory=LatencyModel)
     p99_factor: float = 1.0  # tail-only stretch of e2e latency
     cpu_utilisation: float = 0.40
+    cpu_noise: float = 0.0  # standard deviation of the utilisation over one scrape interval, independent
     allotted_cores: float = 4.0
     memory: MemoryModel = field(default_factory=MemoryModel)
     error_share: float = 0.0  # share of requests answered 5xx inside the error burst
     error_burst: tuple[float, float] | None = None  # seconds from start of the burst (None: whole window)
     restart_at_s: float | None = None  # seconds from start of a process restart (counters reset)
     memory_ranks: int = 1  # processes exporting RSS (`rank` 0..N-1), each its own draw of `memory`
+    buckets: LatencyBuckets = FINE_BUCKETS  # a server given finer buckets; LatencyBuckets(): sglang's
 
 
 def arm_series(
@@ -220,7 +232,7 @@ def arm_series(
         model_labels,
         finish[ok],
         e2e[ok],
-        E2E_BUCKETS,
+        behaviour.buckets.e2e,
         scrapes,
         reset,
     )
@@ -229,7 +241,7 @@ def arm_series(
         model_labels,
         finish[ok],
         ttft[ok],
-        TTFT_BUCKETS,
+        behaviour.buckets.ttft,
         scrapes,
         reset,
     )
@@ -238,7 +250,7 @@ def arm_series(
         model_labels,
         finish[ok],
         itl[ok],
-        ITL_BUCKETS,
+        behaviour.buckets.itl,
         scrapes,
         reset,
     )
@@ -264,6 +276,10 @@ def arm_series(
         behaviour.cpu_utilisation * behaviour.allotted_cores
     )  # CPU seconds per second, spread over two ranks
     cpu_now = cpu_rate * (scrapes - start) + 1000.0  # a process that has been up a while
+    if behaviour.cpu_noise > 0:  # a counter never goes down: an interval's CPU time is at least 0
+        spread = behaviour.cpu_noise * behaviour.allotted_cores * scrape_s
+        used = np.maximum(cpu_rate * scrape_s + rng.normal(0.0, spread, scrapes.size - 1), 0.0)
+        cpu_now = 1000.0 + np.concatenate([[0.0], np.cumsum(used)])
     if reset is not None:  # the restarted process counts from zero
         cpu_now = np.where(scrapes >= reset, cpu_rate * (scrapes - reset), cpu_now)
     for rank in ("0", "1"):

@@ -79,3 +79,30 @@ def test_keep_alive_comes_from_sglangs_variable(monkeypatch, capsys):
             f"SGLANG_TIMEOUT_KEEP_ALIVE must be a number of seconds > 0, got {bad!r}"
             in capsys.readouterr().err
         )
+
+
+def test_latency_bucket_flags_are_sglangs_and_checked():
+    assert parse_config(BASE).latency_buckets.e2e[:3] == (0.1, 0.2, 0.4)  # sglang 0.5.23's defaults
+    cfg = parse_config(
+        [*BASE, "--bucket-e2e-request-latency", "0.4", "0.43", "0.46", "--bucket-inter-token-latency", "0.01"]
+    )
+    assert cfg.latency_buckets.e2e == (0.4, 0.43, 0.46) and cfg.latency_buckets.itl == (0.01,)
+    for bad in (["0.5", "0.4"], ["0", "1"]):
+        with pytest.raises(SystemExit):
+            parse_config([*BASE, "--bucket-time-to-first-token", *bad])
+
+
+def test_custom_latency_buckets_are_the_ones_exported():
+    from prometheus_client import generate_latest
+
+    from backend.metrics import BackendMetrics, LatencyBuckets
+
+    metrics = BackendMetrics("m", 1.0, dict, LatencyBuckets(e2e=(0.4, 0.43, 0.46)))
+    metrics.e2e.labels(**metrics.labels, is_streaming="false").observe(0.42)
+    text = generate_latest(metrics.registry).decode()
+    edges = [
+        line.split('le="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("sglang:e2e_request_latency_seconds_bucket")
+    ]
+    assert edges[:4] == ["0.4", "0.43", "0.46", "+Inf"]

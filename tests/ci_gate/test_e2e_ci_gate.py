@@ -65,6 +65,8 @@ DRY_RUN_GATE = """
     dry_run: true
     arms: [canary]
     max: 0.0001
+    step_seconds: 2   # its interval from 2 s sub-windows of the 1 s scrapes, as the demo's CPU gate
+    min_points: 3
     queries:
       value: >-
         sum(rate(backend_process_cpu_seconds_total{arm="${arm}"}[${window}]))

@@ -32,7 +32,13 @@ class FakeProvider:
         return answer
 
     def range(self, promql, start, end, step_s):
-        raise AssertionError("not used")
+        """The instant answer's value in every sub-window (a threshold gate's interval of no width)."""
+        self.queries.append(promql)
+        answer = self.answers[promql]
+        if isinstance(answer, Exception):
+            raise answer
+        t = np.arange(start, end + 1e-9, step_s)
+        return [RangeSeries(s.labels, t, np.full(t.size, s.value)) for s in answer]
 
 
 def cpu(canary_value, baseline_value=0.3):
@@ -84,7 +90,12 @@ def test_record_is_json_with_queries_values_and_threshold():
     record = json.loads(json.dumps(run(cpu(0.5)).to_dict()))
     gate = record["gates"][0]
     assert gate["queries"]["canary"]["value"] == 'cpu{arm="canary"}'
-    assert gate["values"] == {"baseline": 0.3, "canary": 0.5} and gate["threshold"] == {"max": 0.6}
+    values = {"baseline": 0.3, "canary": 0.5, "baseline_mean": 0.3, "canary_mean": 0.5}
+    assert gate["values"] == pytest.approx(values) and gate["threshold"] == {"max": 0.6, "min_points": 4}
+    assert gate["confidence_interval"]["canary"] == pytest.approx([0.5, 0.5])
+    # the interval's query: the same value over 30 s sub-windows tiling the window's end
+    assert gate["queries"]["canary"]["value_subwindows"] == 'cpu{arm="canary"}  [range 1030..1600 step 30s]'
+    assert gate["samples"] == {"baseline": 20, "canary": 20}
     assert record["window"]["seconds"] == 600.0 and record["verdict"] == "pass"
 
 

@@ -10,7 +10,7 @@ import pytest
 from gates import judge as J
 from gates import stats
 from gates.config import load_gate_file
-from gates.evidence import Assumptions
+from gates.evidence import Assumptions, Expectation
 from gates.evidence import time_to_pass as kind_time_to_pass
 from gates.kinds import KINDS
 from gates.memory_trend import memory_trends
@@ -36,6 +36,14 @@ def test_a_gate_that_cannot_pass_within_a_day_says_never():
     gate = dataclasses.replace(GATES["error_rate"], params={**GATES["error_rate"].params, "max": 1e-6})
     evidence = time_to_pass(gate, rate_rps=1.0, weights=SPLIT, assumptions=Assumptions())
     assert evidence.seconds is None and evidence.judgement.verdict == "inconclusive"
+
+
+def test_the_cpu_plan_waits_for_min_points_sub_windows():
+    gate = GATES["cpu_utilisation"]  # 30 s sub-windows, 4 of them
+    evidence = time_to_pass(gate, rate_rps=20.0, weights=SPLIT, assumptions=Assumptions())
+    assert evidence.seconds == pytest.approx(120.0, rel=0.02) and evidence.judgement.verdict == "pass"
+    early = KINDS["threshold"].healthy(gate, Expectation(90.0, 20.0, SPLIT, Assumptions()))
+    assert early.verdict == "inconclusive" and early.more_data == pytest.approx(4 / 3)
 
 
 def _judge_ratio(rng, n_canary, n_baseline, scale, gate):

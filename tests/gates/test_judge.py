@@ -1,6 +1,7 @@
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from gates import judge as J
@@ -20,14 +21,80 @@ def test_combine_orders_fail_over_inconclusive_over_pass():
     assert J.combine([]) == ("inconclusive", "nothing was judged")
 
 
-def test_threshold_fails_above_max_and_nan_is_inconclusive():
-    assert J.judge_threshold({"canary": 0.7}, arms=["canary"], max_value=0.6).verdict == "fail"
-    assert J.judge_threshold({"canary": 0.5}, arms=["canary"], max_value=0.6).verdict == "pass"
-    assert J.judge_threshold({"canary": math.nan}, arms=["canary"], max_value=0.6).verdict == "inconclusive"
-    assert J.judge_threshold({}, arms=["canary"], max_value=0.6).verdict == "inconclusive"
-    few = J.judge_threshold(
-        {"canary": 0.1}, arms=["canary"], max_value=0.6, samples={"canary": 3}, min_samples=10
+def cpu(mean, *, n=20, sd=0.03, rho=0.0, seed=3, min_points=5, **kw):
+    """judge_threshold on `n` sub-window values of an AR(1) series around `mean` (max 0.6 unless given)."""
+    rng = np.random.default_rng(seed)
+    x = np.empty(n)
+    x[0] = rng.normal(0, sd)
+    for i in range(1, n):
+        x[i] = rho * x[i - 1] + math.sqrt(1 - rho * rho) * rng.normal(0, sd)
+    x += mean - x.mean()  # the sample mean exactly where the test puts it
+    args = {"max_value": 0.6, **kw}
+    return J.judge_threshold(
+        {"canary": mean},
+        arms=["canary"],
+        subwindows={"canary": x},
+        min_points=min_points,
+        confidence=0.95,
+        **args,
     )
+
+
+def test_threshold_judges_the_interval_of_its_sub_windows_not_the_point():
+    at = cpu(0.6)  # at the bound: a point rule passes or fails it on noise
+    assert at.verdict == "inconclusive" and "cannot yet exclude max 0.6" in at.reason
+    assert at.ci["canary"][0] < 0.6 < at.ci["canary"][1] and at.more_data is None  # no amount of data
+    near = cpu(0.59)
+    assert near.verdict == "inconclusive" and near.more_data > 1  # the interval may yet clear it
+    assert cpu(0.59, n=int(20 * near.more_data) + 2).verdict == "pass"  # where more_data says it would
+    below = cpu(0.4)
+    assert below.verdict == "pass" and below.ci["canary"][1] < 0.6 and below.samples == {"canary": 20}
+    above = cpu(0.7)
+    assert above.verdict == "fail" and "significantly above max 0.6" in above.reason
+    # the same bounds below: min 0.2
+    assert cpu(0.1, max_value=None, min_value=0.2).verdict == "fail"
+    assert cpu(0.21, max_value=None, min_value=0.2).verdict == "inconclusive"
+    assert cpu(0.4, max_value=0.6, min_value=0.2).verdict == "pass"
+
+
+def test_threshold_correlated_sub_windows_widen_the_interval():
+    # The same 40 values as slow swings of the load (each like its neighbours), and in random order.
+    rng = np.random.default_rng(4)
+    swing = 0.58 + 0.03 * np.sin(np.linspace(0, 3 * math.pi, 40)) + rng.normal(0, 0.005, 40)
+    shuffled = rng.permutation(swing)
+    a, b = stats.mean_interval(shuffled, 0.95), stats.mean_interval(swing, 0.95)
+    assert b.rho > 0.8 and (b.high - b.low) > 3 * (a.high - a.low) and a.value == pytest.approx(b.value)
+    assert a.high < 0.6 < b.high
+    judge = lambda x: J.judge_threshold(  # noqa: E731
+        {"canary": 0.57},
+        arms=["canary"],
+        subwindows={"canary": x},
+        min_points=5,
+        confidence=0.95,
+        max_value=0.6,
+    )
+    assert judge(shuffled).verdict == "pass" and judge(swing).verdict == "inconclusive"
+    e = stats.mean_interval([0.5, 0.5, 0.5], 0.95)
+    assert (e.low, e.high, e.rho) == (0.5, 0.5, 0.0)  # a flat series: no spread, nothing to inflate
+    alternating = stats.mean_interval([0.4, 0.6] * 10, 0.95)
+    assert alternating.rho == 0.0  # negative correlation does not narrow it
+
+
+def test_threshold_too_few_sub_windows_missing_or_nan_is_inconclusive():
+    few = cpu(0.1, n=3)
+    assert few.verdict == "inconclusive" and "too few sub-windows (3 < 5)" in few.reason
+    assert few.more_data == pytest.approx(5 / 3)
+    assert cpu(0.1, n=3, min_points=3).verdict == "pass"
+    none = J.judge_threshold(
+        {"canary": 0.1}, arms=["canary"], subwindows={}, min_points=3, confidence=0.95, max_value=0.6
+    )
+    assert none.verdict == "inconclusive" and none.more_data is None
+    judge = lambda v: J.judge_threshold(  # noqa: E731
+        v, arms=["canary"], subwindows={"canary": [0.1] * 5}, min_points=3, confidence=0.95, max_value=0.6
+    )
+    assert judge({"canary": math.nan}).verdict == "inconclusive"
+    assert judge({}).verdict == "inconclusive"
+    few = cpu(0.1, samples={"canary": 3}, min_samples=10)
     assert few.verdict == "inconclusive" and "too few samples" in few.reason
 
 
@@ -164,6 +231,23 @@ def test_memory_leak_rules():
     assert missing.verdict == "inconclusive" and "too few memory points" in missing.reason
     nan = J.judge_memory_leak(leak(trend(math.nan), trend(0.0)), **args)
     assert nan.verdict == "inconclusive"
+
+
+def test_relative_p99_from_one_coarse_bucket_never_passes_and_says_why():
+    bounds = [0.2, 0.4, 0.6, 0.8, math.inf]
+    baseline = stats.histogram_quantile(bounds, [0.0, 9.1e5, 1e6, 1e6, 1e6], 0.99, 0.98)  # P99 ~0.44 s
+    canary = stats.histogram_quantile(bounds, [0.0, 6.4e5, 1e6, 1e6, 1e6], 0.99, 0.98)  # ~0.51 s: x1.15
+    j = J.judge_latency_quantile(
+        {"baseline": baseline, "canary": canary},
+        quantile=0.99,
+        arms=["canary"],
+        max_seconds=None,
+        max_ratio=1.15,
+        min_samples=300,
+        confidence=0.98,
+    )
+    assert j.verdict == "inconclusive" and j.more_data is None
+    assert "cannot show a ratio below 1.15x however many requests (at best 1.5x)" in j.reason
 
 
 def test_relative_p99_fails_when_significantly_worse_and_possibly_beyond_tolerance():

@@ -54,16 +54,17 @@ def test_cpu_gate_on_live_scrapes(exporters):
     doc["gates"] = [g for g in doc["gates"] if g["name"] == "cpu_utilisation"]
     doc["gates"][0]["arms"] = ["baseline", "canary"]
     doc["gates"][0]["consecutive_failures"] = 1
+    doc["gates"][0].update(step_seconds=1, min_points=3)  # sub-windows of two 0.5 s scrapes
     config = parse_gate_document(doc, "local")
     jobs = [static_scrape_config(arm, [t], labels={"arm": arm}) for arm, t in exporters.items()]
     with PrometheusServer(jobs, scrape_interval_s=0.5) as server:
         server.wait_for_series('backend_process_cpu_seconds_total{arm="canary"}')
-        time.sleep(4.0)
+        time.sleep(6.0)
         end = time.time()
         ev = evaluate(
             config,
             prometheus_url=server.url,
-            start=end - 3.5,
+            start=end - 5.5,
             end=end,
             weights={"baseline": 50.0, "canary": 50.0},
         )
@@ -71,6 +72,8 @@ def test_cpu_gate_on_live_scrapes(exporters):
     assert gate.values["baseline"] == pytest.approx(0.30, abs=0.08)
     assert gate.values["canary"] == pytest.approx(0.80, abs=0.15)
     assert gate.verdict == "fail" and gate.reason.startswith("canary:") and "above max 60.0%" in gate.reason
+    assert gate.ci["canary"][0] > 0.60 and gate.ci["baseline"][1] < 0.60 and gate.samples["canary"] == 5
     assert gate.queries["canary"]["value"].startswith(
-        'sum(rate(backend_process_cpu_seconds_total{arm="canary"}[4s]))'
+        'sum(rate(backend_process_cpu_seconds_total{arm="canary"}[6s]))'
     )
+    assert "[1s]" in gate.queries["canary"]["value_subwindows"]

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from gates import judge as J
-from gates.memory_trend import FLOORS, MIXED, SAMPLES, ArmTrend, LeakEstimate, collection_floors, memory_trends
+from gates.memory_trend import (
+    FLOORS,
+    MIXED,
+    SAMPLES,
+    ArmTrend,
+    LeakEstimate,
+    collection_floors,
+    memory_trends,
+)
 from testkit.synthetic_arms import MIB, MemoryModel, gc_sawtooth
 
 PER_MIN = MIB / 60.0

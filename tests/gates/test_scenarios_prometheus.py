@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from backend.metrics import LatencyBuckets
 from gates import evaluate, load_gate_file, parse_gate_document
 from gates.__main__ import main
 from gates.config import DEFAULT_GATE_FILE
@@ -66,6 +67,10 @@ SCENARIOS: dict[str, dict] = {
         "canary": arm(rps=0.2),
         "baseline": arm(rps=3.8),
     },
+    # CPU at the gate's bound, 15% noise per 5 s scrape: a point compared with 0.60 is a coin toss
+    "cpu_at_bound": {"canary": arm(cpu_utilisation=0.60, cpu_noise=0.15)},
+    # the same arms with sglang's default buckets: 0.4-0.6 s around the P99
+    "aa_sglang_buckets": {"canary": arm(buckets=LatencyBuckets()), "baseline": arm(buckets=LatencyBuckets())},
 }
 NO_DATA_INDEX = len(SCENARIOS)  # an hour with nothing in it
 
@@ -129,6 +134,19 @@ def test_aa_noise_passes_every_gate(history):
     assert low <= p99.values["canary"] <= high
 
 
+def test_sglangs_default_buckets_cannot_show_a_p99_within_the_ratio(history):
+    """The same healthy arms with sglang's default buckets: both P99s lie somewhere in 0.4-0.6 s, which
+    bounds their ratio by 1.5x however many requests. Not a pass, and the reason says what would help."""
+    ev = run(history, "aa_sglang_buckets")
+    p99 = ev.gate("latency_e2e_p99")
+    assert p99.raw_verdict == "inconclusive", p99.reason
+    assert "cannot show a ratio below 1.15x however many requests" in p99.reason
+    assert "finer latency buckets" in p99.reason and p99.more_s is None
+    assert {g.name: g.raw_verdict for g in ev.gates if not g.name.startswith("latency")} == {
+        g.name: "pass" for g in ev.gates if not g.name.startswith("latency")
+    }
+
+
 def test_tail_only_regression_fails_p99_with_unchanged_median(history):
     ev = run(history, "tail_regression")
     gate = ev.gate("latency_e2e_p99")
@@ -153,7 +171,18 @@ def test_tail_only_regression_fails_p99_with_unchanged_median(history):
 def test_cpu_above_60_percent_fails_and_below_passes(history):
     high = run(history, "cpu_high").gate("cpu_utilisation")
     assert high.raw_verdict == "fail" and high.values["canary"] == pytest.approx(0.75, abs=0.02)
-    assert run(history, "aa").gate("cpu_utilisation").raw_verdict == "pass"
+    assert high.ci["canary"][0] > 0.60 and "significantly above max 60.0%" in high.reason
+    aa = run(history, "aa").gate("cpu_utilisation")
+    assert aa.raw_verdict == "pass" and aa.ci["canary"][1] < 0.60, aa.reason
+
+
+def test_cpu_at_its_bound_is_inconclusive_with_the_interval_it_cannot_narrow(history):
+    gate = run(history, "cpu_at_bound").gate("cpu_utilisation")
+    low, high = gate.ci["canary"]
+    assert gate.raw_verdict == "inconclusive" and low < 0.60 < high, gate.reason
+    assert "cannot yet exclude max 60.0%" in gate.reason and "22 sub-windows" in gate.reason
+    assert gate.samples["canary"] == 22 and high - low < 0.1  # 30 s sub-windows of the 660 s window
+    assert gate.queries["canary"]["value_subwindows"].count("[30s]") == 1
 
 
 def test_slow_leak_with_sawtooth_fails_and_flat_sawtooth_passes(history):

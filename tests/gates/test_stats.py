@@ -32,6 +32,23 @@ def test_histogram_quantile_interpolates_like_promql():
     assert est.low <= est.value <= est.high and est.n == 100
 
 
+def test_histogram_quantile_says_what_its_buckets_cannot_resolve():
+    """Inside a bucket the counts say nothing about where the quantile lies: a pass must rest on bounds at
+    bucket edges (bench-gates: a P99 15% higher in the same 0.4-0.6 s bucket passed a 1.15x ratio check
+    on interpolated bounds in nearly every window)."""
+    bounds = [0.2, 0.4, 0.6, 0.8, math.inf]
+    est = stats.histogram_quantile(bounds, [0.0, 9.1e5, 1e6, 1e6, 1e6], 0.99, 0.98)
+    assert est.bucket == (0.4, 0.6) and est.within == (0.4, 0.6)
+    assert 0.4 < est.low < est.value < est.high < 0.6  # interpolated, as PromQL's point value is
+    slower = stats.histogram_quantile(bounds, [0.0, 6.4e5, 1e6, 1e6, 1e6], 0.99, 0.98)
+    ratio = stats.quantile_ratio(slower, est, 0.98)
+    assert ratio.high < 1.15 and stats.ratio_at_most(slower, est, ratio) == pytest.approx(0.6 / 0.4)
+    few = stats.histogram_quantile(bounds, [0.0, 950.0, 985.0, 995.0, 1000.0], 0.99, 0.98)
+    assert few.within == (0.4, math.inf)  # few requests: the upper rank reaches the +Inf bucket
+    exact = stats.harrell_davis_quantile(np.linspace(0.3, 0.5, 1000), 0.99)
+    assert exact.within is None and stats.ratio_at_most(exact, exact, ratio) == ratio.high
+
+
 def test_histogram_quantile_in_the_inf_bucket_reports_the_last_finite_bound():
     est = stats.histogram_quantile([1.0, math.inf], [10.0, 100.0], 0.99)
     assert est.value == 1.0
@@ -120,3 +137,25 @@ def test_tail_only_regression_missed_by_mann_whitney_is_caught_by_the_quantile_j
         shift=stats.quantile_shift(canary, baseline, 0.99, 0.98),
     )
     assert j.verdict == "fail" and j.values["ratio"] > 1.3
+
+
+def test_mean_interval_covers_the_mean_of_independent_and_of_correlated_series():
+    """95% intervals of 60 successive values: independent ones cover the mean ~95% of the time; AR(1)
+    ones at rho 0.6 (a load swinging over a few sub-windows) ~90% with the lag-1 inflation, ~69% without."""
+    rng = np.random.default_rng(0)
+
+    def coverage(rho, n=60, runs=1000):
+        hits = 0
+        for _ in range(runs):
+            x = np.empty(n)
+            x[0] = rng.normal()
+            for i in range(1, n):
+                x[i] = rho * x[i - 1] + math.sqrt(1 - rho * rho) * rng.normal()
+            e = stats.mean_interval(x, 0.95)
+            hits += e.low < 0.0 < e.high
+        return hits / runs
+
+    assert 0.93 <= coverage(0.0) <= 0.97
+    assert coverage(0.6) >= 0.86
+    few = stats.mean_interval([0.5], 0.95)
+    assert few.n == 1 and math.isnan(few.low) and math.isnan(few.high)
