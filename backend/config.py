@@ -25,6 +25,14 @@ BUCKET_FLAGS = {
 }
 
 
+def bucket_args(buckets: LatencyBuckets) -> list[str]:
+    """The sglang flags that give a server these latency buckets (as `server.extraArgs` would carry them)."""
+    out: list[str] = []
+    for flag, field in BUCKET_FLAGS.items():
+        out += [flag, *(f"{edge:g}" for edge in getattr(buckets, field))]
+    return out
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     model_path: str

@@ -487,6 +487,7 @@ STREAMS: dict[str, Stream] = {
 }
 # The plan's assumptions for these models: what `python -m rollout plan` would be told about them.
 STREAM_ASSUMPTIONS = Assumptions(
+    latency_samples=True,
     tail_scale=TAIL_SCALE_PER_SIGMA * STREAM_SIGMA,
     memory_noise_mib=STREAM_MEMORY_NOISE_MIB,
     pods_per_arm=PODS_PER_ARM,
@@ -522,8 +523,9 @@ def time_to_pass_rows(runs: int, seed: int, rates: tuple[float, ...]) -> list[di
                 planned = plan.seconds or 900.0
                 horizon = 4.0 * planned
                 rng = np.random.default_rng(seed)
-                looks = [stream(rng, rate, share, horizon, False) for _ in range(runs)]
-                first = [_first(look, LOOK_S, horizon, ("pass",))[1] for look in looks]
+                # single looks are cheap: more runs, for a steadier crossing of one half
+                looks = [stream(rng, rate, share, horizon, False) for _ in range(SINGLE_LOOK_RUNS * runs)]
+                first = [_first(look, LOOK_S, horizon, ("pass",))[1] for look in looks[:runs]]
                 # one look at a fixed time: the share of runs passing there, and where it reaches half
                 at = planned * SINGLE_LOOK_FACTORS
                 passing = [float(np.mean([look(t).verdict == "pass" for look in looks])) for t in at]
@@ -548,6 +550,7 @@ def time_to_pass_rows(runs: int, seed: int, rates: tuple[float, ...]) -> list[di
 
 
 SINGLE_LOOK_FACTORS = np.linspace(0.3, 3.0, 28)  # of the plan's time: where single looks are taken
+SINGLE_LOOK_RUNS = 4  # times --runs
 
 
 def _crossing(x: np.ndarray, y: list[float], level: float) -> float:

@@ -33,6 +33,11 @@ class Assumptions:
     tail_scale: float = 0.25
     # Samples per request of each latency field: inter-token latency has one per output token but one.
     samples_per_request: Mapping[str, float] | None = None
+    # The latency gates judge exact load-test samples (the local site passes them): the absolute bound then
+    # rests on the P99's own interval, assumed well inside the bound. Otherwise on Prometheus histograms,
+    # whose bound is judged by counting requests above it (no request above: 0 of n must exclude 1%), and
+    # whose buckets are assumed fine enough for the ratio (sglang's defaults are not: docs/gates.md).
+    latency_samples: bool = False
     # Standard deviation of one pod's memory around its trend, MiB, and the pods (processes) per arm.
     memory_noise_mib: float = 1.0
     pods_per_arm: int = 2

@@ -374,7 +374,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     profile = _profile(args)
     overrides = profile.gate_overrides if args.gate_profile == "local" else None
     config = load_gate_config(_gate_file(args), gate_profile=args.gate_profile, overrides=overrides)
-    assumptions = default_assumptions(profile)
+    assumptions = default_assumptions(profile, args.gate_profile)
     given = {
         "tail_scale": getattr(args, "tail_scale", None),
         "memory_noise_mib": getattr(args, "memory_noise_mib", None),
@@ -400,7 +400,8 @@ def plan_lines(profile: Profile, source: str, assumptions: Any, steps: list[Step
     lines = [
         f"plan: profile {profile.name}, {profile.request_rate:g} req/s offered, steps "
         f"{'/'.join(str(s) for s in profile.steps)}% canary, gates: {source}",
-        f"assumes a healthy canary: no errors, each arm serving its share, latency tail scale "
+        f"assumes a healthy canary: no errors, each arm serving its share, latency (from "
+        f"{'load-test samples' if assumptions.latency_samples else 'histograms, buckets fine enough'}) tail scale "
         f"{assumptions.tail_scale:g}, memory noise {assumptions.memory_noise_mib:g} MiB per pod, "
         f"{assumptions.pods_per_arm} pods per arm (docs/gates.md: measuring yours)",
     ]

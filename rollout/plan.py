@@ -189,13 +189,16 @@ class StepEvidence:
         return after is not None and after <= self.max_bake_s
 
 
-def default_assumptions(profile: Profile) -> Assumptions:
-    """The measured defaults, with inter-token samples per request from the profile's `--max-tokens`."""
+def default_assumptions(profile: Profile, gate_profile: str = "local") -> Assumptions:
+    """The measured defaults, with inter-token samples per request from the profile's `--max-tokens`; the
+    latency gates judge load-test samples where the site hands them over (the local one does)."""
     from loadtest.options import DEFAULTS
 
     args = list(profile.loadtest_args)
     tokens = int(args[args.index("--max-tokens") + 1] if "--max-tokens" in args else DEFAULTS["--max-tokens"])
-    return Assumptions(samples_per_request={"itl_ms": max(tokens - 1, 1)})
+    return Assumptions(
+        samples_per_request={"itl_ms": max(tokens - 1, 1)}, latency_samples=gate_profile == "local"
+    )
 
 
 def evidence_plan(profile: Profile, config: GateConfig, assumptions: Assumptions) -> list[StepEvidence]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.config import parse_config
+from backend.config import bucket_args, parse_config
 from backend.faults import FaultSettings, FaultSettingsError
 
 BASE = ["--model-path", "m", "--port", "30001"]
@@ -87,6 +87,8 @@ def test_latency_bucket_flags_are_sglangs_and_checked():
         [*BASE, "--bucket-e2e-request-latency", "0.4", "0.43", "0.46", "--bucket-inter-token-latency", "0.01"]
     )
     assert cfg.latency_buckets.e2e == (0.4, 0.43, 0.46) and cfg.latency_buckets.itl == (0.01,)
+    again = parse_config([*BASE, *bucket_args(cfg.latency_buckets)])  # the flags that give these buckets
+    assert again.latency_buckets == cfg.latency_buckets
     for bad in (["0.5", "0.4"], ["0", "1"]):
         with pytest.raises(SystemExit):
             parse_config([*BASE, "--bucket-time-to-first-token", *bad])

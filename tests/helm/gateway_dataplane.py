@@ -29,6 +29,8 @@ import yaml
 from cluster_series import FULL, demo_sized, install_release
 from helm_chart_render import CHART, RELEASE, ROOT
 
+from backend.config import bucket_args
+from backend.metrics import LatencyBuckets, geometric_buckets
 from gates.config import DEFAULT_GATE_FILE
 from infra.net import free_port, wait_http_ok
 from infra.prometheus import PrometheusServer, static_scrape_config
@@ -42,6 +44,13 @@ ADDRESSES = {"baseline": "127.0.0.2", "canary": "127.0.0.3"}
 # Pod names as the Deployments' pods would have them (`<deployment>-<template hash>-<suffix>`), so the
 # gates' per-arm pod regexes select exactly one arm.
 PODS = {arm: f"{FULL}-{arm}-5d4f8b6c9-x7k2p" for arm in ADDRESSES}
+# Latency buckets 4% apart over every latency these backends show (sglang's `--bucket-*` flags, what a user
+# gives through `server.extraArgs`): on sglang's defaults a relative P99 cannot pass (docs/gates.md).
+FINE_LATENCY_BUCKETS = LatencyBuckets(
+    ttft=geometric_buckets(0.01, 10.0, 1.04),
+    itl=geometric_buckets(0.001, 2.0, 1.04),
+    e2e=geometric_buckets(0.02, 20.0, 1.04),
+)
 # The demo load of the local profiles: small images and few output tokens, for CPU-only backends.
 LOAD_ARGS = ("--max-tokens", "8", "--image-sizes", "448x448")
 
@@ -255,7 +264,11 @@ def data_plane(cluster, helm, namespace: str, workdir: Path) -> Iterator[DataPla
             port = free_port(address)
             # Two allotted cores each: the CPU gate judges a share a 2-core machine can give at 100%.
             spec = ArmSpec(
-                arm=arm, mm_input_mode="sharded", tp_size=1, cpu_cores=2.0, extra_args=(f"--host={address}",)
+                arm=arm,
+                mm_input_mode="sharded",
+                tp_size=1,
+                cpu_cores=2.0,
+                extra_args=(f"--host={address}", *bucket_args(FINE_LATENCY_BUCKETS)),
             )
             processes[arm] = spawn_detached(
                 spec.command_line(port),
