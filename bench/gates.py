@@ -242,6 +242,10 @@ def counts_judgement(
     return judge_counts(gate, served, errors, w, window_s, RATE)
 
 
+def counts_verdict(rng: np.random.Generator, **window) -> str:
+    return counts_judgement(rng, **window).verdict
+
+
 def judge_counts(
     gate: str, served: dict, errors: dict, weights: dict, window_s: float, rate: float
 ) -> J.Judgement:
@@ -292,7 +296,7 @@ def count_cells(windows: int, seed: int) -> list[Cell]:
                 grid = {"share": share, "window_min": minutes}
                 for k, (case, effect) in enumerate(count_cases(gate, share)):
                     trial = partial(
-                        lambda rng, **kw: counts_judgement(rng, **kw).verdict,
+                        counts_verdict,
                         share=share,
                         window_s=minutes * 60.0,
                         gate=gate,
