@@ -44,7 +44,7 @@ def geometric_buckets(low: float, high: float, ratio: float) -> tuple[float, ...
 class LatencyBuckets:
     """Bucket edges of the three latency histograms; sglang's defaults unless its `--bucket-*` flags say
     otherwise. The gates can show a P99 ratio below their bound only where edges are that close together
-    (docs/gates.md): a 1.15x bound needs edges about 7% apart around the P99."""
+    (docs/gates.md): a 1.15x bound needs edges under 7% apart around the P99 (4% leaves room for noise)."""
 
     ttft: tuple[float, ...] = TTFT_BUCKETS
     itl: tuple[float, ...] = ITL_BUCKETS
