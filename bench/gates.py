@@ -41,8 +41,9 @@ from gates import stats
 from gates.config import load_gate_file
 from gates.evidence import Assumptions, time_to_pass
 from gates.kinds import KINDS
-from gates.kinds.memory_leak import sampling_step
-from gates.memory_trend import memory_trends
+from gates.kinds import error_rate as error_kind
+from gates.kinds import memory_leak as memory_kind
+from gates.kinds import throughput as throughput_kind
 from rollout.plan import PROFILES
 from testkit.synthetic_arms import FINE_BUCKETS, MIB, LatencyModel, MemoryModel, gc_sawtooth, tail_stretch
 
@@ -249,27 +250,9 @@ def counts_verdict(rng: np.random.Generator, **window) -> str:
 def judge_counts(
     gate: str, served: dict, errors: dict, weights: dict, window_s: float, rate: float
 ) -> J.Judgement:
-    spec = GATES[gate]
-    p = spec.params
     if gate == "error_rate":
-        return J.judge_error_rate(
-            errors,
-            served,
-            arms=["canary"],
-            max_rate=float(p["max"]),
-            min_samples=int(p["min_samples"]),
-            confidence=spec.confidence,
-        )
-    return J.judge_throughput(
-        served,
-        window_s=window_s,
-        weights=weights,
-        offered_rps=rate,
-        min_offered_fraction=float(p["min_offered_fraction"]),
-        max_share_drop=float(p["max_share_drop"]),
-        min_samples=int(p["min_samples"]),
-        confidence=spec.confidence,
-    )
+        return error_kind.judge(GATES[gate], errors, served)
+    return throughput_kind.judge(GATES[gate], served, window_s, weights, rate)
 
 
 def count_cases(gate: str, share: float) -> list[tuple[str, dict]]:
@@ -324,25 +307,17 @@ def judge_memory(
 def memory_times(window_s: float) -> np.ndarray:
     p = GATES["memory_leak"].params
     return np.arange(
-        0.0, window_s + 1e-9, sampling_step(GATES["memory_leak"], window_s - float(p["warmup_seconds"]))
+        0.0,
+        window_s + 1e-9,
+        memory_kind.sampling_step(GATES["memory_leak"], window_s - float(p["warmup_seconds"])),
     )
 
 
 def judge_memory_series(t: np.ndarray, values: dict[str, list[np.ndarray]]) -> J.Judgement:
     """Each arm's pods sampled at times `t` from the window's start; the warm-up left out."""
-    p = GATES["memory_leak"].params
-    judged = t >= float(p["warmup_seconds"])
+    judged = t >= float(GATES["memory_leak"].params["warmup_seconds"])
     pods = {arm: [(t[judged], y[judged]) for y in ys] for arm, ys in values.items()}
-    estimate = memory_trends(
-        pods["canary"], pods["baseline"], GATES["memory_leak"].confidence, int(p["min_points"])
-    )
-    return J.judge_memory_leak(
-        estimate,
-        leak_bytes_per_s=float(p["leak_bytes_per_minute"]) / 60.0,
-        min_points=int(p["min_points"]),
-        min_cycles=int(p["min_cycles"]),
-        confidence=GATES["memory_leak"].confidence,
-    )
+    return memory_kind.judge(GATES["memory_leak"], pods["canary"], pods["baseline"])
 
 
 def leak_mib_per_min() -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from gates import judge as J
 from gates.evidence import Expectation
 from gates.kinds.base import (
@@ -26,15 +28,21 @@ def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
     errs = instant_per_arm(gate, ctx, "errors", queries, errors)
     reqs = instant_per_arm(gate, ctx, "requests", queries, errors)
     blocked = errors_block(errors, gate.arms)
-    j = blocked or J.judge_error_rate(
-        errs,
-        reqs,
+    return Outcome(blocked or judge(gate, errs, reqs), queries, errors)
+
+
+def judge(
+    gate: GateSpec, errors: Mapping[str, float | None], requests: Mapping[str, float | None]
+) -> J.Judgement:
+    """`judge_error_rate` with this gate's parameters."""
+    return J.judge_error_rate(
+        errors,
+        requests,
         arms=gate.arms,
         max_rate=float(gate.params["max"]),
         min_samples=int(gate.params["min_samples"]),
         confidence=gate.confidence,
     )
-    return Outcome(j, queries, errors)
 
 
 def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
@@ -49,14 +57,7 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
 
 def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
     """No errors among the requests each judged arm receives."""
-    return J.judge_error_rate(
-        {a: 0.0 for a in gate.arms},
-        {a: expect.requests(a) for a in gate.arms},
-        arms=gate.arms,
-        max_rate=float(gate.params["max"]),
-        min_samples=int(gate.params["min_samples"]),
-        confidence=gate.confidence,
-    )
+    return judge(gate, {a: 0.0 for a in gate.arms}, {a: expect.requests(a) for a in gate.arms})
 
 
 KIND = GateKind(

@@ -4,6 +4,7 @@ collection floors under a garbage-collector sawtooth), canary versus baseline, w
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from gates import judge as J
 from gates import stats
@@ -20,7 +21,7 @@ from gates.kinds.base import (
     kind_schema,
     per_arm,
 )
-from gates.memory_trend import SAMPLES, ArmTrend, LeakEstimate, memory_trends
+from gates.memory_trend import SAMPLES, ArmTrend, LeakEstimate, PodSeries, memory_trends
 from gates.provider import per_series_range
 from gates.spec import ARMS, GateSpec
 
@@ -36,7 +37,6 @@ def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
     errors: dict[str, str] = {}
     begin = ctx.start + float(gate.params["warmup_seconds"])
     step = sampling_step(gate, ctx.end - begin)
-    harm = float(gate.params["leak_bytes_per_minute"]) / 60.0
     if ctx.end - begin < step * 3:
         j = J.Judgement(
             J.INCONCLUSIVE,
@@ -52,24 +52,32 @@ def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
     blocked = errors_block(errors, ARMS)
     if blocked:
         return Outcome(blocked, queries, errors)
+    pods = {arm: [(s.times, s.values) for s in series[arm]] for arm in ARMS}
+    j = judge(gate, pods["canary"], pods["baseline"], origin=ctx.start)
+    return Outcome(j, queries, errors, span_s=ctx.end - begin)
+
+
+def judge(
+    gate: GateSpec, canary: Sequence[PodSeries], baseline: Sequence[PodSeries], origin: float = 0.0
+) -> J.Judgement:
+    """Each arm's per-pod series (after the warm-up) to the verdict, with this gate's parameters."""
     min_points = int(gate.params["min_points"])
     min_cycles = int(gate.params["min_cycles"])
     estimate = memory_trends(
-        [(s.times, s.values) for s in series["canary"]],
-        [(s.times, s.values) for s in series["baseline"]],
+        canary,
+        baseline,
         gate.confidence,
         min_points,
         use_floors=min_cycles > 0,  # 0: windows shorter than a collection cycle judge every sample
     )
-    j = J.judge_memory_leak(
+    return J.judge_memory_leak(
         estimate,
-        leak_bytes_per_s=harm,
+        leak_bytes_per_s=float(gate.params["leak_bytes_per_minute"]) / 60.0,
         min_points=min_points,
         min_cycles=min_cycles,
         confidence=gate.confidence,
-        origin=ctx.start,
+        origin=origin,
     )
-    return Outcome(j, queries, errors, span_s=ctx.end - begin)
 
 
 def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:

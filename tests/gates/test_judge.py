@@ -233,27 +233,23 @@ def test_memory_leak_rules():
     assert nan.verdict == "inconclusive"
 
 
+# The relative P99 check alone, with the latency gates' confidence.
+RELATIVE = dict(
+    quantile=0.99, arms=["canary"], max_seconds=None, max_ratio=1.10, min_samples=300, confidence=0.98
+)
+
+
 def test_relative_p99_from_one_coarse_bucket_never_passes_and_says_why():
     bounds = [0.2, 0.4, 0.6, 0.8, math.inf]
     baseline = stats.histogram_quantile(bounds, [0.0, 9.1e5, 1e6, 1e6, 1e6], 0.99, 0.98)  # P99 ~0.44 s
     canary = stats.histogram_quantile(bounds, [0.0, 6.4e5, 1e6, 1e6, 1e6], 0.99, 0.98)  # ~0.51 s: x1.15
-    j = J.judge_latency_quantile(
-        {"baseline": baseline, "canary": canary},
-        quantile=0.99,
-        arms=["canary"],
-        max_seconds=None,
-        max_ratio=1.15,
-        min_samples=300,
-        confidence=0.98,
-    )
+    j = J.judge_latency_quantile({"baseline": baseline, "canary": canary}, **{**RELATIVE, "max_ratio": 1.15})
     assert j.verdict == "inconclusive" and j.more_data is None
     assert "cannot show a ratio below 1.15x however many requests (at best 1.5x)" in j.reason
 
 
 def test_relative_p99_fails_when_significantly_worse_and_possibly_beyond_tolerance():
-    base = dict(
-        quantile=0.99, arms=["canary"], max_seconds=None, max_ratio=1.10, min_samples=300, confidence=0.98
-    )
+    base = RELATIVE
     est = {"baseline": q(0.5, se=0.01), "canary": q(0.56, se=0.03)}  # ratio 1.12, wide canary interval
 
     def shift(low):
