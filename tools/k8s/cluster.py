@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script: make the project's packages importable
@@ -124,7 +124,8 @@ def require_binaries() -> None:
         raise ClusterError(f"missing in {BIN.relative_to(ROOT)}: {', '.join(missing)}; run `make k8s-build`")
 
 
-def _spawn(cluster: Cluster, name: str, argv: Sequence[str]) -> subprocess.Popen:
+def spawn(cluster: Cluster, name: str, argv: Sequence[str]) -> subprocess.Popen:
+    """Start one of the cluster's processes, logging to `<workdir>/<name>.log`; `Cluster.stop` ends it."""
     log = open(cluster.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed in Cluster.stop
     cluster.logs[name] = log
     proc = subprocess.Popen(
@@ -189,8 +190,16 @@ def node_manifest(nodes: Sequence[FakeNode]) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
-def start(workdir: Path, nodes: Sequence[FakeNode] = DEFAULT_NODES, *, timeout_s: float = 120) -> Cluster:
-    """Start etcd, the control plane and kwok in `workdir` (created empty); stops everything on failure."""
+def start(
+    workdir: Path,
+    nodes: Sequence[FakeNode] = DEFAULT_NODES,
+    *,
+    controllers: Sequence[str] = ("*",),
+    timeout_s: float = 120,
+) -> Cluster:
+    """Start etcd, the control plane and kwok in `workdir` (created empty); stops everything on failure.
+    `controllers` is kube-controller-manager's `--controllers` list (e.g. "-endpointslice-controller" for
+    a node whose pods have no routable IP, tools/k8s/loopback_network.py)."""
     require_binaries()
     workdir.mkdir(parents=True, exist_ok=False)
     token = secrets.token_hex(16)
@@ -206,7 +215,7 @@ def start(workdir: Path, nodes: Sequence[FakeNode] = DEFAULT_NODES, *, timeout_s
         (workdir / "tokens.csv").write_text(f"{token},admin,admin,system:masters\n")
         _write_kubeconfig(cluster.kubeconfig, server, token)
 
-        _spawn(
+        spawn(
             cluster,
             "etcd",
             [
@@ -230,7 +239,7 @@ def start(workdir: Path, nodes: Sequence[FakeNode] = DEFAULT_NODES, *, timeout_s
         )
         wait_http_ok(f"http://127.0.0.1:{etcd_port}/health", timeout_s, alive=_alive(cluster, "etcd"))
 
-        _spawn(
+        spawn(
             cluster,
             "kube-apiserver",
             [
@@ -282,9 +291,11 @@ def start(workdir: Path, nodes: Sequence[FakeNode] = DEFAULT_NODES, *, timeout_s
                     "--service-account-private-key-file",
                     str(workdir / "sa.key"),
                     "--use-service-account-credentials=false",
+                    "--controllers",
+                    ",".join(controllers),
                 ]
-            _spawn(cluster, name, argv)
-        _spawn(
+            spawn(cluster, name, argv)
+        spawn(
             cluster,
             "kwok",
             [
@@ -304,11 +315,12 @@ def start(workdir: Path, nodes: Sequence[FakeNode] = DEFAULT_NODES, *, timeout_s
             ],
         )
         cluster.kubectl("apply", "--server-side", "-f", str(CRDS))
-        cluster.kubectl("apply", "-f", "-", input_text=node_manifest(nodes))
         cluster.kubectl(
             "wait", "--for=condition=Established", "crd", "--all", "--timeout", f"{int(timeout_s)}s"
         )
-        cluster.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout", f"{int(timeout_s)}s")
+        if nodes:
+            cluster.kubectl("apply", "-f", "-", input_text=node_manifest(nodes))
+            cluster.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout", f"{int(timeout_s)}s")
         _wait_default_service_account(cluster, timeout_s)
         for name in cluster.procs:
             _alive(cluster, name)()
@@ -344,8 +356,8 @@ def _wait_default_service_account(cluster: Cluster, timeout_s: float, namespace:
 
 
 @contextmanager
-def running(workdir: Path, nodes: Sequence[FakeNode] = DEFAULT_NODES) -> Iterator[Cluster]:
-    cluster = start(workdir, nodes)
+def running(workdir: Path, nodes: Sequence[FakeNode] = DEFAULT_NODES, **options: Any) -> Iterator[Cluster]:
+    cluster = start(workdir, nodes, **options)
     try:
         yield cluster
     finally:
