@@ -1,0 +1,106 @@
+"""The chart's arms as pods that serve, under a real kubelet, and the packaged `kubernetes` gates judging
+what real collectors scraped from them: sglang's metrics through the chart's PodMonitor (its `arm`
+relabeling as rendered), container CPU and working set from the kubelet's cAdvisor, CPU limits from
+kube-state-metrics, and Traefik's per-Service counters, with Locust's load routed by the chart's
+HTTPRoute at 50/50. Nothing is backfilled or renamed; the queries are the packaged ones.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from cluster_series import demo_sized, release_target
+from serving_node import ARMS, serving_release
+
+from gates.config import DEFAULT_GATE_FILE, load_gate_file
+from gates.evaluate import evaluate
+from rollout.processes import ProcessRef, terminate
+
+pytestmark = pytest.mark.k8s
+
+NAMESPACE = "serving"
+RATE = 6.0  # req/s through the gateway: what two one-core CPU pods serve on this 2-core machine
+WINDOW_S = 150.0
+SLOWDOWN_MS = 300.0  # the canary's rehearsal fault: every request this much later
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    with serving_release(
+        tmp_path_factory.mktemp("serving"), NAMESPACE, "route.weights.baseline=50", "route.weights.canary=50"
+    ) as running:
+        yield running
+
+
+def query(prometheus_url: str, promql: str, at: float) -> list[dict]:
+    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql, "time": at})
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return json.load(resp)["data"]["result"]
+
+
+def gate_file(directory: Path) -> Path:
+    """The packaged gates and queries with the local demo's harms and absolute latency bounds, which CPU
+    pods on 2 cores force (`demo_sized`), and the packaged CPU sampling (30 s sub-windows fit cAdvisor
+    scraped every 5 s; the local demo's 2 s do not): nothing else differs."""
+    packaged = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
+    (cpu,) = [g for g in packaged["gates"] if g["name"] == "cpu_utilisation"]
+    document = demo_sized(yaml.safe_load(DEFAULT_GATE_FILE.read_text()))
+    for gate in document["gates"]:
+        if gate["name"] == "cpu_utilisation":
+            gate.update(step_seconds=cpu["step_seconds"], min_points=cpu["min_points"])
+    path = directory / "gates.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def test_a_slow_canarys_pods_are_judged_from_what_the_collectors_scraped(release, tmp_path):
+    release.set_faults("canary", extra_latency_ms=SLOWDOWN_MS)
+    load = release.start_load("load", RATE)
+    time.sleep(20)  # Locust's start and the first scrapes
+    start = time.time()
+    time.sleep(WINDOW_S)
+    end = time.time()
+    terminate(ProcessRef.from_dict(load["process"]), timeout_s=30.0)
+    records = [json.loads(line) for line in Path(load["requests_jsonl"]).read_text().splitlines() if line.strip()]
+
+    served = {arm: sum(1 for r in records if r.get("arm") == arm and r.get("ok")) for arm in ARMS}
+    assert all(n > 0.3 * RATE * WINDOW_S / 2 for n in served.values()), (served, records[-3:], release.logs())
+
+    evaluation = evaluate(
+        load_gate_file(gate_file(tmp_path), profile="kubernetes"),
+        prometheus_url=release.prometheus.url,
+        start=start,
+        end=end,
+        weights={"baseline": 50.0, "canary": 50.0},
+        offered_rps=RATE,
+        variables=release_target(NAMESPACE).gate_variables(),
+    )
+    by_name = {g.name: g for g in evaluation.gates}
+    summary = {name: (g.raw_verdict, g.reason) for name, g in by_name.items()}
+    print(json.dumps(summary, indent=1))
+
+    # The slowdown, seen in sglang's histograms of the pods the PodMonitor labelled by arm.
+    assert by_name["latency_e2e_p99"].raw_verdict == "fail", summary
+    # CPU over the container's limit: cAdvisor's usage of the canary's pods / kube-state-metrics' limit.
+    canary_pods = f'namespace="{NAMESPACE}",pod=~"{release_target(NAMESPACE).pod_regex("canary")}"'
+    used = query(
+        release.prometheus.url,
+        f'sum(rate(container_cpu_usage_seconds_total{{{canary_pods},container="sglang"}}[{int(end - start)}s]))',
+        end,
+    )
+    limit = query(release.prometheus.url, f'sum(kube_pod_container_resource_limits{{{canary_pods},resource="cpu"}})', end)
+    assert float(limit[0]["value"][1]) == 1.0
+    cpu = by_name["cpu_utilisation"]
+    assert cpu.raw_verdict != "inconclusive" or "no data" not in cpu.reason, summary
+    assert cpu.values["canary"] == pytest.approx(float(used[0]["value"][1]), rel=0.35), (cpu.values, used)
+    # The working set of every arm's pods, from cAdvisor, reached the leak gate.
+    memory = by_name["memory_leak"]
+    assert "no data" not in memory.reason and "no series" not in memory.reason, summary
+    # Traefik's counters per arm Service: the offered share and the canary's own throughput.
+    assert "no data" not in by_name["throughput"].reason, summary
