@@ -71,12 +71,13 @@ actionlint-bin:
 # The k8s tier needs the local control plane and the Gateway API data plane (tools/k8s/build.sh,
 # tools/traefik/build.sh; cached); built unless MARK leaves k8s out.
 K8S_WANTED = $(if $(MARK),$(if $(findstring not k8s,$(MARK)),,$(findstring k8s,$(MARK))$(findstring images,$(MARK))),all)
-# The images tier runs the toolkit image (tools/images.py: built once per content hash, then a no-op).
+# The images tier runs the toolkit image (tools/images.py: built once per content hash, then a no-op); the
+# k8s tier's real node runs its server pods on it.
 IMAGES_WANTED = $(if $(MARK),$(if $(findstring not images,$(MARK)),,$(findstring images,$(MARK))),all)
 test: setup helm-bin actionlint-bin
 	@$(if $(K8S_WANTED),bash tools/k8s/build.sh && bash tools/traefik/build.sh)
 	@$(if $(K8S_WANTED),$(MAKE) --no-print-directory controllers-bin)
-	@$(if $(IMAGES_WANTED),$(PY) tools/images.py build toolkit)
+	@$(if $(IMAGES_WANTED)$(K8S_WANTED),$(PY) tools/images.py build toolkit)
 	$(PY) -m pytest $(if $(MARK),-m "$(MARK)") $(PYTEST_ARGS)
 
 test-unit: MARK = not integration and not e2e and not k8s and not images

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the project runs for real: Prometheus and promtool, and Chromium
-# (headless, for the Locust web UI test).
+# Installs the Debian packages the project runs for real: Prometheus and promtool, Chromium (headless,
+# for the Locust web UI test), and containerd, runc and the CNI plugins under the k8s tier's kubelet.
 # Idempotent: does nothing when every tool is already on PATH.
 set -euo pipefail
 
@@ -8,6 +8,9 @@ need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+[ -x /usr/lib/cni/loopback ] || need+=(containernetworking-plugins)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""

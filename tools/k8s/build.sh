@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the local Kubernetes control plane for the k8s test tier into .cache/k8s/:
-#   bin/  kube-apiserver kube-controller-manager kube-scheduler kubectl (k8s.io/kubernetes, go.mod here),
-#         etcd (go.etcd.io/etcd/server/v3 at the version Kubernetes pins), kwok (its own module, pinned below)
+# Builds the local Kubernetes control plane and node for the k8s test tier into .cache/k8s/:
+#   bin/  kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet (k8s.io/kubernetes, go.mod
+#         here), etcd (go.etcd.io/etcd/server/v3 at the version Kubernetes pins), kwok and
+#         kube-state-metrics (their own modules, pinned below)
 #   crds/ Gateway API standard CRDs (sigs.k8s.io/gateway-api) and the ServiceMonitor/PodMonitor CRDs
 #         (github.com/prometheus-operator/prometheus-operator), read from the Go module cache
 # Idempotent: a stamp named after this script, go.mod and go.sum skips everything when nothing changed.
@@ -9,6 +10,7 @@
 # build time is printed and kept in .cache/k8s/build-seconds.
 set -euo pipefail
 KWOK_VERSION=v0.7.0
+KUBE_STATE_METRICS_VERSION=v2.20.0
 GATEWAY_API_VERSION=v1.6.1  # the version Traefik (tools/traefik) is built against: it watches v1 TLSRoute
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 
@@ -34,7 +36,7 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
-for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
     step "building $cmd $k8s_version"
     nice -n 19 go build -trimpath -ldflags "$ldflags" -o "$out/bin/$cmd" "k8s.io/kubernetes/cmd/$cmd"
 done
@@ -43,6 +45,9 @@ nice -n 19 go build -trimpath -ldflags "-s -w" -o "$out/bin/etcd" go.etcd.io/etc
 step "building kwok $KWOK_VERSION"
 (cd "$out" && GOFLAGS= GOBIN="$out/bin" nice -n 19 go install -trimpath -ldflags "-s -w" \
     "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
+step "building kube-state-metrics $KUBE_STATE_METRICS_VERSION"
+(cd "$out" && GOFLAGS= GOBIN="$out/bin" nice -n 19 go install -trimpath -ldflags "-s -w" \
+    "k8s.io/kube-state-metrics/v2@$KUBE_STATE_METRICS_VERSION")
 
 step "collecting CRDs"
 module_dir() { (cd "$out" && GOFLAGS= go mod download -json "$1" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p'); }
