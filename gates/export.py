@@ -18,10 +18,11 @@ the real controllers):
   rise, throughput (needs the offered rate and the weights), `source: loadtest` gates. Gates with no
   check at all are listed by `not_exported()`.
 
-Arm selection: `${arm}` and the per-arm `pod_regex` are filled from what the controller knows about
-its pods: Argo's `rollouts-pod-template-hash` (args filled by `podTemplateHashValue: Stable|Latest`),
-Flagger's `<target>-primary` / `<target>` workloads. The scrape config must write that identity into the
-`arm` label of the server's own series (docs/gates.md shows the relabelling).
+Arm selection: the per-arm `pod_regex` (and `${arm}`, which the `kubernetes` profile does not use) are
+filled from what the controller knows about its pods: Argo's `rollouts-pod-template-hash` (args filled by
+`podTemplateHashValue: Stable|Latest`), Flagger's `<target>-primary` / `<target>` workloads. Every
+`kubernetes` query selects an arm by namespace and pod name, which cAdvisor, kube-state-metrics and the
+chart's monitors all label, so `python -m gates evaluate` with the same `pod_regex` reads the same series.
 """
 
 from __future__ import annotations
@@ -137,7 +138,10 @@ def to_argo(
     checks = _checks(config, argo_dialect(config))
     dry_gates = {g.name for g in config.gates if g.dry_run}
     dry = (
-        [{"metricName": ".*"}] if dry_run else [{"metricName": c.name} for c in checks if c.gate in dry_gates]
+        # Argo matches metricName as a regular expression: anchored, a check name ([a-z0-9-]) is only itself.
+        [{"metricName": ".*"}]
+        if dry_run
+        else [{"metricName": f"^{c.name}$"} for c in checks if c.gate in dry_gates]
     )
     failures = {g.name: g.consecutive_failures for g in config.gates}
     annotations = {

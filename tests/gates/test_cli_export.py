@@ -1,4 +1,5 @@
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import yaml
@@ -98,9 +99,9 @@ def test_argo_export_renders_the_gate_files_promql():
     bg = {m["name"]: m for m in background["spec"]["metrics"]}["cpu-utilisation-canary-max"]
     assert "count" not in bg and "consecutiveSuccessLimit" not in bg and bg["failureLimit"] == 1
     e2e = metrics["latency-e2e-p99-canary"]["provider"]["prometheus"]["query"]
-    assert 'arm="{{args.canary-hash}}"' in e2e and "and on() (max(sum by (le)" in e2e and ">= 300)" in e2e
+    assert 'pod=~".*-{{args.canary-hash}}-.*"' in e2e and "and on() (max(sum by (le)" in e2e and ">= 300)" in e2e
     ratio = metrics["latency-e2e-p99-ratio"]["provider"]["prometheus"]["query"]
-    assert 'arm="{{args.baseline-hash}}"' in ratio and 'arm="{{args.canary-hash}}"' in ratio
+    assert 'pod=~".*-{{args.baseline-hash}}-.*"' in ratio and 'pod=~".*-{{args.canary-hash}}-.*"' in ratio
     leak = metrics["memory-leak-slope-vs-baseline"]
     assert "[{{args.window}}:10s]" in leak["provider"]["prometheus"]["query"]
     assert (
@@ -135,7 +136,7 @@ def test_flagger_export_uses_flagger_placeholders(tmp_path, capsys):
     # the canary is <target>, the baseline <target>-primary; several series read as NaN (no value)
     assert 'pod=~"{{ target }}-[a-z0-9]+-[a-z0-9]+"' in query and query.startswith("vector(scalar(")
     ratio = next(d for d in docs if d["metadata"]["name"].endswith("latency-e2e-p99-ratio"))["spec"]["query"]
-    assert 'arm="{{ target }}-primary"' in ratio and 'arm="{{ target }}"' in ratio
+    assert 'pod=~"{{ target }}-primary-[a-z0-9]+-[a-z0-9]+"' in ratio and 'pod=~"{{ target }}-[a-z0-9]+-[a-z0-9]+"' in ratio
     assert (
         main(["export", "--format", "flagger", "--profile", "kubernetes", "-o", str(tmp_path / "f.yaml")])
         == 0
@@ -217,16 +218,20 @@ def test_dry_run_gates_are_argo_dry_run_metrics_and_left_out_of_flagger_analysis
         "  - {name: up, kind: threshold, min: 1, queries: {value: 'up'}}\n"
         "  - {name: trial, kind: threshold, max: 2, dry_run: true, consecutive_failures: 1,"
         " queries: {value: 'errors'}}\n"
+        "  - {name: pretrial, kind: threshold, max: 2, queries: {value: 'errors'}}\n"
     )
     config = load_gate_file(path, profile="kubernetes")
     step, background = to_argo(config, prometheus_address="http://p")
-    assert step["spec"]["dryRun"] == background["spec"]["dryRun"] == [{"metricName": "trial-canary-max"}]
-    assert {m["name"] for m in step["spec"]["metrics"]} == {"up-canary-min", "trial-canary-max"}
+    assert step["spec"]["dryRun"] == background["spec"]["dryRun"] == [{"metricName": "^trial-canary-max$"}]
+    names = {m["name"] for m in step["spec"]["metrics"]}
+    assert names == {"up-canary-min", "trial-canary-max", "pretrial-canary-max"}
+    # Argo matches metricName as a regular expression: only the dry-run gate's own check is dry-run
+    assert [n for n in sorted(names) if re.search(step["spec"]["dryRun"][0]["metricName"], n)] == ["trial-canary-max"]
     templates = {t["metadata"]["name"]: t for t in to_flagger(config, prometheus_address="http://p")}
     assert (
         templates["canary-gates-trial-canary-max"]["metadata"]["annotations"]["canary-gates/dry-run"]
         == "true"
     )
     block = flagger_analysis(config)["analysis"]
-    assert [m["name"] for m in block["metrics"]] == ["up-canary-min"]
+    assert [m["name"] for m in block["metrics"]] == ["up-canary-min", "pretrial-canary-max"]
     assert block["threshold"] == 2  # the deciding gates' count, not the dry-run gate's 1

@@ -209,25 +209,16 @@ def scenario_prometheus(
 def judge_like_export(
     config: GateConfig, prometheus_url: str, arms: Arms, end: float, window_s: float
 ) -> Evaluation:
-    """Our evaluator on the window a controller's measurement at `end` covered, selecting the arms as the
-    export does (`${arm}` -> the arm's label value, `pod_regex` -> the controller's pods); the gates no
-    export carries are left out."""
+    """Our evaluator on the window a controller's measurement at `end` covered, reading the series the
+    export reads: the packaged queries unchanged, with `pod_regex` set to the controller's pods (the one
+    label contract: arms are selected by pod name); the gates no export carries are left out."""
     skipped = set(not_exported(config))
-    gates = tuple(
-        dataclasses.replace(g, queries={r: q.replace("${arm}", "${arm_label}") for r, q in g.queries.items()})
-        for g in config.gates
-        if g.name not in skipped
-    )
     return evaluate(
-        dataclasses.replace(config, gates=gates),
+        dataclasses.replace(config, gates=tuple(g for g in config.gates if g.name not in skipped)),
         prometheus_url=prometheus_url,
         start=end - window_s,
         end=end,
         weights={"baseline": 50.0, "canary": 50.0},
         offered_rps=None,
-        variables={
-            "namespace": arms.namespace,
-            "arm_label": dict(arms.label),
-            "pod_regex": dict(arms.pod_regex),
-        },
+        variables={"namespace": arms.namespace, "pod_regex": dict(arms.pod_regex)},
     )
