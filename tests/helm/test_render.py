@@ -229,6 +229,14 @@ def test_monitors_relabel_the_arm(scenario):
             and t["metadata"]["labels"].get("app.kubernetes.io/component") in deployed_arms(values)
         ]
         assert sorted(picked) == sorted(deployed_arms(values))
+        if kind == "PodMonitor":
+            # Flagger's `-primary` copy of a Deployment renames the selector label app.kubernetes.io/name
+            # to `<name>-primary` on its pods: they must still be scraped.
+            primaries = [
+                t["metadata"]["labels"] | {"app.kubernetes.io/name": t["metadata"]["labels"]["app.kubernetes.io/name"] + "-primary"}
+                for t in targets
+            ]
+            assert all(selects(sel["matchLabels"], labels) for labels in primaries)
 
 
 def test_orchestrator_role_is_least_privilege(scenario):
