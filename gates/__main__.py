@@ -24,7 +24,7 @@ import yaml
 
 from gates.config import ARMS, DEFAULT_GATE_FILE, PROFILES, GateConfigError, load_gate_file
 from gates.evaluate import evaluate
-from gates.export import EXPORT_FORMATS, flagger_analysis, not_exported, to_argo, to_flagger
+from gates.export import EXPORT_FORMATS, flagger_analysis, not_exported, sized_timing, to_argo, to_flagger
 from gates.loadtest_samples import LoadtestSamplesError
 from gates.record import Evaluation
 from gates.report import to_junit, to_markdown
@@ -146,16 +146,25 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--namespace", help="metadata.namespace of Flagger MetricTemplates (and their templateRef)"
     )
-    ex.add_argument("--window", default="5m", help="PromQL window of every query (e.g. 5m)")
-    ex.add_argument("--interval", default="1m", help="time between measurements / checks (e.g. 1m)")
     ex.add_argument(
-        "--initial-delay", help="Argo step template: wait before the first measurement (default: --window)"
+        "--rate",
+        type=float,
+        help="request rate (req/s) offered to the route during the rollout: sizes --window, --interval and "
+        "--initial-delay so that a healthy canary's checks have their samples at every --step-weights "
+        "weight (assumes the rate is split exactly by weight, Poisson arrivals, a scrape delay up to 30 s); "
+        "without it the timing is 5m / 1m and may starve a 10%% step",
     )
+    ex.add_argument("--window", help="PromQL window of every query (default 5m, or sized by --rate)")
+    ex.add_argument("--interval", help="time between measurements / checks (default 1m, or sized by --rate)")
+    ex.add_argument("--initial-delay", help="Argo: wait before the first measurement (default: --window)")
     ex.add_argument(
         "--dry-run", action="store_true", help="Argo: record every metric without letting it decide"
     )
     ex.add_argument(
-        "--step-weights", default="10,50", help="Flagger: canary weights before promotion (default 10,50)"
+        "--step-weights",
+        default="10,50",
+        help="canary weights at which the checks run (Flagger: its stepWeights before promotion; Argo: the "
+        "steps that run the template); --rate sizes for the hardest of them (default 10,50)",
     )
     ex.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
 
@@ -219,9 +228,25 @@ def _export(args: argparse.Namespace) -> int:
         config = type(config)(
             config.profile, config.gates, {**config.variables, **_variables(args.var)}, config.source
         )
+    try:
+        weights = [int(w) for w in args.step_weights.split(",")]
+    except ValueError as exc:
+        raise _UsageError(f"--step-weights {args.step_weights!r}: {exc}") from exc
+    if args.rate is not None:
+        given = [f"--{n}" for n in ("window", "interval") if getattr(args, n) is not None]
+        if given:
+            raise _UsageError(f"--rate sizes {' and '.join(given)}: give one or the other")
+        timing = sized_timing(config, rate_rps=args.rate, step_weights=weights)
+        args.window, args.interval = timing.window, timing.interval
+        args.initial_delay = args.initial_delay or timing.initial_delay
+        print(f"timing {timing.window} window, {timing.interval} interval: {timing.basis}", file=sys.stderr)
+    args.window, args.interval = args.window or "5m", args.interval or "1m"
+    # Flagger's CRD takes minutes or seconds only (`^[0-9]+(m|s)`); Argo also takes ms and h.
+    pattern = r"[0-9]+(ms|s|m|h)" if args.format == "argo" else r"[0-9]+(s|m)"
     for value in (args.window, args.interval, args.initial_delay):
-        if value is not None and not re.fullmatch(r"[0-9]+(ms|s|m|h)", value):
-            raise _UsageError(f"{value!r} is not a duration like 30s, 5m or 1h")
+        if value is not None and not re.fullmatch(pattern, value):
+            example = "30s, 5m or 1h" if args.format == "argo" else "30s or 90m (Flagger takes no hours)"
+            raise _UsageError(f"{value!r} is not a duration like {example}")
     if args.format == "argo":
         docs = to_argo(
             config,
@@ -239,10 +264,6 @@ def _export(args: argparse.Namespace) -> int:
         )
         text = yaml.safe_dump_all(docs, sort_keys=False, width=_WIDE)
     else:
-        try:
-            weights = [int(w) for w in args.step_weights.split(",")]
-        except ValueError as exc:
-            raise _UsageError(f"--step-weights {args.step_weights!r}: {exc}") from exc
         block = flagger_analysis(
             config,
             name=args.name,

@@ -27,7 +27,9 @@ chart's monitors all label, so `python -m gates evaluate` with the same `pod_reg
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gates.kinds import KINDS
@@ -77,6 +79,59 @@ def _probe_variables(config: GateConfig) -> dict[str, Any]:
 
 def _checks(config: GateConfig, dialect: Dialect) -> list[Check]:
     return [c for gate in config.gates for c in gate_checks(gate, dialect)]
+
+
+# -- Timing ------------------------------------------------------------------------------------------
+# The newest samples a query sees are up to one scrape interval old (15 to 30 s in most clusters).
+SCRAPE_ALLOWANCE_S = 30.0
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When a controller measures: every query's window, the time between measurements and Argo's wait
+    before the first (Flagger checks one interval after each weight change); `basis` says what it was
+    sized from."""
+
+    window: str
+    interval: str
+    initial_delay: str
+    basis: str
+
+
+def _duration(seconds: float) -> str:
+    return f"{int(seconds) // 60}m" if seconds % 60 == 0 else f"{int(seconds)}s"
+
+
+def sized_timing(config: GateConfig, *, rate_rps: float, step_weights: Sequence[int]) -> Timing:
+    """The shortest timing at which a healthy canary's checks all have their data at every analysed step
+    weight, when `rate_rps` is offered to the route and split exactly by weight: each exported gate's
+    sample guards (`GateKind.data_seconds`: min_samples requests per arm with Poisson headroom, the leak
+    gate's min_points), plus SCRAPE_ALLOWANCE_S, rounded up to 10 s, at least a minute. The window and
+    the interval are that long, and so is Argo's initial delay, so each measurement reads only traffic
+    sent at the step's weight."""
+    if rate_rps <= 0:
+        raise GateConfigError(f"--rate must be positive, got {rate_rps:g}")
+    skipped = set(not_exported(config))
+    deciding = [g for g in config.gates if g.name not in skipped and not g.dry_run]
+    need, binding = 0.0, "none"
+    for weight in step_weights:
+        if not 0 < weight < 100:
+            raise GateConfigError(f"step weight {weight}: analysis needs traffic on both arms (1 to 99)")
+        arm_rps = {"canary": rate_rps * weight / 100.0, "baseline": rate_rps * (100 - weight) / 100.0}
+        for gate in deciding:
+            seconds = KINDS[gate.kind].data_seconds(gate, arm_rps)
+            if seconds > need:
+                need, binding = seconds, f"{gate.name} at {weight}%"
+    if not math.isfinite(need):
+        raise GateConfigError(f"{binding}: an arm gets no traffic, so its checks never have data")
+    seconds = max(60.0, math.ceil((need + SCRAPE_ALLOWANCE_S) / 10.0) * 10.0)
+    basis = (
+        f"sized for {rate_rps:g} req/s split by weight at steps {','.join(map(str, step_weights))}: "
+        f"{binding} needs {need:.0f} s of traffic for its checks' data, plus {SCRAPE_ALLOWANCE_S:.0f} s "
+        "of scrape delay"
+    )
+    d = _duration(seconds)
+    return Timing(d, d, d, basis)
 
 
 # -- Argo Rollouts -----------------------------------------------------------------------------------
@@ -130,11 +185,11 @@ def to_argo(
     dry_run: bool = False,
 ) -> list[dict[str, Any]]:
     """Two AnalysisTemplates: `name` for a canary step (`steps[].analysis`) and `name-background` for
-    `strategy.canary.analysis`. The step variant measures up to `consecutive_failures` times, `interval`
-    apart, after `initial_delay` (default: the window, so the first measurement sees only this step's
-    traffic), and stops at the first success; the background variant measures every `interval` until the
-    rollout ends. Argo's spec.dryRun records a metric without letting it decide: the gate file's dry-run
-    gates' metrics, or every metric with `dry_run`."""
+    `strategy.canary.analysis`. Both wait `initial_delay` (default: the window, so the first measurement
+    sees only this step's traffic); the step variant then measures up to `consecutive_failures` times,
+    `interval` apart, and stops at the first success; the background variant measures every `interval`
+    until the rollout ends. Argo's spec.dryRun records a metric without letting it decide: the gate
+    file's dry-run gates' metrics, or every metric with `dry_run`."""
     checks = _checks(config, argo_dialect(config))
     dry_gates = {g.name for g in config.gates if g.dry_run}
     dry = (
@@ -155,12 +210,11 @@ def to_argo(
         for check in checks:
             n = failures[check.gate]
             metric: dict[str, Any] = {"name": check.name, "interval": interval}
+            # Both variants wait a window first: an earlier measurement would lack the step's samples and
+            # be Inconclusive, which pauses the Rollout.
+            metric["initialDelay"] = initial_delay or window
             if variant == "step":
-                metric |= {
-                    "initialDelay": initial_delay or window,
-                    "count": n,
-                    "consecutiveSuccessLimit": 1,
-                }
+                metric |= {"count": n, "consecutiveSuccessLimit": 1}
             metric |= {
                 "failureLimit": n - 1,
                 "inconclusiveLimit": 0,

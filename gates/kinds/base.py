@@ -9,6 +9,7 @@ maps kind names to them; the loader, the evaluator and the exports look kinds up
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -133,6 +134,25 @@ def no_checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     return []
 
 
+def no_data_need(gate: GateSpec, arm_rps: Mapping[str, float]) -> float:
+    """For checks that have a value as soon as their window holds two scrapes."""
+    return 0.0
+
+
+def requests_needed(min_samples: int) -> float:
+    """Requests an arm must be offered on average so that a window holds `min_samples` of them: three
+    standard deviations of Poisson arrivals above the count, which falls short in about 3 windows in 1,000
+    at 100 samples and 2 in 1,000 at 300 or more."""
+    return min_samples + 3.0 * math.sqrt(min_samples)
+
+
+def seconds_for_requests(min_samples: int, arms: Sequence[str], arm_rps: Mapping[str, float]) -> float:
+    """Seconds of traffic after which every arm in `arms` has `min_samples` requests (see
+    `requests_needed`); infinite for an arm that gets none."""
+    need = requests_needed(min_samples)
+    return max((need / arm_rps[a] if arm_rps[a] > 0 else math.inf) for a in arms)
+
+
 # -- schema ----------------------------------------------------------------------------------------
 QUERY = {
     "oneOf": [
@@ -198,6 +218,9 @@ class GateKind:
     defaults: Mapping[str, Any]  # parameter defaults, applied after validation
     evaluate: Callable[[GateSpec, Context], Outcome]
     checks: Callable[[GateSpec, Dialect], list[Check]] = no_checks
+    # seconds of traffic at these per-arm request rates before every exported check has a value (its
+    # sample guards hold): what the exports size their timing by
+    data_seconds: Callable[[GateSpec, Mapping[str, float]], float] = no_data_need
     # a rule the schema cannot say: the message (its key first, e.g. "queries.buckets: ...") or None
     rules: Callable[[Mapping[str, Any]], str | None] = no_rules
     # the judgement on a healthy canary's expected data (None: no model; judged as the data come)

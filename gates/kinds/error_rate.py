@@ -18,6 +18,7 @@ from gates.kinds.base import (
     guarded,
     instant_per_arm,
     kind_schema,
+    seconds_for_requests,
 )
 from gates.spec import GateSpec
 
@@ -55,6 +56,11 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     return out
 
 
+def data_seconds(gate: GateSpec, arm_rps: Mapping[str, float]) -> float:
+    """Each check's guard: min_samples requests to the arm."""
+    return seconds_for_requests(int(gate.params["min_samples"]), gate.arms, arm_rps)
+
+
 def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
     """No errors among the requests each judged arm receives."""
     return judge(gate, {a: 0.0 for a in gate.arms}, {a: expect.requests(a) for a in gate.arms})
@@ -71,5 +77,6 @@ KIND = GateKind(
     defaults={"arms": ["canary"], "min_samples": 300},
     evaluate=evaluate,
     checks=checks,
+    data_seconds=data_seconds,
     healthy=healthy,
 )

@@ -23,6 +23,7 @@ from gates.kinds.base import (
     guarded,
     kind_schema,
     per_arm,
+    seconds_for_requests,
 )
 from gates.provider import histogram_buckets
 from gates.spec import ARMS, GateSpec
@@ -116,6 +117,14 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     return out
 
 
+def data_seconds(gate: GateSpec, arm_rps: Mapping[str, float]) -> float:
+    """Every check's guard: min_samples requests in the arm's histogram (both arms for the ratio)."""
+    if gate.params.get("source") == "loadtest" or "buckets" not in gate.queries:
+        return 0.0  # not exported
+    arms = ARMS if "max_ratio" in gate.params else gate.arms
+    return seconds_for_requests(int(gate.params["min_samples"]), arms, arm_rps)
+
+
 def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
     """Both arms' latencies from one distribution whose log tail has the assumed scale s: a quantile q
     from n samples then has a relative standard error of s * sqrt(q / ((1 - q) n)) (the spread the
@@ -176,6 +185,7 @@ KIND = GateKind(
     },
     evaluate=evaluate,
     checks=checks,
+    data_seconds=data_seconds,
     rules=rules,
     healthy=healthy,
 )

@@ -4,7 +4,7 @@ collection floors under a garbage-collector sawtooth), canary versus baseline, w
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from gates import judge as J
 from gates import stats
@@ -100,6 +100,12 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     return [Check(gate.name, "slope-vs-baseline", difference, "<=", float(p["leak_bytes_per_minute"]) / 60)]
 
 
+def data_seconds(gate: GateSpec, arm_rps: Mapping[str, float]) -> float:
+    """The check's guard: min_points samples a step apart in the window, from pods that lived through
+    it (a canary pod younger than the window counts fewer)."""
+    return float(gate.params["min_points"]) * float(gate.params["step_seconds"])
+
+
 def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
     """Flat memory with independent noise of the assumed spread around it, sampled after the warm-up: a
     least-squares slope over n points a step apart has a standard error of
@@ -145,5 +151,6 @@ KIND = GateKind(
     },
     evaluate=evaluate,
     checks=checks,
+    data_seconds=data_seconds,
     healthy=healthy,
 )

@@ -99,7 +99,9 @@ def test_argo_export_renders_the_gate_files_promql():
     bg = {m["name"]: m for m in background["spec"]["metrics"]}["cpu-utilisation-canary-max"]
     assert "count" not in bg and "consecutiveSuccessLimit" not in bg and bg["failureLimit"] == 1
     e2e = metrics["latency-e2e-p99-canary"]["provider"]["prometheus"]["query"]
-    assert 'pod=~".*-{{args.canary-hash}}-.*"' in e2e and "and on() (max(sum by (le)" in e2e and ">= 300)" in e2e
+    assert (
+        'pod=~".*-{{args.canary-hash}}-.*"' in e2e and "and on() (max(sum by (le)" in e2e and ">= 300)" in e2e
+    )
     ratio = metrics["latency-e2e-p99-ratio"]["provider"]["prometheus"]["query"]
     assert 'pod=~".*-{{args.baseline-hash}}-.*"' in ratio and 'pod=~".*-{{args.canary-hash}}-.*"' in ratio
     leak = metrics["memory-leak-slope-vs-baseline"]
@@ -136,7 +138,10 @@ def test_flagger_export_uses_flagger_placeholders(tmp_path, capsys):
     # the canary is <target>, the baseline <target>-primary; several series read as NaN (no value)
     assert 'pod=~"{{ target }}-[a-z0-9]+-[a-z0-9]+"' in query and query.startswith("vector(scalar(")
     ratio = next(d for d in docs if d["metadata"]["name"].endswith("latency-e2e-p99-ratio"))["spec"]["query"]
-    assert 'pod=~"{{ target }}-primary-[a-z0-9]+-[a-z0-9]+"' in ratio and 'pod=~"{{ target }}-[a-z0-9]+-[a-z0-9]+"' in ratio
+    assert (
+        'pod=~"{{ target }}-primary-[a-z0-9]+-[a-z0-9]+"' in ratio
+        and 'pod=~"{{ target }}-[a-z0-9]+-[a-z0-9]+"' in ratio
+    )
     assert (
         main(["export", "--format", "flagger", "--profile", "kubernetes", "-o", str(tmp_path / "f.yaml")])
         == 0
@@ -226,7 +231,9 @@ def test_dry_run_gates_are_argo_dry_run_metrics_and_left_out_of_flagger_analysis
     names = {m["name"] for m in step["spec"]["metrics"]}
     assert names == {"up-canary-min", "trial-canary-max", "pretrial-canary-max"}
     # Argo matches metricName as a regular expression: only the dry-run gate's own check is dry-run
-    assert [n for n in sorted(names) if re.search(step["spec"]["dryRun"][0]["metricName"], n)] == ["trial-canary-max"]
+    assert [n for n in sorted(names) if re.search(step["spec"]["dryRun"][0]["metricName"], n)] == [
+        "trial-canary-max"
+    ]
     templates = {t["metadata"]["name"]: t for t in to_flagger(config, prometheus_address="http://p")}
     assert (
         templates["canary-gates-trial-canary-max"]["metadata"]["annotations"]["canary-gates/dry-run"]
@@ -235,3 +242,47 @@ def test_dry_run_gates_are_argo_dry_run_metrics_and_left_out_of_flagger_analysis
     block = flagger_analysis(config)["analysis"]
     assert [m["name"] for m in block["metrics"]] == ["up-canary-min", "pretrial-canary-max"]
     assert block["threshold"] == 2  # the deciding gates' count, not the dry-run gate's 1
+
+
+def test_rate_sizes_the_timing_by_the_binding_gate_at_the_hardest_step():
+    from scipy.stats import poisson
+
+    from gates.export import SCRAPE_ALLOWANCE_S, sized_timing
+
+    config = load_gate_file(None, profile="kubernetes")
+    # 16 req/s, 10% to the canary: 1.6 req/s must bring 300 latency samples in all but ~2 in 1,000 windows
+    timing = sized_timing(config, rate_rps=16.0, step_weights=[10, 50])
+    assert timing.window == timing.interval == timing.initial_delay == "250s"
+    assert "latency_e2e_p99 at 10%" in timing.basis
+    traffic_s = 250 - SCRAPE_ALLOWANCE_S
+    assert poisson.cdf(299, 1.6 * traffic_s) < 0.0025  # the window really holds the samples
+    assert poisson.cdf(299, 1.6 * (traffic_s - 30)) > 0.01  # and is not much longer than needed
+    # twice the rate halves the latency need; the leak gate's 20 points at 10 s then bind
+    faster = sized_timing(config, rate_rps=32.0, step_weights=[10, 50])
+    assert faster.window == "230s" and "memory_leak" in faster.basis
+    # at 90% the baseline is the scarce arm
+    assert sized_timing(config, rate_rps=16.0, step_weights=[90]).window == "250s"
+
+
+def test_rate_refuses_steps_without_traffic_on_both_arms_and_conflicting_timing(capsys):
+    assert main(["export", "--format", "flagger-analysis", "--rate", "16", "--step-weights", "10,100"]) == 3
+    assert "1 to 99" in capsys.readouterr().err
+    assert main(["export", "--format", "argo", "--rate", "16", "--window", "5m"]) == 3
+    assert "give one or the other" in capsys.readouterr().err
+    assert main(["export", "--format", "flagger-analysis", "--interval", "1h"]) == 3
+    assert "Flagger takes no hours" in capsys.readouterr().err
+
+
+def test_sized_timing_reaches_both_exports(tmp_path, capsys):
+    out = tmp_path / "analysis.yaml"
+    assert main(["export", "--format", "flagger-analysis", "--rate", "16", "-o", str(out)]) == 0
+    block = yaml.safe_load(out.read_text())["analysis"]
+    assert block["interval"] == "250s" and {m["interval"] for m in block["metrics"]} == {"250s"}
+    assert "sized for 16 req/s" in capsys.readouterr().err
+    out = tmp_path / "argo.yaml"
+    assert main(["export", "--format", "argo", "--rate", "16", "-o", str(out)]) == 0
+    step, background = yaml.safe_load_all(out.read_text())
+    assert {a["value"] for a in step["spec"]["args"] if a["name"] == "window"} == {"250s"}
+    # both variants wait a window before measuring: an earlier measurement would be Inconclusive
+    for template in (step, background):
+        assert {(m["initialDelay"], m["interval"]) for m in template["spec"]["metrics"]} == {("250s", "250s")}

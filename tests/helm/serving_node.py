@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from cluster_series import FULL
 from gateway_dataplane import (
     FINE_LATENCY_BUCKETS,
     GATEWAY,
@@ -60,12 +58,17 @@ def release_values(image: str) -> dict[str, Any]:
     return {
         "server": {
             "tpSize": 1,
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "3Gi"}},
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "256Mi"},
+                "limits": {"cpu": "1", "memory": "3Gi"},
+            },
             "shmSizeLimit": "1Gi",
             "extraArgs": list(bucket_args(FINE_LATENCY_BUCKETS)),
             "podDisruptionBudget": {"enabled": False},
         },
-        "arms": {arm: {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}} for arm in ARMS},
+        "arms": {
+            arm: {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}} for arm in ARMS
+        },
         "monitoring": {"scrapeAnnotations": False, "podMonitor": {"enabled": True, "interval": "5s"}},
         "orchestrator": {"enabled": False},
         "route": {"parentRefs": [{"name": GATEWAY}]},
@@ -76,10 +79,15 @@ def toolkit_image() -> str:
     """The toolkit image `make test` builds (tools/images.py), as podman stores it."""
     out = subprocess.run(
         ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", TOOLKIT_IMAGE],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout.split()
     if not out:
-        raise FileNotFoundError(f"no {TOOLKIT_IMAGE} image: `make test` builds it (tools/images.py build toolkit)")
+        raise FileNotFoundError(
+            f"no {TOOLKIT_IMAGE} image: `make test` builds it (tools/images.py build toolkit)"
+        )
     return sorted(out)[0]
 
 
@@ -115,7 +123,9 @@ class ServingRelease:
                 assert resp.status == 200
 
     def start_load(self, name: str, rate: float, seed: int = 1) -> dict[str, Any]:
-        return start_loadtest(self.gateway_url, LoadSpec(rate=rate, seed=seed, extra_args=LOAD_ARGS), self.workdir / name)
+        return start_loadtest(
+            self.gateway_url, LoadSpec(rate=rate, seed=seed, extra_args=LOAD_ARGS), self.workdir / name
+        )
 
     def logs(self) -> str:
         return "\n".join(
@@ -126,8 +136,14 @@ class ServingRelease:
 
 
 def _helm(cluster, *args: str) -> None:
-    env = {"KUBECONFIG": str(cluster.kubeconfig), "HELM_CACHE_HOME": str(cluster.workdir / "helm"), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([str(ROOT / ".cache" / "bin" / "helm"), *args], capture_output=True, text=True, timeout=300, env=env)
+    env = {
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "HELM_CACHE_HOME": str(cluster.workdir / "helm"),
+        "PATH": "/usr/bin:/bin",
+    }
+    proc = subprocess.run(
+        [str(ROOT / ".cache" / "bin" / "helm"), *args], capture_output=True, text=True, timeout=300, env=env
+    )
     assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stderr}"
 
 
@@ -142,7 +158,8 @@ def _wait_ready(release: ServingRelease, timeout_s: float = 180.0) -> None:
 
 
 def _wait_routed(release: ServingRelease, timeout_s: float = 60.0) -> None:
-    deadline, last = time.monotonic() + timeout_s, None
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(release.gateway_url + "/v1/models", timeout=5) as resp:
@@ -152,7 +169,9 @@ def _wait_routed(release: ServingRelease, timeout_s: float = 60.0) -> None:
         except OSError as exc:
             last = exc
         time.sleep(0.5)
-    raise AssertionError(f"the gateway never served the release ({last}):\n{(release.workdir / 'traefik.log').read_text()[-3000:]}")
+    raise AssertionError(
+        f"the gateway never served the release ({last}):\n{(release.workdir / 'traefik.log').read_text()[-3000:]}"
+    )
 
 
 @contextlib.contextmanager
@@ -176,23 +195,47 @@ def serving_release(workdir: Path, namespace: str, *sets: str) -> Iterator[Servi
             values_file = workdir / "values.yaml"
             values_file.write_text(yaml.safe_dump(release_values(image)))
             _helm(
-                cluster, "install", RELEASE, str(CHART), "-n", namespace, "-f", str(values_file),
+                cluster,
+                "install",
+                RELEASE,
+                str(CHART),
+                "-n",
+                namespace,
+                "-f",
+                str(values_file),
                 *(arg for value in sets for arg in ("--set", value)),
-                "--post-renderer", sys.executable,
-                "--post-renderer-args", str(ROOT / "tools" / "k8s" / "loopback_pods.py"),
-                "--post-renderer-args", "post-render",
+                "--post-renderer",
+                sys.executable,
+                "--post-renderer-args",
+                str(ROOT / "tools" / "k8s" / "loopback_pods.py"),
+                "--post-renderer-args",
+                "post-render",
             )
-            (podmonitor,) = json.loads(cluster.kubectl("get", "podmonitor", "-n", namespace, "-o", "json").stdout)["items"]
+            (podmonitor,) = json.loads(
+                cluster.kubectl("get", "podmonitor", "-n", namespace, "-o", "json").stdout
+            )["items"]
             scrape = [
                 *loopback_network.podmonitor_scrape_configs(podmonitor, network.sd_file),
-                {**static_scrape_config("cadvisor", ["127.0.0.1:10250"]), "scheme": "https", "metrics_path": "/metrics/cadvisor",
-                 "tls_config": {"insecure_skip_verify": True}, "honor_labels": True},
-                {**static_scrape_config("kube-state-metrics", [node.kube_state_metrics_url.removeprefix("http://").removesuffix("/metrics")]),
-                 "honor_labels": True},
+                {
+                    **static_scrape_config("cadvisor", ["127.0.0.1:10250"]),
+                    "scheme": "https",
+                    "metrics_path": "/metrics/cadvisor",
+                    "tls_config": {"insecure_skip_verify": True},
+                    "honor_labels": True,
+                },
+                {
+                    **static_scrape_config(
+                        "kube-state-metrics",
+                        [node.kube_state_metrics_url.removeprefix("http://").removesuffix("/metrics")],
+                    ),
+                    "honor_labels": True,
+                },
                 static_scrape_config("traefik", [f"127.0.0.1:{ports['metrics']}"]),
             ]
             prometheus = PrometheusServer(scrape, scrape_interval_s=5.0).start()
-            release = ServingRelease(cluster, node, namespace, f"http://127.0.0.1:{ports['web']}", prometheus, workdir)
+            release = ServingRelease(
+                cluster, node, namespace, f"http://127.0.0.1:{ports['web']}", prometheus, workdir
+            )
             _wait_ready(release)
             _wait_routed(release)
             yield release

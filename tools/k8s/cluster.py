@@ -320,7 +320,9 @@ def start(
         )
         if nodes:
             cluster.kubectl("apply", "-f", "-", input_text=node_manifest(nodes))
-            cluster.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout", f"{int(timeout_s)}s")
+            cluster.kubectl(
+                "wait", "--for=condition=Ready", "node", "--all", "--timeout", f"{int(timeout_s)}s"
+            )
         _wait_default_service_account(cluster, timeout_s)
         for name in cluster.procs:
             _alive(cluster, name)()

@@ -46,7 +46,7 @@ def _ports(pod: Mapping[str, Any]) -> dict[str, dict[str, int]]:
 
 
 def _selects(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+    return bool(selector) and all(labels.get(k) == v for k, v in (selector or {}).items())
 
 
 def endpoint_slice(service: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -59,7 +59,11 @@ def endpoint_slice(service: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]
         endpoints.append(
             {
                 "addresses": [pod_address(pod["metadata"]["namespace"], pod["metadata"]["name"])],
-                "conditions": {"ready": ready and not terminating, "serving": ready, "terminating": terminating},
+                "conditions": {
+                    "ready": ready and not terminating,
+                    "serving": ready,
+                    "terminating": terminating,
+                },
                 "nodeName": NODE_NAME,
                 "targetRef": {
                     "kind": "Pod",
@@ -69,21 +73,34 @@ def endpoint_slice(service: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]
                 },
             }
         )
-    named = {name: number for pod in pods for ports_of in _ports(pod).values() for name, number in ports_of.items()}
+    named = {
+        name: number for pod in pods for ports_of in _ports(pod).values() for name, number in ports_of.items()
+    }
     for port in service["spec"].get("ports", []):
         target = port.get("targetPort", port["port"])
         number = named.get(target) if isinstance(target, str) else int(target)
         if number is not None:
-            ports.append({"name": port.get("name", ""), "port": number, "protocol": port.get("protocol", "TCP")})
+            ports.append(
+                {"name": port.get("name", ""), "port": number, "protocol": port.get("protocol", "TCP")}
+            )
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
         "metadata": {
             "name": f"{meta['name']}-loopback",
             "namespace": meta["namespace"],
-            "labels": {"kubernetes.io/service-name": meta["name"], "endpointslice.kubernetes.io/managed-by": MANAGED_BY},
+            "labels": {
+                "kubernetes.io/service-name": meta["name"],
+                "endpointslice.kubernetes.io/managed-by": MANAGED_BY,
+            },
             "ownerReferences": [
-                {"apiVersion": "v1", "kind": "Service", "name": meta["name"], "uid": meta["uid"], "controller": True}
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
             ],
         },
         "addressType": "FQDN",
@@ -150,7 +167,10 @@ def podmonitor_scrape_configs(podmonitor: Mapping[str, Any], sd_file: Path) -> l
         keep.append(
             {
                 "action": "keep",
-                "source_labels": [f"__meta_kubernetes_pod_label_{_sanitize(key)}", f"__meta_kubernetes_pod_labelpresent_{_sanitize(key)}"],
+                "source_labels": [
+                    f"__meta_kubernetes_pod_label_{_sanitize(key)}",
+                    f"__meta_kubernetes_pod_labelpresent_{_sanitize(key)}",
+                ],
                 "regex": f"({value});true",
             }
         )
@@ -168,12 +188,18 @@ def podmonitor_scrape_configs(podmonitor: Mapping[str, Any], sd_file: Path) -> l
         }[expression["operator"]]
         keep.append({"action": action, "source_labels": labels, "regex": regex})
     namespaces = (spec.get("namespaceSelector") or {}).get("matchNames") or [meta["namespace"]]
-    keep.append({"action": "keep", "source_labels": ["__meta_kubernetes_namespace"], "regex": "|".join(namespaces)})
+    keep.append(
+        {"action": "keep", "source_labels": ["__meta_kubernetes_namespace"], "regex": "|".join(namespaces)}
+    )
     configs = []
     for index, endpoint in enumerate(spec.get("podMetricsEndpoints", [])):
         relabel = [
             *keep,
-            {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": endpoint["port"]},
+            {
+                "action": "keep",
+                "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                "regex": endpoint["port"],
+            },
             {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
             {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
             {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
@@ -240,7 +266,7 @@ class LoopbackNetwork:
             key = (meta["namespace"], meta["name"])
             if not selected and key not in self._written:
                 continue
-            body = endpoint_slice(service, selected)
+            body: Any = endpoint_slice(service, selected)  # the client sends plain dicts as they are
             if self._written.get(key) == body:
                 continue
             name = body["metadata"]["name"]

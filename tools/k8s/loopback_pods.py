@@ -53,7 +53,11 @@ def _own_address() -> str:
 
 def serve(command: list[str]) -> None:
     """Exec the embedded backend with `command`'s sglang flags, bound to this pod's address."""
-    if SERVER_MODULE not in command or command.index(SERVER_MODULE) == 0 or command[command.index(SERVER_MODULE) - 1] != "-m":
+    if (
+        SERVER_MODULE not in command
+        or command.index(SERVER_MODULE) == 0
+        or command[command.index(SERVER_MODULE) - 1] != "-m"
+    ):
         raise SystemExit(f"loopback pod: expected a `-m {SERVER_MODULE}` command, got {command}")
     flags = command[command.index(SERVER_MODULE) + 1 :]
     if "--host" in flags:
@@ -111,7 +115,11 @@ def _loopback_pod_spec(template: dict[str, Any]) -> None:
                 container[kind] = _exec_probe(container[kind], ports)
         for bound in ("requests", "limits"):
             container.get("resources", {}).get(bound, {}).pop("nvidia.com/gpu", None)
-        env = [e for e in container.get("env", []) if e["name"] not in ("POD_NAME", "POD_NAMESPACE", "PYTHONPATH")]
+        env = [
+            e
+            for e in container.get("env", [])
+            if e["name"] not in ("POD_NAME", "POD_NAMESPACE", "PYTHONPATH")
+        ]
         container["env"] = [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -122,7 +130,11 @@ def _loopback_pod_spec(template: dict[str, Any]) -> None:
         container.setdefault("volumeMounts", []).extend(
             {"name": name, "mountPath": str(path), "readOnly": True} for name, path in volumes
         )
-        container["securityContext"] = {**container.get("securityContext", {}), "runAsUser": 0, "runAsNonRoot": False}
+        container["securityContext"] = {
+            **container.get("securityContext", {}),
+            "runAsUser": 0,
+            "runAsNonRoot": False,
+        }
     spec.setdefault("volumes", []).extend(
         {"name": name, "hostPath": {"path": str(path), "type": "Directory"}} for name, path in volumes
     )

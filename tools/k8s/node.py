@@ -87,8 +87,15 @@ class Node:
         try:
             self.cluster.kubectl("cordon", NODE_NAME, check=False)  # no replacement pods while stopping
             self.cluster.kubectl(
-                "delete", "pods", "--all-namespaces", "--field-selector", f"spec.nodeName={NODE_NAME}",
-                "--grace-period", "5", "--wait=false", check=False,
+                "delete",
+                "pods",
+                "--all-namespaces",
+                "--field-selector",
+                f"spec.nodeName={NODE_NAME}",
+                "--grace-period",
+                "5",
+                "--wait=false",
+                check=False,
             )
             deadline = time.monotonic() + timeout_s
             while self._tasks() and time.monotonic() < deadline:
@@ -97,7 +104,11 @@ class Node:
             for name in ("kube-state-metrics", "kubelet"):
                 self._stop_process(name)
             for task in self._tasks():
-                subprocess.run(["ctr", "-n", CRI_NAMESPACE, "tasks", "kill", "-s", "SIGKILL", task], capture_output=True, timeout=30)
+                subprocess.run(
+                    ["ctr", "-n", CRI_NAMESPACE, "tasks", "kill", "-s", "SIGKILL", task],
+                    capture_output=True,
+                    timeout=30,
+                )
             deadline = time.monotonic() + 30
             while self._tasks() and time.monotonic() < deadline:
                 time.sleep(0.5)
@@ -128,7 +139,9 @@ class Node:
 def _unmount_under(directory: Path) -> None:
     """The kubelet bind-mounts its root directory and mounts pods' volumes under it; deepest first."""
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    for mount in sorted((m for m in mounts if Path(m) == directory or directory in Path(m).parents), reverse=True):
+    for mount in sorted(
+        (m for m in mounts if Path(m) == directory or directory in Path(m).parents), reverse=True
+    ):
         subprocess.run(["umount", "-l", mount], capture_output=True, timeout=30)
 
 
@@ -141,8 +154,8 @@ def _containerd_config(workdir: Path) -> Path:
     config = workdir / "containerd.toml"
     config.write_text(
         f"""version = 2
-root = "{workdir / 'containerd-root'}"
-state = "{workdir / 'containerd-state'}"
+root = "{workdir / "containerd-root"}"
+state = "{workdir / "containerd-state"}"
 [grpc]
   address = "{CONTAINERD_SOCKET}"
 [plugins."io.containerd.grpc.v1.cri"]
@@ -195,7 +208,12 @@ def _kubelet_config(workdir: Path) -> Path:
 def _containerd_running() -> bool:
     if not CONTAINERD_SOCKET.exists():
         return False
-    return subprocess.run(["ctr", "--address", str(CONTAINERD_SOCKET), "version"], capture_output=True, timeout=10).returncode == 0
+    return (
+        subprocess.run(
+            ["ctr", "--address", str(CONTAINERD_SOCKET), "version"], capture_output=True, timeout=10
+        ).returncode
+        == 0
+    )
 
 
 def start_node(cluster: Cluster, workdir: Path, images: Sequence[str], *, timeout_s: float = 120) -> Node:
@@ -205,7 +223,9 @@ def start_node(cluster: Cluster, workdir: Path, images: Sequence[str], *, timeou
         if not (BIN / binary).is_file():
             raise ClusterError(f"missing {BIN / binary}; run `make k8s-build`")
     if _containerd_running():
-        raise ClusterError(f"a containerd already serves {CONTAINERD_SOCKET}: one node per machine (stop it first)")
+        raise ClusterError(
+            f"a containerd already serves {CONTAINERD_SOCKET}: one node per machine (stop it first)"
+        )
     workdir.mkdir(parents=True)
     ksm_port = free_port()
     node = Node(cluster, workdir, f"http://127.0.0.1:{ksm_port}/metrics")
@@ -224,29 +244,43 @@ def start_node(cluster: Cluster, workdir: Path, images: Sequence[str], *, timeou
             "kubelet",
             [
                 str(BIN / "kubelet"),
-                "--config", str(_kubelet_config(workdir)),
-                "--kubeconfig", str(cluster.kubeconfig),
-                "--hostname-override", NODE_NAME,
-                "--root-dir", str(workdir / "kubelet"),
+                "--config",
+                str(_kubelet_config(workdir)),
+                "--kubeconfig",
+                str(cluster.kubeconfig),
+                "--hostname-override",
+                NODE_NAME,
+                "--root-dir",
+                str(workdir / "kubelet"),
             ],
         )
         deadline = time.monotonic() + timeout_s
         while cluster.kubectl("get", "node", NODE_NAME, check=False).returncode != 0:
             if cluster.procs["kubelet"].poll() is not None or time.monotonic() > deadline:
-                raise ClusterError(f"the kubelet did not register {NODE_NAME}:\n{cluster.log_tail('kubelet')}")
+                raise ClusterError(
+                    f"the kubelet did not register {NODE_NAME}:\n{cluster.log_tail('kubelet')}"
+                )
             time.sleep(0.5)
-        cluster.kubectl("wait", "--for=condition=Ready", f"node/{NODE_NAME}", "--timeout", f"{int(timeout_s)}s")
+        cluster.kubectl(
+            "wait", "--for=condition=Ready", f"node/{NODE_NAME}", "--timeout", f"{int(timeout_s)}s"
+        )
         spawn(
             cluster,
             "kube-state-metrics",
             [
                 str(BIN / "kube-state-metrics"),
-                "--kubeconfig", str(cluster.kubeconfig),
-                "--host", "127.0.0.1",
-                "--port", str(ksm_port),
-                "--telemetry-host", "127.0.0.1",
-                "--telemetry-port", str(free_port()),
-                "--resources", "pods,deployments,replicasets,nodes",
+                "--kubeconfig",
+                str(cluster.kubeconfig),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ksm_port),
+                "--telemetry-host",
+                "127.0.0.1",
+                "--telemetry-port",
+                str(free_port()),
+                "--resources",
+                "pods,deployments,replicasets,nodes",
             ],
         )
         wait_http_ok(node.kube_state_metrics_url, timeout_s)
