@@ -8,10 +8,12 @@ SYSTEM_STAMP := .cache/system-deps.ok
 PROFILE ?= default
 MARK ?=
 PYTEST_ARGS ?=
+# What `make test` runs without MARK: every tier but the controllers on real traffic (`make test-controllers`).
+DEFAULT_MARK = not controllers
 ROLLOUT_ARGS ?=
 
 .PHONY: help canary rollback abort pause resume promote status test test-unit test-integration test-e2e lint setup system-deps \
-	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout bench-serving bench-gateway images test-images helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s \
+	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout bench-serving bench-gateway images test-images test-controllers helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s \
 	ci-gate actionlint-bin controllers-bin
 
 help:
@@ -21,6 +23,7 @@ help:
 	@echo "make promote [FORCE=1]       skip the remaining steps: 100% canary (refused while a gate fails)"
 	@echo "make status                  show the current rollout state"
 	@echo "make test [MARK=expr]        run the test suite (all tiers, or one: MARK=integration)"
+	@echo "make test-controllers        Argo Rollouts / Flagger on real traffic at default timing (tens of minutes)"
 	@echo "make lint                    ruff and mypy"
 	@echo "make images                  container images with podman, no Docker engine (docs/images.md)"
 	@echo "make bench-mm|bench-plugin|bench-gates|bench-loadtest|bench-backend|bench-rollout|bench-serving|bench-gateway   benchmarks (BENCH_ARGS=...)"
@@ -70,7 +73,7 @@ actionlint-bin:
 
 # The k8s tier needs the local control plane and the Gateway API data plane (tools/k8s/build.sh,
 # tools/traefik/build.sh; cached); built unless MARK leaves k8s out.
-K8S_WANTED = $(if $(MARK),$(if $(findstring not k8s,$(MARK)),,$(findstring k8s,$(MARK))$(findstring images,$(MARK))),all)
+K8S_WANTED = $(if $(MARK),$(if $(findstring not k8s,$(MARK)),,$(findstring k8s,$(MARK))$(findstring images,$(MARK))$(findstring controllers,$(MARK))),all)
 # The images tier runs the toolkit image (tools/images.py: built once per content hash, then a no-op); the
 # k8s tier's real node runs its server pods on it.
 IMAGES_WANTED = $(if $(MARK),$(if $(findstring not images,$(MARK)),,$(findstring images,$(MARK))),all)
@@ -78,7 +81,7 @@ test: setup helm-bin actionlint-bin
 	@$(if $(K8S_WANTED),bash tools/k8s/build.sh && bash tools/traefik/build.sh)
 	@$(if $(K8S_WANTED),$(MAKE) --no-print-directory controllers-bin)
 	@$(if $(IMAGES_WANTED)$(K8S_WANTED),$(PY) tools/images.py build toolkit)
-	$(PY) -m pytest $(if $(MARK),-m "$(MARK)") $(PYTEST_ARGS)
+	$(PY) -m pytest -m "$(or $(MARK),$(DEFAULT_MARK))" $(PYTEST_ARGS)
 
 test-unit: MARK = not integration and not e2e and not k8s and not images
 test-unit: test
@@ -86,8 +89,12 @@ test-integration: MARK = integration
 test-integration: test
 test-e2e: MARK = e2e
 test-e2e: test
-test-k8s: MARK = k8s
+test-k8s: MARK = k8s and not controllers
 test-k8s: test
+# Argo Rollouts / Flagger deciding on real traffic at their exported timing: tens of minutes, so not part
+# of `make test` (docs/helm.md has the latest figures).
+test-controllers: MARK = controllers
+test-controllers: test
 test-images: MARK = images
 test-images: test
 

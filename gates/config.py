@@ -128,11 +128,14 @@ def parse_gate_document(document: Any, profile: str, source: str = "<memory>") -
         if broken:
             raise GateConfigError(f"{where}.{broken}")
         queries: dict[str, str] = {}
+        required_roles = kind.schema["properties"]["queries"]["required"]
         for role, query in raw["queries"].items():
             if isinstance(query, str):
                 queries[role] = query.strip()
             elif profile in query:
                 queries[role] = query[profile].strip()
+            elif role not in required_roles:
+                continue  # an optional role this profile has no query for
             else:
                 raise GateConfigError(
                     f"{where}.queries.{role}: no query for profile {profile!r} (has {sorted(query)})"

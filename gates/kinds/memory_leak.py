@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from gates import judge as J
 from gates import stats
@@ -32,7 +33,22 @@ def sampling_step(gate: GateSpec, span_s: float) -> float:
     return max(min(float(gate.params["step_seconds"]), span_s / int(gate.params["min_points"])), 1.0)
 
 
+def with_warm_pods(gate: GateSpec) -> GateSpec:
+    """The gate with its `memory` query keeping only samples taken warmup_seconds or more after their
+    series' start (the `started` query, labelled like `memory`'s series), when the gate has one: a pod
+    younger than the window must not read its start-up ramp as a leak (time() is each sample's own
+    time in a range query or subquery)."""
+    if "started" not in gate.queries:
+        return gate
+    warm = (
+        f"({gate.queries['memory']}) and ((time() - ({gate.queries['started']})) "
+        f"> {float(gate.params['warmup_seconds']):g})"
+    )
+    return replace(gate, queries={**gate.queries, "memory": warm})
+
+
 def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
+    gate = with_warm_pods(gate)
     queries: dict[str, dict[str, str]] = {}
     errors: dict[str, str] = {}
     begin = ctx.start + float(gate.params["warmup_seconds"])
@@ -84,6 +100,7 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     """Per pod: the lower envelope (minimum over the last envelope_seconds, at least one collection cycle)
     and its deriv over the window, averaged over the arm's pods. No interval, no setting aside of a
     one-time rise (docs/gates.md says what that costs)."""
+    gate = with_warm_pods(gate)
     p = gate.params
     step = f"{int(p['step_seconds'])}s"
     envelope = f"{int(p['envelope_seconds'])}s"
@@ -131,7 +148,7 @@ KIND = GateKind(
     name="memory_leak",
     schema=kind_schema(
         ["memory"],
-        [],
+        ["started"],
         {
             "leak_bytes_per_minute": {"type": "number", "minimum": 0},
             "warmup_seconds": {"type": "number", "minimum": 0},

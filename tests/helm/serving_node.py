@@ -147,10 +147,10 @@ def _helm(cluster, *args: str) -> None:
     assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stderr}"
 
 
-def _wait_ready(release: ServingRelease, timeout_s: float = 180.0) -> None:
+def _wait_ready(release: ServingRelease, arms: tuple[str, ...], timeout_s: float = 180.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        ready = {arm: [p for p in release.pods(arm) if loopback_network._ready(p)] for arm in ARMS}
+        ready = {arm: [p for p in release.pods(arm) if loopback_network._ready(p)] for arm in arms}
         if all(ready.values()):
             return
         time.sleep(1)
@@ -175,8 +175,11 @@ def _wait_routed(release: ServingRelease, timeout_s: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def serving_release(workdir: Path, namespace: str, *sets: str) -> Iterator[ServingRelease]:
-    """The chart installed in `namespace` on a real node, behind Traefik, scraped by a real Prometheus."""
+def serving_release(
+    workdir: Path, namespace: str, *sets: str, arms: tuple[str, ...] = ARMS, routed: bool = True
+) -> Iterator[ServingRelease]:
+    """The chart installed in `namespace` on a real node, behind Traefik, scraped by a real Prometheus;
+    ready once the pods of `arms` are, and (`routed`) the chart's route serves through the gateway."""
     image = toolkit_image()
     workdir.mkdir(parents=True, exist_ok=True)
     traefik: ProcessRef | None = None
@@ -236,8 +239,9 @@ def serving_release(workdir: Path, namespace: str, *sets: str) -> Iterator[Servi
             release = ServingRelease(
                 cluster, node, namespace, f"http://127.0.0.1:{ports['web']}", prometheus, workdir
             )
-            _wait_ready(release)
-            _wait_routed(release)
+            _wait_ready(release, arms)
+            if routed:
+                _wait_routed(release)
             yield release
         finally:
             if prometheus is not None:

@@ -1,0 +1,101 @@
+"""A canary pod younger than the window: its start-up ramp (a fresh container's working set climbing to
+its level in seconds) must not read as a leak, in our gate or in the exported check. Found running the
+real Flagger at its exported timing: its canary pods start one interval before the first check, and the
+check's lower envelope reaches back to their first samples (tests/helm/test_flagger_traffic.py).
+
+A real Prometheus holds cAdvisor-named series (working set and container start time per pod); the
+packaged `kubernetes` memory gate judges them with its `started` query, and without it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from gates import evaluate, load_gate_file
+from gates.config import DEFAULT_GATE_FILE
+from gates.export import Dialect, gate_checks
+from infra.prometheus import PrometheusServer, backfill, openmetrics_text
+from infra.prometheus_api import PrometheusAPI
+from testkit.synthetic_arms import MIB
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "young"
+WINDOW_S = 600.0
+SCRAPE_S = 10.0
+PODS = {"baseline": "app-primary-5d4f8b6c9-x7k2p", "canary": "app-7c9d5f6b8-q4w2z"}
+REGEX = {"baseline": "app-primary-[a-z0-9]+-[a-z0-9]+", "canary": "app-[a-z0-9]+-[a-z0-9]+"}
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory):
+    end = math.floor(time.time() / 60) * 60 - 120
+    start = end - WINDOW_S
+    rng = np.random.default_rng(7)
+    series = []
+    # baseline: up for an hour, flat at 630 MiB; canary: started 60 s into the window, its working set
+    # climbing from 20 to 650 MiB in its first 15 s, then flat; both with 2 MiB of noise
+    for arm, began, level in (("baseline", start - 3600.0, 630.0), ("canary", start + 60.0, 650.0)):
+        times = np.arange(max(began, start - 900.0), end + 1, SCRAPE_S)
+        ramp = np.clip((times - began) / 15.0, 0.0, 1.0)
+        mib = 20.0 + (level - 20.0) * ramp + rng.normal(0.0, 2.0, times.size)
+        labels = {"namespace": NAMESPACE, "pod": PODS[arm], "container": "sglang"}
+        series.append(
+            ("container_memory_working_set_bytes", labels, list(zip(times, mib * MIB, strict=True)))
+        )
+        series.append(("container_start_time_seconds", labels, [(t, began) for t in times]))
+    data_dir = tmp_path_factory.mktemp("tsdb")
+    backfill(openmetrics_text(series), data_dir)
+    with PrometheusServer(data_dir=data_dir) as server:
+        yield server, start, end
+
+
+def memory_gate(with_started: bool):
+    document = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
+    (gate,) = [g for g in document["gates"] if g["name"] == "memory_leak"]
+    if not with_started:
+        del gate["queries"]["started"]
+    document["gates"] = [gate]
+    return document
+
+
+def judged(prometheus, tmp_path, with_started: bool):
+    server, start, end = prometheus
+    path = tmp_path / "gates.yaml"
+    path.write_text(yaml.safe_dump(memory_gate(with_started)))
+    config = load_gate_file(path, profile="kubernetes")
+    evaluation = evaluate(
+        config,
+        prometheus_url=server.url,
+        start=start,
+        end=end,
+        weights={"baseline": 50.0, "canary": 50.0},
+        offered_rps=None,
+        variables={"namespace": NAMESPACE, "pod_regex": REGEX},
+    )
+    dialect = Dialect(
+        {a: a for a in REGEX}, {"namespace": NAMESPACE, "pod_regex": REGEX}, f"{int(WINDOW_S)}s"
+    )
+    (check,) = gate_checks(config.gates[0], dialect)
+    samples = PrometheusAPI(server.url).instant(check.query, end)
+    return evaluation.gates[0], check, (samples[0].value if samples else None)
+
+
+def test_our_gate_does_not_read_the_ramp_as_a_leak(prometheus, tmp_path):
+    # with the start times the ramp is left out; without them the trend fit sets it aside as a one-time rise
+    for with_started in (True, False):
+        gate, _, _ = judged(prometheus, tmp_path, with_started)
+        assert gate.raw_verdict != "fail", (with_started, gate.reason)
+
+
+def test_the_exported_check_leaves_the_ramp_out_only_with_the_start_times(prometheus, tmp_path):
+    _, check, value = judged(prometheus, tmp_path, with_started=True)
+    assert value is not None and value <= check.bound, (value, check.bound)
+    # the defect: the lower envelope reaches back to the ramp's first samples, some 630 MiB below
+    _, check, value = judged(prometheus, tmp_path, with_started=False)
+    assert value is not None and value > check.bound, (value, check.bound)

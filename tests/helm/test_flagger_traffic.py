@@ -1,0 +1,182 @@
+"""Flagger decides on the traffic it routes: the chart's server pods serve under a real kubelet
+(tests/helm/serving_node.py), Flagger's Gateway API router moves Traefik's weights, Locust sends through
+the gateway, and the exported MetricTemplates read what real collectors scraped from Flagger's own
+`-primary` and canary pods, at the timing `gates export --rate` sizes for that load (no shortened knob).
+
+The chart runs its baseline Deployment only, without its own route: that Deployment is Flagger's target
+(the chart's selector label app.kubernetes.io/name becomes `<name>-primary` on the primary's pods, which
+the chart's PodMonitor still selects). A new revision of the target is the candidate: a good one changes
+only an environment variable (the same build, restarted), a slow one also adds 300 ms to every request.
+Printed per scenario: the decision, the time from the new revision to it, the failed checks, and the
+weights Flagger set.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cluster_series import FULL, demo_sized
+from controllers import apply, flagger, get, log_tail, wait_for
+from serving_node import serving_release
+
+from gates.__main__ import main as gates_main
+from gates.config import DEFAULT_GATE_FILE
+from rollout.processes import ProcessRef, terminate
+
+pytestmark = [pytest.mark.k8s, pytest.mark.controllers]
+
+NAMESPACE = "flagger-traffic"
+TARGET = f"{FULL}-baseline"  # the chart's baseline Deployment, Flagger's target
+RATE = 16.0  # req/s through the gateway (Poisson)
+SLOW_ARGS = ["--fault-extra-latency-ms", "300"]
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("flagger-traffic")
+    with serving_release(
+        workdir,
+        NAMESPACE,
+        "arms.canary.enabled=false",
+        "route.enabled=false",
+        "server.resources.limits.cpu=2",
+        arms=("baseline",),
+        routed=False,
+    ) as release:
+        with flagger(release.cluster, workdir, release.prometheus.url) as log:
+            yield release, log
+
+
+def gate_file(directory: Path) -> Path:
+    """The packaged gates and queries with the local demo's harms and absolute latency bounds, which CPU
+    pods on 2 cores force (`demo_sized`), and the packaged CPU sampling; nothing else differs."""
+    packaged = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
+    (cpu,) = [g for g in packaged["gates"] if g["name"] == "cpu_utilisation"]
+    document = demo_sized(yaml.safe_load(DEFAULT_GATE_FILE.read_text()))
+    for gate in document["gates"]:
+        if gate["name"] == "cpu_utilisation":
+            gate.update(step_seconds=cpu["step_seconds"], min_points=cpu["min_points"])
+    path = directory / "gates.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def exported(directory: Path, fmt: str, prometheus_url: str) -> list[dict[str, Any]]:
+    out = directory / f"{fmt}.yaml"
+    argv = ["export", "--format", fmt, "--profile", "kubernetes", "--gate-file", str(gate_file(directory))]
+    argv += [
+        "--prometheus-address",
+        prometheus_url,
+        "--namespace",
+        NAMESPACE,
+        "--rate",
+        str(RATE),
+        "-o",
+        str(out),
+    ]
+    assert gates_main(argv) == 0
+    return [d for d in yaml.safe_load_all(out.read_text()) if d]
+
+
+def canary_resource(analysis: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": TARGET, "namespace": NAMESPACE},
+        "spec": {
+            "provider": "gatewayapi:v1",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": TARGET},
+            "progressDeadlineSeconds": 600,
+            "service": {
+                "port": 30000,
+                "targetPort": 30000,
+                "gatewayRefs": [{"name": "canary-gateway", "namespace": NAMESPACE}],
+            },
+            "analysis": analysis,
+        },
+    }
+
+
+def new_revision(cluster, revision: str, extra_args: list[str]) -> None:
+    """A new revision of the target's server container: `CANARY_REVISION=revision`, `extra_args` added."""
+    deployment = get(cluster, "deployment", TARGET, NAMESPACE)
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    (index,) = [i for i, c in enumerate(containers) if c["name"] == "sglang"]
+    env = [e for e in containers[index].get("env", []) if e["name"] != "CANARY_REVISION"]
+    patch = [
+        {
+            "op": "replace",
+            "path": f"/spec/template/spec/containers/{index}/args",
+            "value": [*containers[index].get("args", []), *extra_args],
+        },
+        {
+            "op": "replace",
+            "path": f"/spec/template/spec/containers/{index}/env",
+            "value": [*env, {"name": "CANARY_REVISION", "value": revision}],
+        },
+    ]
+    cluster.kubectl("patch", "deployment", TARGET, "-n", NAMESPACE, "--type", "json", "-p", json.dumps(patch))
+
+
+def follow(cluster, log: Path, timeout_s: float) -> dict[str, Any]:
+    """Poll the Canary until it succeeds or fails; the decision, its time, failed checks, weights seen."""
+    began, weights, phases = time.monotonic(), [], []
+    deadline = began + timeout_s
+    while time.monotonic() < deadline:
+        status = get(cluster, "canary", TARGET, NAMESPACE).get("status", {})
+        phase, weight = status.get("phase", ""), status.get("canaryWeight", 0)
+        if not phases or phases[-1] != phase:
+            phases.append(phase)
+        if weight and (not weights or weights[-1] != weight):
+            weights.append(weight)
+        if phase in ("Succeeded", "Failed") and len(phases) > 1:
+            return {
+                "decision": phase,
+                "seconds": round(time.monotonic() - began),
+                "failed_checks": status.get("failedChecks", 0),
+                "weights": weights,
+                "phases": phases,
+            }
+        time.sleep(2)
+    raise AssertionError(
+        f"no decision after {timeout_s:.0f}s (phases {phases}, weights {weights}):\n{log_tail(log)}"
+    )
+
+
+@pytest.mark.timeout(3000)
+def test_flagger_promotes_a_good_candidate_and_rolls_back_a_slow_one(plane, tmp_path):
+    release, log = plane
+    cluster = release.cluster
+    apply(cluster, *exported(tmp_path, "flagger", release.prometheus.url))
+    (block,) = exported(tmp_path, "flagger-analysis", release.prometheus.url)
+    apply(cluster, canary_resource(block["analysis"]))
+    interval_s = int(block["analysis"]["interval"].rstrip("s"))
+    wait_for(  # Flagger acts once per interval: the primary is created at one tick, found ready at the next
+        "the Canary initialized (primary serving)",
+        lambda: get(cluster, "canary", TARGET, NAMESPACE).get("status", {}).get("phase") == "Initialized",
+        2 * interval_s + 120,
+        describe=lambda: log_tail(log),
+    )
+    load = release.start_load("load", RATE)
+    try:
+        new_revision(cluster, "2", [])
+        good = follow(cluster, log, timeout_s=8 * interval_s + 300)
+        print("good candidate:", json.dumps(good))
+        assert good["decision"] == "Succeeded" and good["weights"][:2] == [10, 50], (good, log_tail(log))
+        primary = get(cluster, "deployment", f"{TARGET}-primary", NAMESPACE)
+        (server,) = [c for c in primary["spec"]["template"]["spec"]["containers"] if c["name"] == "sglang"]
+        assert {"name": "CANARY_REVISION", "value": "2"} in server["env"]  # promoted: the primary runs it
+
+        new_revision(cluster, "3", SLOW_ARGS)
+        slow = follow(cluster, log, timeout_s=8 * interval_s + 300)
+        print("slow candidate:", json.dumps(slow))
+        assert slow["decision"] == "Failed", (slow, log_tail(log))
+        halts = [line for line in log.read_text().splitlines() if "Halt advancement" in line]
+        assert any("latency-" in line for line in halts[-3:]), halts[-5:]
+    finally:
+        terminate(ProcessRef.from_dict(load["process"]), timeout_s=30.0)
