@@ -34,15 +34,15 @@ def sampling_step(gate: GateSpec, span_s: float) -> float:
 
 
 def with_warm_pods(gate: GateSpec) -> GateSpec:
-    """The gate with its `memory` query keeping only samples taken warmup_seconds or more after their
+    """The gate with its `memory` query leaving out the samples taken within warmup_seconds of their
     series' start (the `started` query, labelled like `memory`'s series), when the gate has one: a pod
     younger than the window must not read its start-up ramp as a leak (time() is each sample's own
-    time in a range query or subquery)."""
+    time in a range query or subquery). A series without a start time is kept whole."""
     if "started" not in gate.queries:
         return gate
     warm = (
-        f"({gate.queries['memory']}) and ((time() - ({gate.queries['started']})) "
-        f"> {float(gate.params['warmup_seconds']):g})"
+        f"({gate.queries['memory']}) unless ((time() - ({gate.queries['started']})) "
+        f"<= {float(gate.params['warmup_seconds']):g})"
     )
     return replace(gate, queries={**gate.queries, "memory": warm})
 
