@@ -25,6 +25,7 @@ container logs from /var/log/pods instead of `kubectl logs`.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -222,6 +223,8 @@ def start_node(cluster: Cluster, workdir: Path, images: Sequence[str], *, timeou
     for binary in ("kubelet", "kube-state-metrics"):
         if not (BIN / binary).is_file():
             raise ClusterError(f"missing {BIN / binary}; run `make k8s-build`")
+    if os.geteuid() != 0:
+        raise ClusterError("the node runs containerd and a kubelet, which need root (run the k8s tier as root)")
     if _containerd_running():
         raise ClusterError(
             f"a containerd already serves {CONTAINERD_SOCKET}: one node per machine (stop it first)"
