@@ -73,9 +73,10 @@ class Cluster:
     logs: dict[str, IO[bytes]] = field(default_factory=dict)
 
     def kubectl(self, *args: str, input_text: str | None = None, check: bool = True, timeout: float = 120):
-        """Run the cluster-matched kubectl as cluster admin."""
+        """Run the cluster-matched kubectl as cluster admin; its discovery cache stays in the workdir."""
+        cache = self.workdir / "kubectl-cache"
         proc = subprocess.run(
-            [str(BIN / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            [str(BIN / "kubectl"), "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(cache), *args],
             input=input_text,
             capture_output=True,
             text=True,
