@@ -91,11 +91,10 @@ def most_data(needs: Sequence[float | None]) -> float | None:
 
 def combine(parts: Sequence[tuple[Verdict, str]]) -> tuple[Verdict, str]:
     """Worst verdict of several checks (fail > inconclusive > pass) and the reasons behind it."""
-    for verdict in (FAIL, INCONCLUSIVE, PASS):
-        reasons = [r for v, r in parts if v == verdict]
-        if reasons:
-            return verdict, "; ".join(reasons)
-    return INCONCLUSIVE, "nothing was judged"
+    if not parts:
+        return INCONCLUSIVE, "nothing was judged"
+    verdict = Verdict.worst(v for v, _ in parts)
+    return verdict, "; ".join(r for v, r in parts if v == verdict)
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,13 @@ class Verdict(enum.StrEnum):
     def exit_code(self) -> int:
         """`python -m gates` and the CI gate: 0 pass, 1 fail, 2 inconclusive."""
         return {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.INCONCLUSIVE: 2}[self]
+
+    @classmethod
+    def worst(cls, verdicts: Iterable[Verdict]) -> Verdict:
+        """FAIL over INCONCLUSIVE over PASS: how several verdicts combine into one. None at all is
+        INCONCLUSIVE (nothing judged never passes)."""
+        order = (cls.PASS, cls.INCONCLUSIVE, cls.FAIL)
+        return max((cls(v) for v in verdicts), key=order.index, default=cls.INCONCLUSIVE)
 
 
 def _verdict(value: Any) -> Verdict:
@@ -224,8 +231,7 @@ def overall(gates: Sequence[GateResult]) -> tuple[Verdict, str]:
     note = f" (dry-run: {', '.join(dry)})" if dry else ""
     if not deciding:
         return Verdict.INCONCLUSIVE, ("no gates were evaluated" if not gates else "only dry-run gates") + note
-    for verdict in (Verdict.FAIL, Verdict.INCONCLUSIVE):
-        names = [g.name for g in deciding if g.verdict is verdict]
-        if names:
-            return verdict, f"{verdict}: {', '.join(names)}{note}"
-    return Verdict.PASS, f"all {len(deciding)} gates passed{note}"
+    verdict = Verdict.worst(g.verdict for g in deciding)
+    if verdict is Verdict.PASS:
+        return verdict, f"all {len(deciding)} gates passed{note}"
+    return verdict, f"{verdict}: {', '.join(g.name for g in deciding if g.verdict is verdict)}{note}"

@@ -408,7 +408,7 @@ def took_over(state: RolloutState, *, previous: Holder, holder: Holder, now: flo
 
 
 # -- rendering ----------------------------------------------------------------------------------------
-MARKS = {"pass": ":white_check_mark:", "fail": ":x:", "inconclusive": ":grey_question:"}
+MARKS = {Verdict.PASS: ":white_check_mark:", Verdict.FAIL: ":x:", Verdict.INCONCLUSIVE: ":grey_question:"}
 SLACK_BLOCKS = 50  # Slack's limits: blocks per message, characters per text object and per field
 SLACK_TEXT = 3000
 SLACK_FIELD = 2000
@@ -443,7 +443,7 @@ def _gate_line(row: GateRow) -> str:
     )
 
 
-def _gate_block(row: GateRow, verdict: str) -> dict[str, Any]:
+def _gate_block(row: GateRow, verdict: Verdict) -> dict[str, Any]:
     cells = [
         ("Canary", row.canary),
         ("Baseline", row.baseline),
@@ -458,7 +458,7 @@ def _gate_block(row: GateRow, verdict: str) -> dict[str, Any]:
         "text": {
             "type": "mrkdwn",
             "text": _clip(
-                f"{MARKS.get(verdict, '')} *{_esc(row.name)}*: *{_esc(row.verdict.upper())}*\n{_esc(row.reason)}",
+                f"{MARKS[verdict]} *{_esc(row.name)}*: *{_esc(row.verdict.upper())}*\n{_esc(row.reason)}",
                 SLACK_TEXT,
             ),
         },
@@ -495,7 +495,7 @@ def slack_message(notice: Notice) -> dict[str, Any]:
             {"type": "section", "text": {"type": "mrkdwn", "text": _clip(heading, SLACK_TEXT)}},
         ]
         text.append(heading)
-        rows = [(GateRow.of(g, sep="\n"), g.verdict.value) for g in ev.gates]
+        rows = [(GateRow.of(g, sep="\n"), g.verdict) for g in ev.gates]
         room = SLACK_BLOCKS - len(blocks) - 1
         blocks += [_gate_block(row, verdict) for row, verdict in rows[:room]]
         if len(rows) > room:

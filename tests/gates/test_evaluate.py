@@ -8,7 +8,7 @@ import pytest
 from gates import GateConfigError, evaluate, parse_gate_document
 from gates.loadtest_samples import LoadtestSamplesError, read_loadtest_samples
 from gates.provider import RangeSeries, Sample
-from gates.record import Evaluation, Verdict, overall
+from gates.record import Evaluation, GateResult, Verdict, overall
 from testkit.synthetic_arms import LatencyModel, gc_sawtooth
 
 CPU_DOC = {
@@ -109,6 +109,30 @@ def test_bad_inputs_are_config_errors():
 
 def test_no_gates_is_inconclusive():
     assert overall([])[0] == "inconclusive"
+
+
+def test_one_verdict_for_an_evaluation_is_its_worst_deciding_gate():
+    def gate(name, verdict, dry_run=False):
+        return GateResult(
+            name, "threshold", verdict, "", verdict, "prometheus", {}, {}, {}, {}, {}, dry_run=dry_run
+        )
+
+    assert overall([gate("a", "pass"), gate("b", "inconclusive"), gate("c", "fail"), gate("d", "fail")]) == (
+        Verdict.FAIL,
+        "fail: c, d",
+    )
+    assert overall([gate("a", "pass"), gate("b", "inconclusive")]) == (
+        Verdict.INCONCLUSIVE,
+        "inconclusive: b",
+    )
+    assert overall([gate("a", "pass"), gate("b", "fail", dry_run=True)]) == (
+        Verdict.PASS,
+        "all 1 gates passed (dry-run: b=fail)",
+    )
+    assert overall([gate("b", "fail", dry_run=True)]) == (
+        Verdict.INCONCLUSIVE,
+        "only dry-run gates (dry-run: b=fail)",
+    )
 
 
 # -- load-test samples --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 from gates import judge as J
 from gates import stats
 from gates.memory_trend import FLOORS, SAMPLES, ArmTrend, LeakEstimate
+from gates.record import Verdict
 
 MIB = 1024 * 1024
 
@@ -19,6 +20,18 @@ def test_combine_orders_fail_over_inconclusive_over_pass():
     assert J.combine([("pass", "a"), ("inconclusive", "b"), ("fail", "c")]) == ("fail", "c")
     assert J.combine([("pass", "a"), ("inconclusive", "b")]) == ("inconclusive", "b")
     assert J.combine([]) == ("inconclusive", "nothing was judged")
+    assert J.combine([(Verdict.FAIL, "a"), (Verdict.PASS, "b"), (Verdict.FAIL, "c")]) == (
+        Verdict.FAIL,
+        "a; c",
+    )
+
+
+def test_the_worst_verdict_is_fail_then_inconclusive_then_pass_and_none_is_inconclusive():
+    assert Verdict.worst([Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE]) is Verdict.FAIL
+    assert Verdict.worst([Verdict.PASS, Verdict.INCONCLUSIVE, Verdict.PASS]) is Verdict.INCONCLUSIVE
+    assert Verdict.worst([Verdict.PASS, Verdict.PASS]) is Verdict.PASS
+    assert Verdict.worst(["pass", "fail"]) is Verdict.FAIL  # a verdict as the records spell it
+    assert Verdict.worst([]) is Verdict.INCONCLUSIVE  # nothing judged never passes
 
 
 def cpu(mean, *, n=20, sd=0.03, rho=0.0, seed=3, min_points=5, **kw):
