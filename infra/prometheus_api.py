@@ -1,24 +1,37 @@
 """The one Prometheus HTTP client: gates, reports, the local stack and the server runner all call it.
 
-A thin client of our own on the standard library, not prometheus-api-client: that package brings
-requests and dateparser (pandas and matplotlib in its older releases) into the toolkit image, and
-raises one `PrometheusApiClientException` for every non-200 answer, beside raw `requests` errors and
-silent connection retries, so "unreachable", "query rejected" and "timed out" could only be told apart
-by parsing its messages. Here every failure is a named error whose `kind` gate records keep.
+The transport is prometheus-api-client's `PrometheusConnect`, the library the product's design names; its
+0.7.2 release needs only requests and dateparser (pandas, numpy and matplotlib are its extras). Every
+failure becomes a named error whose `kind` gate records keep, told apart by exception class and by the
+answer's status and JSON, never by parsing a message:
+
+- `requests.ConnectionError` (refused, reset) and `requests.Timeout` (no answer within `timeout_s`):
+  `UnreachableError`, as is any other `requests` failure and a 200 whose body is not the API's JSON.
+- An answer of 4xx or 5xx: `PrometheusApiClientException` carries only a message for every status, so our
+  session's response hook raises `requests.HTTPError` with the response first. HTTP 400/422 or an error
+  type that judges the query is a `QueryError`; Prometheus' `unavailable`/`internal` or a proxy's error
+  page means no usable answer, an `UnreachableError`. The package's own exception is left for what the
+  hook lets through (another non-200 answer, not the API's): `UnreachableError`.
+
+Retries are off (`Retry(0, read=False)`, requests' own default, in place of the package's three with
+backoff on 5xx): an evaluation stops asking once Prometheus is unreachable and asks again at its next
+interval, so one query costs at most `timeout_s`.
 """
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import requests
+from prometheus_api_client import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
+from requests.adapters import Retry
 
 from infra.net import wait_http_ok
 
@@ -65,29 +78,44 @@ class PrometheusAPI:
     def __init__(self, url: str, timeout_s: float = 10.0) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        self._session = requests.Session()
+        self._session.hooks["response"].append(_raise_for_status)
+        # PrometheusConnect mounts its adapter (with these retries) on our session, so reload() shares it
+        self._connect = PrometheusConnect(
+            self.url,
+            retry=Retry(0, read=False),
+            session=self._session,
+            timeout=timeout_s,  # type: ignore[arg-type]  # typed int; requests takes float seconds
+        )
+        weakref.finalize(self, self._session.close)  # pooled connections go with the client
 
     # -- queries ---------------------------------------------------------------------------------
     def instant(self, promql: str, at: float | None = None) -> list[Sample]:
         """One sample per series at unix time `at` (Prometheus' own now when None); a scalar is one sample."""
-        params = {"query": promql} | ({"time": f"{at:.3f}"} if at is not None else {})
-        data = self._query("/api/v1/query", params)
-        kind = data.get("resultType")
+        params = {"time": f"{at:.3f}"} if at is not None else {}
+        result = self._ask(promql, lambda: self._connect.custom_query(promql, params=params))
+        kind = _result_type(result)
+        if kind != "vector" and kind != "scalar":
+            raise QueryError(f"expected an instant vector from {promql!r}, got {kind}")
         # float() reads Prometheus' "NaN" and "+Inf" strings
         if kind == "scalar":
-            return [Sample({}, float(data["result"][1]))]
-        if kind != "vector":
-            raise QueryError(f"expected an instant vector from {promql!r}, got {kind}")
-        return [Sample(dict(r["metric"]), float(r["value"][1])) for r in data["result"]]
+            return [Sample({}, float(result[1]))]
+        return [Sample(dict(r["metric"]), float(r["value"][1])) for r in result]
 
     def range(self, promql: str, start: float, end: float, step_s: float) -> list[RangeSeries]:
-        data = self._query(
-            "/api/v1/query_range",
-            {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s:g}"},
+        # custom_query_range rounds start and end to whole seconds; `params`, merged last, send them as given
+        bounds = {"start": f"{start:.3f}", "end": f"{end:.3f}"}
+        result = self._ask(
+            promql,
+            lambda: self._connect.custom_query_range(
+                promql, _utc(start), _utc(end), f"{step_s:g}", params=bounds
+            ),
         )
-        if data.get("resultType") != "matrix":
-            raise QueryError(f"expected a range vector from {promql!r}, got {data.get('resultType')}")
+        kind = _result_type(result)
+        if kind != "matrix" and result != []:
+            raise QueryError(f"expected a range vector from {promql!r}, got {kind}")
         out = []
-        for r in data["result"]:
+        for r in result:
             pairs = np.array([[float(t), float(v)] for t, v in r["values"]], dtype=float).reshape(-1, 2)
             out.append(RangeSeries(dict(r["metric"]), pairs[:, 0], pairs[:, 1]))
         return out
@@ -119,39 +147,62 @@ class PrometheusAPI:
 
     def reload(self) -> None:
         """Ask the server to reread its config file (needs `--web.enable-lifecycle`)."""
-        request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
-                resp.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
+            self._session.post(f"{self.url}/-/reload", timeout=self.timeout_s)
+        except requests.HTTPError as exc:
+            detail = exc.response.text[:300]
             raise QueryError(f"Prometheus at {self.url} rejected the reload: {detail}") from exc
-        except OSError as exc:
+        except requests.RequestException as exc:
             raise UnreachableError(f"Prometheus at {self.url} unreachable: {exc}") from exc
 
     # -- transport -------------------------------------------------------------------------------
-    def _query(self, path: str, params: dict[str, str]) -> dict[str, Any]:
-        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+    def _ask(self, promql: str, call: Callable[[], Any]) -> Any:
+        """`data.result` of one PrometheusConnect query, every failure as a named error."""
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
-                body = json.load(resp)
-        except urllib.error.HTTPError as exc:
-            text = exc.read().decode(errors="replace")
-            detail = text[:300]
-            if exc.code in (400, 422) or _error_type(text) in _QUERY_ERROR_TYPES:
-                raise QueryError(f"Prometheus rejected {params['query']!r}: {detail}") from exc
-            raise UnreachableError(f"Prometheus at {self.url} answered HTTP {exc.code}: {detail}") from exc
-        except (OSError, ValueError) as exc:  # connection refused, our timeout, a body that is not JSON
+            return call()
+        except requests.HTTPError as exc:  # an answer of 4xx or 5xx (our hook), the response attached
+            response = exc.response
+            detail = response.text[:300]
+            if response.status_code in (400, 422) or _error_type(response) in _QUERY_ERROR_TYPES:
+                raise QueryError(f"Prometheus rejected {promql!r}: {detail}") from exc
+            raise UnreachableError(
+                f"Prometheus at {self.url} answered HTTP {response.status_code}: {detail}"
+            ) from exc
+        except requests.RequestException as exc:  # ConnectionError, Timeout, a body that is not JSON
             raise UnreachableError(f"Prometheus at {self.url} unreachable: {exc}") from exc
-        if not isinstance(body, dict) or body.get("status") != "success":
-            error = body.get("error", body) if isinstance(body, dict) else body
-            raise QueryError(f"Prometheus error for {params['query']!r}: {error}")
-        return dict(body["data"])
+        except (PrometheusApiClientException, LookupError, TypeError) as exc:
+            # another non-200 answer, or JSON without the API's `data.result`: not Prometheus answering
+            raise UnreachableError(f"Prometheus at {self.url} unreachable: {exc!r}") from exc
 
 
-def _error_type(body: str) -> str | None:
+def _raise_for_status(response: requests.Response, **kwargs: Any) -> None:
+    """Session hook: an answer of 4xx or 5xx raises `requests.HTTPError`, which keeps the response (the
+    package's own exception keeps only a message). The body is read here, inside the request, so a body
+    that never arrives is a `requests` error like any other."""
+    _ = response.content
+    response.raise_for_status()
+
+
+def _result_type(result: Any) -> str:
+    """Prometheus' `resultType`, which the package drops, read off `data.result`: a list of series is a
+    vector (a matrix when they carry `values`), a [time, value] pair a scalar, or a string when its value
+    is not a number. An empty result reads as a vector."""
+    if isinstance(result, list) and all(isinstance(r, dict) for r in result):
+        return "matrix" if any("values" in r for r in result) else "vector"
     try:
-        doc = json.loads(body)
+        float(result[1])
+    except (ValueError, TypeError, LookupError):
+        return "string"
+    return "scalar"
+
+
+def _utc(unix_s: float) -> datetime:
+    return datetime.fromtimestamp(unix_s, UTC)
+
+
+def _error_type(response: requests.Response) -> str | None:
+    try:
+        doc = response.json()
     except ValueError:
         return None
     return doc.get("errorType") if isinstance(doc, dict) else None
