@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 # The stamp changes whenever pyproject.toml does, so dependency edits reinstall exactly once.
 DEPS_STAMP := $(VENV)/.deps-$(shell sha1sum pyproject.toml | cut -c1-12)
 SYSTEM_STAMP := .cache/system-deps.ok
+# The sglang wheel the plugin tests read as source, fetched once by the test set-up (tests never download).
+WHEEL_STAMP := .cache/sglang-wheel/.fetched
 PROFILE ?= default
 MARK ?=
 PYTEST_ARGS ?=
@@ -12,7 +14,7 @@ PYTEST_ARGS ?=
 DEFAULT_MARK = not controllers
 ROLLOUT_ARGS ?=
 
-.PHONY: help canary rollback abort pause resume promote status test test-unit test-integration test-e2e lint setup system-deps \
+.PHONY: help canary rollback abort pause resume promote status test test-setup test-unit test-integration test-e2e lint setup system-deps \
 	bench-mm bench-plugin bench-gates bench-loadtest bench-backend bench-rollout bench-serving bench-gateway images test-images test-controllers helm-bin helm-lint helm-docs k8s-build k8s-up test-k8s \
 	ci-gate actionlint-bin controllers-bin
 
@@ -39,6 +41,12 @@ $(SYSTEM_STAMP): scripts/install-system-deps.sh
 	@mkdir -p $(dir $@) && touch $@
 
 setup: $(DEPS_STAMP) $(SYSTEM_STAMP)
+
+$(WHEEL_STAMP): $(DEPS_STAMP) sglang_plugin/manifest.py sglang_plugin/wheel.py
+	$(PY) -m sglang_plugin.wheel
+	@touch $@
+
+test-setup: setup $(WHEEL_STAMP)
 
 system-deps: $(SYSTEM_STAMP)
 
@@ -77,14 +85,15 @@ K8S_WANTED = $(if $(MARK),$(if $(findstring not k8s,$(MARK)),,$(findstring k8s,$
 # The images tier runs the toolkit image (tools/images.py: built once per content hash, then a no-op); the
 # k8s tier's real node runs its server pods on it.
 IMAGES_WANTED = $(if $(MARK),$(if $(findstring not images,$(MARK)),,$(findstring images,$(MARK))),all)
-test: setup helm-bin actionlint-bin
+test: test-setup helm-bin actionlint-bin
 	@$(if $(K8S_WANTED),bash tools/k8s/build.sh && bash tools/traefik/build.sh)
 	@$(if $(K8S_WANTED),$(MAKE) --no-print-directory controllers-bin)
 	@$(if $(IMAGES_WANTED)$(K8S_WANTED),$(PY) tools/images.py build toolkit)
 	$(PY) -m pytest -m "$(or $(MARK),$(DEFAULT_MARK))" $(PYTEST_ARGS)
 
-test-unit: MARK = not integration and not e2e and not k8s and not images
-test-unit: test
+# The fast tier: no local servers, cluster, images or built binaries (under 2 minutes warm).
+test-unit: test-setup
+	$(PY) -m pytest -m "not integration and not e2e and not k8s and not images and not binaries" $(PYTEST_ARGS)
 test-integration: MARK = integration
 test-integration: test
 test-e2e: MARK = e2e

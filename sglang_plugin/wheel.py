@@ -49,6 +49,20 @@ def ensure_wheel(cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
     return path
 
 
+def cached_wheel(cache_dir: Path = DEFAULT_CACHE_DIR) -> Path:
+    """The wheel's path when set-up fetched it (`python -m sglang_plugin.wheel`); tests never download."""
+    path = cache_dir / WHEEL_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: the test set-up fetches it once (`make test-unit` or `python -m sglang_plugin.wheel`)"
+        )
+    if sha256_of(path) != WHEEL_SHA256:
+        raise ValueError(
+            f"{path} is not the pinned sglang {SGLANG_VERSION} wheel (sha256 differs); delete it"
+        )
+    return path
+
+
 def module_path(module: str) -> str:
     return module.replace(".", "/") + ".py"
 
@@ -74,3 +88,8 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+if __name__ == "__main__":
+    ensure_wheel()
+    print(cached_wheel())

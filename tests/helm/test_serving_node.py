@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from serving_node import ARMS, serving_release
 
 from gates.config import DEFAULT_GATE_FILE, load_gate_file
 from gates.evaluate import evaluate
+from infra.prometheus_api import PrometheusAPI
 from rollout.processes import ProcessRef, terminate
 
 pytestmark = pytest.mark.k8s
@@ -36,12 +35,6 @@ def release(tmp_path_factory):
         tmp_path_factory.mktemp("serving"), NAMESPACE, "route.weights.baseline=50", "route.weights.canary=50"
     ) as running:
         yield running
-
-
-def query(prometheus_url: str, promql: str, at: float) -> list[dict]:
-    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql, "time": at})
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        return json.load(resp)["data"]["result"]
 
 
 def gate_file(directory: Path) -> Path:
@@ -67,7 +60,9 @@ def test_a_slow_canarys_pods_are_judged_from_what_the_collectors_scraped(release
     time.sleep(WINDOW_S)
     end = time.time()
     terminate(ProcessRef.from_dict(load["process"]), timeout_s=30.0)
-    records = [json.loads(line) for line in Path(load["requests_jsonl"]).read_text().splitlines() if line.strip()]
+    records = [
+        json.loads(line) for line in Path(load["requests_jsonl"]).read_text().splitlines() if line.strip()
+    ]
 
     served = {arm: sum(1 for r in records if r.get("arm") == arm and r.get("ok")) for arm in ARMS}
     assert all(n > 0.3 * RATE * WINDOW_S / 2 for n in served.values()), (served, records[-3:], release.logs())
@@ -89,16 +84,18 @@ def test_a_slow_canarys_pods_are_judged_from_what_the_collectors_scraped(release
     assert by_name["latency_e2e_p99"].raw_verdict == "fail", summary
     # CPU over the container's limit: cAdvisor's usage of the canary's pods / kube-state-metrics' limit.
     canary_pods = f'namespace="{NAMESPACE}",pod=~"{release_target(NAMESPACE).pod_regex("canary")}"'
-    used = query(
-        release.prometheus.url,
+    prometheus = PrometheusAPI(release.prometheus.url, timeout_s=30)
+    (used,) = prometheus.instant(
         f'sum(rate(container_cpu_usage_seconds_total{{{canary_pods},container="sglang"}}[{int(end - start)}s]))',
         end,
     )
-    limit = query(release.prometheus.url, f'sum(kube_pod_container_resource_limits{{{canary_pods},resource="cpu"}})', end)
-    assert float(limit[0]["value"][1]) == 1.0
+    (limit,) = prometheus.instant(
+        f'sum(kube_pod_container_resource_limits{{{canary_pods},resource="cpu"}})', end
+    )
+    assert limit.value == 1.0
     cpu = by_name["cpu_utilisation"]
     assert cpu.raw_verdict != "inconclusive" or "no data" not in cpu.reason, summary
-    assert cpu.values["canary"] == pytest.approx(float(used[0]["value"][1]), rel=0.35), (cpu.values, used)
+    assert cpu.values["canary"] == pytest.approx(used.value, rel=0.35), (cpu.values, used)
     # The working set of every arm's pods, from cAdvisor, reached the leak gate.
     memory = by_name["memory_leak"]
     assert "no data" not in memory.reason and "no series" not in memory.reason, summary

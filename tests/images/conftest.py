@@ -41,9 +41,9 @@ def toolkit(images, engine):
 def sglang_standin(images, engine):
     """A local stand-in for the user's sglang image: the Debian base, Python and the pinned sglang wheel
     (no dependencies, no GPU stack); see sglang-standin.Containerfile."""
-    from sglang_plugin.wheel import ensure_wheel
+    from sglang_plugin.wheel import cached_wheel
 
-    wheel = ensure_wheel()
+    wheel = cached_wheel()
     base = images.base_image(engine)
     spec = images.ImageSpec(
         ref=f"{TEST_REPOSITORY}/sglang-standin:0.5.23",

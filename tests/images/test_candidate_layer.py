@@ -8,7 +8,7 @@ import pytest
 from image_harness import TEST_REPOSITORY, run_container
 
 from sglang_plugin.manifest import SCHEDULER
-from sglang_plugin.wheel import ensure_wheel, module_path, read_sources
+from sglang_plugin.wheel import cached_wheel, module_path, read_sources
 
 pytestmark = pytest.mark.images
 
@@ -28,7 +28,7 @@ DIFFERENCES = (
 
 
 def changed_scheduler() -> str:
-    source = read_sources(ensure_wheel(), {SCHEDULER})[SCHEDULER]
+    source = read_sources(cached_wheel(), {SCHEDULER})[SCHEDULER]
     for old, new in CHANGES:
         assert source.count(old) == 1, old
         source = source.replace(old, new)

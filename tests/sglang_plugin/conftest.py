@@ -1,4 +1,4 @@
-"""Shared fixtures: the real sglang 0.5.23 wheel (fetched once into .cache/) and the harness sglang tree."""
+"""Shared fixtures: the real sglang 0.5.23 wheel (fetched into .cache/ by the test set-up) and the harness sglang tree."""
 
 from __future__ import annotations
 
@@ -15,10 +15,8 @@ HARNESS = Path(__file__).resolve().parent / "harness"
 
 @pytest.fixture(scope="session")
 def sglang_wheel() -> Path:
-    """The pinned wheel from PyPI, downloaded on first use (CI reaches PyPI) and checked by hash."""
-    path = wheel.ensure_wheel(REPO / wheel.DEFAULT_CACHE_DIR)
-    assert wheel.sha256_of(path) == wheel.WHEEL_SHA256, f"{path} is not the pinned sglang wheel"
-    return path
+    """The pinned wheel from PyPI, fetched by the test set-up (never here) and checked by hash."""
+    return wheel.cached_wheel(REPO / wheel.DEFAULT_CACHE_DIR)
 
 
 @pytest.fixture(scope="session")
