@@ -4,7 +4,6 @@ and one tiny real sweep (integration)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -161,4 +160,4 @@ def test_tiny_real_sweep(tmp_path: Path):
     assert set(rate["cpu_pct"]) == {"tokenizer", "0", "1"}
     assert rate["entry_rank_phases"]["mm_inputs"]["wall_pct"] > 0
     assert (out / "table.md").exists()
-    assert sys.modules.get("matplotlib") is None or (out / "p99.png").exists()
+    assert (out / "p99.png").stat().st_size > 0  # matplotlib is a dependency: the plot is always drawn
