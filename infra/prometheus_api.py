@@ -153,7 +153,7 @@ class PrometheusAPI:
             detail = exc.response.text[:300]
             raise QueryError(f"Prometheus at {self.url} rejected the reload: {detail}") from exc
         except requests.RequestException as exc:
-            raise UnreachableError(f"Prometheus at {self.url} unreachable: {exc}") from exc
+            raise UnreachableError(f"Prometheus at {self.url} unreachable: {_root_cause(exc)}") from exc
 
     # -- transport -------------------------------------------------------------------------------
     def _ask(self, promql: str, call: Callable[[], Any]) -> Any:
@@ -169,10 +169,27 @@ class PrometheusAPI:
                 f"Prometheus at {self.url} answered HTTP {response.status_code}: {detail}"
             ) from exc
         except requests.RequestException as exc:  # ConnectionError, Timeout, a body that is not JSON
-            raise UnreachableError(f"Prometheus at {self.url} unreachable: {exc}") from exc
+            raise UnreachableError(f"Prometheus at {self.url} unreachable: {_root_cause(exc)}") from exc
         except (PrometheusApiClientException, LookupError, TypeError) as exc:
             # another non-200 answer, or JSON without the API's `data.result`: not Prometheus answering
             raise UnreachableError(f"Prometheus at {self.url} unreachable: {exc!r}") from exc
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost cause of a transport failure ("[Errno 111] Connection refused", "timed out"): what a
+    record or a notice should say, not urllib3's retry wrapper spelling out the whole query URL."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = (
+            exc.__cause__
+            or exc.__context__
+            or next((a for a in exc.args if isinstance(a, BaseException)), None)
+        )
+        if inner is None:
+            break
+        exc = inner
+    return exc
 
 
 def _raise_for_status(response: requests.Response, **kwargs: Any) -> None:

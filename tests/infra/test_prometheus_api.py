@@ -37,6 +37,8 @@ def test_unreachable_url_is_an_unreachable_error_for_every_call():
         with pytest.raises(UnreachableError, match=f"Prometheus at {api.url} unreachable") as info:
             call()
         assert info.value.kind == "unreachable" and isinstance(info.value, ProviderError)
+        # the cause, not the transport's retry wrapper spelling out the query (records and notices show it)
+        assert str(info.value).endswith("Connection refused") and "/api/v1" not in str(info.value), info.value
 
 
 # -- a stand-in that answers what a real Prometheus will not ------------------------------------------
@@ -135,7 +137,7 @@ def test_a_query_timeout_on_prometheus_side_is_a_query_error(answering):
 def test_no_answer_within_the_timeout_is_unreachable(answering):
     api = answering(200, {"status": "success", "data": {"resultType": "vector", "result": []}}, delay_s=3)
     started = time.monotonic()
-    with pytest.raises(UnreachableError, match="unreachable: .*timed out"):
+    with pytest.raises(UnreachableError, match="unreachable: timed out$"):
         api.instant("up", at=END)
     assert time.monotonic() - started < 2.5
 
