@@ -1,16 +1,24 @@
 """Every Kubernetes API call the rollout makes, as a few keyword-only wrappers (the only module that
-imports the kubernetes client). Routers and state stores take an object with these functions, so their
-tests substitute this layer and never the HTTP client.
+imports the kubernetes client). Generic API access: a custom resource is named by its `CustomResource`,
+which the router that owns it defines. Routers and state stores take an object with these functions, so
+their tests substitute this layer and never the HTTP client.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
-GATEWAY_GROUP = "gateway.networking.k8s.io"
-GATEWAY_VERSION = "v1"
-HTTPROUTES = "httproutes"
+
+@dataclass(frozen=True)
+class CustomResource:
+    """A namespaced custom resource type as the API serves it; `kind` names it in messages."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
 
 
 class KubeError(RuntimeError):
@@ -19,6 +27,10 @@ class KubeError(RuntimeError):
 
 class KubeConflict(KubeError):
     """The object changed since it was read (resourceVersion mismatch)."""
+
+
+class KubeNotFound(KubeError):
+    """The object (or its type: a CRD not installed) does not exist."""
 
 
 def _client(context: str | None) -> Any:
@@ -45,40 +57,49 @@ def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     except ApiException as exc:
         if exc.status == 409:
             raise KubeConflict(f"{what}: conflict (changed since read)") from exc
+        if exc.status == 404:
+            raise KubeNotFound(f"{what}: HTTP 404 {exc.reason}: {str(exc.body)[:300]}") from exc
         raise KubeError(f"{what}: HTTP {exc.status} {exc.reason}: {str(exc.body)[:300]}") from exc
     except OSError as exc:
         raise KubeError(f"{what}: API server unreachable: {exc}") from exc
 
 
-def get_httproute(*, context: str | None, namespace: str, name: str) -> dict[str, Any]:
+def get_custom_object(
+    *, context: str | None, resource: CustomResource, namespace: str, name: str
+) -> dict[str, Any]:
     from kubernetes import client
 
     api = client.CustomObjectsApi(_client(context))
     return _call(
-        f"get HTTPRoute {namespace}/{name}",
+        f"get {resource.kind} {namespace}/{name}",
         api.get_namespaced_custom_object,
-        GATEWAY_GROUP,
-        GATEWAY_VERSION,
+        resource.group,
+        resource.version,
         namespace,
-        HTTPROUTES,
+        resource.plural,
         name,
     )
 
 
-def json_patch_httproute(
-    *, context: str | None, namespace: str, name: str, operations: list[dict[str, Any]]
+def json_patch_custom_object(
+    *,
+    context: str | None,
+    resource: CustomResource,
+    namespace: str,
+    name: str,
+    operations: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """RFC 6902 JSON patch; its `test` ops make the API server refuse it if the guarded paths changed."""
     from kubernetes import client
 
     api = client.CustomObjectsApi(_client(context))
     return _call(
-        f"patch HTTPRoute {namespace}/{name}",
+        f"patch {resource.kind} {namespace}/{name}",
         api.patch_namespaced_custom_object,
-        GATEWAY_GROUP,
-        GATEWAY_VERSION,
+        resource.group,
+        resource.version,
         namespace,
-        HTTPROUTES,
+        resource.plural,
         name,
         operations,
         _content_type="application/json-patch+json",  # the client's default for custom objects is merge-patch

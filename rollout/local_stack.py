@@ -22,7 +22,7 @@ from infra.net import free_port, wait_http_ok
 from infra.prometheus_api import PrometheusAPI
 from rollout.processes import ProcessRef, is_alive, spawn_detached, terminate
 from rollout.routers.base import Weights
-from rollout.routers.local_proxy import LocalProxyRouter, LocalProxySpec, start_local_proxy
+from rollout.routers.local import LocalProxyRouter, LocalProxySpec, start_local_proxy
 
 MODEL = "embedded-vlm"
 BASELINE_MODE = "per_request"  # upstream's opt-in per-request broadcast (sglang PR #11910)

@@ -1,8 +1,9 @@
-"""The one traffic-router interface every router implements (local proxy, Gateway API HTTPRoute)."""
+"""The one traffic-router interface every router implements, and what the registry knows of a router kind."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,3 +87,25 @@ class TrafficRouter(Protocol):
 
     def finalize(self) -> None:
         """Release what the router itself runs (the local proxy's process); traffic is not moved."""
+
+
+@dataclass(frozen=True)
+class ClusterRelease:
+    """What a cluster site tells a router about the release whose traffic it moves. `settings` are the
+    orchestrator's `ROLLOUT_*` environment variables: each router reads its own (e.g. `ROLLOUT_HTTPROUTE`)."""
+
+    namespace: str
+    context: str | None
+    fullname: str  # the chart's fullname, which names the release's objects by default
+    services: Mapping[str, str]  # arm -> the arm's Service
+    settings: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class RouterKind:
+    """A router kind as the registry (`rollout.routers.router_kind`) finds it: the module
+    `rollout/routers/<name>.py` defines `ROUTER = RouterKind("<name>", ...)`."""
+
+    name: str
+    from_description: Callable[[dict], TrafficRouter]  # rebuilds a router from its `describe()`
+    for_cluster: Callable[[ClusterRelease], TrafficRouter] | None = None  # None: it cannot route a release

@@ -1,4 +1,4 @@
-"""Gateway API HTTPRoute router: traffic weights are the `weight` of the two arms' backendRefs.
+"""Router kind `httproute`, Gateway API HTTPRoute: traffic weights are the `weight` of the two arms' backendRefs.
 
 The chart owns the route (backendRefs, the arm header filters); this router only patches weights, with
 RFC 6902 `test` operations so it never rewrites a route whose backendRefs moved under it. It verifies
@@ -12,7 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout.routers.base import ARMS, RouterUnavailable, Verification, WeightCheck, Weights
+from rollout import kube as default_kube
+from rollout.kube import CustomResource
+from rollout.routers.base import (
+    ARMS,
+    ClusterRelease,
+    RouterKind,
+    RouterUnavailable,
+    Verification,
+    WeightCheck,
+    Weights,
+)
+
+HTTPROUTE = CustomResource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 
 
 class HTTPRouteRouter:
@@ -30,11 +42,7 @@ class HTTPRouteRouter:
         missing = [arm for arm in ARMS if arm not in services]
         if missing:
             raise ValueError(f"HTTPRoute router needs a backendRef name for arm(s) {missing}")
-        if kube is None:
-            from rollout import kube as kube_module
-
-            kube = kube_module
-        self.kube = kube
+        self.kube = default_kube if kube is None else kube
         self.namespace = namespace
         self.route = route
         self.services = dict(services)
@@ -42,7 +50,7 @@ class HTTPRouteRouter:
 
     def describe(self) -> dict:
         return {
-            "kind": "httproute",
+            "kind": self.name,
             "namespace": self.namespace,
             "route": self.route,
             "services": self.services,
@@ -60,7 +68,9 @@ class HTTPRouteRouter:
 
     def _get(self) -> dict[str, Any]:
         try:
-            return self.kube.get_httproute(context=self.context, namespace=self.namespace, name=self.route)
+            return self.kube.get_custom_object(
+                context=self.context, resource=HTTPROUTE, namespace=self.namespace, name=self.route
+            )
         except Exception as exc:
             raise RouterUnavailable(f"HTTPRoute {self.namespace}/{self.route}: {exc}") from exc
 
@@ -93,8 +103,12 @@ class HTTPRouteRouter:
             operations.append({"op": "test", "path": f"{path}/name", "value": self.services[arm]})
             operations.append({"op": "add", "path": f"{path}/weight", "value": getattr(weights, arm)})
         try:
-            self.kube.json_patch_httproute(
-                context=self.context, namespace=self.namespace, name=self.route, operations=operations
+            self.kube.json_patch_custom_object(
+                context=self.context,
+                resource=HTTPROUTE,
+                namespace=self.namespace,
+                name=self.route,
+                operations=operations,
             )
         except Exception as exc:
             raise RouterUnavailable(
@@ -161,3 +175,18 @@ class HTTPRouteRouter:
         return Verification(
             WeightCheck.MATCHES, f"generation {generation} accepted by {', '.join(controllers)}"
         )
+
+
+def for_cluster(release: ClusterRelease) -> HTTPRouteRouter:
+    """The chart's route: `ROLLOUT_HTTPROUTE` (set by its orchestrator Job), else the chart's fullname."""
+    return HTTPRouteRouter(
+        namespace=release.namespace,
+        route=release.settings.get("ROLLOUT_HTTPROUTE", release.fullname),
+        services=dict(release.services),
+        context=release.context,
+    )
+
+
+ROUTER = RouterKind(
+    HTTPRouteRouter.name, from_description=HTTPRouteRouter.from_description, for_cluster=for_cluster
+)

@@ -1,6 +1,7 @@
 """The cluster site: a release of the chart (`helm/sglang-vlm-canary`) already serving both arms.
 
-Traffic moves through its Gateway API HTTPRoute, state lives in its ConfigMap (so a rollback works from
+Traffic moves through the router kind `ROLLOUT_ROUTER` names (default `httproute`: the chart's Gateway API
+HTTPRoute; any kind in `rollout/routers/` with a `for_cluster`), state lives in its ConfigMap (so a rollback works from
 anywhere), the gates read the cluster's Prometheus with the `kubernetes` query profile, and a revert
 scales the canary Deployment to zero. Inside the chart's orchestrator Job the names come from its
 environment (ROLLOUT_*); from a laptop they follow the chart's naming (`<fullname>-baseline`,
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,14 @@ from gates.config import GateConfig
 from gates.spec import traefik_backend_regex
 from rollout.gating import PrometheusGates, load_gate_config
 from rollout.report import Panel, kubernetes_panels
-from rollout.routers.base import TrafficRouter
+from rollout.routers import cluster_router_kind
+from rollout.routers.base import ClusterRelease, TrafficRouter
 from rollout.sites.base import Say, no_lock
 from rollout.state import ConfigMapStateStore, StateStore
 
 CHART_NAME = "sglang-vlm-canary"
 ARMS = ("baseline", "canary")
+DEFAULT_ROUTER = "httproute"
 
 
 def chart_fullname(release: str) -> str:
@@ -39,13 +42,14 @@ class ClusterTarget:
     namespace: str
     release: str
     context: str | None
-    route: str
     baseline_service: str
     canary_service: str
     baseline_deployment: str
     canary_deployment: str
     state_configmap: str
     prometheus_url: str | None
+    router: str = DEFAULT_ROUTER  # the router kind (`rollout/routers/<router>.py`)
+    settings: Mapping[str, str] = field(default_factory=dict)  # the ROLLOUT_* environment, for the router
 
     @classmethod
     def resolve(
@@ -55,23 +59,36 @@ class ClusterTarget:
         release: str,
         context: str | None = None,
         prometheus_url: str | None = None,
+        router: str | None = None,
         env: dict[str, str] | None = None,
     ) -> ClusterTarget:
         env = dict(os.environ if env is None else env)
         full = chart_fullname(release)
+        router = router or env.get("ROLLOUT_ROUTER") or DEFAULT_ROUTER
+        cluster_router_kind(router)  # an unknown kind is a usage error here, naming the known ones
         # Only `run` needs Prometheus (checked there): `status` and `rollback` act without it.
         prom = prometheus_url or env.get("ROLLOUT_PROMETHEUS_URL") or None
         return cls(
             namespace=namespace,
             release=release,
             context=context,
-            route=env.get("ROLLOUT_HTTPROUTE", full),
             baseline_service=env.get("ROLLOUT_BASELINE_SERVICE", f"{full}-baseline"),
             canary_service=env.get("ROLLOUT_CANARY_SERVICE", f"{full}-canary"),
             baseline_deployment=env.get("ROLLOUT_BASELINE_DEPLOYMENT", f"{full}-baseline"),
             canary_deployment=env.get("ROLLOUT_CANARY_DEPLOYMENT", f"{full}-canary"),
             state_configmap=env.get("ROLLOUT_STATE_CONFIGMAP", f"{full}-rollout-state"),
             prometheus_url=prom,
+            router=router,
+            settings={key: value for key, value in env.items() if key.startswith("ROLLOUT_")},
+        )
+
+    def release_for_router(self) -> ClusterRelease:
+        return ClusterRelease(
+            namespace=self.namespace,
+            context=self.context,
+            fullname=chart_fullname(self.release),
+            services={arm: self.service(arm) for arm in ARMS},
+            settings=self.settings,
         )
 
     def require_prometheus(self) -> str:
@@ -128,14 +145,9 @@ class ClusterSite:
         self.target = target
         self.settle_s = settle_s  # the cluster's scrape interval (15 s) lands the window's last scrape
         if router is None:
-            from rollout.routers.httproute import HTTPRouteRouter
-
-            router = HTTPRouteRouter(
-                namespace=target.namespace,
-                route=target.route,
-                services={"baseline": target.baseline_service, "canary": target.canary_service},
-                context=target.context,
-            )
+            build = cluster_router_kind(target.router).for_cluster
+            assert build is not None  # cluster_router_kind refuses a kind without one
+            router = build(target.release_for_router())
         self._router = router
 
     @property
@@ -162,11 +174,16 @@ class ClusterSite:
         """The release already serves both arms; nothing to start."""
 
     def attach(self, stack: dict[str, Any], router: dict[str, Any]) -> None:
-        """The release is found by its names; the route is the target's."""
+        """The release is found by its names; the router is the target's."""
 
     def describe(self) -> dict[str, Any]:
         t = self.target
-        return {"kind": self.kind, "namespace": t.namespace, "release": t.release, "route": t.route}
+        return {
+            "kind": self.kind,
+            "namespace": t.namespace,
+            "release": t.release,
+            "router": self.router.describe(),
+        }
 
     def arms(self) -> dict[str, str]:
         t = self.target

@@ -7,7 +7,7 @@ import pytest
 from infra.net import free_port, wait_http_ok
 from rollout.processes import terminate
 from rollout.routers.base import Weights
-from rollout.routers.local_proxy import LocalProxySpec, start_local_proxy
+from rollout.routers.local import LocalProxySpec, start_local_proxy
 
 HERE = Path(__file__).parent
 # Test helpers (stand-ins at the rollout's own interfaces) import as `rollout_fakes` under importlib mode.

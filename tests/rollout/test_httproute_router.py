@@ -47,13 +47,13 @@ class FakeKube:
         self.patches = []
         self.down = False
 
-    def get_httproute(self, *, context, namespace, name):
+    def get_custom_object(self, *, context, resource, namespace, name):
         if self.down:
             raise OSError("connection refused")
-        assert (namespace, name) == ("ml", "demo")
+        assert (resource.kind, resource.plural, namespace, name) == ("HTTPRoute", "httproutes", "ml", "demo")
         return copy.deepcopy(self.obj)
 
-    def json_patch_httproute(self, *, context, namespace, name, operations):
+    def json_patch_custom_object(self, *, context, resource, namespace, name, operations):
         self.patches.append(operations)
         new = copy.deepcopy(self.obj)
         for op in operations:
@@ -114,9 +114,9 @@ def test_a_route_whose_backend_refs_moved_is_not_rewritten():
     def moved_patch(**kwargs):
         # Someone reordered the backendRefs between our read and our patch: the `test` ops fail.
         kube.obj["spec"]["rules"][0]["backendRefs"].reverse()
-        return FakeKube.json_patch_httproute(kube, **kwargs)
+        return FakeKube.json_patch_custom_object(kube, **kwargs)
 
-    kube.json_patch_httproute = moved_patch
+    kube.json_patch_custom_object = moved_patch
     with pytest.raises(RouterUnavailable, match="weights not set"):
         router.set_weights(Weights(50, 50))
     assert sorted(r["weight"] for r in kube.obj["spec"]["rules"][0]["backendRefs"]) == sorted(

@@ -43,12 +43,15 @@ def api(monkeypatch):
 
 
 ROUTE = "/apis/gateway.networking.k8s.io/v1/namespaces/ml/httproutes/demo"
+HTTPROUTE = kube.CustomResource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
 
 
-def test_httproute_weights_go_as_a_json_patch(api):
+def test_custom_object_weights_go_as_a_json_patch(api):
     requests, _ = api
     ops = [{"op": "test", "path": "/spec/rules/0/backendRefs/0/name", "value": "b"}]
-    kube.json_patch_httproute(context=None, namespace="ml", name="demo", operations=ops)
+    kube.json_patch_custom_object(
+        context=None, resource=HTTPROUTE, namespace="ml", name="demo", operations=ops
+    )
     method, path, content_type, body = requests[-1]
     assert (method, path, content_type) == ("PATCH", ROUTE, "application/json-patch+json")
     assert json.loads(body) == ops
@@ -87,5 +90,5 @@ def test_configmap_update_carries_the_resource_version_and_a_409_is_a_conflict(a
 def test_api_errors_name_the_object(api):
     _, answers = api
     answers[("GET", ROUTE)] = (404, {"kind": "Status", "reason": "NotFound"})
-    with pytest.raises(kube.KubeError, match="get HTTPRoute ml/demo: HTTP 404"):
-        kube.get_httproute(context=None, namespace="ml", name="demo")
+    with pytest.raises(kube.KubeNotFound, match="get HTTPRoute ml/demo: HTTP 404"):
+        kube.get_custom_object(context=None, resource=HTTPROUTE, namespace="ml", name="demo")

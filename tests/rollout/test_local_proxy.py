@@ -13,7 +13,7 @@ import pytest
 from infra.net import free_port
 from rollout.processes import is_alive, terminate
 from rollout.routers.base import RouterUnavailable, WeightCheck, Weights
-from rollout.routers.local_proxy import LocalProxyRouter, LocalProxySpec, start_local_proxy
+from rollout.routers.local import LocalProxyRouter, LocalProxySpec, start_local_proxy
 
 pytestmark = pytest.mark.integration
 

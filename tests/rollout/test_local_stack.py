@@ -56,7 +56,7 @@ def test_rollback_after_a_finished_run_with_its_stack_stopped_only_records_the_r
 
     from rollout.controller import new_state
     from rollout.plan import Phase, get_profile
-    from rollout.routers.local_proxy import LocalProxyRouter
+    from rollout.routers.local import LocalProxyRouter
     from rollout.run import rollback
     from rollout.sites.local import LocalSite
     from rollout.state import FileStateStore

@@ -1,4 +1,4 @@
-"""The local router: a client of the weighted reverse proxy's loopback admin endpoint, and its process.
+"""Router kind `local`: a client of the weighted reverse proxy's loopback admin endpoint, and its process.
 
 The proxy runs detached from the orchestrator so traffic keeps flowing if the orchestrator dies; rollback
 can also start a fresh proxy at 100% baseline on the recorded ports when the old one is gone.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from infra.net import wait_http_ok
 from rollout.processes import ProcessRef, is_alive, spawn_detached, terminate
-from rollout.routers.base import RouterUnavailable, Verification, WeightCheck, Weights
+from rollout.routers.base import RouterKind, RouterUnavailable, Verification, WeightCheck, Weights
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class LocalProxyRouter:
 
     def describe(self) -> dict:
         return {
-            "kind": "local",
+            "kind": self.name,
             "admin_url": self.admin_url,
             "spec": None if self.spec is None else self.spec.as_dict(),
             "process": None if self.process is None else self.process.as_dict(),
@@ -164,3 +164,6 @@ class LocalProxyRouter:
         if actual != expected:
             return Verification(WeightCheck.DIFFERS, f"the proxy routes {actual.as_dict()}")
         return Verification(WeightCheck.MATCHES)
+
+
+ROUTER = RouterKind(LocalProxyRouter.name, from_description=LocalProxyRouter.from_description)
