@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from infra.cli import UsageErrorParser
+from rollout.events import Decision
 from rollout.hooks import load_hooks, load_notifications
 from rollout.local_stack import BASELINE_MODE, ArmSpec, canary_default_mode
-from rollout.plan import MAX_BAKE_FACTOR, PROFILES, Profile, StepEvidence, get_profile
+from rollout.plan import MAX_BAKE_FACTOR, PROFILES, Phase, Profile, StepEvidence, get_profile
 from rollout.sites.base import Site
 from rollout.state import RolloutState
 
 ARMS = ("baseline", "canary")
-EXIT = {"promoted": 0, "reverted": 1, "aborted": 2}
+EXIT = {Phase.PROMOTED: 0, Phase.REVERTED: 1, Phase.ABORTED: 2}
 DEFAULT_STATE_DIR = Path(".cache/rollout")
 DEFAULT_REPORTS_DIR = Path("reports")
 # Options that describe locally started arms; a cluster's arms are its release's Deployments.
@@ -357,7 +358,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         offered_rps=args.rate,
     )
     state = run(site, plan, say=say)
-    return EXIT.get(state.outcome or "", 2)
+    return 2 if state.outcome is None else EXIT[state.outcome]
 
 
 def _is_local(args: argparse.Namespace) -> bool:
@@ -491,8 +492,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         last = state.evaluations[-1]
         print(f"  last evaluation at {last.canary_weight}%: {last.verdict} {last_verdicts(state)}")
     for event in state.events:
-        if event["kind"] in ("rollback", "pause", "resume", "promote"):
-            print(f"  {event['kind']} by {event['who']}: {event['reason']}")
+        if isinstance(event, Decision):
+            print(f"  {event.KIND} by {event.who}: {event.reason}")
     return 0
 
 

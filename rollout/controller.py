@@ -17,8 +17,19 @@ from typing import Any
 
 from gates.evaluate import describe_wait
 from gates.record import Evaluation, Verdict
+from rollout.events import (
+    HookRun,
+    HooksDone,
+    Pause,
+    Promotion,
+    Resume,
+    Rollback,
+    StepPassed,
+    StepStarted,
+    WeightsSet,
+)
 from rollout.gating import GateEvaluator
-from rollout.hooks import Hook, run_hooks
+from rollout.hooks import Hook, HookResult, run_hooks
 from rollout.notify import Notifier, announce, took_over
 from rollout.plan import Phase, Profile, max_bake
 from rollout.routers.base import RouterUnavailable, TrafficRouter, Verification, WeightCheck, Weights
@@ -79,31 +90,25 @@ def rollback_locked(
     Idempotent: a second call finds the router already at 100/0, records the request, runs no hooks.
     Raises RouterUnavailable (after nothing was recorded as done) when traffic could not be restored.
     """
-    before: dict[str, int] | str
+    before: Weights | str
     try:
-        before = router.get_weights().as_dict()
+        before = router.get_weights()
     except RouterUnavailable as exc:
         before = f"unknown ({exc})"
     check = move_traffic(router, BASELINE_ONLY, "rollback")
     if state is None:
         return None
-    changed = before != BASELINE_ONLY.as_dict() or not state.phase.terminal
+    changed = before != BASELINE_ONLY or not state.phase.terminal
     state = replace(state, router=router.describe()).with_event(
-        now,
-        "rollback",
-        who=who,
-        reason=reason,
-        weights_before=before,
-        verified=check.as_text(),
-        changed=changed,
+        Rollback(
+            now, who=who, reason=reason, weights_before=before, verified=check.as_text(), changed=changed
+        )
     )
     if not state.phase.terminal:
-        state = replace(
-            state, phase=outcome, outcome=outcome.value, reason=reason, decided_by=who, finished_at=now
-        )
+        state = replace(state, phase=outcome, reason=reason, decided_by=who, finished_at=now)
     if changed:
-        for result in run_hooks(hooks, "rollback", _hook_context(state, reason=reason, **(context or {}))):
-            state = state.with_event(now, "hook", step=state.step_index, **result.as_dict())
+        results = run_hooks(hooks, "rollback", _hook_context(state, reason=reason, **(context or {})))
+        state = _with_hooks(state, results, now)
     return state
 
 
@@ -119,7 +124,7 @@ def pause_locked(state: RolloutState | None, *, who: str, reason: str, now: floa
     """Hold at the current weights: the orchestrator keeps evaluating and recording (a failing gate still
     reverts) but neither promotes a step nor counts inconclusive evaluations. Idempotent."""
     state = unfinished(state, "pause")
-    event = state.with_event(now, "pause", who=who, reason=reason, changed=state.paused is None)
+    event = state.with_event(Pause(now, who=who, reason=reason, changed=state.paused is None))
     if state.paused is not None:
         return event
     return replace(event, paused={"who": who, "reason": reason, "at": now})
@@ -129,7 +134,7 @@ def resume_locked(state: RolloutState | None, *, who: str, reason: str, now: flo
     """Let a paused rollout go on from its step (the bake counts from the step's start). Idempotent."""
     state = unfinished(state, "resume")
     return replace(state, paused=None).with_event(
-        now, "resume", who=who, reason=reason, changed=state.paused is not None
+        Resume(now, who=who, reason=reason, changed=state.paused is not None)
     )
 
 
@@ -171,24 +176,17 @@ def promote_locked(
     if failing:
         decided += f" (forced past failing gate(s) {', '.join(failing)})"
     state = replace(state, router=router.describe(), paused=None).with_event(
-        now, "promote", who=who, reason=reason, forced=list(failing), verified=check.as_text()
+        Promotion(now, who=who, reason=reason, forced=failing, verified=check.as_text())
     )
-    for result in run_hooks(hooks, "promotion", _hook_context(state, reason=reason, **(context or {}))):
-        state = state.with_event(now, "hook", step=state.step_index, **result.as_dict())
-    return replace(
-        state,
-        phase=Phase.PROMOTED,
-        outcome=Phase.PROMOTED.value,
-        reason=decided,
-        decided_by=who,
-        finished_at=now,
-    )
+    results = run_hooks(hooks, "promotion", _hook_context(state, reason=reason, **(context or {})))
+    state = _with_hooks(state, results, now)
+    return replace(state, phase=Phase.PROMOTED, reason=decided, decided_by=who, finished_at=now)
 
 
 def baking_since(state: RolloutState) -> float:
     """When the current step's wait for a decision began: its start, or the latest resume since then."""
     assert state.step_started_at is not None
-    resumed = [e["at"] for e in state.events if e["kind"] == "resume" and e["at"] >= state.step_started_at]
+    resumed = [e.at for e in state.events if isinstance(e, Resume) and e.at >= state.step_started_at]
     return max([state.step_started_at, *resumed])
 
 
@@ -196,6 +194,15 @@ def wait_text(result: Evaluation) -> str:
     """The longest wait the undecided gates estimate for themselves, as a clause ('' when unknown)."""
     waits = [g.more_s for g in result.gates if g.more_s is not None and not g.dry_run]
     return f"; the gates estimate {describe_wait(max(waits))}" if waits else ""
+
+
+def _with_hooks(state: RolloutState, results: list[HookResult], now: float) -> RolloutState:
+    """The hooks' results recorded, at the current step."""
+    for r in results:
+        state = state.with_event(
+            HookRun(now, step=state.step_index, hook=r.kind, target=r.target, ok=r.ok, detail=r.detail)
+        )
+    return state
 
 
 def _hook_context(state: RolloutState, **extra: Any) -> dict[str, Any]:
@@ -391,7 +398,7 @@ class RolloutController:
         """Make the world match the intent: pre-step hooks done, router at this step's weights. Returns
         what the router says is in effect (a gateway controller applies a patch a moment later)."""
         pending = not any(
-            e["kind"] == "hook-done" and e.get("hook") == "pre-step" and e.get("step") == state.step_index
+            isinstance(e, HooksDone) and e.hook == "pre-step" and e.step == state.step_index
             for e in state.events
         )
         if pending:
@@ -407,13 +414,14 @@ class RolloutController:
                 self.router, want, f"step {state.step_index + 1}", timeout_s=self.in_effect_timeout_s
             )
             state = replace(state, router=self.router.describe()).with_event(
-                now,
-                "weights",
-                step=state.step_index,
-                weights=want.as_dict(),
-                after_check=before.check.value,
-                reason=before.reason,
-                verified=check.as_text(),
+                WeightsSet(
+                    now,
+                    step=state.step_index,
+                    weights=want,
+                    after_check=before.check,
+                    reason=before.reason,
+                    verified=check.as_text(),
+                )
             )
         elif check.check is WeightCheck.DIFFERS:
             # Configured but not in effect yet (or refused): say so; the evaluation holds.
@@ -439,7 +447,7 @@ class RolloutController:
             inconclusive_count=0,
             gate_streaks={},  # hysteresis counts failures within one step
         )
-        state = state.with_event(now, "step-started", step=index, canary_weight=state.steps[index])
+        state = state.with_event(StepStarted(now, step=index, canary_weight=state.steps[index]))
         self.store.save(state)  # intent first: a crash from here on resumes into this step
         state, _ = self._converge(state, now)
         if not state.phase.terminal:
@@ -450,9 +458,7 @@ class RolloutController:
 
     def _run_step_hooks(self, state: RolloutState, kind: str, now: float) -> RolloutState:
         results = run_hooks(self.hooks, kind, _hook_context(state, **self.hook_context))
-        for result in results:
-            state = state.with_event(now, "hook", step=state.step_index, **result.as_dict())
-        state = state.with_event(now, "hook-done", hook=kind, step=state.step_index)
+        state = _with_hooks(state, results, now).with_event(HooksDone(now, hook=kind, step=state.step_index))
         failed = [r for r in results if not r.ok]
         if failed:
             return self._revert(state, f"{kind} hook {failed[0].target} failed: {failed[0].detail}", now)
@@ -463,21 +469,14 @@ class RolloutController:
         if state.phase.terminal:
             return state
         weight = state.current_canary_weight
-        state = state.with_event(now, "step-passed", step=state.step_index, canary_weight=weight)
+        state = state.with_event(StepPassed(now, step=state.step_index, canary_weight=weight))
         if state.step_index + 1 < len(state.steps):
             return self._enter_step(state, state.step_index + 1, now)
         state = self._run_step_hooks(state, "promotion", now)
         if state.phase.terminal:
             return state
         reason = f"all {len(state.steps)} steps passed"
-        state = replace(
-            state,
-            phase=Phase.PROMOTED,
-            outcome="promoted",
-            reason=reason,
-            decided_by="rollout",
-            finished_at=now,
-        )
+        state = replace(state, phase=Phase.PROMOTED, reason=reason, decided_by="rollout", finished_at=now)
         self.progress(state, f"promoted: {reason}")
         return state
 

@@ -70,9 +70,6 @@ class HookResult:
     ok: bool
     detail: str
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"hook": self.kind, "target": self.target, "ok": self.ok, "detail": self.detail}
-
 
 SECTIONS = ("hooks", "notifications")
 

@@ -33,6 +33,17 @@ from urllib.parse import urlsplit
 
 from gates.record import Verdict
 from gates.report import GateRow
+from rollout.events import (
+    Event,
+    Notification,
+    Pause,
+    Promotion,
+    Resume,
+    Rollback,
+    StepPassed,
+    StepStarted,
+    Takeover,
+)
 from rollout.plan import Phase, max_bake
 from rollout.routers.base import Weights
 from rollout.state import EvaluationEntry, Holder, RolloutState, StateConflict, StateStore
@@ -256,8 +267,8 @@ def notices_between(before: RolloutState, after: RolloutState) -> list[Notice]:
     notices = []
     step = 0  # the step each event happened at: the latest step started before it
     for i, event in enumerate(after.events):
-        if event["kind"] == "step-started":
-            step = int(event["step"])
+        if isinstance(event, StepStarted):
+            step = event.step
         if i >= len(before.events) and (notice := _from_event(after, event, step)) is not None:
             notices.append(notice)
     if after.phase is Phase.PROMOTED and before.phase is not Phase.PROMOTED:
@@ -274,7 +285,7 @@ def notices_between(before: RolloutState, after: RolloutState) -> list[Notice]:
                 evaluation=latest,
                 phase=after.phase.value,
                 # By hand past failing gates (`promote --force`): which ones.
-                failing_gates=tuple(after.last_event("promote").get("forced", ())),
+                failing_gates=forced.forced if (forced := after.last_event(Promotion)) else (),
             )
         )
     held = _held_inconclusive(before, after)
@@ -295,17 +306,18 @@ def _notice(state: RolloutState, event: str, step: int, weights: Weights, **fiel
     return Notice(event=event, run_id=state.run_id, step=step, steps=state.steps, weights=weights, **fields)
 
 
-def _from_event(state: RolloutState, e: dict[str, Any], step: int) -> Notice | None:
-    kind, at = e["kind"], float(e["at"])
-    if kind in ("step-started", "step-passed"):
-        latest = _latest_at(state, step) if kind == "step-passed" else None
+def _from_event(state: RolloutState, event: Event, step: int) -> Notice | None:
+    at = event.at
+    if isinstance(event, StepStarted | StepPassed):
+        passed = isinstance(event, StepPassed)
+        latest = _latest_at(state, step) if passed else None
         return _notice(
             state,
-            kind,
+            "step-passed" if passed else "step-started",
             step,
-            Weights.for_canary(int(e["canary_weight"])),
+            Weights.for_canary(event.canary_weight),
             reason=(
-                latest.evaluation.reason if latest else f"{e['canary_weight']}% of traffic to the canary"
+                latest.evaluation.reason if latest else f"{event.canary_weight}% of traffic to the canary"
             ),
             who="rollout",
             at=at,
@@ -313,48 +325,55 @@ def _from_event(state: RolloutState, e: dict[str, Any], step: int) -> Notice | N
         )
     here = Weights.for_canary(state.steps[step])
     latest = _latest_at(state, step, until=at)
-    if kind in ("pause", "resume") and e.get("changed", True):
-        event = "paused" if kind == "pause" else "resumed"
+    if isinstance(event, Pause | Resume) and event.changed:
         return _notice(
             state,
-            event,
+            "paused" if isinstance(event, Pause) else "resumed",
             step,
             here,
-            reason=str(e.get("reason", "")),
-            who=str(e.get("who")),
+            reason=event.reason,
+            who=event.who,
             at=at,
             evaluation=latest,
         )
-    if kind == "rollback" and e.get("changed", True):
-        reverted = e.get("who") == "rollout" and state.phase is Phase.REVERTED
+    if isinstance(event, Rollback) and event.changed:
+        reverted = event.who == "rollout" and state.phase is Phase.REVERTED
         failing = latest.evaluation.gates_with(Verdict.FAIL) if latest is not None else ()
+        before = event.weights_before
         return _notice(
             state,
             "reverted" if reverted else "rolled-back",
             step,
             BASELINE_ONLY,
-            reason=str(e.get("reason", "")),
-            who=str(e.get("who")),
+            reason=event.reason,
+            who=event.who,
             at=at,
             failing_gates=failing,
             evaluation=latest,
             phase=state.phase.value,
-            detail={"weights_before": e.get("weights_before"), "verified": e.get("verified")},
+            detail={
+                "weights_before": before.as_dict() if isinstance(before, Weights) else before,
+                "verified": event.verified,
+            },
         )
-    if kind == "takeover":
-        previous, holder = e.get("previous", "the previous orchestrator"), str(e.get("holder"))
+    if isinstance(event, Takeover):
         reason = (
-            f"{previous} stopped renewing its lease (last heartbeat {float(e.get('heartbeat_age_s', 0)):.0f}s "
-            f"ago, lease {float(e.get('lease_s', 0)):.0f}s); {holder} steers the rollout now"
+            f"{event.previous} stopped renewing its lease (last heartbeat {event.heartbeat_age_s:.0f}s "
+            f"ago, lease {event.lease_s:.0f}s); {event.holder} steers the rollout now"
         )
-        detail = {k: e[k] for k in ("previous", "heartbeat_age_s", "lease_s", "holder") if k in e}
+        detail = {
+            "previous": event.previous,
+            "heartbeat_age_s": event.heartbeat_age_s,
+            "lease_s": event.lease_s,
+            "holder": event.holder,
+        }
         return _notice(
             state,
             "orchestrator-lost",
             step,
             here,
             reason=reason,
-            who=holder,
+            who=event.holder,
             at=at,
             evaluation=latest,
             detail=detail,
@@ -398,12 +417,13 @@ def took_over(state: RolloutState, *, previous: Holder, holder: Holder, now: flo
     """Record that `holder` takes the rollout over from `previous`, whose heartbeat lapsed (the event the
     orchestrator-lost notice is made of)."""
     return state.with_event(
-        now,
-        "takeover",
-        previous=previous.describe(),
-        heartbeat_age_s=round(previous.age(now), 1),
-        lease_s=previous.lease_s,
-        holder=holder.describe(),
+        Takeover(
+            now,
+            previous=previous.describe(),
+            heartbeat_age_s=round(previous.age(now), 1),
+            lease_s=previous.lease_s,
+            holder=holder.describe(),
+        )
     )
 
 
@@ -522,17 +542,19 @@ class Delivery:
     detail: str
     elapsed_s: float
 
-    def as_event(self) -> dict[str, Any]:
-        return {
-            "event": self.event,
-            "target": self.target,
-            "type": self.type,
-            "step": self.step,
-            "ok": self.ok,
-            "attempts": self.attempts,
-            "detail": self.detail,
-            "elapsed_s": round(self.elapsed_s, 3),
-        }
+    def as_event(self, at: float) -> Notification:
+        """The delivery as the state records it."""
+        return Notification(
+            at,
+            event=self.event,
+            target=self.target,
+            type=self.type,
+            step=self.step,
+            ok=self.ok,
+            attempts=self.attempts,
+            detail=self.detail,
+            elapsed_s=round(self.elapsed_s, 3),
+        )
 
 
 def _scrub(text: str, url: str) -> str:
@@ -700,7 +722,7 @@ def _record(
             if current is None or current.run_id != fallback.run_id:
                 return fallback
             for d in deliveries:
-                current = current.with_event(now, "notify", **d.as_event())
+                current = current.with_event(d.as_event(now))
             try:
                 store.save(current)
                 return current

@@ -20,6 +20,8 @@ from typing import Any
 from gates.record import Verdict
 from gates.report import arm_counts, gate_table
 from infra.prometheus_api import PrometheusAPI, ProviderError
+from rollout.events import HookRun, Rollback, StepPassed, StepStarted
+from rollout.plan import Phase
 from rollout.state import EvaluationEntry, RolloutState
 
 SCHEMA = "rollout-decision/v1"
@@ -152,32 +154,37 @@ class StepSpan:
 
 
 def step_spans(state: RolloutState) -> list[StepSpan]:
-    starts = [e for e in state.events if e["kind"] == "step-started"]
+    starts = [e for e in state.events if isinstance(e, StepStarted)]
     spans = []
     end_of_run = state.finished_at or time.time()
     for i, event in enumerate(starts):
-        ended = starts[i + 1]["at"] if i + 1 < len(starts) else end_of_run
-        index = event["step"]
-        passed = any(e["kind"] == "step-passed" and e["step"] == index for e in state.events)
+        ended = starts[i + 1].at if i + 1 < len(starts) else end_of_run
+        index = event.step
+        passed = any(isinstance(e, StepPassed) and e.step == index for e in state.events)
         if passed:
             result = "passed"
         elif state.phase.terminal:
-            result = state.outcome or state.phase.value
+            result = state.phase.value
         else:
             result = "in progress"
         spans.append(
             StepSpan(
                 index=index,
-                canary_weight=event["canary_weight"],
-                started_at=event["at"],
+                canary_weight=event.canary_weight,
+                started_at=event.at,
                 ended_at=ended,
                 result=result,
                 evaluations=tuple(
-                    e for e in state.evaluations if e.step == index and event["at"] <= e.at <= ended
+                    e for e in state.evaluations if e.step == index and event.at <= e.at <= ended
                 ),
             )
         )
     return spans
+
+
+def outcome_text(state: RolloutState) -> str:
+    """promoted, reverted, aborted, or `in progress`."""
+    return "in progress" if state.outcome is None else state.outcome.value
 
 
 def _sample_text(entry: EvaluationEntry) -> str:
@@ -187,7 +194,7 @@ def _sample_text(entry: EvaluationEntry) -> str:
 
 def failed_gates(state: RolloutState) -> list[str]:
     """The gates that failed the evaluation a revert rested on (none unless the run was reverted)."""
-    if state.outcome != "reverted" or not state.evaluations:
+    if state.outcome is not Phase.REVERTED or not state.evaluations:
         return []
     return list(state.evaluations[-1].evaluation.gates_with(Verdict.FAIL))
 
@@ -197,7 +204,7 @@ def decision_record(state: RolloutState, loadtest_summary: dict[str, Any] | None
     return {
         "schema": SCHEMA,
         "run_id": state.run_id,
-        "outcome": state.outcome or "in progress",
+        "outcome": outcome_text(state),
         "reason": state.reason,
         "decided_by": state.decided_by,
         "failed_gates": failed_gates(state),
@@ -209,9 +216,9 @@ def decision_record(state: RolloutState, loadtest_summary: dict[str, Any] | None
         "steps": [span.to_dict() for span in step_spans(state)],
         # the oldest evaluations of steps held longer than the state keeps (rollout/state.py KEPT_PER_STEP)
         "evaluations_dropped": state.evaluations_dropped,
-        "rollbacks": [e for e in state.events if e["kind"] == "rollback"],
-        "hooks": [e for e in state.events if e["kind"] == "hook"],
-        "events": list(state.events),
+        "rollbacks": [e.to_dict() for e in state.events if isinstance(e, Rollback)],
+        "hooks": [e.to_dict() for e in state.events if isinstance(e, HookRun)],
+        "events": [e.to_dict() for e in state.events],
         "loadtest_summary": loadtest_summary,
     }
 
@@ -225,7 +232,7 @@ def summary_markdown(state: RolloutState, loadtest_summary: dict[str, Any] | Non
     profile = state.profile
     duration = None if state.finished_at is None else round(state.finished_at - state.started_at, 1)
     lines = [
-        f"# Rollout {state.run_id}: **{state.outcome or 'in progress'}**",
+        f"# Rollout {state.run_id}: **{outcome_text(state)}**",
         "",
         f"- Reason: {state.reason}",
         f"- Decided by: {state.decided_by}",
@@ -267,8 +274,8 @@ def summary_markdown(state: RolloutState, loadtest_summary: dict[str, Any] | Non
             "",
             *gate_table(last.evaluation.gates),
         ]
-    for rollback in (e for e in state.events if e["kind"] == "rollback"):
-        lines.append(f"- rollback {_fmt_time(rollback['at'], t0)} by {rollback['who']}: {rollback['reason']}")
+    for rollback in (e for e in state.events if isinstance(e, Rollback)):
+        lines.append(f"- rollback {_fmt_time(rollback.at, t0)} by {rollback.who}: {rollback.reason}")
     lines += loadtest_table(loadtest_summary, "## Client-side load (Locust)")
     return "\n".join(lines) + "\n"
 
@@ -310,7 +317,7 @@ class RunOutline:
     def of(cls, state: RolloutState) -> RunOutline:
         return cls(
             run_id=state.run_id,
-            outcome=state.outcome or "in progress",
+            outcome=outcome_text(state),
             reason=str(state.reason),
             started_at=state.started_at,
             finished_at=state.finished_at,

@@ -34,6 +34,7 @@ from rollout.controller import (
     rollback_locked,
     unfinished,
 )
+from rollout.events import Promotion, Rollback
 from rollout.hooks import Hook, parse_hooks
 from rollout.notify import Notifier, NotifyTarget, announce, took_over
 from rollout.plan import Phase, Profile
@@ -261,7 +262,7 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
             raise
         state = controller.release() or state
         run_dir = _finish(site, state, plan.reports_dir, config, say)
-        say(f"{state.outcome}: {state.reason}")
+        say(f"{state.phase.value}: {state.reason}")
         say(f"report: {run_dir}/report.html")
         return state
 
@@ -279,7 +280,7 @@ def _save_or_refuse(store: StateStore, state: RolloutState) -> None:
 def _finish(site: Site, state: RolloutState, reports_dir: Path, config: GateConfig, say: Say) -> Path:
     """Stop the load (so its summary is written), retire a reverted canary, report, take the site down."""
     summary = site.stop_load(say)
-    if state.outcome in (Phase.REVERTED.value, Phase.ABORTED.value):
+    if state.outcome in (Phase.REVERTED, Phase.ABORTED):
         site.retire_canary(say)
     run_dir = _report(site, state, reports_dir, config, summary)
     site.teardown(say)
@@ -309,13 +310,14 @@ def rollback(site: Site, *, reports_dir: Path, who: str, reason: str, say: Say =
             # A finished run whose stack was stopped: no traffic to move, and restarting its router
             # in front of stopped arms would serve nothing. Record the request only.
             return state.with_event(
-                now,
-                "rollback",
-                who=who,
-                reason=reason,
-                weights_before=STACK_STOPPED,
-                verified="unknown",
-                changed=False,
+                Rollback(
+                    now,
+                    who=who,
+                    reason=reason,
+                    weights_before=STACK_STOPPED,
+                    verified="unknown",
+                    changed=False,
+                )
             )
         rolled = rollback_locked(
             state,
@@ -331,12 +333,13 @@ def rollback(site: Site, *, reports_dir: Path, who: str, reason: str, say: Say =
         return rolled
 
     state = _apply(site, "roll back", change)
-    done = state.last_event("rollback")  # rollback hooks record their own events after it
-    if done.get("weights_before") == STACK_STOPPED:
+    done = state.last_event(Rollback)  # rollback hooks record their own events after it
+    assert done is not None
+    if done.weights_before == STACK_STOPPED:
         say(f"rollout {state.run_id} is {state.phase.value} and its local stack is stopped: nothing to move")
         return state
-    say(f"traffic: 100% baseline (router {site.router.name}, verified: {done.get('verified')})")
-    _finish_unattended(site, state, reports_dir, say, report=bool(done.get("changed")))
+    say(f"traffic: 100% baseline (router {site.router.name}, verified: {done.verified})")
+    _finish_unattended(site, state, reports_dir, say, report=done.changed)
     return state
 
 
@@ -348,7 +351,7 @@ def _finish_unattended(site: Site, state: RolloutState, reports_dir: Path, say: 
     if not site.orchestrator_gone():
         return  # the orchestrator sees the decision at its next interval and finishes the run itself
     summary = site.stop_load(say)
-    if state.outcome in (Phase.REVERTED.value, Phase.ABORTED.value):
+    if state.outcome in (Phase.REVERTED, Phase.ABORTED):
         site.retire_canary(say)
     if site.drives_load and (report or not (reports_dir / state.run_id / "decision.json").exists()):
         run_dir = _report(site, state, reports_dir, site.gate_config(None, None), summary)
@@ -429,9 +432,9 @@ def promote(
         )
 
     state = _apply(site, "promote", change)
-    say(
-        f"traffic: 100% canary (router {site.router.name}, verified: {state.last_event('promote').get('verified')})"
-    )
+    done = state.last_event(Promotion)
+    assert done is not None
+    say(f"traffic: 100% canary (router {site.router.name}, verified: {done.verified})")
     say(f"rollout {state.run_id}: {state.reason}")
     _finish_unattended(site, state, reports_dir, say, report=True)
     return state

@@ -16,10 +16,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from gates.record import Evaluation, Verdict
+from rollout.events import Event
 from rollout.plan import Phase
+
+E = TypeVar("E", bound=Event)
 
 
 @dataclass(frozen=True)
@@ -158,19 +161,23 @@ class RolloutState:
     step_started_at: float | None = None
     inconclusive_count: int = 0
     finished_at: float | None = None
-    outcome: str | None = None  # promoted | reverted | aborted once terminal
     reason: str | None = None
     decided_by: str | None = None
     stack: dict[str, Any] = field(default_factory=dict)  # local processes and URLs, or cluster coordinates
     evaluations: tuple[EvaluationEntry, ...] = ()  # every gate evaluation, with step and window
     gate_streaks: dict[str, int] = field(default_factory=dict)  # failing evaluations in a row, this step
-    events: tuple[dict[str, Any], ...] = ()  # weight changes, hooks, promotions, rollbacks (who and why)
+    events: tuple[Event, ...] = ()  # weight changes, hooks, promotions, rollbacks (who and why), ...
     hooks: tuple[dict[str, Any], ...] = ()  # the run's hooks, so a later `rollout rollback` runs them too
     holder: Holder | None = None  # the orchestrator steering it now (None: nobody; released at the end)
     paused: dict[str, Any] | None = None  # {who, reason, at} while held by hand (`rollout pause`)
     # The run's notification targets (env var or file names, never URLs), so a later command notifies too.
     notifications: tuple[dict[str, Any], ...] = ()
     evaluations_dropped: int = 0  # the oldest evaluations of steps held past KEPT_PER_STEP, no longer kept
+
+    @property
+    def outcome(self) -> Phase | None:
+        """How the rollout ended (promoted, reverted, aborted): its phase once terminal, None before."""
+        return self.phase if self.phase.terminal else None
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -194,36 +201,41 @@ class RolloutState:
             self, evaluations=(*kept, entry), evaluations_dropped=self.evaluations_dropped + len(drop)
         )
 
-    def with_event(self, at: float, kind: str, **detail: Any) -> RolloutState:
-        return replace(self, events=(*self.events, {"at": at, "kind": kind, **detail}))
+    def with_event(self, event: Event) -> RolloutState:
+        return replace(self, events=(*self.events, event))
 
-    def last_event(self, kind: str) -> dict[str, Any]:
-        """The latest event of this kind ({} when none)."""
-        return next((e for e in reversed(self.events) if e["kind"] == kind), {})
+    def last_event(self, kind: type[E]) -> E | None:
+        """The latest event of this type (None when none)."""
+        return next((e for e in reversed(self.events) if isinstance(e, kind)), None)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(replace(self, evaluations=(), holder=None))
+        data = asdict(replace(self, evaluations=(), events=(), holder=None))
         data["holder"] = None if self.holder is None else self.holder.to_dict()
         data["phase"] = self.phase.value
         data["evaluations"] = [e.to_dict() for e in self.evaluations]
-        data["events"] = list(self.events)
+        data["events"] = [e.to_dict() for e in self.events]
         data["hooks"] = list(self.hooks)
         data["notifications"] = list(self.notifications)
-        return data
+        # The outcome is derived from the phase; written where it always was, for readers of the JSON.
+        items = list(data.items())
+        at = [k for k, _ in items].index("finished_at") + 1
+        outcome = None if self.outcome is None else self.outcome.value
+        return dict([*items[:at], ("outcome", outcome), *items[at:]])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RolloutState:
-        known = set(cls.__dataclass_fields__)
+        known = {*cls.__dataclass_fields__, "outcome"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"rollout state has unknown key(s) {unknown}")
         values = dict(data)
+        values.pop("outcome", None)  # derived from the phase
         try:
             values["phase"] = Phase(values["phase"])
         except (KeyError, ValueError) as exc:
             raise ValueError(f"rollout state has bad phase {data.get('phase')!r}") from exc
         values["evaluations"] = tuple(EvaluationEntry.from_dict(e) for e in values.get("evaluations", ()))
-        values["events"] = tuple(values.get("events", ()))
+        values["events"] = tuple(Event.from_dict(e) for e in values.get("events", ()))
         values["hooks"] = tuple(values.get("hooks", ()))
         values["notifications"] = tuple(values.get("notifications", ()))
         values["holder"] = None if not values.get("holder") else Holder.from_dict(values["holder"])

@@ -6,7 +6,9 @@ import pytest
 from rollout_fakes import FakeConfigMaps, MemoryRouter
 
 from rollout.controller import new_state
+from rollout.events import Rollback, StepStarted
 from rollout.plan import get_profile
+from rollout.routers.base import Weights
 from rollout.state import ConfigMapStateStore, StateConflict
 
 
@@ -19,7 +21,10 @@ def test_state_round_trips_and_a_stale_writer_is_refused():
     assert store.load().to_dict() == json.loads(json.dumps(state.to_dict()))
     other = ConfigMapStateStore(namespace="ml", name="demo-rollout-state", kube=kube)
     other.load()
-    other.save(state.with_event(2.0, "rollback", who="alice", reason="x"))  # someone else wrote meanwhile
+    rollback = Rollback(
+        2.0, who="alice", reason="x", weights_before=Weights(90, 10), verified="matches", changed=True
+    )
+    other.save(state.with_event(rollback))  # someone else wrote meanwhile
     with pytest.raises(StateConflict, match="changed since it was read"):
-        store.save(state.with_event(3.0, "weights"))
-    assert store.load().events[-1]["who"] == "alice"  # re-read: the other write won, nothing was lost
+        store.save(state.with_event(StepStarted(3.0, step=0, canary_weight=10)))
+    assert store.load().events == (rollback,)  # re-read: the other write won, nothing was lost

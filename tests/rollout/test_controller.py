@@ -6,9 +6,10 @@ import pytest
 from rollout_fakes import PROFILE, ManualClock, MemoryRouter, ScriptedGates, run_until_terminal
 
 from rollout.controller import RolloutController, new_state, resume_locked
+from rollout.events import Pause, Rollback, StepPassed, WeightsSet
 from rollout.hooks import Hook
 from rollout.plan import Phase
-from rollout.routers.base import RouterUnavailable, Weights
+from rollout.routers.base import RouterUnavailable, WeightCheck, Weights
 from rollout.state import KEPT_PER_STEP, FileStateStore
 
 
@@ -24,10 +25,10 @@ def test_passing_gates_promote_through_every_step_after_each_bake(tmp_path):
     gates = ScriptedGates("pass")
     controller, router, clock = make(tmp_path, gates)
     state = run_until_terminal(controller, clock)
-    assert state.phase is Phase.PROMOTED and state.outcome == "promoted"
+    assert state.phase is Phase.PROMOTED and state.outcome is Phase.PROMOTED
     assert router.history == [(90, 10), (50, 50), (0, 100)]
-    passed = [e for e in state.events if e["kind"] == "step-passed"]
-    assert [e["canary_weight"] for e in passed] == [10, 50, 100]
+    passed = [e for e in state.events if isinstance(e, StepPassed)]
+    assert [e.canary_weight for e in passed] == [10, 50, 100]
     # No step passed before its bake: 30 s at 10% is 3 intervals.
     first_step = [e for e in state.evaluations if e.step == 0]
     assert len(first_step) == 3
@@ -38,11 +39,11 @@ def test_a_failed_gate_reverts_at_once_and_names_the_gate(tmp_path):
     gates = ScriptedGates("pass", "pass", "pass", "fail", failing_gate="memory_leak")
     controller, router, clock = make(tmp_path, gates)
     state = run_until_terminal(controller, clock)
-    assert state.phase is Phase.REVERTED and state.outcome == "reverted"
+    assert state.phase is Phase.REVERTED and state.outcome is Phase.REVERTED
     assert "memory_leak" in state.reason and "50% canary" in state.reason
     assert router.weights == Weights(100, 0)
-    rollback = [e for e in state.events if e["kind"] == "rollback"]
-    assert rollback[0]["who"] == "rollout" and rollback[0]["weights_before"] == {"baseline": 50, "canary": 50}
+    rollback = [e for e in state.events if isinstance(e, Rollback)]
+    assert rollback[0].who == "rollout" and rollback[0].weights_before == Weights(50, 50)
 
 
 def advance_until(controller, clock, done, limit=100):
@@ -64,12 +65,12 @@ def test_inconclusive_holds_for_evidence_then_pauses_and_never_promotes(tmp_path
     assert state.phase is Phase.PROGRESSING and state.paused["who"] == "rollout"
     assert "maximum bake of 90s" in state.paused["reason"] and "p99_latency" in state.paused["reason"]
     assert clock() - state.step_started_at == 90.0 and len(state.evaluations) == 9
-    assert state.events[-1]["kind"] == "pause"
+    assert isinstance(state.events[-1], Pause)
     for _ in range(5):  # the gates pass now; paused, the rollout keeps judging and decides nothing
         clock.tick(PROFILE.interval_s)
         state = controller.advance()
     assert state.paused is not None and len(state.evaluations) == 14
-    assert not any(e["kind"] == "step-passed" for e in state.events) and router.history == [(90, 10)]
+    assert not any(isinstance(e, StepPassed) for e in state.events) and router.history == [(90, 10)]
     # A person resumes: the next pass promotes the step; a new maximum bake counts from the resume.
     with controller.store.locked():
         controller.store.save(
@@ -104,7 +105,7 @@ def test_a_failure_while_paused_for_evidence_still_reverts(tmp_path):
     controller, router, clock = make(tmp_path, gates)
     state = run_until_terminal(controller, clock)
     assert state.phase is Phase.REVERTED and "p99_latency" in state.reason
-    assert any(e["kind"] == "pause" and e["who"] == "rollout" for e in state.events)
+    assert any(isinstance(e, Pause) and e.who == "rollout" for e in state.events)
     assert router.history == [(90, 10), (100, 0)]
 
 
@@ -137,7 +138,8 @@ def test_restart_resumes_the_step_and_reapplies_weights_the_router_lost(tmp_path
     state = fresh.advance()
     assert state.step_index == 1 and state.step_started_at == saved.step_started_at
     assert router.weights == Weights(50, 50)
-    assert state.events[-1]["kind"] == "weights" and state.events[-1]["after_check"] == "differs"
+    last = state.events[-1]
+    assert isinstance(last, WeightsSet) and last.after_check is WeightCheck.DIFFERS
 
 
 def test_rollback_from_any_state_is_idempotent_and_records_who_and_why(tmp_path):
@@ -152,8 +154,8 @@ def test_rollback_from_any_state_is_idempotent_and_records_who_and_why(tmp_path)
     assert router.weights == Weights(100, 0)
     assert first.phase is Phase.ABORTED and first.decided_by == "alice" and first.reason == "pager went off"
     assert second.phase is Phase.ABORTED and second.decided_by == "alice"  # the outcome is not rewritten
-    rollbacks = [e for e in second.events if e["kind"] == "rollback"]
-    assert [(e["who"], e["changed"]) for e in rollbacks] == [("alice", True), ("bob", False)]
+    rollbacks = [e for e in second.events if isinstance(e, Rollback)]
+    assert [(e.who, e.changed) for e in rollbacks] == [("alice", True), ("bob", False)]
     assert calls.read_text().splitlines() == ["pager went off"]  # hooks ran once
     assert controller.advance().phase is Phase.ABORTED  # a terminal rollout stays put
 
@@ -301,8 +303,8 @@ def test_a_weight_change_waits_until_in_effect_before_the_evaluation(tmp_path):
     gates = ScriptedGates("pass")
     controller, router, clock = make(tmp_path, gates, router=LaggingRouter(lag=3))
     state = controller.advance()  # step 1: set, then verified three times until the gateway reports it
-    (change,) = [e for e in state.events if e["kind"] == "weights"]
-    assert change["verified"] == "matches" and router.lag == 0
+    (change,) = [e for e in state.events if isinstance(e, WeightsSet)]
+    assert change.verified == "matches" and router.lag == 0
     clock.tick(PROFILE.interval_s)
     controller.advance()
     assert len(gates.calls) == 1 and gates.calls[0]["weights"] == Weights(90, 10)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from rollout.events import Rollback, WeightsSet
 from rollout.local_stack import LocalStack
-from rollout.plan import get_profile
+from rollout.plan import Phase, get_profile
 from rollout.processes import ProcessRef, is_alive, terminate
 from rollout.routers import router_from_description
 from rollout.routers.base import Weights
@@ -176,7 +177,7 @@ def test_good_canary_promotes_through_all_steps_with_no_request_lost_to_a_weight
     records = _requests(rollout)
     failed = [r for r in records if not r["ok"] and r["error_kind"] != "cancelled"]
     assert failed == []
-    changes = [e["at"] for e in rollout.state().events if e["kind"] == "weights"]
+    changes = [e.at for e in rollout.state().events if isinstance(e, WeightsSet)]
     assert len(changes) == 3
     straddling = 0
     for at in changes:
@@ -286,8 +287,8 @@ def test_sigkill_mid_step_then_make_rollback_restores_all_traffic_to_baseline(ro
 
     again = rollout.cli("rollback", "--reason", "again", "--who", "tester")
     assert again.returncode == 0, again.stdout + again.stderr
-    rollbacks = [e for e in rollout.state().events if e["kind"] == "rollback"]
-    assert [(e["who"], e["changed"]) for e in rollbacks][-1] == ("tester", False)
+    rollbacks = [e for e in rollout.state().events if isinstance(e, Rollback)]
+    assert [(e.who, e.changed) for e in rollbacks][-1] == ("tester", False)
     assert rollout.state().decided_by == after.decided_by
     assert marker.read_text().splitlines() == ["on-call saw a regression"]  # not again: nothing changed
 
@@ -352,7 +353,7 @@ def test_rerun_after_sigkill_resumes_the_same_rollout_inside_its_step(rollout):
     second.send_signal(signal.SIGINT)  # Ctrl-C: roll back, report, stop the stack
     assert second.wait(timeout=120) == 2, rollout.output()
     final = rollout.state()
-    assert final.outcome == "aborted" and "interrupted" in final.reason
+    assert final.outcome is Phase.ABORTED and "interrupted" in final.reason
     assert not is_alive(ProcessRef.from_dict(final.stack["arms"]["canary"]["process"]))
 
 

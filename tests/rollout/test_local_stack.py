@@ -55,6 +55,7 @@ def test_rollback_after_a_finished_run_with_its_stack_stopped_only_records_the_r
     from dataclasses import replace
 
     from rollout.controller import new_state
+    from rollout.events import Rollback
     from rollout.plan import Phase, get_profile
     from rollout.routers.local import LocalProxyRouter
     from rollout.run import rollback
@@ -76,7 +77,7 @@ def test_rollback_after_a_finished_run_with_its_stack_stopped_only_records_the_r
     router = LocalProxyRouter(admin_url="http://127.0.0.1:9")
     store = FileStateStore(tmp_path / "state")
     state = new_state(run_id="r", profile=get_profile("quick"), router=router, stack=stack.as_dict(), now=1.0)
-    store.save(replace(state, phase=Phase.PROMOTED, outcome="promoted", finished_at=2.0))
+    store.save(replace(state, phase=Phase.PROMOTED, finished_at=2.0))
     lines: list[str] = []
     after = rollback(
         LocalSite(state_dir=tmp_path / "state"),
@@ -85,5 +86,6 @@ def test_rollback_after_a_finished_run_with_its_stack_stopped_only_records_the_r
         reason="why",
         say=lines.append,
     )
-    assert after is not None and after.phase is Phase.PROMOTED and after.events[-1]["who"] == "w"
-    assert after.events[-1]["changed"] is False and "nothing to move" in lines[-1]
+    assert after is not None and after.phase is Phase.PROMOTED
+    done = after.last_event(Rollback)
+    assert done is not None and done.who == "w" and done.changed is False and "nothing to move" in lines[-1]

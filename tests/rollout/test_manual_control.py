@@ -12,9 +12,10 @@ from rollout.controller import (
     promote_locked,
     resume_locked,
 )
+from rollout.events import Pause, Promotion, Resume, WeightsSet
 from rollout.hooks import Hook
 from rollout.plan import Phase
-from rollout.routers.base import Weights
+from rollout.routers.base import WeightCheck, Weights
 from rollout.run import pause, promote
 from rollout.state import ConfigMapStateStore, FileStateStore, StateConflict
 
@@ -51,15 +52,15 @@ def test_pause_holds_past_the_bake_while_recording_and_resume_goes_on(tmp_path):
     state = advance(controller, clock, 6)  # far past the 30 s bake, every evaluation passing
     assert state.phase is Phase.PROGRESSING and state.step_index == 0 and router.weights == Weights(90, 10)
     assert len(state.evaluations) == 7  # the gates kept being recorded while paused
-    assert state.paused["who"] == "alice" and state.last_event("pause")["reason"] == "checking a dashboard"
+    assert state.paused["who"] == "alice" and state.last_event(Pause).reason == "checking a dashboard"
     # a second pause is recorded but changes nothing
     again = by_hand(store, pause_locked, clock, who="bob", reason="me too")
-    assert again.paused["who"] == "alice" and again.last_event("pause")["changed"] is False
+    assert again.paused["who"] == "alice" and again.last_event(Pause).changed is False
     by_hand(store, resume_locked, clock, who="alice", reason="looks fine")
     clock.tick(PROFILE.interval_s)
     state = controller.advance()  # the next interval: the step, long baked, passes
     assert state.step_index == 1 and state.paused is None and router.weights == Weights(50, 50)
-    assert state.last_event("resume")["who"] == "alice"
+    assert state.last_event(Resume).who == "alice"
 
 
 def test_a_failing_gate_still_reverts_a_paused_rollout(tmp_path):
@@ -94,7 +95,7 @@ def test_promote_is_refused_while_a_gate_fails_and_forced_is_recorded(tmp_path):
     state = by_hand(store, promote_locked, clock, force=True, **kwargs)
     assert state.phase is Phase.PROMOTED and state.decided_by == "carol" and router.weights == Weights(0, 100)
     assert "forced past failing gate(s) p99_latency" in state.reason
-    assert state.last_event("promote")["forced"] == ["p99_latency"]
+    assert state.last_event(Promotion).forced == ("p99_latency",)
     assert hook_log.read_text().strip() == "release train"
     clock.tick(PROFILE.interval_s)
     assert controller.advance().phase is Phase.PROMOTED  # the orchestrator sees it and stops
@@ -106,7 +107,7 @@ def test_promote_with_passing_gates_skips_the_remaining_steps(tmp_path):
     controller, store, router, clock = make(tmp_path, ScriptedGates("pass"))
     advance(controller, clock, 2)
     state = by_hand(store, promote_locked, clock, router=router, hooks=(), who="c", reason="r", force=False)
-    assert state.phase is Phase.PROMOTED and state.last_event("promote")["forced"] == []
+    assert state.phase is Phase.PROMOTED and state.last_event(Promotion).forced == ()
     assert router.history[-1] == (0, 100) and "promoted by hand at 10%: r" == state.reason
 
 
@@ -130,6 +131,16 @@ class ConfigMapSite:
         return False
 
 
+SET_AGAIN = WeightsSet(
+    2.0,
+    step=0,
+    weights=Weights(50, 50),
+    after_check=WeightCheck.UNKNOWN,
+    reason="restarted",
+    verified="matches",
+)
+
+
 def test_a_concurrent_orchestrator_write_is_neither_lost_nor_overwritten():
     kube, router = FakeConfigMaps(), MemoryRouter(Weights(50, 50))
     site = ConfigMapSite(kube, router)
@@ -137,13 +148,13 @@ def test_a_concurrent_orchestrator_write_is_neither_lost_nor_overwritten():
     orchestrator.save(new_state(run_id="r", profile=PROFILE, router=router, stack={}, now=1.0))
 
     def orchestrator_interval():  # lands between the command's read and its write
-        orchestrator.save(orchestrator.load().with_event(2.0, "weights", step=0))
+        orchestrator.save(orchestrator.load().with_event(SET_AGAIN))
 
     kube.before_write = orchestrator_interval
     paused = pause(site, who="alice", reason="hold", say=lambda _line: None)
     recorded = site.state_store().load()
     assert recorded.paused["who"] == "alice" == paused.paused["who"]
-    assert [e["kind"] for e in recorded.events] == ["weights", "pause"]  # both writes kept
+    assert [type(e) for e in recorded.events] == [WeightsSet, Pause]  # both writes kept
 
     kube.before_write = orchestrator_interval
     promoted = promote(site, reports_dir=None, who="bob", reason="ship", say=lambda _line: None)
@@ -153,7 +164,7 @@ def test_a_concurrent_orchestrator_write_is_neither_lost_nor_overwritten():
         and promoted.decided_by == "bob"
         and router.weights == Weights(0, 100)
     )
-    assert [e["kind"] for e in recorded.events] == ["weights", "pause", "weights", "promote"]
+    assert [type(e) for e in recorded.events] == [WeightsSet, Pause, WeightsSet, Promotion]
 
 
 class RollbackLandsBeforeConverging(MemoryRouter):

@@ -15,6 +15,7 @@ from rollout_fakes import PROFILE, ManualClock, MemoryRouter, run_until_terminal
 from gates.record import Evaluation, GateResult, overall
 from infra.net import free_port
 from rollout.controller import RolloutController, new_state, rollback_locked
+from rollout.events import HooksDone, Notification, Rollback, StepStarted, Takeover, WeightsSet
 from rollout.hooks import load_hooks, load_notifications
 from rollout.notify import EVENTS, Notice, Notifier, NotifyTarget, deliver, notices_between, slack_message
 from rollout.plan import Phase, Profile
@@ -173,7 +174,7 @@ def advance(controller, clock, times):
 
 
 def notify_events(state):
-    return [e for e in state.events if e["kind"] == "notify"]
+    return [e for e in state.events if isinstance(e, Notification)]
 
 
 def without_notify(state):
@@ -182,7 +183,7 @@ def without_notify(state):
         state.phase,
         state.outcome,
         state.reason,
-        [{k: v for k, v in e.items() if k != "at"} for e in state.events if e["kind"] != "notify"],
+        [replace(e, at=0.0) for e in state.events if not isinstance(e, Notification)],
         [e.to_dict() for e in state.evaluations],
     )
 
@@ -315,9 +316,10 @@ def test_a_promotion_announces_every_step_and_the_promotion_with_the_gate_table(
 
     notes = notify_events(state)
     assert len(notes) == len(hook) + len(slack)
-    assert all(n["ok"] and n["attempts"] == 1 and n["detail"] == "HTTP 200" for n in notes)
-    assert [n["event"] for n in notes if n["target"] == "chat"] == ["step-passed"] * 3 + ["promoted"]
-    assert [e for e in decision_record(state, None)["events"] if e["kind"] == "notify"] == notes
+    assert all(n.ok and n.attempts == 1 and n.detail == "HTTP 200" for n in notes)
+    assert [n.event for n in notes if n.target == "chat"] == ["step-passed"] * 3 + ["promoted"]
+    recorded = [e for e in decision_record(state, None)["events"] if e["kind"] == "notify"]
+    assert recorded == [n.to_dict() for n in notes]
     # The URL is a secret: the state (and so decision.json) names only where it comes from.
     stored = (tmp_path / "state" / "state.json").read_text()
     assert SECRET_PATH not in stored and "TEST_SLACK_URL" in stored
@@ -404,7 +406,7 @@ def test_a_rollback_by_hand_says_who_and_why(tmp_path, receiver, monkeypatch):
     (chat,) = receiver.bodies("/slack")
     assert chat["blocks"][0]["text"]["text"] == "Rollout r1: rolled back at 10% canary by alice@laptop"
     assert "*Who:* alice@laptop" in chat["text"] and "*Reason:* pager went off" in chat["text"]
-    assert notify_events(state)[-1]["event"] == "rolled-back" and notify_events(state)[-1]["ok"]
+    assert notify_events(state)[-1].event == "rolled-back" and notify_events(state)[-1].ok
     posts = len(receiver.posts)
     controller.rollback(who="bob", reason="double-check")  # changes nothing: nothing announced
     assert len(receiver.posts) == posts
@@ -462,7 +464,7 @@ def test_commands_by_hand_are_announced_by_the_orchestrator_holding_the_run_or_e
     last = receiver.bodies("/hook")[-1]
     assert (last["event"], last["who"], last["phase"]) == ("promoted", "dave", "promoted")
     assert last["reason"] == "promoted by hand at 10%: ship it" and last["failing_gates"] == []
-    assert notify_events(promoted)[-1]["event"] == "promoted" and notify_events(promoted)[-1]["ok"]
+    assert notify_events(promoted)[-1].event == "promoted" and notify_events(promoted)[-1].ok
 
 
 def test_a_takeover_after_a_lapsed_heartbeat_announces_the_lost_orchestrator(tmp_path, receiver, monkeypatch):
@@ -478,8 +480,8 @@ def test_a_takeover_after_a_lapsed_heartbeat_announces_the_lost_orchestrator(tmp
         stored_holder=lapsed,
     )
     state = controller.advance()
-    takeover = state.last_event("takeover")
-    assert takeover["previous"] == "pod rollout-old" and takeover["holder"] == "pod rollout-new"
+    takeover = state.last_event(Takeover)
+    assert takeover.previous == "pod rollout-old" and takeover.holder == "pod rollout-new"
     lost = receiver.bodies("/hook")[0]
     assert lost["event"] == "orchestrator-lost" and lost["who"] == "pod rollout-new"
     assert lost["detail"] == {
@@ -504,12 +506,12 @@ def test_a_receiver_that_is_down_changes_no_decision_and_is_recorded(tmp_path, m
     state = run_until_terminal(controller, clock)
     assert without_notify(controller.store.load()) == expected and state.phase is Phase.REVERTED
     notes = notify_events(controller.store.load())
-    assert [n["event"] for n in notes] == ["step-started", "step-passed", "step-started", "reverted"]
-    assert all(not n["ok"] and n["attempts"] == 3 and "unreachable" in n["detail"] for n in notes)
+    assert [n.event for n in notes] == ["step-started", "step-passed", "step-started", "reverted"]
+    assert all(not n.ok and n.attempts == 3 and "unreachable" in n.detail for n in notes)
     assert any(
         "notification reverted to audit failed (3 attempt(s)): unreachable" in m for m in controller.said
     )
-    assert SECRET_PATH not in json.dumps(notes)
+    assert SECRET_PATH not in json.dumps([n.to_dict() for n in notes])
 
 
 def test_a_500_is_retried_with_backoff_and_the_attempts_recorded(tmp_path, receiver, monkeypatch):
@@ -523,7 +525,7 @@ def test_a_500_is_retried_with_backoff_and_the_attempts_recorded(tmp_path, recei
     state = controller.store.load()
     assert state.phase is Phase.PROMOTED
     (note,) = notify_events(state)
-    assert (note["event"], note["ok"], note["attempts"], note["detail"]) == ("promoted", True, 3, "HTTP 200")
+    assert (note.event, note.ok, note.attempts, note.detail) == ("promoted", True, 3, "HTTP 200")
     bodies = receiver.bodies("/hook")
     assert len(bodies) == 3 and bodies[0] == bodies[2]  # the same message each time
 
@@ -564,8 +566,8 @@ def test_a_slow_receiver_is_cut_off_at_the_timeout_and_the_budget(tmp_path, rece
     took = time.monotonic() - began
     assert state.step_index == 0 and controller.router.weights == Weights(90, 10)
     (note,) = notify_events(state)
-    assert (note["ok"], note["attempts"], note["detail"]) == (False, 2, "no answer within 0.3s")
-    assert 0.6 <= note["elapsed_s"] <= took < 3.0
+    assert (note.ok, note.attempts, note.detail) == (False, 2, "no answer within 0.3s")
+    assert 0.6 <= note.elapsed_s <= took < 3.0
     # A batch never takes longer than the target's budget, whatever its attempts and timeouts.
     budget = target("audit", timeout_s=0.3, attempts=10, budget_s=0.5)
     clock.tick(30.0)  # the step passes and the next starts: two messages
@@ -574,8 +576,8 @@ def test_a_slow_receiver_is_cut_off_at_the_timeout_and_the_budget(tmp_path, rece
     state = controller.advance()
     assert state.step_index == 1 and time.monotonic() - began < 1.5
     passed, started = notify_events(state)[-2:]
-    assert passed["attempts"] >= 1 and "budget for this batch ran out" in passed["detail"]
-    assert (started["attempts"], started["detail"]) == (
+    assert passed.attempts >= 1 and "budget for this batch ran out" in passed.detail
+    assert (started.attempts, started.detail) == (
         0,
         "not sent: the target's 0.5s budget for this batch ran out",
     )
@@ -594,14 +596,10 @@ def test_a_missing_secret_is_a_recorded_failure_and_a_mounted_file_works(tmp_pat
     ]
     state = controller.advance()
     assert state.phase is Phase.PROGRESSING and controller.router.weights == Weights(90, 10)
-    by_target = {n["target"]: n for n in notify_events(state)}
-    assert by_target["audit"]["ok"] is False and by_target["audit"]["attempts"] == 0
-    assert (
-        by_target["audit"]["detail"] == "environment variable TEST_NOTIFY_AUDIT is not set: no URL to send to"
-    )
-    assert by_target["mounted"]["ok"] and [b["event"] for b in receiver.bodies("/from-file")] == [
-        "step-started"
-    ]
+    by_target = {n.target: n for n in notify_events(state)}
+    assert by_target["audit"].ok is False and by_target["audit"].attempts == 0
+    assert by_target["audit"].detail == "environment variable TEST_NOTIFY_AUDIT is not set: no URL to send to"
+    assert by_target["mounted"].ok and [b["event"] for b in receiver.bodies("/from-file")] == ["step-started"]
     url_file.write_text("not a url")
     missing_file = NotifyTarget(name="gone", type="webhook", url_file=str(tmp_path / "nope"))
     assert Notifier((mounted, missing_file)).problems() == [
@@ -644,8 +642,8 @@ def test_the_state_lock_is_free_while_sending_and_a_rollback_meanwhile_is_announ
     state = controller.advance()
     assert lock_free == [True]
     assert state.phase is Phase.ABORTED and controller.router.weights == Weights(100, 0)
-    kinds = [e["kind"] for e in state.events]
-    assert kinds == ["step-started", "hook-done", "weights", "rollback", "notify", "notify"]  # all kept
+    kinds = [type(e) for e in state.events]
+    assert kinds == [StepStarted, HooksDone, WeightsSet, Rollback, Notification, Notification]  # all kept
     assert [b["event"] for b in receiver.bodies("/hook")] == ["step-started", "rolled-back"]
     assert receiver.bodies("/hook")[1]["who"] == "oncall"
 
@@ -785,7 +783,7 @@ def test_rollout_run_records_the_targets_and_announces_to_them(tmp_path, receive
     site = RunSite(tmp_path / "state")
     plan = quiet_run.RunPlan(profile=FAST, reports_dir=tmp_path / "reports", notifications=(target("audit"),))
     state = quiet_run.run(site, plan, say=lambda _line: None)
-    assert state.outcome == "promoted"
+    assert state.outcome is Phase.PROMOTED
     assert site.store.load().notifications == (target("audit").as_dict(),)
     events = [b["event"] for b in receiver.bodies(SECRET_PATH)]
     assert events == ["step-started", "step-passed", "step-started", "step-passed", "promoted"]
@@ -810,12 +808,12 @@ def test_rollout_run_resuming_from_a_lost_orchestrator_announces_the_takeover(
         step_started_at=now - 400,
         holder=lost,
         notifications=(target("audit", events=("orchestrator-lost", "promoted")).as_dict(),),
-    ).with_event(now - 400, "step-started", step=0, canary_weight=50)
+    ).with_event(StepStarted(now - 400, step=0, canary_weight=50))
     site.store.save(started)
     site.router.weights = Weights(50, 50)
     plan = quiet_run.RunPlan(profile=FAST, reports_dir=tmp_path / "reports")  # its targets: the recorded ones
     state = quiet_run.run(site, plan, say=lambda _line: None)
-    assert state.outcome == "promoted"
+    assert state.outcome is Phase.PROMOTED
     lost_notice, promoted = receiver.bodies("/hook")
     assert (
         lost_notice["event"] == "orchestrator-lost"
@@ -823,7 +821,7 @@ def test_rollout_run_resuming_from_a_lost_orchestrator_announces_the_takeover(
     )
     assert lost_notice["detail"]["heartbeat_age_s"] >= 300 and lost_notice["canary_weight"] == 50
     assert promoted["event"] == "promoted"
-    assert [e["kind"] for e in site.store.load().events].count("takeover") == 1
+    assert [type(e) for e in site.store.load().events].count(Takeover) == 1
 
 
 def test_a_promotion_forced_past_failing_gates_names_them(tmp_path, receiver, monkeypatch):
