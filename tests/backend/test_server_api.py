@@ -61,7 +61,8 @@ def test_chat_streaming_matches_non_streaming_and_reports_usage(server: Server):
     assert usage_chunk["usage"]["completion_tokens"] == 7
     assert usage_chunk["usage"]["prompt_tokens"] == full["usage"]["prompt_tokens"]
     # Without include_usage there is no usage chunk.
-    _, events = stream(server.url + "/v1/chat/completions", {**body, "stream": True})
+    status, events = stream(server.url + "/v1/chat/completions", {**body, "stream": True})
+    assert status == 200 and events[-1] == "[DONE]" and len(events) == len(chunks)  # all but the usage chunk
     assert all(e == "[DONE]" or e.get("usage") is None for e in events)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
 import yaml
 from helm_chart_render import CHART
@@ -109,6 +110,8 @@ def test_defaults_satisfy_the_schema_and_modes_match_the_plugin():
     mode_enum = schema["properties"]["arms"]["properties"]["canary"]["properties"]["mmInputMode"]["enum"]
     assert set(mode_enum) == set(OFF_VALUES) | {m.value for m in MMMode}
     values = yaml.safe_load((CHART / "values.yaml").read_text())
+    # the defaults themselves pass the schema helm checks them against
+    assert [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(values)] == []
     assert values["server"]["mmInputModeEnv"] == "SGLANG_MM_INPUT_MODE"
     from sglang_plugin.config import MODE_ENV
 

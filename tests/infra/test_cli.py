@@ -27,5 +27,5 @@ def test_bad_option_exits_with_the_usage_code_and_names_it(capsys):
 def test_commands_exit_3_on_usage_errors_not_argparse_2(argv):
     # 2 means aborted (rollout) or inconclusive (gates); a typo must never read as either.
     proc = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     assert "error:" in proc.stderr

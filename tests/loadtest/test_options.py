@@ -36,6 +36,9 @@ def test_option_values_stay_plain_for_the_master_to_ship():
     values = options.option_values(
         parse(["--stages", "m:1s@1", "--slo", "ttft_ms.p99<=9", "--image-sizes", "8x8"])
     )
+    # the text given, not parsed objects (the master ships these to its workers, who parse them again)
+    assert (values["stages"], values["slo"], values["image_sizes"]) == ("m:1s@1", "ttft_ms.p99<=9", "8x8")
+    assert values["rate"] == 10.0 and values["arm_header"] == "x-canary-arm"  # defaults are plain too
     assert all(isinstance(v, (str, int, float)) for v in values.values())
 
 

@@ -235,6 +235,8 @@ def test_plugin_off_leaves_upstream_untouched(mixed_runs):
         assert result["upstream_broadcasts"] == 8  # one per multimodal request that reached the path
     # Upstream pickles the features to the other rank: its inputs hold copies.
     entry, other = mixed_runs["off"]
+    # the same admitted multimodal requests on both ranks (none would make both checks below vacuous)
+    assert entry["own_features"] and entry["own_features"].keys() == other["own_features"].keys()
     assert all(entry["own_features"].values()) and not any(other["own_features"].values())
 
 
