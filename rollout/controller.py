@@ -30,7 +30,8 @@ from rollout.events import (
 )
 from rollout.gating import GateEvaluator
 from rollout.hooks import Hook, HookResult, run_hooks
-from rollout.notify import Notifier, announce, took_over
+from rollout.notify.delivery import Notifier, announce
+from rollout.notify.notices import took_over
 from rollout.plan import Phase, Profile, max_bake
 from rollout.routers.base import RouterUnavailable, TrafficRouter, Verification, WeightCheck, Weights
 from rollout.state import EvaluationEntry, Holder, RolloutState, StateConflict, StateStore

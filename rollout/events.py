@@ -180,7 +180,7 @@ class Notification(Event):
     """One notice sent (or not) to one target: the delivery's result."""
 
     KIND = "notify"
-    event: str  # the notice's event (step-started, promoted, ...)
+    event: str  # the notice's kind (`rollout.notify.notices.NoticeKind`: step-started, promoted, ...)
     target: str
     type: str  # the target's type
     step: int

@@ -3,7 +3,7 @@
 hooks:
   - {kind: pre-step, url: "http://127.0.0.1:30001/rehearsal/faults", body: {leak_kib_per_request: 512}}
   - {kind: rollback, command: ["sh", "-c", "echo rolled back >> rollbacks.log"], timeout_s: 5}
-notifications:  # optional: chat and webhook targets (rollout/notify.py)
+notifications:  # optional: chat and webhook targets (rollout/notify/targets.py)
   - {name: team-slack, type: slack, url_env: SLACK_WEBHOOK_URL, events: [promoted, reverted]}
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from rollout.notify import NotifyTarget, parse_targets
+from rollout.notify.targets import NotifyTarget, parse_targets
 
 HOOK_KINDS = ("pre-step", "post-step", "promotion", "rollback")
 

@@ -36,7 +36,9 @@ from rollout.controller import (
 )
 from rollout.events import Promotion, Rollback
 from rollout.hooks import Hook, parse_hooks
-from rollout.notify import Notifier, NotifyTarget, announce, took_over
+from rollout.notify.delivery import Notifier, announce
+from rollout.notify.notices import took_over
+from rollout.notify.targets import NotifyTarget
 from rollout.plan import Phase, Profile
 from rollout.report import collect_timeline, write_report
 from rollout.routers.base import RouterUnavailable

@@ -17,7 +17,10 @@ from infra.net import free_port
 from rollout.controller import RolloutController, new_state, rollback_locked
 from rollout.events import HooksDone, Notification, Rollback, StepStarted, Takeover, WeightsSet
 from rollout.hooks import load_hooks, load_notifications
-from rollout.notify import EVENTS, Notice, Notifier, NotifyTarget, deliver, notices_between, slack_message
+from rollout.notify.delivery import Notifier, deliver
+from rollout.notify.notices import EVENTS, Notice, NoticeKind, notices_between
+from rollout.notify.slack import slack_message
+from rollout.notify.targets import NotifyTarget
 from rollout.plan import Phase, Profile
 from rollout.report import decision_record
 from rollout.routers.base import Weights
@@ -671,6 +674,19 @@ def test_a_decision_by_hand_between_intervals_is_announced_once_by_the_orchestra
     clock.tick(PROFILE.interval_s)
     controller.advance()
     assert [b["event"] for b in receiver.bodies("/hook")] == ["step-started", "rolled-back"]
+
+
+def test_every_notice_kind_has_a_title_and_a_target_names_kinds_as_written():
+    titles = set()
+    for kind in EVENTS:
+        notice = Notice(kind.value, "r", "progressing", 0, (10, 100), Weights(90, 10), "why", "ann", 0.0)
+        assert notice.event is kind and notice.to_dict()["event"] == kind.value
+        titles.add(notice.title())
+    assert len(titles) == len(NoticeKind)
+    chat = target("chat", "slack", events=("promoted", "reverted"))
+    assert chat.events == (NoticeKind.PROMOTED, NoticeKind.REVERTED)
+    assert chat.wants(NoticeKind.REVERTED) and not chat.wants(NoticeKind.STEP_STARTED)
+    assert chat.as_dict()["events"] == ["promoted", "reverted"] and json.dumps(chat.as_dict())
 
 
 # -- rendering limits ---------------------------------------------------------------------------------
