@@ -125,7 +125,9 @@ def new_revision(cluster, revision: str, extra_args: list[str]) -> None:
 
 def follow(cluster, log: Path, timeout_s: float) -> dict[str, Any]:
     """Poll the Canary until it succeeds or fails; the decision, its time, failed checks, weights seen."""
-    began, weights, phases = time.monotonic(), [], []
+    began = time.monotonic()
+    weights: list[int] = []
+    phases: list[str] = []
     deadline = began + timeout_s
     while time.monotonic() < deadline:
         status = get(cluster, "canary", TARGET, NAMESPACE).get("status", {})

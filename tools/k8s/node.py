@@ -224,7 +224,9 @@ def start_node(cluster: Cluster, workdir: Path, images: Sequence[str], *, timeou
         if not (BIN / binary).is_file():
             raise ClusterError(f"missing {BIN / binary}; run `make k8s-build`")
     if os.geteuid() != 0:
-        raise ClusterError("the node runs containerd and a kubelet, which need root (run the k8s tier as root)")
+        raise ClusterError(
+            "the node runs containerd and a kubelet, which need root (run the k8s tier as root)"
+        )
     if _containerd_running():
         raise ClusterError(
             f"a containerd already serves {CONTAINERD_SOCKET}: one node per machine (stop it first)"
