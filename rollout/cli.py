@@ -275,6 +275,12 @@ def add_ci_gate_flags(parser: argparse.ArgumentParser) -> None:
     _arm_flags(parser, canary_flag="candidate")
     _cluster_flags(parser, from_env=False)
     parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print when each gate can pass a healthy candidate at this rate and split, against the window, "
+        "and start nothing (exit 1: the window is too short)",
+    )
+    parser.add_argument(
         "--settle",
         type=float,
         default=env("CI_GATE_SETTLE") or None,
@@ -397,6 +403,13 @@ def _seconds(value: float | None) -> str:
     return f"{value:.0f}s" if value < 120 else f"{value / 60:.1f} min"
 
 
+def _gate_lines(step: StepEvidence) -> list[str]:
+    return [
+        f"  {gate.gate:<22} can pass after {'first evaluation' if not gate.modelled else _seconds(gate.seconds)}"
+        for gate in step.gates
+    ]
+
+
 def plan_lines(profile: Profile, source: str, assumptions: Any, steps: list[StepEvidence]) -> list[str]:
     lines = [
         f"plan: profile {profile.name}, {profile.request_rate:g} req/s offered, steps "
@@ -412,9 +425,7 @@ def plan_lines(profile: Profile, source: str, assumptions: Any, steps: list[Step
             f"step {step.index + 1}: {step.canary_weight}% canary ({rate:.3g} req/s), bake "
             f"{step.bake_s:.0f}s, max bake {step.max_bake_s:.0f}s"
         )
-        for gate in step.gates:
-            when = "first evaluation" if not gate.modelled else _seconds(gate.seconds)
-            lines.append(f"  {gate.gate:<22} can pass after {when}")
+        lines += _gate_lines(step)
         after = step.pass_after_s
         if not step.reachable:
             lines.append(
@@ -543,6 +554,8 @@ def cmd_ci_gate(args: argparse.Namespace) -> int:
     from infra.cli import EXIT_USAGE
     from rollout.ci_gate import NO_VERDICT, GateOnceOptions, gate_once
 
+    if args.dry_run:
+        return cmd_ci_gate_plan(args)
     try:
         site = site_from_args(args, needs_prometheus=True, canary_flag="candidate")
         summary, output = os.environ.get("GITHUB_STEP_SUMMARY"), os.environ.get("GITHUB_OUTPUT")
@@ -574,6 +587,54 @@ def cmd_ci_gate(args: argparse.Namespace) -> int:
         print(f"ci-gate: no verdict: {type(exc).__name__}: {exc}", file=sys.stderr)
         return NO_VERDICT
     return outcome.exit_code
+
+
+def cmd_ci_gate_plan(args: argparse.Namespace) -> int:
+    """The CI gate's evidence plan: its one window as a single step at the candidate's weight."""
+    from infra.cli import EXIT_USAGE
+    from rollout.ci_gate import LOCAL_RATE, SIZING_PROFILE, single_shot_config
+    from rollout.gating import load_gate_config
+    from rollout.plan import default_assumptions, evidence_plan
+
+    local = _is_local(args)
+    rate = args.rate or (LOCAL_RATE if local else None)
+    if rate is None:
+        print("ci-gate: --dry-run on a cluster needs --rate, the requests per second reaching the Gateway",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    gate_profile = "local" if local else "kubernetes"
+    profile = get_profile(SIZING_PROFILE).with_overrides(
+        steps=(args.candidate_weight,),
+        bake_s=(args.duration,),
+        max_bake_s=(args.duration,),
+        settle_s=0.0,  # the window opens after the warm-up
+        request_rate=rate,
+    )
+    try:
+        # The same gates as the check: the quick profile's sizing locally, the shipped bounds on a cluster.
+        overrides = profile.gate_overrides if local else None
+        config = single_shot_config(
+            load_gate_config(args.gate_file, gate_profile=gate_profile, overrides=overrides)
+        )
+    except ValueError as exc:
+        print(f"ci-gate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    assumptions = default_assumptions(profile, gate_profile)
+    (step,) = evidence_plan(profile, config, assumptions)
+    header, assumed = plan_lines(profile, config.source, assumptions, [step])[:2]
+    say(f"ci-gate plan: {rate:g} req/s offered, candidate {args.candidate_weight}% "
+        f"({rate * args.candidate_weight / 100:.3g} req/s), a {args.duration:g}s window after a "
+        f"{args.warmup:g}s warm-up, gates: {config.source}")  # fmt: skip
+    say(assumed)
+    for line in _gate_lines(step):
+        say(line)
+    after = step.pass_after_s
+    if step.reachable:
+        say(f"  every gate can pass after {_seconds(after)} ({step.slowest}): within the window")
+        return 0
+    say(f"  WARNING: {step.slowest} needs {_seconds(after)}, past the {args.duration:g}s window: a healthy "
+        "candidate's check will be inconclusive (exit 2); give it a longer --duration or more --rate")  # fmt: skip
+    return 1
 
 
 def orchestrator_status(state: RolloutState, now: float) -> dict[str, Any] | None:

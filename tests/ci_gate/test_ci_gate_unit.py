@@ -149,3 +149,29 @@ def test_usage_errors_exit_3_before_anything_starts(
     assert code == 3
     assert "no_such_kind" in capsys.readouterr().err
     assert not (tmp_path / "reports").exists()  # nothing was started or written
+
+
+def test_a_dry_run_says_whether_the_window_can_hold_a_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    """At 20 req/s 50/50 the local check's P99 gates need about 100 s of samples: 120 s can pass, 40 s
+    cannot (a healthy candidate would be inconclusive), and a cluster's plan needs the Gateway's rate."""
+    assert ci_gate_main(["--dry-run", "--rate", "20", "--duration", "120"]) == 0
+    out = capsys.readouterr().out
+    assert "candidate 50% (10 req/s), a 120s window after a 10s warm-up" in out
+    assert "within the window" in out and "WARNING" not in out
+    assert ci_gate_main(["--dry-run", "--rate", "20", "--duration", "40"]) == 1
+    assert (
+        "past the 40s window: a healthy candidate's check will be inconclusive (exit 2)"
+        in capsys.readouterr().out
+    )
+    cluster = [
+        "--kube-namespace",
+        "serving",
+        "--release",
+        "vlm",
+        "--prometheus-url",
+        "http://prometheus:9090",
+    ]
+    assert ci_gate_main(["--dry-run", *cluster]) == 3
+    assert "needs --rate" in capsys.readouterr().err
+    assert ci_gate_main(["--dry-run", *cluster, "--rate", "50", "--duration", "600"]) == 0
+    assert "gates: defaults\n" in capsys.readouterr().out  # the shipped bounds, no local sizing
