@@ -9,19 +9,21 @@ import rollout.routers
 from rollout.__main__ import main
 from rollout.routers import cluster_router_kind, known_router_kinds, router_from_description, router_kind
 from rollout.routers.httproute import HTTPRouteRouter
+from rollout.routers.istio import Destination, IstioRouter
 from rollout.sites.cluster import ClusterSite, ClusterTarget
 
 
 def test_each_router_module_is_a_kind_named_after_it():
-    assert {"local", "httproute"} <= set(known_router_kinds())
+    assert {"local", "httproute", "istio"} <= set(known_router_kinds())
     for name in known_router_kinds():
         assert router_kind(name).name == name
     assert cluster_router_kind("httproute").for_cluster is not None
+    assert cluster_router_kind("istio").for_cluster is not None
 
 
 @pytest.mark.parametrize("kind", ["nope", None, "base", "local_proxy_server", "../kube", "_private"])
 def test_an_unknown_kind_is_refused_naming_the_known_ones(kind):
-    with pytest.raises(ValueError, match=r"unknown router kind .*\(known: httproute, local\)"):
+    with pytest.raises(ValueError, match=r"unknown router kind .*\(known: httproute, istio, local\)"):
         router_from_description({"kind": kind})
 
 
@@ -29,10 +31,10 @@ def test_the_cluster_router_kind_defaults_to_httproute_and_is_validated():
     site = ClusterSite(ClusterTarget.resolve(namespace="ml", release="demo", env={}))
     assert isinstance(site.router, HTTPRouteRouter) and site.router.route == "demo-sglang-vlm-canary"
     assert site.describe()["router"] == site.router.describe()
-    with pytest.raises(ValueError, match=r"unknown router kind 'nope' \(known: httproute, local\)"):
+    with pytest.raises(ValueError, match=r"unknown router kind 'nope' \(known: httproute, istio, local\)"):
         ClusterTarget.resolve(namespace="ml", release="demo", env={"ROLLOUT_ROUTER": "nope"})
     with pytest.raises(
-        ValueError, match=r"'local' cannot route a cluster release \(cluster routers: httproute\)"
+        ValueError, match=r"'local' cannot route a cluster release \(cluster routers: httproute, istio\)"
     ):
         ClusterTarget.resolve(namespace="ml", release="demo", env={"ROLLOUT_ROUTER": "local"})
 
@@ -41,6 +43,29 @@ def test_an_unknown_cluster_router_is_a_usage_error(monkeypatch, capsys):
     monkeypatch.setenv("ROLLOUT_ROUTER", "nope")
     assert main(["status", "--kube-namespace", "ml", "--release", "demo"]) == 3
     assert "unknown router kind 'nope'" in capsys.readouterr().err
+
+
+def test_the_istio_router_reads_its_settings_from_the_release():
+    env = {
+        "ROLLOUT_ROUTER": "istio",
+        "ROLLOUT_VIRTUALSERVICE": "vs",
+        "ROLLOUT_VIRTUALSERVICE_ROUTE": "primary",
+        "ROLLOUT_BASELINE_SERVICE": "demo",
+        "ROLLOUT_CANARY_SERVICE": "demo",
+        "ROLLOUT_BASELINE_SUBSET": "stable",
+        "ROLLOUT_CANARY_SUBSET": "candidate",
+    }
+    router = ClusterSite(ClusterTarget.resolve(namespace="ml", release="demo", env=env)).router
+    assert isinstance(router, IstioRouter)
+    assert (router.virtual_service, router.route) == ("vs", "primary")
+    assert router.destinations == {
+        "baseline": Destination("demo", "stable"),
+        "canary": Destination("demo", "candidate"),
+    }
+    # One host without subsets cannot tell the arms apart: refused when the site is built.
+    env = {"ROLLOUT_ROUTER": "istio", "ROLLOUT_BASELINE_SERVICE": "demo", "ROLLOUT_CANARY_SERVICE": "demo"}
+    with pytest.raises(ValueError, match="both arms are destination demo"):
+        ClusterSite(ClusterTarget.resolve(namespace="ml", release="demo", env=env))
 
 
 RECORDING = """
