@@ -9,9 +9,10 @@ destination is a host (its Service: host-level splitting) and, optionally, a sub
 one named in the configuration, or the VirtualService's only http route.
 
 Verification reads the VirtualService back from the API server, as Argo Rollouts and Flagger do for Istio:
-istiod pushes what the API server holds to the proxies and writes no per-generation acknowledgement that
-a router could wait for, so the weights are in effect when the API server holds them (MATCHES), and
-someone else's edit shows as DIFFERS. Only a VirtualService that cannot be read is UNKNOWN.
+istiod pushes what the API server holds to the proxies, and reports on a VirtualService (its status'
+observedGeneration and Reconciled condition) only with its optional status feature on, so nothing here
+waits on that: the weights are in effect when the API server holds them (MATCHES), and someone else's edit
+shows as DIFFERS. Only a VirtualService that cannot be read is UNKNOWN.
 """
 
 from __future__ import annotations
