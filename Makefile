@@ -86,7 +86,7 @@ K8S_WANTED = $(if $(MARK),$(if $(findstring not k8s,$(MARK)),,$(findstring k8s,$
 # k8s tier's real node runs its server pods on it.
 IMAGES_WANTED = $(if $(MARK),$(if $(findstring not images,$(MARK)),,$(findstring images,$(MARK))),all)
 test: test-setup helm-bin actionlint-bin
-	@$(if $(K8S_WANTED),bash tools/k8s/build.sh && bash tools/traefik/build.sh)
+	@$(if $(K8S_WANTED),bash tools/k8s/build.sh && bash tools/k8s/istio-crds.sh && bash tools/traefik/build.sh)
 	@$(if $(K8S_WANTED),$(MAKE) --no-print-directory controllers-bin)
 	@$(if $(IMAGES_WANTED)$(K8S_WANTED),$(PY) tools/images.py build toolkit)
 	$(PY) -m pytest -m "$(or $(MARK),$(DEFAULT_MARK))" $(PYTEST_ARGS)
@@ -163,6 +163,7 @@ helm-docs: $(DEPS_STAMP)
 # Local Kubernetes control plane and Traefik for the k8s test tier (first build: long; then cached).
 k8s-build:
 	@bash tools/k8s/build.sh
+	@bash tools/k8s/istio-crds.sh
 	@bash tools/traefik/build.sh
 
 # Argo Rollouts and Flagger, which the k8s tier runs against the exported gates (first use only).
