@@ -3,9 +3,11 @@
     python -m testkit.stub_server --port 8123 [--arm baseline] [--ttft-ms 20 --itl-ms 5 --tokens 16]
 
 It streams sglang-shaped SSE chunks (`data: {...}`, a usage chunk, `data: [DONE]`), names its arm
-in `x-canary-arm`, and records its own time to first token per response id (GET /stub/timings), so
-a client's TTFT can be checked against the server's. Deterministic faults for tests: every Nth
-request answers HTTP 503, breaks the stream with an error chunk, or omits `[DONE]`.
+in `x-canary-arm` and in each chunk (`arm`: what a router in front, which sets that header itself, cannot
+change), and records its own time to first token per response id (GET /stub/timings), so a client's TTFT
+can be checked against the server's. A request may pace its own stream (`x-stub-ttft-ms`,
+`x-stub-itl-ms` headers), so slow and fast streams share one stub. Deterministic faults for tests: every
+Nth request answers HTTP 503, breaks the stream with an error chunk, or omits `[DONE]`.
 """
 
 from __future__ import annotations
@@ -62,16 +64,20 @@ class StubServer:
         match = _MAX_TOKENS.search(body[-512:])
         tokens = s.tokens or (int(match.group(1)) if match else 16)
         response_id = f"chatcmpl-stub-{count}"
+        ttft_ms = float(request.headers.get("x-stub-ttft-ms", s.ttft_ms))
+        itl_ms = float(request.headers.get("x-stub-itl-ms", s.itl_ms))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **headers})
         response.enable_chunked_encoding()
         await response.prepare(request)
-        if s.ttft_ms:
-            await asyncio.sleep(s.ttft_ms / 1000.0)
+        if ttft_ms:
+            await asyncio.sleep(ttft_ms / 1000.0)
         base = {"id": response_id, "object": "chat.completion.chunk", "model": "stub"}
+        if s.arm:
+            base["arm"] = s.arm
         first_token = None
         for index in range(tokens):
-            if index and s.itl_ms:
-                await asyncio.sleep(s.itl_ms / 1000.0)
+            if index and itl_ms:
+                await asyncio.sleep(itl_ms / 1000.0)
             if index == tokens // 2 and _every(s.stream_error_every, count):
                 await response.write(
                     _chunk({"object": "error", "message": "stub stream failure", "code": 500})
@@ -119,12 +125,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--arm", default="", help="value of the x-canary-arm response header (none if empty)")
+    parser.add_argument(
+        "--arm", default="", help="the arm it names in x-canary-arm and in each chunk (none if empty)"
+    )
     parser.add_argument(
         "--tokens", type=int, default=0, help="tokens per response (0: the request's max_tokens)"
     )
-    parser.add_argument("--ttft-ms", type=float, default=0.0, help="delay before the first token")
-    parser.add_argument("--itl-ms", type=float, default=0.0, help="delay between tokens")
+    parser.add_argument(
+        "--ttft-ms",
+        type=float,
+        default=0.0,
+        help="delay before the first token (a request's x-stub-ttft-ms wins)",
+    )
+    parser.add_argument(
+        "--itl-ms", type=float, default=0.0, help="delay between tokens (a request's x-stub-itl-ms wins)"
+    )
     parser.add_argument("--http-error-every", type=int, default=0, help="every Nth request answers HTTP 503")
     parser.add_argument(
         "--stream-error-every", type=int, default=0, help="every Nth stream breaks with an error"

@@ -6,8 +6,6 @@ import base64
 import contextlib
 import io
 import json
-import os
-import signal
 import struct
 import subprocess
 import sys
@@ -22,7 +20,8 @@ from pathlib import Path
 import psutil
 from PIL import Image
 
-from infra.net import free_port, wait_http_ok
+from infra.net import free_port
+from testkit.processes import serving
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "test-vlm"
@@ -47,47 +46,17 @@ class Server:
 def running_server(
     tmp_path: Path, *args: str, ready_timeout: float = 120.0, env: dict[str, str] | None = None
 ) -> Iterator[Server]:
-    """A real `python -m backend` on a free loopback port; always stopped (SIGTERM, then SIGKILL) after."""
+    """A real `python -m backend` on a free loopback port; always stopped (SIGTERM, then SIGKILL to what is
+    left of its process group) after."""
     port = free_port()
     log_path = tmp_path / f"backend-{port}.log"
+    url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "backend", "--model-path", MODEL, "--host", "127.0.0.1", "--port", str(port),
            "--enable-metrics", *args]  # fmt: skip
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **(env or {})},
-        )
-    server = Server(f"http://127.0.0.1:{port}", proc, log_path)
-    try:
-        try:
-            wait_http_ok(
-                server.url + "/ready", ready_timeout, interval_s=0.2, alive=lambda: proc.poll() is None
-            )
-        except Exception as exc:
-            raise RuntimeError(f"backend did not become ready: {exc}\n{server.log()}") from exc
-        yield server
-    finally:
-        stop(server)
-
-
-def stop(server: Server, timeout: float = 30.0) -> int | None:
-    proc = server.proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    # Whatever is left of the process group (ranks included) goes now.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(10)
-    return proc.returncode
+    with serving(
+        cmd, url + "/ready", log_path, timeout_s=ready_timeout, interval_s=0.2, grace_s=30.0, env=env
+    ) as proc:
+        yield Server(url, proc, log_path)
 
 
 def request(url: str, body: object | bytes | None = None, *, method: str | None = None, timeout: float = 60):

@@ -31,6 +31,8 @@ from backend_testlib import (
     wait_until,
 )
 
+from testkit.processes import stop
+
 pytestmark = pytest.mark.integration
 
 
@@ -311,9 +313,7 @@ def test_sigterm_while_starting_exits_zero(tmp_path):
         assert proc.wait(60) == 0, (tmp_path / "early.log").read_text()
         wait_until(lambda: not _live_group_members(proc.pid), 10, what="no rank left behind")
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop(proc, grace_s=0, group=True)
         log.close()
 
 

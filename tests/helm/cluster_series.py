@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
-from helm_chart_render import RELEASE
+from helm_chart_render import CHART, RELEASE, ROOT, helm_on
 
 from gates.config import DEFAULT_GATE_FILE
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
@@ -189,6 +192,22 @@ def gate_file_without_memory_leak(directory: Path) -> Path:
     return path
 
 
+def gate_file_for_served_pods(directory: Path) -> Path:
+    """The packaged gates and queries with the local demo's harms and absolute latency bounds, which CPU pods
+    on 2 cores force (`demo_sized`), and the packaged CPU sampling (30 s sub-windows fit cAdvisor scraped
+    every 5 s; the local demo's 2 s do not): nothing else differs. For the tests whose pods serve under a
+    real kubelet (serving_node.py)."""
+    packaged = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
+    (cpu,) = [g for g in packaged["gates"] if g["name"] == "cpu_utilisation"]
+    document = demo_sized(yaml.safe_load(DEFAULT_GATE_FILE.read_text()))
+    for gate in document["gates"]:
+        if gate["name"] == "cpu_utilisation":
+            gate.update(step_seconds=cpu["step_seconds"], min_points=cpu["min_points"])
+    path = directory / "gates.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
 def service_account_env(cluster, namespace: str, tmp_path: Path) -> dict[str, str]:
     """The environment of a job holding the chart's orchestrator token in KUBECONFIG, and no settings of ours."""
     kubeconfig = cluster.service_account_kubeconfig(namespace, f"{FULL}-orchestrator", tmp_path / "sa")
@@ -234,3 +253,68 @@ class RouteWatcher:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+
+def wait_for_route(cluster, namespace: str, weights: tuple[int, int], proc: subprocess.Popen) -> None:
+    """Wait (a minute at most) until the route holds `weights`, set by `proc`, which must keep running."""
+    deadline = time.monotonic() + 60
+    while route_weights(cluster, namespace) != weights:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert time.monotonic() < deadline, f"the route never held {weights[0]}/{weights[1]}"
+        time.sleep(0.5)
+
+
+def rollout_args(
+    command: str, namespace: str, prometheus_url: str, gate_file: Path, reports: Path, *extra: str
+):
+    """`python -m rollout <command>` (run, ci-gate) in cluster mode on the test release in `namespace`."""
+    return [
+        sys.executable,
+        "-m",
+        "rollout",
+        command,
+        "--kube-namespace",
+        namespace,
+        "--release",
+        RELEASE,
+        "--prometheus-url",
+        prometheus_url,
+        "--gate-file",
+        str(gate_file),
+        "--reports-dir",
+        str(reports),
+        *extra,
+    ]
+
+
+def run_to_end(cmd: list[str], env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
+    """Run `cmd` from the repository root to its end; its output's tails printed."""
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
+    print(proc.stdout[-4000:], proc.stderr[-4000:])
+    return proc
+
+
+def rollout_fixtures(canaries: dict[str, ArmBehaviour], *, seed: int):
+    """The module fixtures of a test module running the rollout against releases on the control plane:
+    `releases` (the chart installed in each namespace of `canaries`, namespace -> canary behaviour),
+    `prometheus` (their backfilled series, the first namespace's drawn with `seed`) and `gate_file`
+    (`gate_file_without_memory_leak`). Bind them to those names in the module."""
+
+    @pytest.fixture(scope="module")
+    def releases(cluster):
+        """The chart installed once per namespace: namespace -> (arm -> pod name, CPU limit)."""
+        with installed_releases(cluster, helm_on, CHART, canaries) as pods:
+            yield pods
+
+    @pytest.fixture(scope="module")
+    def prometheus(releases, tmp_path_factory):
+        """A real Prometheus holding each release's backfilled per-arm series."""
+        with backfilled_prometheus(releases, canaries, tmp_path_factory.mktemp("tsdb"), seed=seed) as server:
+            yield server
+
+    @pytest.fixture(scope="module")
+    def gate_file(tmp_path_factory) -> Path:
+        """The packaged gates without `memory_leak`, with the demo's harms."""
+        return gate_file_without_memory_leak(tmp_path_factory.mktemp("gates"))
+
+    return releases, prometheus, gate_file

@@ -10,10 +10,9 @@ import contextlib
 import dataclasses
 import functools
 import json
-import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,9 @@ from gates.config import GateConfig
 from gates.evaluate import evaluate
 from gates.export import not_exported
 from gates.record import Evaluation
-from infra.net import free_port, wait_http_ok
+from infra.net import free_port
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
+from testkit.processes import serving
 from testkit.synthetic_arms import ArmBehaviour, arm_series
 
 ARGO = ROOT / ".cache" / "argo-rollouts"
@@ -73,32 +73,6 @@ def apply(cluster, *documents: Mapping[str, Any]) -> None:
     )
 
 
-@contextlib.contextmanager
-def process(
-    name: str, argv: Sequence[str], log: Path, health_url: str, timeout_s: float = 90
-) -> Iterator[Path]:
-    """Run a controller until the block ends (SIGTERM, then SIGKILL, by its own pid); yields its log path."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-
-            def alive() -> bool:
-                if proc.poll() is not None:
-                    raise AssertionError(f"{name} exited ({proc.returncode}):\n{log_tail(log)}")
-                return True
-
-            wait_http_ok(health_url, timeout_s, alive=alive)
-            yield log
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-
-
 def log_tail(log: Path, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
 
@@ -139,9 +113,8 @@ def argo_rollouts(cluster, workdir: Path) -> Iterator[Path]:
         "--loglevel",
         "info",
     ]
-    with process(
-        "rollouts-controller", argv, workdir / "argo-rollouts.log", f"http://127.0.0.1:{healthz}/healthz"
-    ) as log:
+    log = workdir / "argo-rollouts.log"
+    with serving(argv, f"http://127.0.0.1:{healthz}/healthz", log, timeout_s=90, grace_s=15):
         yield log
 
 
@@ -166,8 +139,44 @@ def flagger(cluster, workdir: Path, metrics_server: str) -> Iterator[Path]:
         "info",
         "-enable-config-tracking=false",
     ]
-    with process("flagger", argv, workdir / "flagger.log", f"http://127.0.0.1:{port}/healthz") as log:
+    log = workdir / "flagger.log"
+    with serving(argv, f"http://127.0.0.1:{port}/healthz", log, timeout_s=90, grace_s=15):
         yield log
+
+
+# The target pods' one container (kwok runs no image), at the CPU limit the scenario series are sized to.
+CONTAINER: dict[str, Any] = {
+    "name": "sglang",
+    "image": "sglang-vlm:baseline",
+    "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": f"{CPU_LIMIT:g}"}},
+}
+
+
+def new_candidate(cluster, kind: str, name: str, namespace: str) -> None:
+    """A new revision of the target (a Rollout or a Deployment): its container runs the candidate build."""
+    patch = [
+        {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "sglang-vlm:candidate"}
+    ]
+    cluster.kubectl("-n", namespace, "patch", kind, name, "--type=json", "-p", json.dumps(patch))
+
+
+def flagger_canary(
+    target: str, namespace: str, gateway: str, analysis: Mapping[str, Any], **service: Any
+) -> dict[str, Any]:
+    """A Flagger Canary of the Deployment `target` routed by the Gateway API v1 `gateway` (in its namespace);
+    `service` adds to its service (the port is 30000)."""
+    return {
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "Canary",
+        "metadata": {"name": target, "namespace": namespace},
+        "spec": {
+            "provider": "gatewayapi:v1",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+            "progressDeadlineSeconds": 600,
+            "service": {"port": 30000, **service, "gatewayRefs": [{"name": gateway, "namespace": namespace}]},
+            "analysis": analysis,
+        },
+    }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from controllers import (
+    CONTAINER,
     Arms,
     apply,
     argo_rollouts,
@@ -25,6 +26,7 @@ from controllers import (
     get_all,
     judge_like_export,
     log_tail,
+    new_candidate,
     scenario_prometheus,
     wait_for,
 )
@@ -61,11 +63,6 @@ ANALYSIS_ARGS = [
 
 
 def rollout(namespace: str) -> dict[str, Any]:
-    container = {
-        "name": "sglang",
-        "image": "sglang-vlm:baseline",
-        "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "4"}},
-    }
     # the test reads the pods and starts Prometheus at the first pause
     canary: dict[str, Any] = {"steps": [{"setWeight": 50}, {"pause": {}}]}
     if namespace in BACKGROUND:  # from step 2 on, while the canary holds at 50%
@@ -87,7 +84,7 @@ def rollout(namespace: str) -> dict[str, Any]:
         "spec": {
             "replicas": 2,
             "selector": {"matchLabels": {"app": ROLLOUT}},
-            "template": {"metadata": {"labels": {"app": ROLLOUT}}, "spec": {"containers": [container]}},
+            "template": {"metadata": {"labels": {"app": ROLLOUT}}, "spec": {"containers": [CONTAINER]}},
             "strategy": {"canary": canary},
         },
     }
@@ -148,8 +145,7 @@ def outcome(cluster, tmp_path_factory):
                 ),
                 120,
             )
-            candidate = '[{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "sglang-vlm:candidate"}]'
-            cluster.kubectl("-n", namespace, "patch", "rollout", ROLLOUT, "--type=json", "-p", candidate)
+            new_candidate(cluster, "rollout", ROLLOUT, namespace)
         for namespace in SCENARIOS:
             arms[namespace] = paused_canary(cluster, namespace)
         with_data = {ns: (arms[ns], b) for ns, b in SCENARIOS.items() if b is not None}

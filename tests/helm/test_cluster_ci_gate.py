@@ -9,22 +9,21 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from cluster_series import (
     RouteWatcher,
-    backfilled_prometheus,
-    gate_file_without_memory_leak,
-    installed_releases,
+    rollout_args,
+    rollout_fixtures,
     route_weights,
+    run_to_end,
+    wait_for_route,
 )
 from cluster_series import service_account_env as cluster_job_env
-from helm_chart_render import CHART, RELEASE, ROOT
-from helm_chart_render import helm_on as helm
+from helm_chart_render import ROOT
 
+from testkit.processes import stop
 from testkit.synthetic_arms import ArmBehaviour
 
 pytestmark = pytest.mark.k8s
@@ -33,27 +32,10 @@ CANDIDATES = {
     "cigate-pass": ArmBehaviour(rps=80.0),
     "cigate-fail": ArmBehaviour(rps=80.0, cpu_utilisation=0.95),  # over the CPU gate's 0.60 of the limit
 }
-SCRAPE_S = 1.0
-PAST_S, FUTURE_S = 30.0, 300.0  # backfilled span around the fixture's start; every run ends inside it
 # A 10 s window at 80 req/s per arm: ~800 samples per arm, over the latency gates' 300.
 SHORT = ("--warmup", "2", "--duration", "10", "--settle", "1")
 
-
-@pytest.fixture(scope="module")
-def releases(cluster):
-    with installed_releases(cluster, helm, CHART, CANDIDATES) as pods:
-        yield pods
-
-
-@pytest.fixture(scope="module")
-def prometheus(releases, tmp_path_factory):
-    with backfilled_prometheus(releases, CANDIDATES, tmp_path_factory.mktemp("tsdb"), seed=4000) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gate_file(tmp_path_factory) -> Path:
-    return gate_file_without_memory_leak(tmp_path_factory.mktemp("gates"))
+releases, prometheus, gate_file = rollout_fixtures(CANDIDATES, seed=4000)
 
 
 def service_account_env(cluster, namespace: str, tmp_path: Path) -> dict[str, str]:
@@ -62,34 +44,11 @@ def service_account_env(cluster, namespace: str, tmp_path: Path) -> dict[str, st
     return env | {"GITHUB_STEP_SUMMARY": str(tmp_path / "step-summary.md")}
 
 
-def ci_gate_args(
-    namespace: str, prometheus_url: str, gate_file: Path, reports: Path, *extra: str
-) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "rollout",
-        "ci-gate",
-        "--kube-namespace",
-        namespace,
-        "--release",
-        RELEASE,
-        "--prometheus-url",
-        prometheus_url,
-        "--gate-file",
-        str(gate_file),
-        "--reports-dir",
-        str(reports),
-        *extra,
-    ]
-
-
 def run_gate(cluster, namespace: str, prometheus, gate_file: Path, tmp_path: Path):
     env = service_account_env(cluster, namespace, tmp_path)
-    cmd = ci_gate_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *SHORT)
+    cmd = rollout_args("ci-gate", namespace, prometheus.url, gate_file, tmp_path / "reports", *SHORT)
     with RouteWatcher(cluster, namespace) as watcher:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150, cwd=ROOT)
-    print(proc.stdout[-4000:], proc.stderr[-4000:])
+        proc = run_to_end(cmd, env, timeout_s=150)
     run_dir = next((tmp_path / "reports").iterdir())
     return proc, watcher.seen, run_dir, Path(env["GITHUB_STEP_SUMMARY"])
 
@@ -133,22 +92,18 @@ def test_failing_candidate_exits_1_names_the_gate_and_the_route_ends_at_baseline
 def test_sigterm_mid_run_restores_the_route_and_exits_2(cluster, prometheus, gate_file, tmp_path):
     namespace = "cigate-pass"
     env = service_account_env(cluster, namespace, tmp_path)
-    cmd = ci_gate_args(namespace, prometheus.url, gate_file, tmp_path / "reports", "--warmup", "120")
+    cmd = rollout_args(
+        "ci-gate", namespace, prometheus.url, gate_file, tmp_path / "reports", "--warmup", "120"
+    )
     proc = subprocess.Popen(
         cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        deadline = time.monotonic() + 60
-        while route_weights(cluster, namespace) != (50, 50):
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "ci-gate never set 50/50"
-            time.sleep(0.5)
+        wait_for_route(cluster, namespace, (50, 50), proc)
         proc.send_signal(signal.SIGTERM)  # a cancelled CI job
         output = proc.communicate(timeout=60)[0]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=30)
+        stop(proc, grace_s=0)
     print(output[-3000:])
     assert proc.returncode == 2, output[-3000:]
     assert route_weights(cluster, namespace) == (100, 0)

@@ -15,25 +15,25 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cluster_series import (
     FULL,
     RouteWatcher,
-    backfilled_prometheus,
-    gate_file_without_memory_leak,
-    installed_releases,
     release_target,
+    rollout_args,
+    rollout_fixtures,
     route_weights,
+    run_to_end,
     service_account_env,
+    wait_for_route,
 )
-from helm_chart_render import CHART, RELEASE, ROOT
-from helm_chart_render import helm_on as helm
+from helm_chart_render import RELEASE, ROOT
 
 from rollout.plan import get_profile
 from rollout.state import KEPT_PER_STEP
+from testkit.processes import stop
 from testkit.synthetic_arms import ArmBehaviour
 
 pytestmark = pytest.mark.k8s
@@ -46,48 +46,11 @@ CANARIES = {
     "rollout-race": ArmBehaviour(rps=80.0),
     "rollout-manual": ArmBehaviour(rps=80.0),
 }
-SCRAPE_S = 1.0
-PAST_S, FUTURE_S = 30.0, 300.0  # backfilled span around the fixture's start; every run ends inside it
 # Through the CLI's plan options: an evaluation every 3 s, 9 s per step (windows of 1, 4, 7 s; at 80 req/s
 # per arm the last holds ~560 samples, over the latency gates' 300).
 SHORT_PLAN = ("--profile", "quick", "--steps", "10,50,100", "--bake", "9,9,9", "--interval", "3")
 
-
-@pytest.fixture(scope="module")
-def releases(cluster):
-    with installed_releases(cluster, helm, CHART, CANARIES) as pods:
-        yield pods
-
-
-@pytest.fixture(scope="module")
-def prometheus(releases, tmp_path_factory):
-    with backfilled_prometheus(releases, CANARIES, tmp_path_factory.mktemp("tsdb"), seed=3000) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gate_file(tmp_path_factory) -> Path:
-    return gate_file_without_memory_leak(tmp_path_factory.mktemp("gates"))
-
-
-def run_args(namespace: str, prometheus_url: str, gate_file: Path, reports: Path, *plan: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "rollout",
-        "run",
-        "--kube-namespace",
-        namespace,
-        "--release",
-        RELEASE,
-        "--prometheus-url",
-        prometheus_url,
-        "--gate-file",
-        str(gate_file),
-        "--reports-dir",
-        str(reports),
-        *plan,
-    ]
+releases, prometheus, gate_file = rollout_fixtures(CANARIES, seed=3000)
 
 
 def replicas(cluster, namespace: str, arm: str) -> int:
@@ -104,18 +67,12 @@ def stored_state(cluster, namespace: str) -> dict[str, Any]:
     return json.loads(cm["data"]["state.json"])
 
 
-def run_to_end(cmd: list[str], env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
-    print(proc.stdout[-4000:], proc.stderr[-4000:])
-    return proc
-
-
 def test_passing_verdicts_take_the_route_10_50_100(cluster, prometheus, gate_file, tmp_path):
     namespace = "rollout-pass"
     env = service_account_env(cluster, namespace, tmp_path)
     with RouteWatcher(cluster, namespace) as watcher:
         proc = run_to_end(
-            run_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *SHORT_PLAN), env
+            rollout_args("run", namespace, prometheus.url, gate_file, tmp_path / "reports", *SHORT_PLAN), env
         )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert route_weights(cluster, namespace) == (0, 100)
@@ -157,7 +114,7 @@ def test_failing_verdict_reverts_to_baseline_and_scales_canary_down(cluster, pro
     env = service_account_env(cluster, namespace, tmp_path)
     with RouteWatcher(cluster, namespace) as watcher:
         proc = run_to_end(
-            run_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *SHORT_PLAN), env
+            rollout_args("run", namespace, prometheus.url, gate_file, tmp_path / "reports", *SHORT_PLAN), env
         )
     assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert route_weights(cluster, namespace) == (100, 0)
@@ -177,16 +134,12 @@ def test_rollback_after_sigkill_mid_step_restores_baseline(cluster, prometheus, 
     namespace = "rollout-kill"
     env = service_account_env(cluster, namespace, tmp_path)
     plan = ("--profile", "quick", "--steps", "10,50,100", "--bake", "120,9,9", "--interval", "3")
-    cmd = run_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *plan)
+    cmd = rollout_args("run", namespace, prometheus.url, gate_file, tmp_path / "reports", *plan)
     proc = subprocess.Popen(
         cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        deadline = time.monotonic() + 60
-        while route_weights(cluster, namespace) != (90, 10):
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "orchestrator never set 90/10"
-            time.sleep(0.5)
+        wait_for_route(cluster, namespace, (90, 10), proc)
         time.sleep(4)  # at least one evaluation recorded inside the step
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -247,7 +200,7 @@ def test_pause_resume_and_promote_by_hand_through_the_configmap(cluster, prometh
     namespace = "rollout-manual"
     env = service_account_env(cluster, namespace, tmp_path)
     plan = ("--profile", "quick", "--steps", "10,50,100", "--bake", "9,120,9", "--interval", "3")
-    cmd = run_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *plan)
+    cmd = rollout_args("run", namespace, prometheus.url, gate_file, tmp_path / "reports", *plan)
     proc = subprocess.Popen(
         cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -258,10 +211,7 @@ def test_pause_resume_and_promote_by_hand_through_the_configmap(cluster, prometh
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     try:
-        deadline = time.monotonic() + 60
-        while route_weights(cluster, namespace) != (90, 10):
-            assert proc.poll() is None and time.monotonic() < deadline, "orchestrator never set 90/10"
-            time.sleep(0.3)
+        wait_for_route(cluster, namespace, (90, 10), proc)
         manual("pause", "--reason", "hold at 10%")
         time.sleep(9 + 4 * 3)  # the whole 9 s bake and four intervals more, every evaluation passing
         held = stored_state(cluster, namespace)
@@ -277,8 +227,7 @@ def test_pause_resume_and_promote_by_hand_through_the_configmap(cluster, prometh
         assert route_weights(cluster, namespace) == (0, 100)  # at once, by the command itself
         assert proc.wait(timeout=30) == 0  # the orchestrator saw the promotion at its next interval
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop(proc, grace_s=0)
         print((proc.communicate(timeout=30)[0] or "")[-3000:])
     state = stored_state(cluster, namespace)
     assert (state["outcome"], state["decided_by"]) == ("promoted", "e2e"), state["reason"]
@@ -372,7 +321,7 @@ def test_two_orchestrators_never_steer_at_once_and_a_dead_ones_rollout_is_taken_
     namespace = "rollout-race"
     env = service_account_env(cluster, namespace, tmp_path)
     plan = ("--profile", "quick", "--steps", "10,50,100", "--bake", "300,9,9", "--interval", "3")
-    cmd = run_args(namespace, prometheus.url, gate_file, tmp_path / "reports", *plan)
+    cmd = rollout_args("run", namespace, prometheus.url, gate_file, tmp_path / "reports", *plan)
 
     def start() -> subprocess.Popen:
         return subprocess.Popen(
@@ -420,6 +369,4 @@ def test_two_orchestrators_never_steer_at_once_and_a_dead_ones_rollout_is_taken_
         assert stored_state(cluster, namespace)["phase"] == "aborted"
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate(timeout=30)
+            stop(p, grace_s=0)

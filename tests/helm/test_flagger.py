@@ -22,13 +22,16 @@ from typing import Any
 import pytest
 import yaml
 from controllers import (
+    CONTAINER,
     Arms,
     apply,
     flagger,
+    flagger_canary,
     get,
     get_all,
     judge_like_export,
     log_tail,
+    new_candidate,
     scenario_prometheus,
     wait_for,
 )
@@ -81,11 +84,6 @@ def export(tmp_path, fmt: str, namespace: str, prometheus: str) -> list[dict[str
 
 
 def manifests(tmp_path, namespace: str, hold_url: str) -> list[dict[str, Any]]:
-    container = {
-        "name": "sglang",
-        "image": "sglang-vlm:baseline",
-        "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "4"}},
-    }
     (block,) = export(tmp_path, "flagger-analysis", namespace, "http://unused")
     analysis = block["analysis"] | {
         "webhooks": [{"name": "hold", "type": "confirm-traffic-increase", "url": hold_url, "timeout": "5s"}]
@@ -98,7 +96,7 @@ def manifests(tmp_path, namespace: str, hold_url: str) -> list[dict[str, Any]]:
             "spec": {
                 "replicas": 1,
                 "selector": {"matchLabels": {"app": TARGET}},
-                "template": {"metadata": {"labels": {"app": TARGET}}, "spec": {"containers": [container]}},
+                "template": {"metadata": {"labels": {"app": TARGET}}, "spec": {"containers": [CONTAINER]}},
             },
         },
         {
@@ -110,18 +108,7 @@ def manifests(tmp_path, namespace: str, hold_url: str) -> list[dict[str, Any]]:
                 "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
             },
         },
-        {
-            "apiVersion": "flagger.app/v1beta1",
-            "kind": "Canary",
-            "metadata": {"name": TARGET, "namespace": namespace},
-            "spec": {
-                "provider": "gatewayapi:v1",
-                "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": TARGET},
-                "progressDeadlineSeconds": 600,
-                "service": {"port": 30000, "gatewayRefs": [{"name": "gateway", "namespace": namespace}]},
-                "analysis": analysis,
-            },
-        },
+        flagger_canary(TARGET, namespace, "gateway", analysis),
     ]
 
 
@@ -216,10 +203,7 @@ def outcome(cluster, tmp_path_factory):
                     180,
                     describe=lambda: log_tail(log, 20),
                 )
-                candidate = '[{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "sglang-vlm:candidate"}]'
-                cluster.kubectl(
-                    "-n", namespace, "patch", "deployment", TARGET, "--type=json", "-p", candidate
-                )
+                new_candidate(cluster, "deployment", TARGET, namespace)
             arms = {ns: held_arms(cluster, ns, hold) for ns in SCENARIOS}
             with_data = {ns: (arms[ns], b) for ns, b in SCENARIOS.items() if b is not None}
             with scenario_prometheus(

@@ -20,12 +20,11 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster_series import FULL, demo_sized
-from controllers import apply, flagger, get, log_tail, wait_for
+from cluster_series import FULL, gate_file_for_served_pods
+from controllers import apply, flagger, flagger_canary, get, log_tail, wait_for
 from serving_node import serving_release
 
 from gates.__main__ import main as gates_main
-from gates.config import DEFAULT_GATE_FILE
 from rollout.processes import ProcessRef, terminate
 
 pytestmark = [pytest.mark.k8s, pytest.mark.controllers]
@@ -52,23 +51,10 @@ def plane(tmp_path_factory):
             yield release, log
 
 
-def gate_file(directory: Path) -> Path:
-    """The packaged gates and queries with the local demo's harms and absolute latency bounds, which CPU
-    pods on 2 cores force (`demo_sized`), and the packaged CPU sampling; nothing else differs."""
-    packaged = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
-    (cpu,) = [g for g in packaged["gates"] if g["name"] == "cpu_utilisation"]
-    document = demo_sized(yaml.safe_load(DEFAULT_GATE_FILE.read_text()))
-    for gate in document["gates"]:
-        if gate["name"] == "cpu_utilisation":
-            gate.update(step_seconds=cpu["step_seconds"], min_points=cpu["min_points"])
-    path = directory / "gates.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
-
-
 def exported(directory: Path, fmt: str, prometheus_url: str) -> list[dict[str, Any]]:
     out = directory / f"{fmt}.yaml"
-    argv = ["export", "--format", fmt, "--profile", "kubernetes", "--gate-file", str(gate_file(directory))]
+    gate_file = gate_file_for_served_pods(directory)
+    argv = ["export", "--format", fmt, "--profile", "kubernetes", "--gate-file", str(gate_file)]
     argv += [
         "--prometheus-address",
         prometheus_url,
@@ -81,25 +67,6 @@ def exported(directory: Path, fmt: str, prometheus_url: str) -> list[dict[str, A
     ]
     assert gates_main(argv) == 0
     return [d for d in yaml.safe_load_all(out.read_text()) if d]
-
-
-def canary_resource(analysis: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "flagger.app/v1beta1",
-        "kind": "Canary",
-        "metadata": {"name": TARGET, "namespace": NAMESPACE},
-        "spec": {
-            "provider": "gatewayapi:v1",
-            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": TARGET},
-            "progressDeadlineSeconds": 600,
-            "service": {
-                "port": 30000,
-                "targetPort": 30000,
-                "gatewayRefs": [{"name": "canary-gateway", "namespace": NAMESPACE}],
-            },
-            "analysis": analysis,
-        },
-    }
 
 
 def new_revision(cluster, revision: str, extra_args: list[str]) -> None:
@@ -156,7 +123,7 @@ def test_flagger_promotes_a_good_candidate_and_rolls_back_a_slow_one(plane, tmp_
     cluster = release.cluster
     apply(cluster, *exported(tmp_path, "flagger", release.prometheus.url))
     (block,) = exported(tmp_path, "flagger-analysis", release.prometheus.url)
-    apply(cluster, canary_resource(block["analysis"]))
+    apply(cluster, flagger_canary(TARGET, NAMESPACE, "canary-gateway", block["analysis"], targetPort=30000))
     interval_s = int(block["analysis"]["interval"].rstrip("s"))
     wait_for(  # Flagger acts once per interval: the primary is created at one tick, found ready at the next
         "the Canary initialized (primary serving)",

@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from cluster_series import demo_sized, release_target
+from cluster_series import gate_file_for_served_pods, release_target
 from serving_node import ARMS, serving_release
 
-from gates.config import DEFAULT_GATE_FILE, load_gate_file
+from gates.config import load_gate_file
 from gates.evaluate import evaluate
 from infra.prometheus_api import PrometheusAPI
 from rollout.processes import ProcessRef, terminate
@@ -37,21 +36,6 @@ def release(tmp_path_factory):
         yield running
 
 
-def gate_file(directory: Path) -> Path:
-    """The packaged gates and queries with the local demo's harms and absolute latency bounds, which CPU
-    pods on 2 cores force (`demo_sized`), and the packaged CPU sampling (30 s sub-windows fit cAdvisor
-    scraped every 5 s; the local demo's 2 s do not): nothing else differs."""
-    packaged = yaml.safe_load(DEFAULT_GATE_FILE.read_text())
-    (cpu,) = [g for g in packaged["gates"] if g["name"] == "cpu_utilisation"]
-    document = demo_sized(yaml.safe_load(DEFAULT_GATE_FILE.read_text()))
-    for gate in document["gates"]:
-        if gate["name"] == "cpu_utilisation":
-            gate.update(step_seconds=cpu["step_seconds"], min_points=cpu["min_points"])
-    path = directory / "gates.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
-
-
 def test_a_slow_canarys_pods_are_judged_from_what_the_collectors_scraped(release, tmp_path):
     release.set_faults("canary", extra_latency_ms=SLOWDOWN_MS)
     load = release.start_load("load", RATE)
@@ -68,7 +52,7 @@ def test_a_slow_canarys_pods_are_judged_from_what_the_collectors_scraped(release
     assert all(n > 0.3 * RATE * WINDOW_S / 2 for n in served.values()), (served, records[-3:], release.logs())
 
     evaluation = evaluate(
-        load_gate_file(gate_file(tmp_path), profile="kubernetes"),
+        load_gate_file(gate_file_for_served_pods(tmp_path), profile="kubernetes"),
         prometheus_url=release.prometheus.url,
         start=start,
         end=end,

@@ -7,7 +7,8 @@ import json
 
 import pytest
 from image_harness import run_container
-from loadtest_harness import stub_server
+
+from testkit.processes import stub_server
 
 pytestmark = [pytest.mark.images, pytest.mark.integration]
 

@@ -6,53 +6,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from infra.net import free_port, wait_http_ok
+from infra.net import free_port
+from testkit.processes import serving, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = str(ROOT / "loadtest" / "vlm.py")
 LOCUST = [sys.executable, "-m", "locust", "-f", LOCUSTFILE]
 BACKEND_MODEL = "test-vlm"
-
-
-@contextlib.contextmanager
-def serving(cmd: list[str], ready_url: str, log_path: Path | None = None, timeout_s: float = 60):
-    """A server process from the repository root, ready once `ready_url` answers 2xx; its whole process
-    group (a backend's rank processes included) is always stopped after."""
-    with open(log_path or os.devnull, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        try:
-            wait_http_ok(ready_url, timeout_s=timeout_s, alive=lambda: proc.poll() is None)
-        except Exception as exc:
-            output = log_path.read_text(errors="replace") if log_path else ""
-            raise RuntimeError(f"{' '.join(cmd)} did not become ready: {exc}\n{output}") from exc
-        yield
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-@contextlib.contextmanager
-def stub_server(*args: str):
-    """`python -m testkit.stub_server` on a free port; yields its base URL; always stopped."""
-    port = free_port()
-    with serving(
-        [sys.executable, "-m", "testkit.stub_server", "--port", str(port), *args],
-        f"http://127.0.0.1:{port}/health",
-    ):
-        yield f"http://127.0.0.1:{port}"
+LOCUST_GRACE_S = 30.0  # on SIGTERM Locust drains its in-flight requests and writes its summary
 
 
 @contextlib.contextmanager
@@ -87,18 +52,8 @@ def run_locust(args: list[str], tmp_path: Path, timeout_s: float = 60) -> tuple[
     try:
         code = proc.wait(timeout=timeout_s)
     finally:
-        stop(proc)
+        stop(proc, grace_s=LOCUST_GRACE_S)
     return code, log_path.read_text(errors="replace")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -5,7 +5,9 @@ import re
 import time
 
 import pytest
-from loadtest_harness import ROOT, read_jsonl, run_locust, start_locust, stop, stub_server
+from loadtest_harness import LOCUST_GRACE_S, ROOT, read_jsonl, run_locust, start_locust
+
+from testkit.processes import stop, stub_server
 
 pytestmark = pytest.mark.integration
 
@@ -107,9 +109,9 @@ def test_sigterm_mid_run_drains_in_flight_requests_and_writes_the_summary(tmp_pa
             while not (jsonl.exists() and len(read_jsonl(jsonl)) >= 3):  # readable while the run goes on
                 assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "run.log").read_text()
                 time.sleep(0.2)
-            stop(proc)
+            stop(proc, grace_s=LOCUST_GRACE_S)
         finally:
-            stop(proc)
+            stop(proc, grace_s=LOCUST_GRACE_S)
     log = (tmp_path / "run.log").read_text()
     assert proc.returncode == 0, log
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -150,7 +152,7 @@ def test_master_and_workers_split_one_schedule_and_end_after_the_last_stage(tmp_
             )
         finally:
             for worker in workers:
-                stop(worker)
+                stop(worker, grace_s=LOCUST_GRACE_S)
     assert code == 1, log  # request failures and no --slo: Locust's convention
     assert "schedule complete" in log
     records = read_jsonl(tmp_path / "out" / "requests.jsonl")
@@ -261,7 +263,7 @@ def test_requests_outlasting_the_drain_are_recorded_as_cancelled_not_failed(tmp_
             time.sleep(6)
             assert proc.poll() is None, (tmp_path / "run.log").read_text()
         finally:
-            stop(proc)
+            stop(proc, grace_s=LOCUST_GRACE_S)
     assert proc.returncode == 0, (tmp_path / "run.log").read_text()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     records = read_jsonl(jsonl)

@@ -20,10 +20,19 @@ from html import unescape
 from pathlib import Path
 
 import pytest
-from loadtest_harness import BACKEND_MODEL, ROOT, read_jsonl, run_locust, start_locust, stop, two_arm_stack
+from loadtest_harness import (
+    BACKEND_MODEL,
+    LOCUST_GRACE_S,
+    ROOT,
+    read_jsonl,
+    run_locust,
+    start_locust,
+    two_arm_stack,
+)
 from PIL import Image
 
 from infra.net import free_port, wait_http_ok
+from testkit.processes import stop
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +152,7 @@ def test_web_ui_shows_token_and_self_check_rows(router_url, tmp_path):
         chromium(tmp_path, f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--screenshot={png}", web + "/")
         dom = chromium(tmp_path, "--dump-dom", web + "/").stdout
     finally:
-        stop(proc)
+        stop(proc, grace_s=LOCUST_GRACE_S)
     assert proc.returncode == 0, log.read_text()
 
     with Image.open(png) as image:

@@ -3,7 +3,15 @@
 import json
 
 import pytest
-from rollout_fakes import PROFILE, ManualClock, MemoryRouter, ScriptedGates, run_until_terminal
+from rollout_fakes import (
+    PROFILE,
+    MemoryRouter,
+    ScriptedGates,
+    advance,
+    advance_until,
+    make_controller,
+    run_until_terminal,
+)
 
 from rollout.controller import RolloutController, new_state, resume_locked
 from rollout.events import Pause, Rollback, StepPassed, WeightsSet
@@ -13,17 +21,9 @@ from rollout.routers.base import RouterUnavailable, WeightCheck, Weights
 from rollout.state import KEPT_PER_STEP, FileStateStore
 
 
-def make(tmp_path, gates, *, router=None, hooks=(), clock=None):
-    clock = clock or ManualClock()
-    router = router or MemoryRouter()
-    store = FileStateStore(tmp_path / "state")
-    store.save(new_state(run_id="r1", profile=PROFILE, router=router, stack={}, now=clock()))
-    return RolloutController(store=store, router=router, gates=gates, hooks=hooks, clock=clock), router, clock
-
-
 def test_passing_gates_promote_through_every_step_after_each_bake(tmp_path):
     gates = ScriptedGates("pass")
-    controller, router, clock = make(tmp_path, gates)
+    controller, router, clock = make_controller(tmp_path, gates)
     state = run_until_terminal(controller, clock)
     assert state.phase is Phase.PROMOTED and state.outcome is Phase.PROMOTED
     assert router.history == [(90, 10), (50, 50), (0, 100)]
@@ -37,7 +37,7 @@ def test_passing_gates_promote_through_every_step_after_each_bake(tmp_path):
 
 def test_a_failed_gate_reverts_at_once_and_names_the_gate(tmp_path):
     gates = ScriptedGates("pass", "pass", "pass", "fail", failing_gate="memory_leak")
-    controller, router, clock = make(tmp_path, gates)
+    controller, router, clock = make_controller(tmp_path, gates)
     state = run_until_terminal(controller, clock)
     assert state.phase is Phase.REVERTED and state.outcome is Phase.REVERTED
     assert "memory_leak" in state.reason and "50% canary" in state.reason
@@ -46,21 +46,10 @@ def test_a_failed_gate_reverts_at_once_and_names_the_gate(tmp_path):
     assert rollback[0].who == "rollout" and rollback[0].weights_before == Weights(50, 50)
 
 
-def advance_until(controller, clock, done, limit=100):
-    """advance() once per PROFILE interval until `done(state)`."""
-    state = controller.advance()
-    for _ in range(limit):
-        if done(state):
-            return state
-        clock.tick(PROFILE.interval_s)
-        state = controller.advance()
-    raise AssertionError(f"not done after {limit} intervals: {state.phase}, paused {state.paused}")
-
-
 def test_inconclusive_holds_for_evidence_then_pauses_and_never_promotes(tmp_path):
     # Inconclusive through the 30 s bake and up to the 90 s maximum (3x), then passing: too late.
     gates = ScriptedGates(*["inconclusive"] * 9, "pass")
-    controller, router, clock = make(tmp_path, gates)
+    controller, router, clock = make_controller(tmp_path, gates)
     state = advance_until(controller, clock, lambda s: s.paused is not None)
     assert state.phase is Phase.PROGRESSING and state.paused["who"] == "rollout"
     assert "maximum bake of 90s" in state.paused["reason"] and "p99_latency" in state.paused["reason"]
@@ -81,7 +70,7 @@ def test_inconclusive_holds_for_evidence_then_pauses_and_never_promotes(tmp_path
 
 
 def test_a_step_held_for_evidence_keeps_queries_and_bounds_on_its_latest_evaluation_only(tmp_path):
-    controller, _, clock = make(tmp_path, ScriptedGates("inconclusive"))
+    controller, _, clock = make_controller(tmp_path, ScriptedGates("inconclusive"))
     state = advance_until(controller, clock, lambda s: len(s.evaluations) == 6)
     gates = [e.evaluation.gate("p99_latency") for e in state.evaluations]
     assert [bool(g.queries) for g in gates] == [False] * 5 + [True]
@@ -93,7 +82,7 @@ def test_a_step_held_for_evidence_keeps_queries_and_bounds_on_its_latest_evaluat
 
 
 def test_a_step_held_for_long_keeps_its_latest_evaluations_and_counts_those_dropped(tmp_path):
-    controller, _, clock = make(tmp_path, ScriptedGates("inconclusive"))
+    controller, _, clock = make_controller(tmp_path, ScriptedGates("inconclusive"))
     state = advance_until(controller, clock, lambda s: s.evaluations_dropped == 5)  # paused after 90 s
     assert state.paused is not None and len(state.evaluations) == KEPT_PER_STEP
     assert state.evaluations[-1].at == clock() and state.evaluations[0].at == clock() - 39 * 10
@@ -102,7 +91,7 @@ def test_a_step_held_for_long_keeps_its_latest_evaluations_and_counts_those_drop
 
 def test_a_failure_while_paused_for_evidence_still_reverts(tmp_path):
     gates = ScriptedGates(*["inconclusive"] * 9, "fail")
-    controller, router, clock = make(tmp_path, gates)
+    controller, router, clock = make_controller(tmp_path, gates)
     state = run_until_terminal(controller, clock)
     assert state.phase is Phase.REVERTED and "p99_latency" in state.reason
     assert any(isinstance(e, Pause) and e.who == "rollout" for e in state.events)
@@ -111,14 +100,14 @@ def test_a_failure_while_paused_for_evidence_still_reverts(tmp_path):
 
 def test_a_pass_resets_the_inconclusive_count(tmp_path):
     gates = ScriptedGates("pass", "pass", "pass", "inconclusive", "pass", "pass", "pass")
-    controller, _, clock = make(tmp_path, gates)
+    controller, _, clock = make_controller(tmp_path, gates)
     state = run_until_terminal(controller, clock)
     assert state.phase is Phase.PROMOTED
 
 
 def test_an_evaluator_error_is_inconclusive_not_a_pass(tmp_path):
     gates = ScriptedGates(ConnectionError("prometheus down"))
-    controller, router, clock = make(tmp_path, gates)
+    controller, router, clock = make_controller(tmp_path, gates)
     state = advance_until(controller, clock, lambda s: s.paused is not None)
     assert state.phase is Phase.PROGRESSING and router.history == [(90, 10)]
     assert all(e.verdict == "inconclusive" for e in state.evaluations)
@@ -127,10 +116,9 @@ def test_an_evaluator_error_is_inconclusive_not_a_pass(tmp_path):
 
 def test_restart_resumes_the_step_and_reapplies_weights_the_router_lost(tmp_path):
     gates = ScriptedGates("pass")
-    controller, router, clock = make(tmp_path, gates)
-    for _ in range(4):  # into the 50% step (entered at t=30 s; the clock is at 40 s)
-        controller.advance()
-        clock.tick(PROFILE.interval_s)
+    controller, router, clock = make_controller(tmp_path, gates)
+    advance(controller, clock, 4)  # into the 50% step (entered at t=30 s)
+    clock.tick(PROFILE.interval_s)  # the clock at 40 s
     saved = controller.store.load()
     assert saved.step_index == 1
     router.weights = Weights(100, 0)  # as if a fresh router process came up
@@ -145,10 +133,8 @@ def test_restart_resumes_the_step_and_reapplies_weights_the_router_lost(tmp_path
 def test_rollback_from_any_state_is_idempotent_and_records_who_and_why(tmp_path):
     calls = tmp_path / "hook-calls"
     hook = Hook(kind="rollback", command=("sh", "-c", f"echo $ROLLOUT_REASON >> {calls}"))
-    controller, router, clock = make(tmp_path, ScriptedGates("pass"), hooks=(hook,))
-    controller.advance()
-    clock.tick(PROFILE.interval_s)
-    controller.advance()
+    controller, router, clock = make_controller(tmp_path, ScriptedGates("pass"), hooks=(hook,))
+    advance(controller, clock, 2)
     first = controller.rollback(who="alice", reason="pager went off")
     second = controller.rollback(who="bob", reason="double-check")
     assert router.weights == Weights(100, 0)
@@ -161,7 +147,7 @@ def test_rollback_from_any_state_is_idempotent_and_records_who_and_why(tmp_path)
 
 
 def test_rollback_that_cannot_reach_the_router_raises_and_records_nothing(tmp_path):
-    controller, router, clock = make(tmp_path, ScriptedGates("pass"))
+    controller, router, clock = make_controller(tmp_path, ScriptedGates("pass"))
     controller.advance()
     router.down = True
     with pytest.raises(RouterUnavailable):
@@ -171,7 +157,7 @@ def test_rollback_that_cannot_reach_the_router_raises_and_records_nothing(tmp_pa
 
 def test_failed_pre_step_hook_reverts(tmp_path):
     hook = Hook(kind="pre-step", command=("sh", "-c", "exit 3"), steps=(50,))
-    controller, router, clock = make(tmp_path, ScriptedGates("pass"), hooks=(hook,))
+    controller, router, clock = make_controller(tmp_path, ScriptedGates("pass"), hooks=(hook,))
     state = run_until_terminal(controller, clock)
     assert state.phase is Phase.REVERTED and "pre-step hook" in state.reason and "exit 3" in state.reason
     assert router.weights == Weights(100, 0)
@@ -179,7 +165,7 @@ def test_failed_pre_step_hook_reverts(tmp_path):
 
 
 def test_state_file_is_json_and_rejects_unknown_keys(tmp_path):
-    controller, _, _ = make(tmp_path, ScriptedGates("pass"))
+    controller, _, _ = make_controller(tmp_path, ScriptedGates("pass"))
     controller.advance()
     path = controller.store.path
     data = json.loads(path.read_text())
@@ -192,11 +178,8 @@ def test_state_file_is_json_and_rejects_unknown_keys(tmp_path):
 
 def test_each_evaluation_gets_the_failure_streaks_of_its_step_even_after_a_restart(tmp_path):
     gates = ScriptedGates("held", "held", "pass")
-    controller, router, clock = make(tmp_path, gates)
-    controller.advance()
-    for _ in range(2):
-        clock.tick(PROFILE.interval_s)
-        controller.advance()
+    controller, router, clock = make_controller(tmp_path, gates)
+    advance(controller, clock, 3)
     fresh = RolloutController(store=controller.store, router=router, gates=gates, clock=clock)
     clock.tick(PROFILE.interval_s)
     fresh.advance()  # third evaluation of step 1 (then the step passes)
@@ -239,7 +222,7 @@ def _holder(name, clock, lease_s=60.0):
 def test_a_second_orchestrator_steers_only_once_the_first_ones_lease_ran_out(tmp_path):
     from rollout.controller import LeaseLost
 
-    first, router, clock = make(tmp_path, ScriptedGates("pass"))
+    first, router, clock = make_controller(tmp_path, ScriptedGates("pass"))
     first.holder = _holder("first", clock)
     assert first.advance().holder.id == "first"
     second = RolloutController(
@@ -266,7 +249,7 @@ def test_status_says_when_nobody_steers_and_what_to_run(tmp_path):
 
     from rollout.cli import orchestrator_status
 
-    controller, _, clock = make(tmp_path, ScriptedGates("pass"))
+    controller, _, clock = make_controller(tmp_path, ScriptedGates("pass"))
     controller.holder = _holder("live", clock)
     state = controller.advance()
     live = orchestrator_status(state, clock())
@@ -301,7 +284,7 @@ def test_a_weight_change_waits_until_in_effect_before_the_evaluation(tmp_path):
     """The one door for traffic waits for the gateway's report: an evaluation right after the change judges
     the new split instead of holding."""
     gates = ScriptedGates("pass")
-    controller, router, clock = make(tmp_path, gates, router=LaggingRouter(lag=3))
+    controller, router, clock = make_controller(tmp_path, gates, router=LaggingRouter(lag=3))
     state = controller.advance()  # step 1: set, then verified three times until the gateway reports it
     (change,) = [e for e in state.events if isinstance(e, WeightsSet)]
     assert change.verified == "matches" and router.lag == 0
@@ -312,7 +295,7 @@ def test_a_weight_change_waits_until_in_effect_before_the_evaluation(tmp_path):
 
 def test_an_evaluation_holds_while_the_weights_are_not_in_effect_and_says_why(tmp_path):
     gates = ScriptedGates("pass")
-    controller, router, clock = make(tmp_path, gates, router=LaggingRouter(lag=2))
+    controller, router, clock = make_controller(tmp_path, gates, router=LaggingRouter(lag=2))
     controller.in_effect_timeout_s = 0.0  # the gateway reports later than the change waits for it
     controller.advance()  # step 1 set: 90/10 configured, not yet in effect
     clock.tick(PROFILE.interval_s)

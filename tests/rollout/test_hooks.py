@@ -1,6 +1,4 @@
-import http.server
 import json
-import threading
 
 import pytest
 
@@ -8,42 +6,20 @@ from infra.net import free_port
 from rollout.hooks import Hook, call_hook, load_hooks, run_hooks
 
 
-@pytest.fixture
-def receiver():
-    """A loopback HTTP server that records POSTed JSON bodies and answers with a chosen status."""
-    received, status = [], {"code": 200}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(status["code"])
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/hook", received, status
-    finally:
-        server.shutdown()
-
-
 def test_url_hook_posts_the_context_merged_with_its_body(receiver):
-    url, received, _ = receiver
     result = call_hook(
-        Hook(kind="pre-step", url=url, body={"cpu_burn_ms": 40}), {"run_id": "r", "canary_weight": 10}
+        Hook(kind="pre-step", url=receiver.url("/hook"), body={"cpu_burn_ms": 40}),
+        {"run_id": "r", "canary_weight": 10},
     )
     assert result.ok and result.detail == "HTTP 200"
-    assert received == [{"hook": "pre-step", "run_id": "r", "canary_weight": 10, "cpu_burn_ms": 40}]
+    assert receiver.posts == [
+        ("/hook", {"hook": "pre-step", "run_id": "r", "canary_weight": 10, "cpu_burn_ms": 40})
+    ]
 
 
 def test_url_hook_error_status_and_unreachable_url_are_failures_not_exceptions(receiver):
-    url, _, status = receiver
-    status["code"] = 503
-    assert not call_hook(Hook(kind="rollback", url=url), {}).ok
+    receiver.statuses = [503]
+    assert not call_hook(Hook(kind="rollback", url=receiver.url("/hook")), {}).ok
     result = call_hook(Hook(kind="rollback", url=f"http://127.0.0.1:{free_port()}/", timeout_s=1), {})
     assert not result.ok and "unreachable" in result.detail
 
@@ -74,16 +50,25 @@ def test_run_hooks_selects_by_kind_and_step():
     assert [r.ok for r in run_hooks(hooks, "pre-step", {"canary_weight": 50})] == [True, False]
 
 
-def test_load_hooks_names_the_bad_entry(tmp_path):
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (
+            "  - {kind: pre-step, url: 'http://x'}\n  - {kind: sometimes, url: 'http://x'}\n",
+            r"hooks\[1\].*'sometimes'",
+        ),
+        ("  - {kind: rollback, url: 'http://x', command: [true]}\n", "exactly one of url or command"),
+        ("  - {kind: rollback, urll: 'http://x'}\n", "urll"),
+    ],
+)
+def test_load_hooks_names_the_bad_entry(tmp_path, entries, message):
     path = tmp_path / "hooks.yaml"
-    path.write_text("hooks:\n  - {kind: pre-step, url: 'http://x'}\n  - {kind: sometimes, url: 'http://x'}\n")
-    with pytest.raises(ValueError, match=r"hooks\[1\].*'sometimes'"):
+    path.write_text("hooks:\n" + entries)
+    with pytest.raises(ValueError, match=message):
         load_hooks(path)
-    path.write_text("hooks:\n  - {kind: rollback, url: 'http://x', command: [true]}\n")
-    with pytest.raises(ValueError, match="exactly one of url or command"):
-        load_hooks(path)
-    path.write_text("hooks:\n  - {kind: rollback, urll: 'http://x'}\n")
-    with pytest.raises(ValueError, match="urll"):
-        load_hooks(path)
+
+
+def test_load_hooks_reads_a_timeout(tmp_path):
+    path = tmp_path / "hooks.yaml"
     path.write_text("hooks:\n  - {kind: rollback, command: [echo, hi], timeout_s: 3}\n")
     assert load_hooks(path) == (Hook(kind="rollback", command=("echo", "hi"), timeout_s=3.0),)

@@ -13,20 +13,24 @@ import pytest
 from infra.net import free_port
 from rollout.processes import is_alive, terminate
 from rollout.routers.base import RouterUnavailable, WeightCheck, Weights
-from rollout.routers.local import LocalProxyRouter, LocalProxySpec, start_local_proxy
+from rollout.routers.local import LocalProxyRouter
 
 pytestmark = pytest.mark.integration
 
 
-async def _stream(session, url, *, chunks=3, delay_ms=0, echo=None):
-    """One streamed request: (arm header, arms named in events, event arrival times, status)."""
-    body = {"chunks": chunks, "delay_ms": delay_ms, "echo": echo}
-    async with session.post(url + "/v1/chat/completions", json=body) as resp:
+async def _stream(session, url, *, chunks=3, delay_ms=0):
+    """One streamed request of `chunks` tokens, each `delay_ms` after the last (the first too): (arm header,
+    arms named in the token events, their arrival times, status)."""
+    pace = {"x-stub-ttft-ms": str(delay_ms), "x-stub-itl-ms": str(delay_ms)}
+    body = {"max_tokens": chunks, "stream": True}
+    async with session.post(url + "/v1/chat/completions", json=body, headers=pace) as resp:
         arms, times = [], []
         async for line in resp.content:
             if line.startswith(b"data: {"):
-                arms.append(json.loads(line[6:])["arm"])
-                times.append(time.monotonic())
+                event = json.loads(line[6:])
+                if any(c["delta"].get("content") for c in event.get("choices", [])):
+                    arms.append(event["arm"])
+                    times.append(time.monotonic())
         return resp.headers.get("x-canary-arm"), arms, times, resp.status
 
 
@@ -118,25 +122,15 @@ def test_bad_weights_are_refused_with_the_bad_value_named_and_change_nothing(loc
     assert router.get_weights() == Weights(100, 0)
 
 
-def test_dead_upstream_gives_502_with_arm_header_and_counts_it(standin_arms, tmp_path):
-    spec = LocalProxySpec(
-        host="127.0.0.1",
-        port=free_port(),
-        admin_port=free_port(),
-        baseline_url=standin_arms["baseline"],
-        canary_url=f"http://127.0.0.1:{free_port()}",  # nobody listens here
-    )
-    ref = start_local_proxy(spec, Weights(0, 100), log_path=tmp_path / "proxy.log")
-    try:
-        request = urllib.request.Request(spec.url + "/v1/chat/completions", data=b"{}", method="POST")
-        with pytest.raises(urllib.error.HTTPError) as info:
-            urllib.request.urlopen(request, timeout=10)
-        assert info.value.code == 502 and info.value.headers["x-canary-arm"] == "canary"
-        assert b"unreachable" in info.value.read()
-        text = urllib.request.urlopen(spec.admin_url + "/metrics", timeout=5).read().decode()
-        assert 'router_requests_total{arm="canary",code="502"} 1.0' in text
-    finally:
-        terminate(ref)
+def test_dead_upstream_gives_502_with_arm_header_and_counts_it(start_proxy):
+    spec, _ = start_proxy(Weights(0, 100), canary_url=f"http://127.0.0.1:{free_port()}")  # nobody listens
+    request = urllib.request.Request(spec.url + "/v1/chat/completions", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 502 and info.value.headers["x-canary-arm"] == "canary"
+    assert b"unreachable" in info.value.read()
+    text = urllib.request.urlopen(spec.admin_url + "/metrics", timeout=5).read().decode()
+    assert 'router_requests_total{arm="canary",code="502"} 1.0' in text
 
 
 def test_unreachable_router_is_unknown_to_verify_and_an_error_to_set():
@@ -154,18 +148,11 @@ def test_proxy_process_runs_in_its_own_session(local_proxy):
     assert os.getsid(ref.pid) == ref.pid  # survives the orchestrator's death and signals to its group
 
 
-def test_rollback_restarts_a_dead_proxy_on_its_ports_at_the_new_weights(standin_arms, tmp_path):
+def test_rollback_restarts_a_dead_proxy_on_its_ports_at_the_new_weights(start_proxy, tmp_path):
     import os
     import signal as signals
 
-    spec = LocalProxySpec(
-        host="127.0.0.1",
-        port=free_port(),
-        admin_port=free_port(),
-        baseline_url=standin_arms["baseline"],
-        canary_url=standin_arms["canary"],
-    )
-    ref = start_local_proxy(spec, Weights(50, 50), log_path=tmp_path / "proxy.log")
+    spec, ref = start_proxy(Weights(50, 50))
     router = LocalProxyRouter.for_process(spec, ref, tmp_path / "proxy.log")
     os.killpg(ref.pid, signals.SIGKILL)
     try:
@@ -174,7 +161,7 @@ def test_rollback_restarts_a_dead_proxy_on_its_ports_at_the_new_weights(standin_
         assert router.process != ref and is_alive(router.process)
         assert router.get_weights() == Weights(100, 0)
         request = urllib.request.Request(
-            spec.url + "/v1/chat/completions", data=b'{"chunks": 1}', method="POST"
+            spec.url + "/v1/chat/completions", data=b'{"max_tokens": 1}', method="POST"
         )
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.headers["x-canary-arm"] == "baseline"

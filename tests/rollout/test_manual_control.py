@@ -2,7 +2,17 @@
 file), and against a ConfigMap store that another writer changes between our read and our write."""
 
 import pytest
-from rollout_fakes import PROFILE, FakeConfigMaps, ManualClock, MemoryRouter, ScriptedGates
+from rollout_fakes import (
+    PROFILE,
+    CommandSite,
+    FakeConfigMaps,
+    ManualClock,
+    MemoryRouter,
+    ScriptedGates,
+    advance,
+    by_hand,
+    make_controller,
+)
 
 from rollout.controller import (
     Refused,
@@ -17,35 +27,12 @@ from rollout.hooks import Hook
 from rollout.plan import Phase
 from rollout.routers.base import WeightCheck, Weights
 from rollout.run import pause, promote
-from rollout.state import ConfigMapStateStore, FileStateStore, StateConflict
-
-
-def make(tmp_path, gates, hooks=()):
-    clock, router = ManualClock(), MemoryRouter()
-    store = FileStateStore(tmp_path / "state")
-    store.save(new_state(run_id="r1", profile=PROFILE, router=router, stack={}, now=clock()))
-    controller = RolloutController(store=store, router=router, gates=gates, hooks=hooks, clock=clock)
-    return controller, store, router, clock
-
-
-def by_hand(store, change, clock, **kwargs):
-    """What `rollout pause|resume|promote` do to the file store (run._apply, without a site)."""
-    with store.locked():
-        state = change(store.load(), now=clock(), **kwargs)
-        store.save(state)
-    return state
-
-
-def advance(controller, clock, times):
-    state = controller.advance()
-    for _ in range(times - 1):
-        clock.tick(PROFILE.interval_s)
-        state = controller.advance()
-    return state
+from rollout.state import ConfigMapStateStore, StateConflict
 
 
 def test_pause_holds_past_the_bake_while_recording_and_resume_goes_on(tmp_path):
-    controller, store, router, clock = make(tmp_path, ScriptedGates("pass"))
+    controller, router, clock = make_controller(tmp_path, ScriptedGates("pass"))
+    store = controller.store
     advance(controller, clock, 2)  # step 1 entered, one evaluation
     by_hand(store, pause_locked, clock, who="alice", reason="checking a dashboard")
     clock.tick(PROFILE.interval_s)
@@ -64,7 +51,8 @@ def test_pause_holds_past_the_bake_while_recording_and_resume_goes_on(tmp_path):
 
 
 def test_a_failing_gate_still_reverts_a_paused_rollout(tmp_path):
-    controller, store, router, clock = make(tmp_path, ScriptedGates("pass", "pass", "fail"))
+    controller, router, clock = make_controller(tmp_path, ScriptedGates("pass", "pass", "fail"))
+    store = controller.store
     advance(controller, clock, 2)
     by_hand(store, pause_locked, clock, who="alice", reason="hold")
     clock.tick(PROFILE.interval_s)
@@ -73,7 +61,8 @@ def test_a_failing_gate_still_reverts_a_paused_rollout(tmp_path):
 
 
 def test_paused_inconclusive_evaluations_do_not_count_towards_reverting(tmp_path):
-    controller, store, _router, clock = make(tmp_path, ScriptedGates("inconclusive"))
+    controller, _router, clock = make_controller(tmp_path, ScriptedGates("inconclusive"))
+    store = controller.store
     advance(controller, clock, 1)
     by_hand(store, pause_locked, clock, who="alice", reason="hold")
     clock.tick(PROFILE.interval_s)
@@ -85,7 +74,8 @@ def test_promote_is_refused_while_a_gate_fails_and_forced_is_recorded(tmp_path):
     hook_log = tmp_path / "promoted.log"
     hooks = (Hook(kind="promotion", command=("sh", "-c", f"echo $ROLLOUT_REASON >> {hook_log}")),)
     # the gate fails once: hysteresis holds it as inconclusive, but promoting past it needs --force
-    controller, store, router, clock = make(tmp_path, ScriptedGates("pass", "held"), hooks=hooks)
+    controller, router, clock = make_controller(tmp_path, ScriptedGates("pass", "held"), hooks=hooks)
+    store = controller.store
     state = advance(controller, clock, 3)
     assert state.phase is Phase.PROGRESSING and state.evaluations[-1].verdict == "inconclusive"
     kwargs = {"router": router, "hooks": hooks, "who": "carol", "reason": "release train"}
@@ -104,31 +94,12 @@ def test_promote_is_refused_while_a_gate_fails_and_forced_is_recorded(tmp_path):
 
 
 def test_promote_with_passing_gates_skips_the_remaining_steps(tmp_path):
-    controller, store, router, clock = make(tmp_path, ScriptedGates("pass"))
+    controller, router, clock = make_controller(tmp_path, ScriptedGates("pass"))
+    store = controller.store
     advance(controller, clock, 2)
     state = by_hand(store, promote_locked, clock, router=router, hooks=(), who="c", reason="r", force=False)
     assert state.phase is Phase.PROMOTED and state.last_event(Promotion).forced == ()
     assert router.history[-1] == (0, 100) and "promoted by hand at 10%: r" == state.reason
-
-
-class ConfigMapSite:
-    """The part of a Site the manual commands use, over a ConfigMap store."""
-
-    def __init__(self, kube, router):
-        self.kube, self.router = kube, router
-        self.drives_load = False
-
-    def state_store(self):
-        return ConfigMapStateStore(namespace="ml", name="demo-rollout-state", kube=self.kube)
-
-    def attach(self, stack, router):
-        pass
-
-    def hook_context(self):
-        return {}
-
-    def orchestrator_gone(self):
-        return False
 
 
 SET_AGAIN = WeightsSet(
@@ -143,7 +114,9 @@ SET_AGAIN = WeightsSet(
 
 def test_a_concurrent_orchestrator_write_is_neither_lost_nor_overwritten():
     kube, router = FakeConfigMaps(), MemoryRouter(Weights(50, 50))
-    site = ConfigMapSite(kube, router)
+    site = CommandSite(
+        router, lambda: ConfigMapStateStore(namespace="ml", name="demo-rollout-state", kube=kube)
+    )
     orchestrator = site.state_store()
     orchestrator.save(new_state(run_id="r", profile=PROFILE, router=router, stack={}, now=1.0))
 

@@ -3,18 +3,26 @@ sending Slack-style and JSON webhook messages to a real HTTP receiver on loopbac
 
 import contextlib
 import fcntl
-import http.server
 import json
 import threading
 import time
 from dataclasses import replace
 
 import pytest
-from rollout_fakes import PROFILE, ManualClock, MemoryRouter, run_until_terminal
+from rollout_fakes import (
+    PROFILE,
+    CommandSite,
+    ManualClock,
+    MemoryRouter,
+    ScriptedGates,
+    advance,
+    by_hand,
+    make_controller,
+    run_until_terminal,
+)
 
-from gates.record import Evaluation, GateResult, overall
 from infra.net import free_port
-from rollout.controller import RolloutController, new_state, rollback_locked
+from rollout.controller import new_state, rollback_locked
 from rollout.events import HooksDone, Notification, Rollback, StepStarted, Takeover, WeightsSet
 from rollout.hooks import load_hooks, load_notifications
 from rollout.notify.delivery import Notifier, deliver
@@ -29,151 +37,15 @@ from rollout.state import FileStateStore, Holder
 SECRET_PATH = "/services/T0000/B0000/s3cr3t"  # what a Slack webhook URL's secret part looks like
 
 
-class Receiver:
-    """A loopback HTTP server recording every POST (path, JSON body) as it arrives; answers each with the
-    next status of `statuses` (the last one repeats) after `delay_s`; `on_post` runs before answering."""
-
-    def __init__(self):
-        self.posts = []
-        self.statuses = [200]
-        self.delay_s = 0.0
-        self.on_post = None
-        self.release = threading.Event()  # ends a delay early (at teardown)
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                receiver.posts.append((self.path, body))
-                if receiver.on_post is not None:
-                    receiver.on_post(self.path, body)
-                status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
-                receiver.release.wait(receiver.delay_s)
-                with contextlib.suppress(OSError):  # the client may have given up waiting
-                    self.send_response(status)
-                    self.end_headers()
-                    self.wfile.write(b"ok" if status < 400 else b"invalid_payload")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def url(self, path):
-        return f"http://127.0.0.1:{self.server.server_port}{path}"
-
-    def bodies(self, path):
-        return [body for p, body in self.posts if p == path]
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    try:
-        yield r
-    finally:
-        r.close()
-
-
 def target(name, kind="webhook", env=None, **options):
     options.setdefault("backoff_s", 0.01)
     options.setdefault("timeout_s", 2.0)
     return NotifyTarget(name=name, type=kind, url_env=env or f"TEST_NOTIFY_{name.upper()}", **options)
 
 
-class TableGates:
-    """Scripted verdicts (the last repeats) for `p99_latency`; `error_rate` always passes. Both carry what
-    a real evaluation records: values per arm, threshold, confidence interval, samples. `held` is a
-    failure hysteresis still shows as inconclusive."""
-
-    def __init__(self, *verdicts):
-        self.verdicts = list(verdicts)
-        self.variables = {}
-
-    def evaluate(self, *, start, end, weights, streaks):
-        verdict = self.verdicts.pop(0) if len(self.verdicts) > 1 else self.verdicts[0]
-        canary = {"pass": 0.45, "fail": 0.93, "held": 0.93, "inconclusive": None}[verdict]
-        verdict, raw = ("inconclusive", "fail") if verdict == "held" else (verdict, verdict)
-        gates = (
-            GateResult(
-                "error_rate",
-                "error_rate",
-                "pass",
-                "canary 0.02% below 0.1%",
-                "pass",
-                "prometheus",
-                {},
-                {"baseline": 0.0001, "canary": 0.0002},
-                {"max": 0.001},
-                {"canary_high": 0.0005},
-                {"baseline": 900, "canary": 100},
-            ),
-            GateResult(
-                "p99_latency",
-                "relative",
-                verdict,
-                f"p99 {verdict}",
-                raw,
-                "prometheus",
-                {},
-                {"baseline": 0.41, "canary": canary, "ratio": None if canary is None else canary / 0.41},
-                {"max_ratio": 1.2},
-                {"low": 1.01, "high": 1.3},
-                {"baseline": 812, "canary": 95 if canary is not None else 3},
-                consecutive_failures=1 if raw == "fail" else 0,
-            ),
-        )
-        verdict_all, reason = overall(gates)
-        return Evaluation(
-            verdict=verdict_all,
-            reason=reason,
-            gates=gates,
-            profile="test",
-            start=start,
-            end=end,
-            weights=weights.as_dict(),
-            offered_rps=None,
-            prometheus_url="",
-            evaluated_at=end,
-        )
-
-
-def make(tmp_path, gates, targets=(), *, profile=PROFILE, clock=None, holder=None, stored_holder=None):
-    clock = clock or ManualClock()
-    router = MemoryRouter()
-    store = FileStateStore(tmp_path / "state")
-    state = new_state(run_id="r1", profile=profile, router=router, stack={}, now=clock())
-    notifications = tuple(t.as_dict() for t in targets)
-    store.save(replace(state, notifications=notifications, holder=stored_holder))
-    said = []
-    controller = RolloutController(
-        store=store,
-        router=router,
-        gates=gates,
-        clock=clock,
-        notifier=Notifier(targets),
-        holder=holder,
-        progress=lambda _state, message: said.append(message),
-    )
-    controller.said = said
-    return controller, clock
-
-
-def advance(controller, clock, times):
-    state = controller.advance()
-    for _ in range(times - 1):
-        clock.tick(PROFILE.interval_s)
-        state = controller.advance()
-    return state
+def table_gates(*verdicts):
+    """Scripted verdicts for `p99_latency` (`error_rate` passes), carrying the table messages show."""
+    return ScriptedGates(*verdicts, table=True)
 
 
 def notify_events(state):
@@ -267,7 +139,7 @@ def test_a_promotion_announces_every_step_and_the_promotion_with_the_gate_table(
         "  - {name: chat, type: slack, url_env: TEST_SLACK_URL, events: [step-passed, promoted]}\n"
         "  - {name: audit, type: webhook, url_env: TEST_HOOK_URL, backoff_s: 0.01}\n"
     )
-    controller, clock = make(tmp_path, TableGates("pass"), load_notifications(path))
+    controller, _, clock = make_controller(tmp_path, table_gates("pass"), notify=load_notifications(path))
     run_until_terminal(controller, clock)
     state = controller.store.load()
     assert state.phase is Phase.PROMOTED
@@ -332,7 +204,9 @@ def test_a_failing_gate_reverts_and_the_message_names_it(tmp_path, receiver, mon
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
     monkeypatch.setenv("TEST_NOTIFY_CHAT", receiver.url("/slack"))
     targets = (target("audit"), target("chat", "slack", events=("reverted",)))
-    controller, clock = make(tmp_path, TableGates("pass", "pass", "pass", "fail"), targets)
+    controller, _, clock = make_controller(
+        tmp_path, table_gates("pass", "pass", "pass", "fail"), notify=targets
+    )
     run_until_terminal(controller, clock)
     state = controller.store.load()
     assert state.phase is Phase.REVERTED
@@ -358,8 +232,8 @@ def test_an_inconclusive_hold_past_the_bake_is_announced_once(tmp_path, receiver
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
     profile = replace(PROFILE, max_bake_s=(60.0, 40.0, 30.0))
     # t=10 inconclusive inside the bake (nothing held), t=30 and t=40 inconclusive past it, t=50 passes.
-    gates = TableGates("inconclusive", "pass", "inconclusive", "inconclusive", "pass")
-    controller, clock = make(tmp_path, gates, (target("audit"),), profile=profile)
+    gates = table_gates("inconclusive", "pass", "inconclusive", "inconclusive", "pass")
+    controller, _, clock = make_controller(tmp_path, gates, notify=(target("audit"),), profile=profile)
     state = advance(controller, clock, 6)
     assert state.step_index == 1
     events = [(b["event"], b["step"]) for b in receiver.bodies("/hook")]
@@ -380,7 +254,9 @@ def test_an_inconclusive_hold_past_the_bake_is_announced_once(tmp_path, receiver
 def test_a_step_without_a_decision_at_its_maximum_bake_announces_the_pause(tmp_path, receiver, monkeypatch):
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
     profile = replace(PROFILE, max_bake_s=(40.0, 40.0, 40.0))
-    controller, clock = make(tmp_path, TableGates("inconclusive"), (target("audit"),), profile=profile)
+    controller, _, clock = make_controller(
+        tmp_path, table_gates("inconclusive"), notify=(target("audit"),), profile=profile
+    )
     state = advance(controller, clock, 6)  # t=40: the 10% step's maximum bake
     assert state.paused is not None and state.paused["who"] == "rollout"
     events = [(b["event"], b["step"]) for b in receiver.bodies("/hook")]
@@ -394,7 +270,7 @@ def test_a_rollback_by_hand_says_who_and_why(tmp_path, receiver, monkeypatch):
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
     monkeypatch.setenv("TEST_NOTIFY_CHAT", receiver.url("/slack"))
     targets = (target("audit"), target("chat", "slack", events=("rolled-back",)))
-    controller, clock = make(tmp_path, TableGates("pass"), targets)
+    controller, _, clock = make_controller(tmp_path, table_gates("pass"), notify=targets)
     advance(controller, clock, 2)
     state = controller.rollback(who="alice@laptop", reason="pager went off")
     assert state.phase is Phase.ABORTED
@@ -421,27 +297,6 @@ def live_holder(name, clock, lease_s=60.0):
     )
 
 
-class FileSite:
-    """The part of a Site the manual commands use, over the controller's state file."""
-
-    drives_load = False
-
-    def __init__(self, store, router):
-        self.store, self.router = store, router
-
-    def state_store(self):
-        return self.store
-
-    def attach(self, stack, router):
-        pass
-
-    def hook_context(self):
-        return {}
-
-    def orchestrator_gone(self):
-        return False
-
-
 def test_commands_by_hand_are_announced_by_the_orchestrator_holding_the_run_or_else_by_themselves(
     tmp_path, receiver, monkeypatch
 ):
@@ -449,10 +304,10 @@ def test_commands_by_hand_are_announced_by_the_orchestrator_holding_the_run_or_e
 
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
     clock = ManualClock(time.time())  # the holder's lease is judged against real time by a command
-    controller, _ = make(tmp_path, TableGates("pass"), (target("audit"),), clock=clock)
+    controller, _, _ = make_controller(tmp_path, table_gates("pass"), notify=(target("audit"),), clock=clock)
     controller.holder = live_holder("a", clock)
     advance(controller, clock, 2)
-    site = FileSite(controller.store, controller.router)
+    site = CommandSite(controller.router, lambda: controller.store)
     posts = len(receiver.posts)
     pause(site, who="carol", reason="checking a dashboard", say=lambda _line: None)
     assert len(receiver.posts) == posts  # the orchestrator holds the run: it announces, with its secrets
@@ -474,10 +329,10 @@ def test_a_takeover_after_a_lapsed_heartbeat_announces_the_lost_orchestrator(tmp
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
     clock = ManualClock()
     lapsed = replace(live_holder("old", clock), heartbeat_at=clock() - 200.0)
-    controller, _ = make(
+    controller, _, _ = make_controller(
         tmp_path,
-        TableGates("pass"),
-        (target("audit"),),
+        table_gates("pass"),
+        notify=(target("audit"),),
         clock=clock,
         holder=live_holder("new", clock),
         stored_holder=lapsed,
@@ -503,17 +358,21 @@ def test_a_takeover_after_a_lapsed_heartbeat_announces_the_lost_orchestrator(tmp
 def test_a_receiver_that_is_down_changes_no_decision_and_is_recorded(tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", f"http://127.0.0.1:{free_port()}{SECRET_PATH}")  # nobody listens
     script = ("pass", "pass", "pass", "fail")
-    quiet, clock = make(tmp_path / "quiet", TableGates(*script))
+    quiet, _, clock = make_controller(tmp_path / "quiet", table_gates(*script))
     expected = without_notify(run_until_terminal(quiet, clock))
-    controller, clock = make(tmp_path / "loud", TableGates(*script), (target("audit", attempts=3),))
+    said = []
+    controller, _, clock = make_controller(
+        tmp_path / "loud",
+        table_gates(*script),
+        notify=(target("audit", attempts=3),),
+        progress=lambda _state, message: said.append(message),
+    )
     state = run_until_terminal(controller, clock)
     assert without_notify(controller.store.load()) == expected and state.phase is Phase.REVERTED
     notes = notify_events(controller.store.load())
     assert [n.event for n in notes] == ["step-started", "step-passed", "step-started", "reverted"]
     assert all(not n.ok and n.attempts == 3 and "unreachable" in n.detail for n in notes)
-    assert any(
-        "notification reverted to audit failed (3 attempt(s)): unreachable" in m for m in controller.said
-    )
+    assert any("notification reverted to audit failed (3 attempt(s)): unreachable" in m for m in said)
     assert SECRET_PATH not in json.dumps([n.to_dict() for n in notes])
 
 
@@ -521,7 +380,7 @@ def test_a_500_is_retried_with_backoff_and_the_attempts_recorded(tmp_path, recei
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
     receiver.statuses = [500, 502, 200]
     audit = target("audit", attempts=4, backoff_s=0.05, events=("promoted",))
-    controller, clock = make(tmp_path, TableGates("pass"), (audit,))
+    controller, _, clock = make_controller(tmp_path, table_gates("pass"), notify=(audit,))
     began = time.monotonic()
     run_until_terminal(controller, clock)
     assert time.monotonic() - began >= 0.05 + 0.1  # waited 0.05 s, then 0.1 s
@@ -563,7 +422,7 @@ def test_a_slow_receiver_is_cut_off_at_the_timeout_and_the_budget(tmp_path, rece
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
     receiver.delay_s = 5.0
     audit = target("audit", timeout_s=0.3, attempts=2, events=("step-started", "step-passed"))
-    controller, clock = make(tmp_path, TableGates("pass"), (audit,))
+    controller, _, clock = make_controller(tmp_path, table_gates("pass"), notify=(audit,))
     began = time.monotonic()
     state = controller.advance()
     took = time.monotonic() - began
@@ -593,7 +452,7 @@ def test_a_missing_secret_is_a_recorded_failure_and_a_mounted_file_works(tmp_pat
     url_file.write_text(receiver.url("/from-file") + "\n")  # as a Secret's key is mounted
     mounted = NotifyTarget(name="mounted", type="webhook", url_file=str(url_file), events=("step-started",))
     missing = target("audit", events=("step-started",))
-    controller, _ = make(tmp_path, TableGates("pass"), (missing, mounted))
+    controller, _, _ = make_controller(tmp_path, table_gates("pass"), notify=(missing, mounted))
     assert Notifier((missing, mounted)).problems() == [
         "target audit: environment variable TEST_NOTIFY_AUDIT is not set: no URL to send to"
     ]
@@ -615,7 +474,7 @@ def test_the_state_lock_is_free_while_sending_and_a_rollback_meanwhile_is_announ
     tmp_path, receiver, monkeypatch
 ):
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
-    controller, clock = make(tmp_path, TableGates("pass"), (target("audit"),))
+    controller, _, clock = make_controller(tmp_path, table_gates("pass"), notify=(target("audit"),))
     store = controller.store
     lock_free = []
 
@@ -655,20 +514,18 @@ def test_a_decision_by_hand_between_intervals_is_announced_once_by_the_orchestra
     tmp_path, receiver, monkeypatch
 ):
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
-    controller, clock = make(tmp_path, TableGates("pass"), (target("audit"),))
+    controller, _, clock = make_controller(tmp_path, table_gates("pass"), notify=(target("audit"),))
     advance(controller, clock, 2)
-    store = controller.store
-    with store.locked():
-        state = rollback_locked(
-            store.load(),
-            router=controller.router,
-            hooks=(),
-            who="bob",
-            reason="r",
-            outcome=Phase.ABORTED,
-            now=clock(),
-        )
-        store.save(state)
+    by_hand(
+        controller.store,
+        rollback_locked,
+        clock,
+        router=controller.router,
+        hooks=(),
+        who="bob",
+        reason="r",
+        outcome=Phase.ABORTED,
+    )
     clock.tick(PROFILE.interval_s)
     assert controller.advance().phase is Phase.ABORTED
     clock.tick(PROFILE.interval_s)
@@ -691,7 +548,7 @@ def test_every_notice_kind_has_a_title_and_a_target_names_kinds_as_written():
 
 # -- rendering limits ---------------------------------------------------------------------------------
 def test_slack_messages_keep_within_block_kit_limits_and_escape_mrkdwn(tmp_path):
-    controller, clock = make(tmp_path, TableGates("pass"))
+    controller, _, clock = make_controller(tmp_path, table_gates("pass"))
     advance(controller, clock, 2)
     state = controller.store.load()
     entry = state.evaluations[-1]
@@ -757,7 +614,7 @@ class RunSite:
         return None
 
     def gates(self, config, *, offered_rps):
-        return TableGates("pass")
+        return table_gates("pass")
 
     def hook_context(self):
         return {}
@@ -844,9 +701,11 @@ def test_a_promotion_forced_past_failing_gates_names_them(tmp_path, receiver, mo
     from rollout.run import promote
 
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
-    controller, clock = make(tmp_path, TableGates("pass", "held"), (target("audit", events=("promoted",)),))
+    controller, _, clock = make_controller(
+        tmp_path, table_gates("pass", "held"), notify=(target("audit", events=("promoted",)),)
+    )
     advance(controller, clock, 3)  # the 10% step's second evaluation: p99 failing, held by hysteresis
-    site = FileSite(controller.store, controller.router)
+    site = CommandSite(controller.router, lambda: controller.store)
     promote(site, reports_dir=None, who="erin", reason="known noisy gate", force=True, say=lambda _line: None)
     (forced,) = receiver.bodies("/hook")
     assert (forced["event"], forced["who"], forced["failing_gates"]) == ("promoted", "erin", ["p99_latency"])

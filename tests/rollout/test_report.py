@@ -2,38 +2,22 @@
 
 import json
 import time
+from dataclasses import replace
 
 import pytest
-from rollout_fakes import ManualClock, MemoryRouter, ScriptedGates
+from rollout_fakes import PROFILE, ScriptedGates, make_controller, run_until_terminal
 
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
-from rollout.controller import RolloutController, new_state
-from rollout.plan import Profile
 from rollout.report import LOCAL_PANELS, collect_timeline, decision_record, kubernetes_panels, write_report
-from rollout.state import FileStateStore
 
-PROFILE = Profile(
-    name="t",
-    steps=(10, 50, 100),
-    bake_s=(20.0, 10.0, 10.0),
-    interval_s=10.0,
-    settle_s=1.0,
-    request_rate=5.0,
-)
+# The state-machine tests' plan with a shorter first bake: two evaluations at 10%, one at 50%.
+REPORT_PROFILE = replace(PROFILE, name="t", bake_s=(20.0, 10.0, 10.0), settle_s=1.0, request_rate=5.0)
 
 
 def reverted_state(tmp_path):
-    clock = ManualClock()
-    router = MemoryRouter()
-    store = FileStateStore(tmp_path / "state")
-    store.save(new_state(run_id="run-1", profile=PROFILE, router=router, stack={}, now=clock()))
     gates = ScriptedGates("inconclusive", "pass", "fail", failing_gate="memory_leak")
-    controller = RolloutController(store=store, router=router, gates=gates, clock=clock)
-    state = controller.advance()
-    while not state.phase.terminal:
-        clock.tick(10)
-        state = controller.advance()
-    return state
+    controller, _, clock = make_controller(tmp_path, gates, profile=REPORT_PROFILE, run_id="run-1")
+    return run_until_terminal(controller, clock)
 
 
 def test_decision_names_failed_gates_and_every_step_with_its_evaluations(tmp_path):
