@@ -1,7 +1,7 @@
 """The gate kinds, one file each; `KINDS` maps a gate file's `kind:` to its `GateKind`.
 
-Adding a kind: a new file here defining `KIND = GateKind(...)` (schema, defaults, evaluate, checks) and its
-entry below, plus its test; nothing else changes (docs/architecture.md).
+Adding a kind: a new file here defining `KIND = GateKind(...)` (schema, defaults, evaluate, checks, panel) and
+its entry below, plus its test; nothing else changes (docs/architecture.md).
 """
 
 from gates.kinds import error_rate, latency_quantile, memory_leak, threshold, throughput

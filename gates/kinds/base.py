@@ -2,9 +2,10 @@
 
 A kind (`GateKind`) is one file under `gates/kinds/`: the schema of its parameters and query roles, their
 defaults, `evaluate` (render its queries per arm, fetch, judge: an `Outcome`), `checks`, its export
-to controllers that compare one number with a fixed bound (Argo Rollouts, Flagger), and `healthy`, its
-judge on the data a healthy canary gives after some time (the plan: gates/evidence.py). `gates.kinds.KINDS`
-maps kind names to them; the loader, the evaluator and the exports look kinds up there and nowhere else.
+to controllers that compare one number with a fixed bound (Argo Rollouts, Flagger), `panel`, what it draws
+in the report's timeline (the series it judges, per arm, from its own queries), and `healthy`, its judge on
+the data a healthy canary gives after some time (the plan: gates/evidence.py). `gates.kinds.KINDS` maps kind
+names to them; the loader, the evaluator, the exports and the report look kinds up there and nowhere else.
 """
 
 from __future__ import annotations
@@ -153,6 +154,57 @@ def seconds_for_requests(min_samples: int, arms: Sequence[str], arm_rps: Mapping
     return max((need / arm_rps[a] if arm_rps[a] > 0 else math.inf) for a in arms)
 
 
+# -- report panel ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bound:
+    """A fixed bound a gate judges against, drawn across its panel (in the series' units, before scale)."""
+
+    label: str  # "max", "min"
+    value: float
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One plot of the report's timeline: per arm, a PromQL range query returning one series."""
+
+    title: str
+    unit: str  # of the displayed values (after `scale`)
+    queries: Mapping[str, str]  # arm -> PromQL returning one series
+    scale: float = 1.0  # multiplied into values for display (e.g. seconds -> ms)
+    bounds: tuple[Bound, ...] = ()
+    from_zero: bool = True  # the axis starts at 0 (False: it fits the series, e.g. memory)
+
+
+SHORT_DESCRIPTION = 48  # longer descriptions leave the title at their first clause, or out
+
+
+def panel_title(gate: GateSpec, what: str = "") -> str:
+    """The gate's name, what the panel shows of it, and the description's first clause when short; a
+    dry-run gate says so (it is drawn like any gate, and decides nothing)."""
+    title = f"{gate.name} ({what})" if what else gate.name
+    first = re.split(r",|;| \(", gate.description, maxsplit=1)[0].strip()
+    if first and len(first) <= SHORT_DESCRIPTION:
+        title += f": {first}"
+    return f"[dry-run] {title}" if gate.dry_run else title
+
+
+def panel_queries(
+    gate: GateSpec,
+    role: str,
+    variables: Mapping[str, Any],
+    window_s: float,
+    shape: Callable[[str], str] = lambda promql: promql,
+) -> dict[str, str]:
+    """arm -> the gate's `role` query for that arm over `window_s`, as the evaluation renders it, put in
+    `shape` (e.g. a quantile of its buckets)."""
+    return {arm: shape(render(gate.queries[role], variables, arm=arm, window_s=window_s)) for arm in ARMS}
+
+
+def no_panel(gate: GateSpec, variables: Mapping[str, Any], window_s: float) -> tuple[Panel, ...]:
+    """For a kind with no series to draw."""
+    return ()
+
+
 # -- schema ----------------------------------------------------------------------------------------
 QUERY = {
     "oneOf": [
@@ -223,5 +275,8 @@ class GateKind:
     data_seconds: Callable[[GateSpec, Mapping[str, float]], float] = no_data_need
     # a rule the schema cannot say: the message (its key first, e.g. "queries.buckets: ...") or None
     rules: Callable[[Mapping[str, Any]], str | None] = no_rules
+    # the report's timeline: the series it judges per arm, from its queries rendered with the variables and
+    # the panel's rate window (seconds), with its fixed bound where it has one
+    panel: Callable[[GateSpec, Mapping[str, Any], float], tuple[Panel, ...]] = no_panel
     # the judgement on a healthy canary's expected data (None: no model; judged as the data come)
     healthy: Callable[[GateSpec, Expectation], J.Judgement] | None = None

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from gates import judge as J
 from gates.evidence import Expectation
 from gates.kinds.base import (
     ARMS_SCHEMA,
     COUNT,
+    Bound,
     Check,
     Context,
     Dialect,
     GateKind,
     Outcome,
+    Panel,
     errors_block,
     guarded,
     instant_per_arm,
     kind_schema,
+    panel_queries,
+    panel_title,
     seconds_for_requests,
 )
-from gates.spec import GateSpec
+from gates.spec import ARMS, GateSpec
 
 
 def evaluate(gate: GateSpec, ctx: Context) -> Outcome:
@@ -56,6 +61,15 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     return out
 
 
+def panel(gate: GateSpec, variables: Mapping[str, Any], window_s: float) -> tuple[Panel, ...]:
+    """Errors over requests per arm, in %, with its max."""
+    errors = panel_queries(gate, "errors", variables, window_s)
+    requests = panel_queries(gate, "requests", variables, window_s)
+    queries = {arm: f"({errors[arm]}) / ({requests[arm]})" for arm in ARMS}
+    bound = Bound("max", float(gate.params["max"]))
+    return (Panel(panel_title(gate, "errors / requests"), "%", queries, 100.0, (bound,)),)
+
+
 def data_seconds(gate: GateSpec, arm_rps: Mapping[str, float]) -> float:
     """Each check's guard: min_samples requests to the arm."""
     return seconds_for_requests(int(gate.params["min_samples"]), gate.arms, arm_rps)
@@ -79,4 +93,5 @@ KIND = GateKind(
     checks=checks,
     data_seconds=data_seconds,
     healthy=healthy,
+    panel=panel,
 )

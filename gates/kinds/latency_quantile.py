@@ -14,14 +14,18 @@ from gates.kinds.base import (
     ARMS_SCHEMA,
     COUNT,
     POSITIVE,
+    Bound,
     Check,
     Context,
     Dialect,
     GateKind,
     Outcome,
+    Panel,
     errors_block,
     guarded,
     kind_schema,
+    panel_queries,
+    panel_title,
     per_arm,
     seconds_for_requests,
 )
@@ -117,6 +121,20 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     return out
 
 
+def panel(gate: GateSpec, variables: Mapping[str, Any], window_s: float) -> tuple[Panel, ...]:
+    """The histogram's quantile per arm in ms, with the absolute bound (the ratio to baseline is the two
+    lines side by side). A gate that reads load-test samples has no series in Prometheus to draw."""
+    p = gate.params
+    if p.get("source") == "loadtest" or "buckets" not in gate.queries:
+        return ()
+    quantile = float(p["quantile"])
+    queries = panel_queries(
+        gate, "buckets", variables, window_s, lambda buckets: f"histogram_quantile({quantile:g}, {buckets})"
+    )
+    bounds = (Bound("max", float(p["max_seconds"])),) if "max_seconds" in p else ()
+    return (Panel(panel_title(gate, f"P{quantile * 100:g}"), "ms", queries, 1000.0, bounds),)
+
+
 def data_seconds(gate: GateSpec, arm_rps: Mapping[str, float]) -> float:
     """Every check's guard: min_samples requests in the arm's histogram (both arms for the ratio)."""
     if gate.params.get("source") == "loadtest" or "buckets" not in gate.queries:
@@ -188,4 +206,5 @@ KIND = GateKind(
     data_seconds=data_seconds,
     rules=rules,
     healthy=healthy,
+    panel=panel,
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from gates import judge as J
 from gates import stats
@@ -17,9 +18,12 @@ from gates.kinds.base import (
     Dialect,
     GateKind,
     Outcome,
+    Panel,
     errors_block,
     guarded,
     kind_schema,
+    panel_queries,
+    panel_title,
     per_arm,
 )
 from gates.memory_trend import SAMPLES, ArmTrend, LeakEstimate, PodSeries, memory_trends
@@ -117,6 +121,14 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     return [Check(gate.name, "slope-vs-baseline", difference, "<=", float(p["leak_bytes_per_minute"]) / 60)]
 
 
+def panel(gate: GateSpec, variables: Mapping[str, Any], window_s: float) -> tuple[Panel, ...]:
+    """Each arm's memory series (one per pod, per process locally) averaged, in MiB: the growth it judges is
+    per pod, so a pod more or fewer does not read as a step. No bound: it judges a slope, not a level."""
+    queries = panel_queries(gate, "memory", variables, window_s, lambda memory: f"avg({memory})")
+    title = panel_title(gate, "mean of its series")
+    return (Panel(title, "MiB", queries, 1 / 2**20, from_zero=False),)
+
+
 def data_seconds(gate: GateSpec, arm_rps: Mapping[str, float]) -> float:
     """The check's guard: min_points samples a step apart in the window, from pods that lived through
     it (a canary pod younger than the window counts fewer)."""
@@ -170,4 +182,5 @@ KIND = GateKind(
     checks=checks,
     data_seconds=data_seconds,
     healthy=healthy,
+    panel=panel,
 )

@@ -13,15 +13,19 @@ from gates.kinds.base import (
     COUNT,
     NUMBER,
     POSITIVE,
+    Bound,
     Check,
     Context,
     Dialect,
     GateKind,
     Outcome,
+    Panel,
     errors_block,
     guarded,
     instant_per_arm,
     kind_schema,
+    panel_queries,
+    panel_title,
     per_arm,
 )
 from gates.provider import single_range
@@ -100,6 +104,18 @@ def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     return out
 
 
+DISPLAY = {"fraction": ("%", 100.0)}  # unit -> (shown as, scale): a fraction is drawn as a percentage
+
+
+def panel(gate: GateSpec, variables: Mapping[str, Any], window_s: float) -> tuple[Panel, ...]:
+    """Its value per arm, with its max and min."""
+    unit = str(gate.params.get("unit", ""))
+    shown, scale = DISPLAY.get(unit, (unit, 1.0))
+    bounds = tuple(Bound(key, float(gate.params[key])) for key in ("max", "min") if key in gate.params)
+    queries = panel_queries(gate, "value", variables, window_s)
+    return (Panel(panel_title(gate), shown, queries, scale, bounds),)
+
+
 def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
     """A healthy canary's value is assumed well within its bounds: its interval clears them once
     `min_points` sub-windows exist. A value near a bound needs longer (the interval's half-width falls as
@@ -140,4 +156,5 @@ KIND = GateKind(
     checks=checks,
     rules=rules,
     healthy=healthy,
+    panel=panel,
 )

@@ -9,10 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 from gates import judge as J
 from gates.evidence import Expectation
-from gates.kinds.base import COUNT, Context, GateKind, Outcome, errors_block, kind_schema, per_arm
+from gates.kinds.base import (
+    COUNT,
+    Context,
+    GateKind,
+    Outcome,
+    Panel,
+    errors_block,
+    kind_schema,
+    panel_queries,
+    panel_title,
+    per_arm,
+)
 from gates.provider import ProviderError, per_series_range, single_value
 from gates.spec import ARMS, GateSpec, render
 
@@ -75,6 +87,13 @@ def judge(
     )
 
 
+def panel(gate: GateSpec, variables: Mapping[str, Any], window_s: float) -> tuple[Panel, ...]:
+    """The rate each arm served: its request count over the window, per second. No bound: what it judges
+    against is the offered rate and the weights of the moment."""
+    queries = panel_queries(gate, "requests", variables, window_s, lambda count: f"({count}) / {window_s:g}")
+    return (Panel(panel_title(gate, "requests served per second"), "req/s", queries),)
+
+
 def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
     """Every arm serves exactly its share of the offered rate."""
     counts: dict[str, float | None] = {a: expect.requests(a) for a in ARMS}
@@ -95,4 +114,5 @@ KIND = GateKind(
     defaults={"min_offered_fraction": 0.90, "max_share_drop": 0.05, "min_samples": 100},
     evaluate=evaluate,
     healthy=healthy,
+    panel=panel,
 )

@@ -18,14 +18,18 @@ from gates.export import argo_dialect, gate_checks, not_exported
 from gates.kinds import KINDS
 from gates.kinds.base import (
     COUNT,
+    Bound,
     Check,
     Context,
     Dialect,
     GateKind,
     Outcome,
+    Panel,
     errors_block,
     instant_per_arm,
     kind_schema,
+    panel_queries,
+    panel_title,
 )
 from gates.spec import GateSpec
 
@@ -58,6 +62,13 @@ def _toy_checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     return [Check(gate.name, "canary", ratio, "<=", float(gate.params["max"]))]
 
 
+def _toy_panel(gate: GateSpec, variables, window_s: float) -> tuple[Panel, ...]:
+    part = panel_queries(gate, "part", variables, window_s)
+    whole = panel_queries(gate, "whole", variables, window_s)
+    ratio = {arm: f"({part[arm]}) / ({whole[arm]})" for arm in part}
+    return (Panel(panel_title(gate, "part / whole"), "", ratio, bounds=(Bound("max", gate.params["max"]),)),)
+
+
 TOY = GateKind(
     name="share",
     schema=kind_schema(
@@ -66,6 +77,7 @@ TOY = GateKind(
     defaults={"min_samples": 1},
     evaluate=_toy_evaluate,
     checks=_toy_checks,
+    panel=_toy_panel,
 )
 
 DOCUMENT = {
@@ -124,6 +136,10 @@ def test_a_new_kind_is_one_registry_entry(monkeypatch):
     assert check.name == "queue-share-canary" and check.bound == 0.5
     assert "{{args.canary-hash}}" in check.query
     assert not_exported(config) == []
+    # and its panel in the report: the ratio it judges, per arm, under its bound
+    (panel,) = kinds.KINDS["share"].panel(gate, config.variables, 30.0)
+    assert panel.title == "queue_share (part / whole)" and panel.bounds == (Bound("max", 0.5),)
+    assert panel.queries["canary"] == '(queued{arm="canary"}) / (admitted{arm="canary"})'
 
 
 def test_a_kinds_schema_and_rules_guard_its_entries(monkeypatch):
