@@ -161,6 +161,7 @@ class Bound:
 
     label: str  # "max", "min"
     value: float
+    arms: tuple[str, ...] = ARMS  # the arms it is judged on
 
 
 @dataclass(frozen=True)

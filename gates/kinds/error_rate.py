@@ -66,7 +66,7 @@ def panel(gate: GateSpec, variables: Mapping[str, Any], window_s: float) -> tupl
     errors = panel_queries(gate, "errors", variables, window_s)
     requests = panel_queries(gate, "requests", variables, window_s)
     queries = {arm: f"({errors[arm]}) / ({requests[arm]})" for arm in ARMS}
-    bound = Bound("max", float(gate.params["max"]))
+    bound = Bound("max", float(gate.params["max"]), gate.arms)
     return (Panel(panel_title(gate, "errors / requests"), "%", queries, 100.0, (bound,)),)
 
 

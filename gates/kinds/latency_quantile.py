@@ -131,7 +131,7 @@ def panel(gate: GateSpec, variables: Mapping[str, Any], window_s: float) -> tupl
     queries = panel_queries(
         gate, "buckets", variables, window_s, lambda buckets: f"histogram_quantile({quantile:g}, {buckets})"
     )
-    bounds = (Bound("max", float(p["max_seconds"])),) if "max_seconds" in p else ()
+    bounds = (Bound("max", float(p["max_seconds"]), gate.arms),) if "max_seconds" in p else ()
     return (Panel(panel_title(gate, f"P{quantile * 100:g}"), "ms", queries, 1000.0, bounds),)
 
 

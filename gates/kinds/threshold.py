@@ -111,7 +111,7 @@ def panel(gate: GateSpec, variables: Mapping[str, Any], window_s: float) -> tupl
     """Its value per arm, with its max and min."""
     unit = str(gate.params.get("unit", ""))
     shown, scale = DISPLAY.get(unit, (unit, 1.0))
-    bounds = tuple(Bound(key, float(gate.params[key])) for key in ("max", "min") if key in gate.params)
+    bounds = tuple(Bound(k, float(gate.params[k]), gate.arms) for k in ("max", "min") if k in gate.params)
     queries = panel_queries(gate, "value", variables, window_s)
     return (Panel(panel_title(gate), shown, queries, scale, bounds),)
 

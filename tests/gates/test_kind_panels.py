@@ -54,7 +54,7 @@ def test_cpu_panel_is_the_gates_value_query_in_percent_under_its_max():
         "canary": 'sum(rate(backend_process_cpu_seconds_total{arm="canary"}[60s])) '
         '/ max(backend_cpu_allotted_cores{arm="canary"})',
     }
-    assert (local.unit, local.scale, local.bounds) == ("%", 100.0, (Bound("max", 0.6),))
+    assert (local.unit, local.scale, local.bounds) == ("%", 100.0, (Bound("max", 0.6, ("canary",)),))
     assert local.title == "cpu_utilisation: CPU used over CPU available"
     cluster = panel_of(config("kubernetes"), "cpu_utilisation")
     assert cluster.queries == {
@@ -65,7 +65,7 @@ def test_cpu_panel_is_the_gates_value_query_in_percent_under_its_max():
         'container!="",container!="POD"}[60s])) / sum(kube_pod_container_resource_limits{namespace="default",'
         'pod=~"sglang-canary-.*",resource="cpu",container!=""})',
     }
-    assert cluster.bounds == (Bound("max", 0.6),)
+    assert cluster.bounds == (Bound("max", 0.6, ("canary",)),)
 
 
 def test_latency_panel_is_the_quantile_of_the_gates_buckets_in_ms_under_its_absolute_bound():
@@ -76,7 +76,7 @@ def test_latency_panel_is_the_quantile_of_the_gates_buckets_in_ms_under_its_abso
         "canary": "histogram_quantile(0.99, sum by (le) "
         '(increase(sglang:e2e_request_latency_seconds_bucket{arm="canary"}[60s])))',
     }
-    assert (local.unit, local.scale, local.bounds) == ("ms", 1000.0, (Bound("max", 0.6),))
+    assert (local.unit, local.scale, local.bounds) == ("ms", 1000.0, (Bound("max", 0.6, ("canary",)),))
     assert local.title == "latency_e2e_p99 (P99): end-to-end request latency"
     cluster = panel_of(config("kubernetes"), "latency_e2e_p99")
     assert cluster.queries == {
@@ -99,7 +99,7 @@ def test_throughput_error_rate_and_memory_panels_draw_what_their_gates_judge(pro
             f"({own_query(c, 'error_rate', 'errors', arm)}) / ({own_query(c, 'error_rate', 'requests', arm)})"
         )
         assert errors.queries[arm] == ratio
-        assert (errors.unit, errors.scale, errors.bounds) == ("%", 100.0, (Bound("max", 0.001),))
+        assert (errors.unit, errors.scale, errors.bounds) == ("%", 100.0, (Bound("max", 0.001, ("canary",)),))
         memory = panel_of(c, "memory_leak")
         assert memory.queries[arm] == f"avg({own_query(c, 'memory_leak', 'memory', arm)})"
         assert (memory.unit, memory.scale, memory.bounds, memory.from_zero) == ("MiB", 2.0**-20, (), False)
@@ -141,6 +141,6 @@ def test_a_threshold_draws_both_bounds_and_its_own_unit():
         description="requests waiting in the scheduler's queue, sampled",
     )
     (panel,) = KINDS["threshold"].panel(gate, {}, WINDOW_S)
-    assert panel.bounds == (Bound("max", 8.0), Bound("min", 1.0))
+    assert panel.bounds == (Bound("max", 8.0, ("canary",)), Bound("min", 1.0, ("canary",)))
     assert (panel.unit, panel.scale) == ("requests", 1.0)
     assert panel.title == "queue: requests waiting in the scheduler's queue"

@@ -66,7 +66,14 @@ def _toy_panel(gate: GateSpec, variables, window_s: float) -> tuple[Panel, ...]:
     part = panel_queries(gate, "part", variables, window_s)
     whole = panel_queries(gate, "whole", variables, window_s)
     ratio = {arm: f"({part[arm]}) / ({whole[arm]})" for arm in part}
-    return (Panel(panel_title(gate, "part / whole"), "", ratio, bounds=(Bound("max", gate.params["max"]),)),)
+    return (
+        Panel(
+            panel_title(gate, "part / whole"),
+            "",
+            ratio,
+            bounds=(Bound("max", gate.params["max"], ("canary",)),),
+        ),
+    )
 
 
 TOY = GateKind(
@@ -138,7 +145,7 @@ def test_a_new_kind_is_one_registry_entry(monkeypatch):
     assert not_exported(config) == []
     # and its panel in the report: the ratio it judges, per arm, under its bound
     (panel,) = kinds.KINDS["share"].panel(gate, config.variables, 30.0)
-    assert panel.title == "queue_share (part / whole)" and panel.bounds == (Bound("max", 0.5),)
+    assert panel.title == "queue_share (part / whole)" and panel.bounds == (Bound("max", 0.5, ("canary",)),)
     assert panel.queries["canary"] == '(queued{arm="canary"}) / (admitted{arm="canary"})'
 
 
