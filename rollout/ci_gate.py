@@ -157,9 +157,10 @@ def single_shot_config(config: GateConfig) -> GateConfig:
 
 def ci_gate_config(site: Site, gate_file: Path | None) -> GateConfig:
     """The gate file on this site, sized like the quick profile where the site applies sizing."""
-    names = {g.name for g in site.gate_config(gate_file, None).gates}  # validates the file first
+    observability = site.observability
+    names = {g.name for g in observability.gate_config(gate_file, None).gates}  # validates the file first
     sizing = {n: p for n, p in get_profile(SIZING_PROFILE).gate_overrides.items() if n in names}
-    return single_shot_config(site.gate_config(gate_file, sizing))
+    return single_shot_config(observability.gate_config(gate_file, sizing))
 
 
 def summary_markdown(decision: CiGateDecision) -> str:
@@ -243,7 +244,7 @@ def write_outputs(
 def _sleep_with_progress(until: float, label: str, say: Say, site: Site, every_s: float = 10.0) -> None:
     while (left := until - time.time()) > 0:
         time.sleep(min(every_s, left))
-        dead = site.dead_parts()
+        dead = site.serving.dead_parts()
         note = f" (no longer running: {', '.join(dead)})" if dead else ""
         say(f"{label}: {max(0.0, until - time.time()):4.0f}s left{note}")
 
@@ -265,7 +266,7 @@ def restore_baseline(router: TrafficRouter, say: Say) -> str | None:
 
 
 def _load_text(site: Site, offered_rps: float | None) -> str:
-    if site.drives_load:
+    if site.load is not None:
         return f"{offered_rps:g} req/s offered (Poisson)"
     if offered_rps:
         return f"traffic reaching the Gateway ({offered_rps:g} req/s offered)"
@@ -299,28 +300,26 @@ def _ignore_sigterm() -> None:
 def _gate_once(site: Site, options: GateOnceOptions, say: Say) -> CiGateOutcome:
     config = ci_gate_config(site, options.gate_file)  # a bad gate file is a usage error before anything runs
     offered_rps = options.offered_rps
-    if site.drives_load and offered_rps is None:
+    if site.load is not None and offered_rps is None:
         offered_rps = LOCAL_RATE
     run_id = new_run_id()
     run_dir = options.reports_dir / run_id
     started_at = time.time()
     weights = Weights.for_canary(options.canary_weight)
-    settle_s = site.settle_s if options.settle_s is None else options.settle_s
+    settle_s = site.observability.settle_s if options.settle_s is None else options.settle_s
     say(
         f"ci-gate {run_id} ({site.kind}): {_load_text(site, offered_rps)}, split "
         f"{weights.baseline}/{weights.canary}, warm-up {options.warmup_s:g} s, window {options.duration_s:g} s"
     )
-    if site.drives_load:
-        assert offered_rps is not None
-        site.start(
-            run_dir,
-            rate=offered_rps,
-            seed=options.seed,
-            loadtest_args=get_profile(SIZING_PROFILE).loadtest_args,
-            say=say,
-        )
+    site.start(
+        run_dir,
+        rate=offered_rps,
+        seed=options.seed,
+        loadtest_args=get_profile(SIZING_PROFILE).loadtest_args,
+        say=say,
+    )
     gates = site.gates(config, offered_rps=offered_rps)  # the site's Prometheus: started just now locally
-    panels = site.panels(config)
+    panels = site.observability.panels(config)
     if gates.variables:
         say(f"gate variables: {gates.variables}")
     window = (started_at, started_at)
@@ -334,7 +333,7 @@ def _gate_once(site: Site, options: GateOnceOptions, say: Say) -> CiGateOutcome:
         say(f"split {weights.baseline}/{weights.canary}: {check.as_text()}")
         if check.check is WeightCheck.DIFFERS:
             raise RouterUnavailable(f"split {weights.as_dict()} not in effect after 10 s: {check.reason}")
-        site.wait_for_data()
+        site.observability.wait_for_data()
         start = time.time() + options.warmup_s
         end = start + options.duration_s
         window = (start, end)
@@ -359,29 +358,29 @@ def _gate_once(site: Site, options: GateOnceOptions, say: Say) -> CiGateOutcome:
                 Verdict.INCONCLUSIVE,
                 f"{reason}; route not restored to 100% baseline: {restore_error}",
             )
-        loadtest_summary = site.stop_load(say)
+        loadtest_summary = None if site.load is None else site.load.stop(say)
         finished_at = time.time()
-        timeline = collect_timeline(site.prometheus_url, started_at, finished_at, panels)
+        timeline = collect_timeline(site.observability.prometheus_url, started_at, finished_at, panels)
         decision = CiGateDecision(
             run_id=run_id,
             verdict=verdict,
             reason=reason,
             evaluation=evaluation,
             allow_inconclusive=options.allow_inconclusive and restore_error is None,
-            arms=site.arms(),
+            arms=site.serving.arms(),
             load=_load_text(site, offered_rps),
             canary_weight=options.canary_weight,
             warmup_s=options.warmup_s,
             window=window,
             started_at=started_at,
             finished_at=finished_at,
-            site=site.describe(),
+            site=site.serving.describe(),
             gate_variables=dict(gates.variables),
             route_restore_error=restore_error,
             loadtest_summary=loadtest_summary,
         )
         junit_path = write_outputs(decision, run_dir, options, timeline, panels)
-        site.teardown(say)
+        site.serving.teardown(say)
         say(f"{decision.verdict}: {decision.reason}")
         say(f"report: {run_dir}/summary.md, junit: {junit_path}")
     return CiGateOutcome(

@@ -1,6 +1,6 @@
 """Every flag of `python -m rollout` (and its console scripts), defined once, and the commands they run.
 
-Each command turns its flags into a site (`LocalSite` or `ClusterSite`) and a plan or options, and
+Each command turns its flags into a site (`local_site` or `cluster_site`) and a plan or options, and
 calls one function: `run.run`, `run.rollback`, `run.down` or `ci_gate.gate_once`.
 """
 
@@ -306,12 +306,12 @@ def arm_specs(args: argparse.Namespace) -> dict[str, ArmSpec]:
 
 
 def site_from_args(args: argparse.Namespace, *, needs_prometheus: bool, canary_flag: str = "canary") -> Site:
-    """A ClusterSite when a namespace or release is given (both are needed), else the LocalSite."""
+    """The cluster's site when a namespace or release is given (both are needed), else the local one."""
     namespace, release = getattr(args, "kube_namespace", None), getattr(args, "release", None)
     if _is_local(args):
-        from rollout.sites.local import LocalSite
+        from rollout.sites.local import local_site
 
-        return LocalSite(
+        return local_site(
             state_dir=getattr(args, "state_dir", None),
             arms=arm_specs(args) if hasattr(args, "tp_size") else None,
             keep_stack=getattr(args, "keep_stack", False),
@@ -329,14 +329,14 @@ def site_from_args(args: argparse.Namespace, *, needs_prometheus: bool, canary_f
             raise ValueError(
                 f"{', '.join(given)}: local-mode options; in cluster mode the arms are the release's"
             )
-    from rollout.sites.cluster import ClusterSite, ClusterTarget
+    from rollout.sites.cluster import ClusterTarget, cluster_site
 
     target = ClusterTarget.resolve(
         namespace=namespace, release=release, context=args.kube_context, prometheus_url=args.prometheus_url
     )
     if needs_prometheus:
         target.require_prometheus()
-    return ClusterSite(target)
+    return cluster_site(target)
 
 
 def _gate_file(args: argparse.Namespace) -> Path | None:
@@ -467,7 +467,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rollout.routers import router_from_description
     from rollout.run import last_verdicts
 
-    store = site_from_args(args, needs_prometheus=False).state_store()
+    store = site_from_args(args, needs_prometheus=False).require_state().store
     state = store.load()
     if state is None:
         print(f"no rollout recorded in {store.describe()}")

@@ -80,7 +80,7 @@ class LocalStack:
     run_dir: Path
     arms: dict[str, dict[str, Any]]  # arm -> {"url", "process" (or None), "command", "log"}
     prometheus: dict[str, Any]  # {"url", "process", "data_dir"}
-    loadtest: dict[str, Any]  # {"process", "requests_jsonl", "summary_json", "log"}
+    loadtest: dict[str, Any]  # {"process", "requests_jsonl", "summary_json", "log"}; {} until it starts
     router_url: str
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -119,11 +119,6 @@ class LocalStack:
         if not entry or not entry.get("process"):
             return None
         return ProcessRef.from_dict(entry["process"])
-
-    def serving(self) -> bool:
-        """Whether the baseline arm this run started is still up (URL-only arms always count as up)."""
-        ref = self._ref(self.arms.get("baseline"))
-        return ref is None or is_alive(ref)
 
     def dead_parts(self) -> list[str]:
         """Parts whose recorded process is gone (URL-only arms count as alive)."""
@@ -250,9 +245,10 @@ def start_loadtest(router_url: str, load: LoadSpec, run_dir: Path) -> dict[str, 
 
 
 def start_local_stack(
-    *, run_dir: Path, arms: dict[str, ArmSpec], load: LoadSpec, say: Say = print
+    *, run_dir: Path, arms: dict[str, ArmSpec], say: Say = print
 ) -> tuple[LocalStack, LocalProxyRouter]:
-    """Start both arms (in parallel), the router at 100% baseline, Prometheus, then the load.
+    """Start both arms (in parallel), the router at 100% baseline, then Prometheus; the load is started
+    next (`start_loadtest`, recorded in `LocalStack.loadtest`).
 
     On any failure everything already started is stopped again before the error propagates.
     """
@@ -285,10 +281,6 @@ def start_local_stack(
         say(f"router: pid {router_ref.pid} on {spec.url} (admin {spec.admin_url})")
         prometheus = _start_prometheus({a: started[a]["url"] for a in started}, spec.admin_url)
         say(f"prometheus: {prometheus['url']}")
-        loadtest = start_loadtest(spec.url, load, run_dir)
-        say(
-            f"load: {load.rate:g} req/s Poisson (seed {load.seed}) through the router, pid {loadtest['process']['pid']}"
-        )
     except BaseException:
         partial = LocalStack(run_dir=run_dir, arms=started, prometheus=prometheus, loadtest={}, router_url="")
         for arm in started:
@@ -298,9 +290,7 @@ def start_local_stack(
         if router_ref is not None:
             terminate(router_ref)
         raise
-    stack = LocalStack(
-        run_dir=run_dir, arms=started, prometheus=prometheus, loadtest=loadtest, router_url=spec.url
-    )
+    stack = LocalStack(run_dir=run_dir, arms=started, prometheus=prometheus, loadtest={}, router_url=spec.url)
     return stack, LocalProxyRouter.for_process(spec, router_ref, router_log)
 
 

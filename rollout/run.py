@@ -171,10 +171,11 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
     Any failure of the orchestrator itself restores 100% baseline before it gives up; SIGINT/SIGTERM
     roll back. After a revert or an abort the site retires the canary.
     """
-    store = site.state_store()
+    site_state = site.require_state()
+    store = site_state.store
     progress = TerminalProgress(say)
     stop = _stop_event_on_signals()
-    with site.exclusive():
+    with site_state.exclusive():
         existing = store.load()
         resuming = existing is not None and not existing.phase.terminal
         interval_s = (
@@ -188,8 +189,8 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
                     f"rollout {existing.run_id} is steered by {current.describe()} (heartbeat "
                     f"{current.age(time.time()):.0f}s ago, lease {current.lease_s:.0f}s); not taking it over"
                 )
-            site.attach(existing.stack, existing.router)
-            dead = site.dead_parts()
+            site.serving.attach(existing.stack, existing.router)
+            dead = site.serving.dead_parts()
             if dead:
                 raise RuntimeError(
                     f"cannot resume rollout {existing.run_id}: {', '.join(dead)} no longer running; "
@@ -209,7 +210,7 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
             profile = plan.profile
             say(
                 f"rollout {run_id} ({site.kind}): profile {profile.name}, steps {list(profile.steps)}% canary"
-                + (f", {profile.request_rate:g} req/s" if site.drives_load else "")
+                + (f", {profile.request_rate:g} req/s" if site.load is not None else "")
             )
             site.start(
                 plan.reports_dir / run_id,
@@ -222,14 +223,15 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
                 run_id=run_id,
                 profile=profile,
                 router=site.router,
-                stack=site.describe(),
+                stack=site.serving.describe(),
                 now=time.time(),
                 hooks=plan.hooks,
             )
             state = replace(state, notifications=tuple(t.as_dict() for t in plan.notifications))
             _save_or_refuse(store, replace(state, holder=holder))
-        config = site.gate_config(plan.gate_file, state.profile.get("gate_overrides"))
-        offered = float(state.profile["request_rate"]) if site.drives_load else plan.offered_rps
+        config = site.observability.gate_config(plan.gate_file, state.profile.get("gate_overrides"))
+        # A site that drives the load offers the profile's rate; elsewhere the caller may know the rate.
+        offered = float(state.profile["request_rate"]) if site.load is not None else plan.offered_rps
         gates = site.gates(config, offered_rps=offered)
         if gates.variables:
             say(f"gate variables: {gates.variables}")
@@ -239,7 +241,7 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
             gates=gates,
             hooks=parse_hooks({"hooks": list(state.hooks)}),  # as recorded when the run began
             progress=progress.event,
-            hook_context=site.hook_context(),
+            hook_context=site.serving.hook_context(),
             holder=holder,
             notifier=Notifier.recorded(state),
             announced=existing if resuming and existing is not None else state,
@@ -248,7 +250,7 @@ def run(site: Site, plan: RunPlan, *, say: Say = print) -> RolloutState:
             say(f"notifications: {problem} (each delivery is tried and recorded all the same)")
         try:
             if state.phase is Phase.INITIALIZING:
-                site.wait_for_data()  # no evaluation before Prometheus has scraped every target
+                site.observability.wait_for_data()  # no evaluation before Prometheus has scraped every target
             state = drive(controller, progress, stop)
         except _Interrupted:
             state = (
@@ -281,20 +283,25 @@ def _save_or_refuse(store: StateStore, state: RolloutState) -> None:
 
 def _finish(site: Site, state: RolloutState, reports_dir: Path, config: GateConfig, say: Say) -> Path:
     """Stop the load (so its summary is written), retire a reverted canary, report, take the site down."""
-    summary = site.stop_load(say)
+    summary = _stop_load(site, say)
     if state.outcome in (Phase.REVERTED, Phase.ABORTED):
-        site.retire_canary(say)
+        site.serving.retire_canary(say)
     run_dir = _report(site, state, reports_dir, config, summary)
-    site.teardown(say)
+    site.serving.teardown(say)
     return run_dir
+
+
+def _stop_load(site: Site, say: Say) -> dict[str, Any] | None:
+    """The load's summary, once it has stopped; None where the site drives no load."""
+    return None if site.load is None else site.load.stop(say)
 
 
 def _report(
     site: Site, state: RolloutState, reports_dir: Path, config: GateConfig, summary: dict[str, Any] | None
 ) -> Path:
-    panels = site.panels(config)
+    panels = site.observability.panels(config)
     end = state.finished_at or time.time()
-    timeline = collect_timeline(site.prometheus_url, state.started_at, end, panels)
+    timeline = collect_timeline(site.observability.prometheus_url, state.started_at, end, panels)
     return write_report(state, reports_dir, timeline=timeline, loadtest_summary=summary, panels=panels)
 
 
@@ -307,8 +314,8 @@ def rollback(site: Site, *, reports_dir: Path, who: str, reason: str, say: Say =
     """
 
     def change(state: RolloutState, now: float) -> RolloutState:
-        site.attach(state.stack, state.router)
-        if state.phase.terminal and not site.serving():
+        site.serving.attach(state.stack, state.router)
+        if state.phase.terminal and "baseline" in site.serving.dead_parts():
             # A finished run whose stack was stopped: no traffic to move, and restarting its router
             # in front of stopped arms would serve nothing. Record the request only.
             return state.with_event(
@@ -329,7 +336,7 @@ def rollback(site: Site, *, reports_dir: Path, who: str, reason: str, say: Say =
             reason=reason,
             outcome=Phase.ABORTED,
             now=now,
-            context=site.hook_context(),
+            context=site.serving.hook_context(),
         )
         assert rolled is not None
         return rolled
@@ -350,22 +357,25 @@ def _finish_unattended(site: Site, state: RolloutState, reports_dir: Path, say: 
     orchestrator would have: stop the load, retire a rolled-back canary (locally: stop it; on a cluster:
     scale it to zero) and write the report (again only when something changed or none exists). Locally
     the router and the serving arms keep serving; `rollout down` stops them."""
-    if not site.orchestrator_gone():
+    if not site.require_state().orchestrator_gone():
         return  # the orchestrator sees the decision at its next interval and finishes the run itself
-    summary = site.stop_load(say)
+    summary = _stop_load(site, say)
     if state.outcome in (Phase.REVERTED, Phase.ABORTED):
-        site.retire_canary(say)
-    if site.drives_load and (report or not (reports_dir / state.run_id / "decision.json").exists()):
-        run_dir = _report(site, state, reports_dir, site.gate_config(None, None), summary)
+        site.serving.retire_canary(say)
+    # Only a site that drives its load writes the report here: a cluster's command may run without its
+    # Prometheus (`rollback` and `promote` do not need one).
+    if site.load is not None and (report or not (reports_dir / state.run_id / "decision.json").exists()):
+        config = site.observability.gate_config(None, None)
+        run_dir = _report(site, state, reports_dir, config, summary)
         say(f"report: {run_dir}/report.html")
-    site.teardown(say, keep_serving=True)
+    site.serving.teardown(say, keep_serving=True)
 
 
 def _apply(site: Site, command: str, change: Callable[[RolloutState, float], RolloutState]) -> RolloutState:
     """Read, change and save the recorded rollout under the store's lock. A ConfigMap store has no lock:
     a concurrent write (the orchestrator's interval) refuses our save, and the change applies again to
     what is recorded then, so neither write is lost."""
-    store = site.state_store()
+    store = site.require_state().store
     for _ in range(MANUAL_RETRIES):
         with store.locked():
             recorded = store.load()
@@ -408,7 +418,7 @@ def resume(site: Site, *, who: str, reason: str, say: Say = print) -> RolloutSta
     """`rollout resume`: a paused rollout goes on from its step at the orchestrator's next interval."""
     state = _apply(site, "resume", lambda state, now: resume_locked(state, who=who, reason=reason, now=now))
     say(f"rollout {state.run_id}: resumed at {state.current_canary_weight}% canary by {who}: {reason}")
-    if site.orchestrator_gone():
+    if site.require_state().orchestrator_gone():
         say("no orchestrator holds it: run `python -m rollout run` (or `make canary`) to carry on")
     return state
 
@@ -421,7 +431,7 @@ def promote(
 
     def change(state: RolloutState, now: float) -> RolloutState:
         unfinished(state, "promote")  # before attaching: a finished local run's stack may be stopped
-        site.attach(state.stack, state.router)
+        site.serving.attach(state.stack, state.router)
         return promote_locked(
             state,
             router=site.router,
@@ -430,7 +440,7 @@ def promote(
             reason=reason,
             force=force,
             now=now,
-            context=site.hook_context(),
+            context=site.serving.hook_context(),
         )
 
     state = _apply(site, "promote", change)
@@ -444,19 +454,20 @@ def promote(
 
 def down(site: Site, *, say: Say = print) -> None:
     """Stop every local process the recorded rollout started (after a rollback or `--keep-stack`)."""
-    state = site.state_store().load()
-    if state is None or state.stack.get("kind") != site.kind or not site.drives_load:
+    site_state = site.require_state()
+    state = site_state.store.load()
+    if state is None or state.stack.get("kind") != site.kind or site.load is None:
         say("no local stack recorded")
         return
-    if not site.orchestrator_gone():
+    if not site_state.orchestrator_gone():
         raise RuntimeError(
             "a rollout is running on this state; stop it (Ctrl-C rolls back) or run `rollback` first"
         )
     if not state.phase.terminal:
         raise RuntimeError(f"rollout {state.run_id} is {state.phase.value}; run `rollback` before `down`")
-    site.attach(state.stack, state.router)
-    site.stop_load(say)
-    site.teardown(say)
+    site.serving.attach(state.stack, state.router)
+    _stop_load(site, say)
+    site.serving.teardown(say)
 
 
 def last_verdicts(state: RolloutState) -> str:

@@ -1,1 +1,1 @@
-"""Where a rollout or a CI gate runs, behind one interface (`base.Site`): one module per place."""
+"""Where a rollout or a CI gate runs (`base.Site`, a few parts): one module per place."""

@@ -10,7 +10,6 @@ environment (ROLLOUT_*); from a laptop they follow the chart's naming (`<fullnam
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,16 +18,18 @@ from typing import Any
 
 from gates.config import GateConfig
 from gates.spec import traefik_backend_regex
-from rollout.gating import PrometheusGates, load_gate_config
+from rollout.gating import load_gate_config
 from rollout.report import Panel, kubernetes_panels
 from rollout.routers import cluster_router_kind
 from rollout.routers.base import ClusterRelease, TrafficRouter
-from rollout.sites.base import Say, no_lock
-from rollout.state import ConfigMapStateStore, StateStore
+from rollout.sites.base import Say, Site, SiteState
+from rollout.state import ConfigMapStateStore
 
 CHART_NAME = "sglang-vlm-canary"
 ARMS = ("baseline", "canary")
 DEFAULT_ROUTER = "httproute"
+KIND = "kubernetes"  # what the state's `stack` and a CI gate's decision record of the site
+GATE_PROFILE = "kubernetes"
 
 
 def chart_fullname(release: str) -> str:
@@ -137,13 +138,11 @@ def cluster_gate_variables(
     return merged
 
 
-class ClusterSite:
-    kind = "kubernetes"
-    drives_load = False  # the load is whatever reaches the Gateway (the chart's Locust or real users)
+class ReleaseServing:
+    """The release's two Deployments, already serving, and the router the release's traffic moves through."""
 
-    def __init__(self, target: ClusterTarget, *, settle_s: float = 15.0, router: TrafficRouter | None = None):
+    def __init__(self, target: ClusterTarget, *, router: TrafficRouter | None = None) -> None:
         self.target = target
-        self.settle_s = settle_s  # the cluster's scrape interval (15 s) lands the window's last scrape
         if router is None:
             build = cluster_router_kind(target.router).for_cluster
             assert build is not None  # cluster_router_kind refuses a kind without one
@@ -154,23 +153,7 @@ class ClusterSite:
     def router(self) -> TrafficRouter:
         return self._router
 
-    @property
-    def prometheus_url(self) -> str:
-        return self.target.require_prometheus()
-
-    def state_store(self) -> StateStore:
-        t = self.target
-        return ConfigMapStateStore(namespace=t.namespace, name=t.state_configmap, context=t.context)
-
-    def exclusive(self) -> contextlib.AbstractContextManager[None]:
-        return no_lock()  # the ConfigMap's resourceVersion refuses a second writer's stale save
-
-    def orchestrator_gone(self) -> bool:
-        return True  # nothing local to finish: the rollback's own work is the whole job
-
-    def start(
-        self, run_dir: Path, *, rate: float, seed: int, loadtest_args: tuple[str, ...], say: Say
-    ) -> None:
+    def start(self, run_dir: Path, *, say: Say) -> None:
         """The release already serves both arms; nothing to start."""
 
     def attach(self, stack: dict[str, Any], router: dict[str, Any]) -> None:
@@ -179,7 +162,7 @@ class ClusterSite:
     def describe(self) -> dict[str, Any]:
         t = self.target
         return {
-            "kind": self.kind,
+            "kind": KIND,
             "namespace": t.namespace,
             "release": t.release,
             "router": self.router.describe(),
@@ -189,45 +172,11 @@ class ClusterSite:
         t = self.target
         return {arm: f"Deployment {t.namespace}/{t.deployment(arm)}" for arm in ARMS}
 
-    def gate_config(self, gate_file: Path | None, overrides: dict[str, dict[str, Any]] | None) -> GateConfig:
-        # The gates as shipped: a rollout profile's overrides size them to two CPU-only local backends,
-        # while a cluster's GPU servers are judged by the real bounds.
-        return load_gate_config(gate_file, gate_profile="kubernetes")
-
-    def variables(self, config: GateConfig) -> dict[str, Any]:
-        from gates.config import load_gate_file
-
-        return cluster_gate_variables(
-            self.target,
-            file_variables=config.variables,
-            packaged_variables=load_gate_file(None, profile="kubernetes").variables,
-        )
-
-    def gates(self, config: GateConfig, *, offered_rps: float | None) -> PrometheusGates:
-        return PrometheusGates(
-            config=config,
-            prometheus_url=self.prometheus_url,
-            offered_rps=offered_rps,
-            variables=self.variables(config),
-        )
-
-    def panels(self, config: GateConfig) -> tuple[Panel, ...]:
-        return kubernetes_panels(self.variables(config))  # this release's pods only
-
     def hook_context(self) -> dict[str, Any]:
         return {"namespace": self.target.namespace, "release": self.target.release}
 
-    def wait_for_data(self) -> None:
-        """The release's series are already being scraped."""
-
     def dead_parts(self) -> list[str]:
-        return []
-
-    def serving(self) -> bool:
-        return True
-
-    def stop_load(self, say: Say) -> dict[str, Any] | None:
-        return None  # the load is not ours to stop
+        return []  # the Deployments' controllers keep their pods running
 
     def retire_canary(self, say: Say) -> None:
         from rollout import kube
@@ -238,3 +187,51 @@ class ClusterSite:
 
     def teardown(self, say: Say, *, keep_serving: bool = False) -> None:
         """The release stays as installed."""
+
+
+class ClusterObservability:
+    """The cluster's Prometheus, read with the `kubernetes` query profile for this release's pods."""
+
+    def __init__(self, target: ClusterTarget, *, settle_s: float = 15.0) -> None:
+        self.target = target
+        self.settle_s = settle_s  # the cluster's scrape interval (15 s) lands the window's last scrape
+
+    @property
+    def prometheus_url(self) -> str:
+        return self.target.require_prometheus()
+
+    def gate_config(self, gate_file: Path | None, overrides: dict[str, dict[str, Any]] | None) -> GateConfig:
+        # The gates as shipped: a rollout profile's overrides size them to two CPU-only local backends,
+        # while a cluster's GPU servers are judged by the real bounds.
+        return load_gate_config(gate_file, gate_profile=GATE_PROFILE)
+
+    def variables(self, config: GateConfig) -> dict[str, Any]:
+        from gates.config import load_gate_file
+
+        return cluster_gate_variables(
+            self.target,
+            file_variables=config.variables,
+            packaged_variables=load_gate_file(None, profile=GATE_PROFILE).variables,
+        )
+
+    def panels(self, config: GateConfig) -> tuple[Panel, ...]:
+        return kubernetes_panels(self.variables(config))  # this release's pods only
+
+    def wait_for_data(self) -> None:
+        """The release's series are already being scraped."""
+
+
+def cluster_site(
+    target: ClusterTarget, *, settle_s: float = 15.0, router: TrafficRouter | None = None
+) -> Site:
+    """The release's site: state in its ConfigMap (whose versioned writes refuse a stale second writer, so
+    a run holds no lock), and no load of its own (whatever reaches the Gateway: the chart's Locust, users)."""
+    t = target
+    return Site(
+        kind=KIND,
+        serving=ReleaseServing(target, router=router),
+        observability=ClusterObservability(target, settle_s=settle_s),
+        state=SiteState(
+            ConfigMapStateStore(namespace=t.namespace, name=t.state_configmap, context=t.context)
+        ),
+    )

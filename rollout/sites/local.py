@@ -2,123 +2,80 @@
 
 Both arms, the weighted proxy, a real Prometheus and Locust run as detached processes recorded in the
 state, so a resumed run reattaches to them and a rollback after the orchestrator's SIGKILL finds them.
+The parts share the running stack: `LocalServing` starts and stops it, the observability reads its
+Prometheus, `LocustLoad` drives the load through its proxy.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
 from gates.config import GateConfig
-from rollout.gating import PrometheusGates, load_gate_config
-from rollout.local_stack import ArmSpec, LoadSpec, LocalStack, start_local_stack, wait_for_first_samples
+from rollout.gating import load_gate_config
+from rollout.local_stack import (
+    ArmSpec,
+    LoadSpec,
+    LocalStack,
+    start_loadtest,
+    start_local_stack,
+    wait_for_first_samples,
+)
 from rollout.report import LOCAL_PANELS, Panel
 from rollout.routers import router_from_description
-from rollout.routers.base import TrafficRouter
-from rollout.sites.base import Say
-from rollout.state import FileStateStore, StateStore, single_runner
+from rollout.routers.local import LocalProxyRouter
+from rollout.sites.base import Say, Site, SiteState
+from rollout.state import FileStateStore, single_runner
+
+ARMS = ("baseline", "canary")
+GATE_PROFILE = "local"
 
 
-class LocalSite:
-    kind = "local"
-    drives_load = True
-    settle_s = 2.0  # Prometheus scrapes the stack every second
+class LocalServing:
+    """Both arms, the weighted proxy in front of them and Prometheus, as processes on this machine."""
 
-    def __init__(
-        self,
-        *,
-        state_dir: Path | None,
-        arms: dict[str, ArmSpec] | None = None,
-        keep_stack: bool = False,
-    ) -> None:
-        if arms is not None and set(arms) != {"baseline", "canary"}:
+    def __init__(self, *, arms: dict[str, ArmSpec] | None = None, keep_stack: bool = False) -> None:
+        if arms is not None and set(arms) != set(ARMS):
             raise ValueError(f"arms must be baseline and canary, got {sorted(arms)}")
-        self.state_dir = state_dir  # None: no rollout state (a CI gate)
         self.arm_specs = arms
         self.keep_stack = keep_stack  # leave the stack running after the decision (for inspection)
         self.stack: LocalStack | None = None
-        self._router: TrafficRouter | None = None
+        self._router: LocalProxyRouter | None = None
 
-    # -- what serves the arms ----------------------------------------------------------------------
-    def _stack(self) -> LocalStack:
+    def running(self) -> LocalStack:
         if self.stack is None:
             raise RuntimeError("the local stack is neither started nor attached")
         return self.stack
 
     @property
-    def router(self) -> TrafficRouter:
+    def router(self) -> LocalProxyRouter:
         if self._router is None:
             raise RuntimeError("the local stack is neither started nor attached")
         return self._router
 
-    @property
-    def prometheus_url(self) -> str:
-        return self._stack().prometheus_url
-
-    def start(
-        self, run_dir: Path, *, rate: float, seed: int, loadtest_args: tuple[str, ...], say: Say
-    ) -> None:
+    def start(self, run_dir: Path, *, say: Say) -> None:
         if self.arm_specs is None:
             raise ValueError("starting the local stack needs both arms' specs")
-        self.stack, self._router = start_local_stack(
-            run_dir=run_dir,
-            arms=self.arm_specs,
-            load=LoadSpec(rate=rate, seed=seed, extra_args=loadtest_args),
-            say=say,
-        )
+        self.stack, self._router = start_local_stack(run_dir=run_dir, arms=self.arm_specs, say=say)
 
     def attach(self, stack: dict[str, Any], router: dict[str, Any]) -> None:
-        self.stack = LocalStack.from_dict(stack)
-        self._router = router_from_description(router)
+        proxy = router_from_description(router)
+        if not isinstance(proxy, LocalProxyRouter):
+            raise ValueError(f"a local stack's router is the local proxy, not {router.get('kind')!r}")
+        self.stack, self._router = LocalStack.from_dict(stack), proxy
 
     def describe(self) -> dict[str, Any]:
-        return self._stack().as_dict()
+        return self.running().as_dict()
 
     def arms(self) -> dict[str, str]:
         if self.arm_specs is None:
-            return {arm: str(entry.get("url")) for arm, entry in self._stack().arms.items()}
+            return {arm: str(entry.get("url")) for arm, entry in self.running().arms.items()}
         return {arm: _arm_text(spec) for arm, spec in self.arm_specs.items()}
 
-    # -- state -----------------------------------------------------------------------------------
-    def _state_dir(self) -> Path:
-        if self.state_dir is None:
-            raise ValueError("this local site keeps no rollout state (no state directory)")
-        return Path(self.state_dir)
-
-    def state_store(self) -> StateStore:
-        return FileStateStore(self._state_dir())
-
-    def exclusive(self) -> contextlib.AbstractContextManager[None]:
-        return single_runner(self._state_dir())
-
-    def orchestrator_gone(self) -> bool:
-        try:
-            with single_runner(self._state_dir()):
-                return True
-        except RuntimeError:
-            return False
-
-    # -- gates and report ------------------------------------------------------------------------
-    def gate_config(self, gate_file: Path | None, overrides: dict[str, dict[str, Any]] | None) -> GateConfig:
-        # Two CPU-only backends on one machine: the rollout profile sizes some gates to them.
-        return load_gate_config(gate_file, gate_profile="local", overrides=overrides or None)
-
-    def gates(self, config: GateConfig, *, offered_rps: float | None) -> PrometheusGates:
-        stack = self._stack()
-        return PrometheusGates(
-            config=config,
-            prometheus_url=stack.prometheus_url,
-            offered_rps=offered_rps,
-            loadtest_samples=stack.requests_jsonl,
-        )
-
-    def panels(self, config: GateConfig) -> tuple[Panel, ...]:
-        return LOCAL_PANELS
-
     def hook_context(self) -> dict[str, Any]:
-        stack = self._stack()
+        stack = self.running()
         return {
             "baseline_url": stack.arms["baseline"]["url"],
             "canary_url": stack.arms["canary"]["url"],
@@ -126,30 +83,17 @@ class LocalSite:
             "prometheus_url": stack.prometheus_url,
         }
 
-    # -- lifecycle -------------------------------------------------------------------------------
-    def wait_for_data(self) -> None:
-        wait_for_first_samples(self._stack())
-
     def dead_parts(self) -> list[str]:
-        return self._stack().dead_parts()
-
-    def serving(self) -> bool:
-        return self._stack().serving()
-
-    def stop_load(self, say: Say) -> dict[str, Any] | None:
-        stack = self._stack()
-        stack.stop(("loadtest",), say=say)  # Locust writes its summary on SIGTERM
-        path = Path(stack.loadtest.get("summary_json", ""))
-        return json.loads(path.read_text()) if path.is_file() else None
+        return self.running().dead_parts()
 
     def retire_canary(self, say: Say) -> None:
         if not self.keep_stack:
-            self._stack().stop(("canary",), say=say)
+            self.running().stop(("canary",), say=say)
 
     def teardown(self, say: Say, *, keep_serving: bool = False) -> None:
         if self.keep_stack:
             return
-        stack = self._stack()
+        stack = self.running()
         if keep_serving:
             stack.stop(("prometheus",), say=say)
             say("router and baseline keep serving; `python -m rollout down` stops them")
@@ -157,6 +101,78 @@ class LocalSite:
         stack.stop(("prometheus", "canary", "baseline"), say=say)
         say("stopping router")
         self.router.finalize()
+
+
+class LocalObservability:
+    """The stack's own Prometheus, scraping every arm and the proxy once a second."""
+
+    settle_s = 2.0  # one scrape interval and a margin
+
+    def __init__(self, serving: LocalServing) -> None:
+        self.serving = serving
+
+    @property
+    def prometheus_url(self) -> str:
+        return self.serving.running().prometheus_url
+
+    def gate_config(self, gate_file: Path | None, overrides: dict[str, dict[str, Any]] | None) -> GateConfig:
+        # Two CPU-only backends on one machine: the rollout profile sizes some gates to them.
+        return load_gate_config(gate_file, gate_profile=GATE_PROFILE, overrides=overrides or None)
+
+    def variables(self, config: GateConfig) -> dict[str, Any]:
+        return {}  # the `local` profile's queries select the arms by the scrape config's `arm` label
+
+    def panels(self, config: GateConfig) -> tuple[Panel, ...]:
+        return LOCAL_PANELS
+
+    def wait_for_data(self) -> None:
+        wait_for_first_samples(self.serving.running())
+
+
+class LocustLoad:
+    """Locust through the stack's proxy at the offered rate (Poisson arrivals), recorded in the stack."""
+
+    def __init__(self, serving: LocalServing) -> None:
+        self.serving = serving
+
+    @property
+    def samples(self) -> Path:
+        return self.serving.running().requests_jsonl
+
+    def start(self, run_dir: Path, *, rate: float, seed: int, extra_args: tuple[str, ...], say: Say) -> None:
+        stack = self.serving.running()
+        load = LoadSpec(rate=rate, seed=seed, extra_args=extra_args)
+        stack.loadtest = start_loadtest(stack.router_url, load, run_dir)
+        say(
+            f"load: {load.rate:g} req/s Poisson (seed {load.seed}) through the router, "
+            f"pid {stack.loadtest['process']['pid']}"
+        )
+
+    def stop(self, say: Say) -> dict[str, Any] | None:
+        stack = self.serving.running()
+        stack.stop(("loadtest",), say=say)  # Locust writes its summary on SIGTERM
+        path = Path(stack.loadtest.get("summary_json", ""))
+        return json.loads(path.read_text()) if path.is_file() else None
+
+
+def local_site(
+    *, state_dir: Path | None, arms: dict[str, ArmSpec] | None = None, keep_stack: bool = False
+) -> Site:
+    """The local stack's site; `state_dir` None keeps no rollout state (a CI gate), `arms` None only
+    reattaches to a recorded stack."""
+    serving = LocalServing(arms=arms, keep_stack=keep_stack)
+    state = None
+    if state_dir is not None:
+        state = SiteState(
+            FileStateStore(Path(state_dir)), lock=functools.partial(single_runner, Path(state_dir))
+        )
+    return Site(
+        kind="local",
+        serving=serving,
+        observability=LocalObservability(serving),
+        state=state,
+        load=LocustLoad(serving),
+    )
 
 
 def _arm_text(spec: ArmSpec) -> str:

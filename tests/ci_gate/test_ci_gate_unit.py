@@ -18,7 +18,7 @@ from rollout.ci_gate import (
     summary_markdown,
 )
 from rollout.local_stack import ArmSpec
-from rollout.sites.local import LocalSite
+from rollout.sites.local import local_site
 
 ARMS = {"baseline": ArmSpec("baseline", "per_request"), "canary": ArmSpec("canary", "sharded")}
 
@@ -111,7 +111,7 @@ def test_summary_names_the_failing_gate_and_the_sample_counts() -> None:
 
 
 def test_every_gate_decides_on_the_single_evaluation() -> None:
-    config = ci_gate_config(LocalSite(state_dir=None), None)
+    config = ci_gate_config(local_site(state_dir=None), None)
     assert config.gates and {g.consecutive_failures for g in config.gates} == {1}
     leak = next(g for g in config.gates if g.name == "memory_leak")
     assert leak.params["warmup_seconds"] == 15  # the quick profile's sizing reached the gate
@@ -134,7 +134,7 @@ def test_bad_options_are_named(changes: dict, message: str, tmp_path: Path) -> N
 
 def test_a_local_site_needs_both_arms() -> None:
     with pytest.raises(ValueError, match="arms"):
-        LocalSite(state_dir=None, arms={"baseline": ARMS["baseline"]})
+        local_site(state_dir=None, arms={"baseline": ARMS["baseline"]})
 
 
 def test_usage_errors_exit_3_before_anything_starts(

@@ -15,7 +15,8 @@ from rollout.__main__ import ci_gate_main
 from rollout.ci_gate import GateOnceOptions, ci_gate_config, gate_once
 from rollout.gating import load_gate_config
 from rollout.routers.base import RouterUnavailable, Verification, WeightCheck, Weights
-from rollout.sites.cluster import ClusterSite, ClusterTarget
+from rollout.sites.base import Site
+from rollout.sites.cluster import ClusterTarget, cluster_site
 
 
 class RecordingRouter:
@@ -42,11 +43,11 @@ class RecordingRouter:
         return Verification(WeightCheck.MATCHES if self.get_weights() == expected else WeightCheck.DIFFERS)
 
 
-def _site(router: RecordingRouter) -> ClusterSite:
+def _site(router: RecordingRouter) -> Site:
     target = ClusterTarget.resolve(
         namespace="ns", release="rel", prometheus_url=f"http://127.0.0.1:{free_port()}", env={}
     )
-    return ClusterSite(target, router=router)  # type: ignore[arg-type]
+    return cluster_site(target, router=router)  # type: ignore[arg-type]
 
 
 def _options(tmp_path: Path, **changes) -> GateOnceOptions:

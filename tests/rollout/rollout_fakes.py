@@ -1,6 +1,7 @@
 """Stand-ins at the rollout's own interfaces: an in-memory router, scripted gates, a manual clock,
-ConfigMap calls (`rollout.kube`) and a loopback HTTP receiver for hooks and notifications; the test plan,
-a controller over a fresh state file, and the loops that advance it interval by interval."""
+ConfigMap calls (`rollout.kube`), a site of stand-in parts and a loopback HTTP receiver for hooks and
+notifications; the test plan, a controller over a fresh state file, and the loops that advance it interval
+by interval."""
 
 import contextlib
 import http.server
@@ -15,6 +16,7 @@ from rollout.kube import KubeConflict
 from rollout.notify.delivery import Notifier
 from rollout.plan import Profile
 from rollout.routers.base import RouterUnavailable, Verification, WeightCheck, Weights
+from rollout.sites.base import Site, SiteState
 from rollout.state import FileStateStore
 
 # The plan the state-machine tests run: three steps, baked 3, 2 and 1 intervals.
@@ -186,26 +188,71 @@ class FakeConfigMaps:
         return str(self.version)
 
 
-class CommandSite:
-    """The part of a Site the commands by hand (pause, resume, promote) use: the router, and the state store
-    `open_store()` gives each command (one it opens afresh, as another process would, or the controller's)."""
+class StandInServing:
+    """A site's serving part in front of a stand-in router: nothing to start, reattach, retire or stop."""
 
-    drives_load = False
+    def __init__(self, router):
+        self.router = router
 
-    def __init__(self, router, open_store):
-        self.router, self.open_store = router, open_store
-
-    def state_store(self):
-        return self.open_store()
+    def start(self, run_dir, *, say):
+        pass
 
     def attach(self, stack, router):
         pass
 
+    def describe(self):
+        return {"kind": "test"}
+
+    def arms(self):
+        return {"baseline": "stand-in", "canary": "stand-in"}
+
     def hook_context(self):
         return {}
 
-    def orchestrator_gone(self):
-        return False
+    def dead_parts(self):
+        return []
+
+    def retire_canary(self, say):
+        pass
+
+    def teardown(self, say, *, keep_serving=False):
+        pass
+
+
+class StandInObservability:
+    """A Prometheus nobody listens on; no gate file, variables or panels of its own."""
+
+    settle_s = 0.0
+    prometheus_url = "http://127.0.0.1:9"
+
+    def gate_config(self, gate_file, overrides):
+        return None
+
+    def variables(self, config):
+        return {}
+
+    def panels(self, config):
+        return ()
+
+    def wait_for_data(self):
+        pass
+
+
+@contextlib.contextmanager
+def _held_by_an_orchestrator():
+    raise RuntimeError("an orchestrator holds this run")
+    yield
+
+
+def stand_in_site(router, store, *, held=False, site_type=Site):
+    """A site of stand-in parts over `router` and a real `store`. `held`: an orchestrator holds the run (its
+    lock cannot be taken), so the commands by hand leave announcing and finishing to it."""
+    return site_type(
+        kind="test",
+        serving=StandInServing(router),
+        observability=StandInObservability(),
+        state=SiteState(store, lock=_held_by_an_orchestrator if held else None),
+    )
 
 
 class Receiver:

@@ -4,7 +4,7 @@ import pytest
 
 from rollout.__main__ import main
 from rollout.plan import get_profile
-from rollout.sites.cluster import ClusterSite, ClusterTarget, chart_fullname
+from rollout.sites.cluster import ClusterTarget, chart_fullname, cluster_site
 
 
 def test_chart_naming_matches_the_helm_helper():
@@ -21,7 +21,7 @@ def test_cluster_target_prefers_the_jobs_environment():
     }
     target = ClusterTarget.resolve(namespace="ml", release="demo", env=env)
     assert (target.state_configmap, target.prometheus_url) == ("cm", "http://p:9090")
-    assert ClusterSite(target).router.describe()["route"] == "r"
+    assert cluster_site(target).router.describe()["route"] == "r"
     assert target.canary_deployment == "demo-sglang-vlm-canary-canary"
     with pytest.raises(ValueError, match="--prometheus-url"):
         ClusterTarget.resolve(namespace="ml", release="demo", env={}).require_prometheus()

@@ -18,7 +18,7 @@ from rollout import kube
 from rollout.routers import router_from_description
 from rollout.routers.base import RouterUnavailable, WeightCheck, Weights
 from rollout.routers.istio import IstioRouter, fqdn
-from rollout.sites.cluster import ClusterSite, ClusterTarget
+from rollout.sites.cluster import ClusterTarget, cluster_site
 from rollout.traffic import move_traffic
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "helm"))  # the k8s tier's shared helpers
@@ -96,7 +96,7 @@ def route_weights(cluster, name: str, route: str = "primary") -> list[tuple[str,
 def cluster_router(name: str, **settings: str) -> IstioRouter:
     """The router a cluster rollout builds from ROLLOUT_ROUTER=istio and the release's settings."""
     env = {"ROLLOUT_ROUTER": "istio", "ROLLOUT_VIRTUALSERVICE": name, **settings}
-    router = ClusterSite(ClusterTarget.resolve(namespace=NAMESPACE, release=RELEASE, env=env)).router
+    router = cluster_site(ClusterTarget.resolve(namespace=NAMESPACE, release=RELEASE, env=env)).router
     assert isinstance(router, IstioRouter)
     return router
 

@@ -59,7 +59,7 @@ def test_rollback_after_a_finished_run_with_its_stack_stopped_only_records_the_r
     from rollout.plan import Phase, get_profile
     from rollout.routers.local import LocalProxyRouter
     from rollout.run import rollback
-    from rollout.sites.local import LocalSite
+    from rollout.sites.local import local_site
     from rollout.state import FileStateStore
 
     gone = spawn_detached(["true"], log_path=tmp_path / "b.log")
@@ -80,7 +80,7 @@ def test_rollback_after_a_finished_run_with_its_stack_stopped_only_records_the_r
     store.save(replace(state, phase=Phase.PROMOTED, finished_at=2.0))
     lines: list[str] = []
     after = rollback(
-        LocalSite(state_dir=tmp_path / "state"),
+        local_site(state_dir=tmp_path / "state"),
         reports_dir=tmp_path / "reports",
         who="w",
         reason="why",

@@ -4,7 +4,6 @@ file), and against a ConfigMap store that another writer changes between our rea
 import pytest
 from rollout_fakes import (
     PROFILE,
-    CommandSite,
     FakeConfigMaps,
     ManualClock,
     MemoryRouter,
@@ -12,6 +11,7 @@ from rollout_fakes import (
     advance,
     by_hand,
     make_controller,
+    stand_in_site,
 )
 
 from rollout.controller import (
@@ -114,10 +114,12 @@ SET_AGAIN = WeightsSet(
 
 def test_a_concurrent_orchestrator_write_is_neither_lost_nor_overwritten():
     kube, router = FakeConfigMaps(), MemoryRouter(Weights(50, 50))
-    site = CommandSite(
-        router, lambda: ConfigMapStateStore(namespace="ml", name="demo-rollout-state", kube=kube)
-    )
-    orchestrator = site.state_store()
+
+    def configmap():  # each process opens the store afresh
+        return ConfigMapStateStore(namespace="ml", name="demo-rollout-state", kube=kube)
+
+    site = stand_in_site(router, configmap(), held=True)
+    orchestrator = configmap()
     orchestrator.save(new_state(run_id="r", profile=PROFILE, router=router, stack={}, now=1.0))
 
     def orchestrator_interval():  # lands between the command's read and its write
@@ -125,13 +127,13 @@ def test_a_concurrent_orchestrator_write_is_neither_lost_nor_overwritten():
 
     kube.before_write = orchestrator_interval
     paused = pause(site, who="alice", reason="hold", say=lambda _line: None)
-    recorded = site.state_store().load()
+    recorded = configmap().load()
     assert recorded.paused["who"] == "alice" == paused.paused["who"]
     assert [type(e) for e in recorded.events] == [WeightsSet, Pause]  # both writes kept
 
     kube.before_write = orchestrator_interval
     promoted = promote(site, reports_dir=None, who="bob", reason="ship", say=lambda _line: None)
-    recorded = site.state_store().load()
+    recorded = configmap().load()
     assert (
         recorded.phase is Phase.PROMOTED
         and promoted.decided_by == "bob"

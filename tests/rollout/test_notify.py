@@ -1,17 +1,15 @@
 """Notifications: the real controller (stand-in router and gates at its own interfaces, a real state file)
 sending Slack-style and JSON webhook messages to a real HTTP receiver on loopback."""
 
-import contextlib
 import fcntl
 import json
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 from rollout_fakes import (
     PROFILE,
-    CommandSite,
     ManualClock,
     MemoryRouter,
     ScriptedGates,
@@ -19,6 +17,7 @@ from rollout_fakes import (
     by_hand,
     make_controller,
     run_until_terminal,
+    stand_in_site,
 )
 
 from infra.net import free_port
@@ -32,6 +31,7 @@ from rollout.notify.targets import NotifyTarget
 from rollout.plan import Phase, Profile
 from rollout.report import decision_record
 from rollout.routers.base import Weights
+from rollout.sites.base import Site
 from rollout.state import FileStateStore, Holder
 
 SECRET_PATH = "/services/T0000/B0000/s3cr3t"  # what a Slack webhook URL's secret part looks like
@@ -307,7 +307,7 @@ def test_commands_by_hand_are_announced_by_the_orchestrator_holding_the_run_or_e
     controller, _, _ = make_controller(tmp_path, table_gates("pass"), notify=(target("audit"),), clock=clock)
     controller.holder = live_holder("a", clock)
     advance(controller, clock, 2)
-    site = CommandSite(controller.router, lambda: controller.store)
+    site = stand_in_site(controller.router, controller.store, held=True)
     posts = len(receiver.posts)
     pause(site, who="carol", reason="checking a dashboard", say=lambda _line: None)
     assert len(receiver.posts) == posts  # the orchestrator holds the run: it announces, with its secrets
@@ -583,56 +583,16 @@ FAST = Profile(
 )
 
 
-class RunSite:
-    """A Site whose arms and Prometheus are stand-ins: what `rollout.run.run` asks of a site."""
-
-    kind = "test"
-    drives_load = False
-    settle_s = 0.0
-    prometheus_url = "http://127.0.0.1:9"
-
-    def __init__(self, state_dir):
-        self.store = FileStateStore(state_dir)
-        self.router = MemoryRouter()
-
-    def state_store(self):
-        return self.store
-
-    def exclusive(self):
-        return contextlib.nullcontext()
-
-    def start(self, run_dir, *, rate, seed, loadtest_args, say):
-        pass
-
-    def attach(self, stack, router):
-        pass
-
-    def describe(self):
-        return {"kind": self.kind}
-
-    def gate_config(self, gate_file, overrides):
-        return None
+@dataclass(frozen=True)
+class RunSite(Site):
+    """A site of stand-in parts (`stand_in_site`) whose gates pass: what `rollout.run.run` asks of a site."""
 
     def gates(self, config, *, offered_rps):
         return table_gates("pass")
 
-    def hook_context(self):
-        return {}
 
-    def wait_for_data(self):
-        pass
-
-    def dead_parts(self):
-        return []
-
-    def stop_load(self, say):
-        return None
-
-    def retire_canary(self, say):
-        pass
-
-    def teardown(self, say, *, keep_serving=False):
-        pass
+def run_site(state_dir):
+    return stand_in_site(MemoryRouter(), FileStateStore(state_dir), site_type=RunSite)
 
 
 @pytest.fixture
@@ -653,11 +613,11 @@ def quiet_run(monkeypatch, tmp_path):
 
 def test_rollout_run_records_the_targets_and_announces_to_them(tmp_path, receiver, monkeypatch, quiet_run):
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url(SECRET_PATH))
-    site = RunSite(tmp_path / "state")
+    site = run_site(tmp_path / "state")
     plan = quiet_run.RunPlan(profile=FAST, reports_dir=tmp_path / "reports", notifications=(target("audit"),))
     state = quiet_run.run(site, plan, say=lambda _line: None)
     assert state.outcome is Phase.PROMOTED
-    assert site.store.load().notifications == (target("audit").as_dict(),)
+    assert site.state.store.load().notifications == (target("audit").as_dict(),)
     events = [b["event"] for b in receiver.bodies(SECRET_PATH)]
     assert events == ["step-started", "step-passed", "step-started", "step-passed", "promoted"]
     decision = json.loads((tmp_path / "reports" / state.run_id / "decision.json").read_text())
@@ -669,7 +629,7 @@ def test_rollout_run_resuming_from_a_lost_orchestrator_announces_the_takeover(
     tmp_path, receiver, monkeypatch, quiet_run
 ):
     monkeypatch.setenv("TEST_NOTIFY_AUDIT", receiver.url("/hook"))
-    site = RunSite(tmp_path / "state")
+    site = run_site(tmp_path / "state")
     now = time.time()
     lost = Holder(
         id="old", host="elsewhere", pid=1, pod="rollout-r1-old", heartbeat_at=now - 300, lease_s=60.0
@@ -682,7 +642,7 @@ def test_rollout_run_resuming_from_a_lost_orchestrator_announces_the_takeover(
         holder=lost,
         notifications=(target("audit", events=("orchestrator-lost", "promoted")).as_dict(),),
     ).with_event(StepStarted(now - 400, step=0, canary_weight=50))
-    site.store.save(started)
+    site.state.store.save(started)
     site.router.weights = Weights(50, 50)
     plan = quiet_run.RunPlan(profile=FAST, reports_dir=tmp_path / "reports")  # its targets: the recorded ones
     state = quiet_run.run(site, plan, say=lambda _line: None)
@@ -694,7 +654,7 @@ def test_rollout_run_resuming_from_a_lost_orchestrator_announces_the_takeover(
     )
     assert lost_notice["detail"]["heartbeat_age_s"] >= 300 and lost_notice["canary_weight"] == 50
     assert promoted["event"] == "promoted"
-    assert [type(e) for e in site.store.load().events].count(Takeover) == 1
+    assert [type(e) for e in site.state.store.load().events].count(Takeover) == 1
 
 
 def test_a_promotion_forced_past_failing_gates_names_them(tmp_path, receiver, monkeypatch):
@@ -705,7 +665,7 @@ def test_a_promotion_forced_past_failing_gates_names_them(tmp_path, receiver, mo
         tmp_path, table_gates("pass", "held"), notify=(target("audit", events=("promoted",)),)
     )
     advance(controller, clock, 3)  # the 10% step's second evaluation: p99 failing, held by hysteresis
-    site = CommandSite(controller.router, lambda: controller.store)
+    site = stand_in_site(controller.router, controller.store, held=True)
     promote(site, reports_dir=None, who="erin", reason="known noisy gate", force=True, say=lambda _line: None)
     (forced,) = receiver.bodies("/hook")
     assert (forced["event"], forced["who"], forced["failing_gates"]) == ("promoted", "erin", ["p99_latency"])

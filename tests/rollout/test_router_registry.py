@@ -10,7 +10,7 @@ from rollout.__main__ import main
 from rollout.routers import cluster_router_kind, known_router_kinds, router_from_description, router_kind
 from rollout.routers.httproute import HTTPRouteRouter
 from rollout.routers.istio import Destination, IstioRouter
-from rollout.sites.cluster import ClusterSite, ClusterTarget
+from rollout.sites.cluster import ClusterTarget, cluster_site
 
 
 def test_each_router_module_is_a_kind_named_after_it():
@@ -28,9 +28,9 @@ def test_an_unknown_kind_is_refused_naming_the_known_ones(kind):
 
 
 def test_the_cluster_router_kind_defaults_to_httproute_and_is_validated():
-    site = ClusterSite(ClusterTarget.resolve(namespace="ml", release="demo", env={}))
+    site = cluster_site(ClusterTarget.resolve(namespace="ml", release="demo", env={}))
     assert isinstance(site.router, HTTPRouteRouter) and site.router.route == "demo-sglang-vlm-canary"
-    assert site.describe()["router"] == site.router.describe()
+    assert site.serving.describe()["router"] == site.router.describe()
     with pytest.raises(ValueError, match=r"unknown router kind 'nope' \(known: httproute, istio, local\)"):
         ClusterTarget.resolve(namespace="ml", release="demo", env={"ROLLOUT_ROUTER": "nope"})
     with pytest.raises(
@@ -55,7 +55,7 @@ def test_the_istio_router_reads_its_settings_from_the_release():
         "ROLLOUT_BASELINE_SUBSET": "stable",
         "ROLLOUT_CANARY_SUBSET": "candidate",
     }
-    router = ClusterSite(ClusterTarget.resolve(namespace="ml", release="demo", env=env)).router
+    router = cluster_site(ClusterTarget.resolve(namespace="ml", release="demo", env=env)).router
     assert isinstance(router, IstioRouter)
     assert (router.virtual_service, router.route) == ("vs", "primary")
     assert router.destinations == {
@@ -65,7 +65,7 @@ def test_the_istio_router_reads_its_settings_from_the_release():
     # One host without subsets cannot tell the arms apart: refused when the site is built.
     env = {"ROLLOUT_ROUTER": "istio", "ROLLOUT_BASELINE_SERVICE": "demo", "ROLLOUT_CANARY_SERVICE": "demo"}
     with pytest.raises(ValueError, match="both arms are destination demo"):
-        ClusterSite(ClusterTarget.resolve(namespace="ml", release="demo", env=env))
+        cluster_site(ClusterTarget.resolve(namespace="ml", release="demo", env=env))
 
 
 RECORDING = """
@@ -109,7 +109,7 @@ def test_a_new_router_is_one_file(tmp_path, monkeypatch):
     try:
         assert "recording" in known_router_kinds()
         target = ClusterTarget.resolve(namespace="ml", release="demo", env={"ROLLOUT_ROUTER": "recording"})
-        router = ClusterSite(target).router
+        router = cluster_site(target).router
         assert router.describe() == {"kind": "recording", "target": "demo-sglang-vlm-canary"}
         assert router_from_description(router.describe()).describe() == router.describe()
     finally:
