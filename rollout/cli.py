@@ -1,7 +1,7 @@
 """Every flag of `python -m rollout` (and its console scripts), defined once, and the commands they run.
 
-Each command turns its flags into a site (`local_site` or `cluster_site`) and a plan or options, and
-calls one function: `run.run`, `run.rollback`, `run.down` or `ci_gate.gate_once`.
+Each command turns its flags into a site (the kind they ask for, from the registry in `rollout.sites`)
+and a plan or options, and calls one function: `run.run`, `run.rollback`, `run.down` or `ci_gate.gate_once`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -19,17 +18,14 @@ from typing import Any
 from infra.cli import UsageErrorParser
 from rollout.events import Decision
 from rollout.hooks import load_hooks, load_notifications
-from rollout.local_stack import BASELINE_MODE, ArmSpec, canary_default_mode
+from rollout.local_stack import BASELINE_MODE
 from rollout.plan import MAX_BAKE_FACTOR, PROFILES, Phase, Profile, StepEvidence, get_profile
-from rollout.sites.base import Site
+from rollout.sites import site_from_args, site_kind_for
 from rollout.state import RolloutState
 
-ARMS = ("baseline", "canary")
 EXIT = {Phase.PROMOTED: 0, Phase.REVERTED: 1, Phase.ABORTED: 2}
 DEFAULT_STATE_DIR = Path(".cache/rollout")
 DEFAULT_REPORTS_DIR = Path("reports")
-# Options that describe locally started arms; a cluster's arms are its release's Deployments.
-LOCAL_ONLY = ("cmd", "url", "args")
 
 
 def say(line: str) -> None:
@@ -290,55 +286,6 @@ def add_ci_gate_flags(parser: argparse.ArgumentParser) -> None:
 
 
 # -- flags -> site, plan, options ------------------------------------------------------------------
-def arm_specs(args: argparse.Namespace) -> dict[str, ArmSpec]:
-    return {
-        arm: ArmSpec(
-            arm=arm,
-            mm_input_mode=getattr(args, f"{arm}_mode") or canary_default_mode(),
-            tp_size=args.tp_size,
-            cpu_cores=getattr(args, f"{arm}_cpu_cores"),
-            extra_args=tuple(shlex.split(getattr(args, f"{arm}_args"))),
-            command=getattr(args, f"{arm}_cmd"),
-            url=getattr(args, f"{arm}_url"),
-        )
-        for arm in ARMS
-    }
-
-
-def site_from_args(args: argparse.Namespace, *, needs_prometheus: bool, canary_flag: str = "canary") -> Site:
-    """The cluster's site when a namespace or release is given (both are needed), else the local one."""
-    namespace, release = getattr(args, "kube_namespace", None), getattr(args, "release", None)
-    if _is_local(args):
-        from rollout.sites.local import local_site
-
-        return local_site(
-            state_dir=getattr(args, "state_dir", None),
-            arms=arm_specs(args) if hasattr(args, "tp_size") else None,
-            keep_stack=getattr(args, "keep_stack", False),
-        )
-    if not (namespace and release):
-        raise ValueError("a cluster target needs both --kube-namespace and --release")
-    if hasattr(args, "tp_size"):
-        given = [
-            f"--{canary_flag if arm == 'canary' else arm}-{what}"
-            for arm in ARMS
-            for what in LOCAL_ONLY
-            if getattr(args, f"{arm}_{what}")
-        ]
-        if given:
-            raise ValueError(
-                f"{', '.join(given)}: local-mode options; in cluster mode the arms are the release's"
-            )
-    from rollout.sites.cluster import ClusterTarget, cluster_site
-
-    target = ClusterTarget.resolve(
-        namespace=namespace, release=release, context=args.kube_context, prometheus_url=args.prometheus_url
-    )
-    if needs_prometheus:
-        target.require_prometheus()
-    return cluster_site(target)
-
-
 def _gate_file(args: argparse.Namespace) -> Path | None:
     if args.gate_file is not None:
         return args.gate_file
@@ -351,7 +298,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rollout.run import RunPlan, run
 
     if args.dry_run:
-        args.gate_profile = "local" if _is_local(args) else "kubernetes"
+        args.gate_profile = site_kind_for(args).gate_profile
         return cmd_plan(args)
     site = site_from_args(args, needs_prometheus=True)
     profile = _profile(args)
@@ -365,10 +312,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     state = run(site, plan, say=say)
     return 2 if state.outcome is None else EXIT[state.outcome]
-
-
-def _is_local(args: argparse.Namespace) -> bool:
-    return not (getattr(args, "kube_namespace", None) or getattr(args, "release", None))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -596,13 +539,13 @@ def cmd_ci_gate_plan(args: argparse.Namespace) -> int:
     from rollout.gating import load_gate_config
     from rollout.plan import default_assumptions, evidence_plan
 
-    local = _is_local(args)
+    gate_profile = site_kind_for(args).gate_profile
+    local = gate_profile == "local"  # the embedded stack: its load at LOCAL_RATE, the quick profile's sizing
     rate = args.rate or (LOCAL_RATE if local else None)
     if rate is None:
         print("ci-gate: --dry-run on a cluster needs --rate, the requests per second reaching the Gateway",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
-    gate_profile = "local" if local else "kubernetes"
     profile = get_profile(SIZING_PROFILE).with_overrides(
         steps=(args.candidate_weight,),
         bake_s=(args.duration,),

@@ -1,4 +1,4 @@
-"""Where a rollout runs: a site is a few parts with one job each.
+"""Where a rollout runs: a site is a few parts with one job each, and a registry entry that builds it.
 
 A rollout (`rollout.run.run`) and a CI gate (`rollout.ci_gate.gate_once`) are each one function over a
 `Site`; they ask the part they need:
@@ -10,10 +10,12 @@ A rollout (`rollout.run.run`) and a CI gate (`rollout.ci_gate.gate_once`) are ea
   keeps no rollout state, e.g. a CI gate's);
 - `load` (`LoadDriver`): the load the site drives itself at the offered rate (None: whatever traffic
   reaches it).
+A site kind is the module `rollout/sites/<kind>.py` with `SITE = SiteKind("<kind>", ...)` (`rollout.sites`).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,3 +169,22 @@ class Site:
             variables=self.observability.variables(config),
             loadtest_samples=None if self.load is None else self.load.samples,
         )
+
+
+class SiteFromArgs(Protocol):
+    def __call__(self, args: argparse.Namespace, *, needs_prometheus: bool, canary_flag: str) -> Site:
+        """The site the command's flags (and environment) describe; a ValueError names a bad or missing
+        one. `canary_flag` is how the command spells the canary's options (`canary`, `candidate`)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SiteKind:
+    """A site kind as the registry (`rollout.sites.site_kind_for`) finds it: the module
+    `rollout/sites/<name>.py` defines `SITE = SiteKind("<name>", ...)`."""
+
+    name: str
+    from_args: SiteFromArgs
+    gate_profile: str  # the gate file's query profile on this site (a plan is made without building one)
+    # Whether the command's flags ask for this site; None: the site when no other is asked for (local).
+    applies: Callable[[argparse.Namespace], bool] | None = None

@@ -1,4 +1,4 @@
-"""The cluster site: a release of the chart (`helm/sglang-vlm-canary`) already serving both arms.
+"""Site kind `cluster`: a release of the chart (`helm/sglang-vlm-canary`) already serving both arms.
 
 Traffic moves through the router kind `ROLLOUT_ROUTER` names (default `httproute`: the chart's Gateway API
 HTTPRoute; any kind in `rollout/routers/` with a `for_cluster`), state lives in its ConfigMap (so a rollback works from
@@ -10,6 +10,7 @@ environment (ROLLOUT_*); from a laptop they follow the chart's naming (`<fullnam
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from rollout.gating import load_gate_config
 from rollout.report import Panel, kubernetes_panels
 from rollout.routers import cluster_router_kind
 from rollout.routers.base import ClusterRelease, TrafficRouter
-from rollout.sites.base import Say, Site, SiteState
+from rollout.sites.base import Say, Site, SiteKind, SiteState
 from rollout.state import ConfigMapStateStore
 
 CHART_NAME = "sglang-vlm-canary"
@@ -30,6 +31,8 @@ ARMS = ("baseline", "canary")
 DEFAULT_ROUTER = "httproute"
 KIND = "kubernetes"  # what the state's `stack` and a CI gate's decision record of the site
 GATE_PROFILE = "kubernetes"
+# Options that describe locally started arms; a cluster's arms are its release's Deployments.
+LOCAL_ONLY = ("cmd", "url", "args")
 
 
 def chart_fullname(release: str) -> str:
@@ -235,3 +238,35 @@ def cluster_site(
             ConfigMapStateStore(namespace=t.namespace, name=t.state_configmap, context=t.context)
         ),
     )
+
+
+def applies(args: argparse.Namespace) -> bool:
+    """A namespace or a release (flags or ROLLOUT_* for `rollout` commands) asks for the cluster."""
+    return bool(getattr(args, "kube_namespace", None) or getattr(args, "release", None))
+
+
+def from_args(args: argparse.Namespace, *, needs_prometheus: bool, canary_flag: str) -> Site:
+    """Both `--kube-namespace` and `--release`, no local-arm option; Prometheus where the command judges."""
+    namespace, release = getattr(args, "kube_namespace", None), getattr(args, "release", None)
+    if not (namespace and release):
+        raise ValueError("a cluster target needs both --kube-namespace and --release")
+    if hasattr(args, "tp_size"):
+        given = [
+            f"--{canary_flag if arm == 'canary' else arm}-{what}"
+            for arm in ARMS
+            for what in LOCAL_ONLY
+            if getattr(args, f"{arm}_{what}")
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: local-mode options; in cluster mode the arms are the release's"
+            )
+    target = ClusterTarget.resolve(
+        namespace=namespace, release=release, context=args.kube_context, prometheus_url=args.prometheus_url
+    )
+    if needs_prometheus:
+        target.require_prometheus()
+    return cluster_site(target)
+
+
+SITE = SiteKind("cluster", from_args=from_args, gate_profile=GATE_PROFILE, applies=applies)

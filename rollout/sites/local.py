@@ -1,4 +1,4 @@
-"""The local site: the embedded stack on this machine (`rollout.local_stack`), state in a file.
+"""Site kind `local`: the embedded stack on this machine (`rollout.local_stack`), state in a file.
 
 Both arms, the weighted proxy, a real Prometheus and Locust run as detached processes recorded in the
 state, so a resumed run reattaches to them and a rollback after the orchestrator's SIGKILL finds them.
@@ -8,8 +8,10 @@ Prometheus, `LocustLoad` drives the load through its proxy.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from rollout.local_stack import (
     ArmSpec,
     LoadSpec,
     LocalStack,
+    canary_default_mode,
     start_loadtest,
     start_local_stack,
     wait_for_first_samples,
@@ -26,7 +29,7 @@ from rollout.local_stack import (
 from rollout.report import LOCAL_PANELS, Panel
 from rollout.routers import router_from_description
 from rollout.routers.local import LocalProxyRouter
-from rollout.sites.base import Say, Site, SiteState
+from rollout.sites.base import Say, Site, SiteKind, SiteState
 from rollout.state import FileStateStore, single_runner
 
 ARMS = ("baseline", "canary")
@@ -175,6 +178,31 @@ def local_site(
     )
 
 
+def arm_specs(args: argparse.Namespace) -> dict[str, ArmSpec]:
+    """Each arm as the `--baseline-*` and `--canary-*` (`--candidate-*`) flags describe it."""
+    return {
+        arm: ArmSpec(
+            arm=arm,
+            mm_input_mode=getattr(args, f"{arm}_mode") or canary_default_mode(),
+            tp_size=args.tp_size,
+            cpu_cores=getattr(args, f"{arm}_cpu_cores"),
+            extra_args=tuple(shlex.split(getattr(args, f"{arm}_args"))),
+            command=getattr(args, f"{arm}_cmd"),
+            url=getattr(args, f"{arm}_url"),
+        )
+        for arm in ARMS
+    }
+
+
+def from_args(args: argparse.Namespace, *, needs_prometheus: bool, canary_flag: str) -> Site:
+    """The state directory, the arms (commands that start arms have their flags) and `--keep-stack`."""
+    return local_site(
+        state_dir=getattr(args, "state_dir", None),
+        arms=arm_specs(args) if hasattr(args, "tp_size") else None,
+        keep_stack=getattr(args, "keep_stack", False),
+    )
+
+
 def _arm_text(spec: ArmSpec) -> str:
     if spec.url is not None:
         return f"server at {spec.url}"
@@ -182,3 +210,6 @@ def _arm_text(spec: ArmSpec) -> str:
         return f"command `{spec.command}`"
     extra = f" {' '.join(spec.extra_args)}" if spec.extra_args else ""
     return f"embedded backend, mm-input mode `{spec.mm_input_mode}`, TP={spec.tp_size}{extra}"
+
+
+SITE = SiteKind("local", from_args=from_args, gate_profile=GATE_PROFILE)  # no `applies`: the default site
