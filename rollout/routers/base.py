@@ -85,9 +85,6 @@ class TrafficRouter(Protocol):
     def describe(self) -> dict:
         """What to persist so `routers.router_from_description` can rebuild this router later."""
 
-    def finalize(self) -> None:
-        """Release what the router itself runs (the local proxy's process); traffic is not moved."""
-
 
 @dataclass(frozen=True)
 class ClusterRelease:

@@ -139,9 +139,6 @@ class HTTPRouteRouter:
     def get_weights(self) -> Weights:
         return self._spec_weights(self._get())
 
-    def finalize(self) -> None:
-        """The route belongs to the chart's release: nothing of the router's own to release."""
-
     def verify_weights(self, expected: Weights) -> Verification:
         try:
             route = self._get()

@@ -230,9 +230,6 @@ class IstioRouter:
             WeightCheck.MATCHES, f"{where} holds {actual.as_dict()} (generation {generation})"
         )
 
-    def finalize(self) -> None:
-        """The VirtualService belongs to its owner: nothing of the router's own to release."""
-
 
 def for_cluster(release: ClusterRelease) -> IstioRouter:
     """The release's VirtualService `ROLLOUT_VIRTUALSERVICE` (default: the chart's fullname), its http route

@@ -1,7 +1,8 @@
-"""Router kind `local`: a client of the weighted reverse proxy's loopback admin endpoint, and its process.
+"""Router kind `local`: a client of the weighted reverse proxy's loopback admin endpoint, and how the proxy starts.
 
-The proxy runs detached from the orchestrator so traffic keeps flowing if the orchestrator dies; rollback
-can also start a fresh proxy at 100% baseline on the recorded ports when the old one is gone.
+The proxy runs detached from the orchestrator so traffic keeps flowing if the orchestrator dies. The local
+stack starts it (`start_local_proxy`) and stops it; the router starts a fresh one on the recorded ports, at
+the weights being set, when the old one is gone, so a rollback works after any crash.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from infra.net import wait_http_ok
-from rollout.processes import ProcessRef, is_alive, spawn_detached, terminate
+from rollout.processes import ProcessRef, is_alive, spawn_detached
 from rollout.routers.base import RouterKind, RouterUnavailable, Verification, WeightCheck, Weights
 
 
@@ -150,10 +151,6 @@ class LocalProxyRouter:
 
     def get_weights(self) -> Weights:
         return Weights.from_dict(self._call("GET"))
-
-    def finalize(self) -> None:
-        if self.process is not None:
-            terminate(self.process)
 
     def verify_weights(self, expected: Weights) -> Verification:
         """The proxy applies what its admin endpoint reports, at once."""

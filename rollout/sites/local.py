@@ -2,8 +2,8 @@
 
 Both arms, the weighted proxy, a real Prometheus and Locust run as detached processes recorded in the
 state, so a resumed run reattaches to them and a rollback after the orchestrator's SIGKILL finds them.
-The parts share the running stack: `LocalServing` starts and stops it, the observability reads its
-Prometheus, `LocustLoad` drives the load through its proxy.
+The parts share the running stack: `LocalServing` starts it (and stops it, the proxy included), the
+observability reads its Prometheus, `LocustLoad` drives the load through its proxy.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from rollout.local_stack import (
     start_local_stack,
     wait_for_first_samples,
 )
+from rollout.processes import terminate
 from rollout.report import LOCAL_PANELS, Panel
 from rollout.routers import router_from_description
 from rollout.routers.local import LocalProxyRouter
@@ -103,7 +104,10 @@ class LocalServing:
             return
         stack.stop(("prometheus", "canary", "baseline"), say=say)
         say("stopping router")
-        self.router.finalize()
+        # The proxy this stack started, or the one its router started again after it died.
+        process = self.router.process
+        if process is not None:
+            terminate(process)
 
 
 class LocalObservability:

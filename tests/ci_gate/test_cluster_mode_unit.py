@@ -47,7 +47,7 @@ def _site(router: RecordingRouter) -> Site:
     target = ClusterTarget.resolve(
         namespace="ns", release="rel", prometheus_url=f"http://127.0.0.1:{free_port()}", env={}
     )
-    return cluster_site(target, router=router)  # type: ignore[arg-type]
+    return cluster_site(target, router=router)
 
 
 def _options(tmp_path: Path, **changes) -> GateOnceOptions:

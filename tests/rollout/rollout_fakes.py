@@ -57,9 +57,6 @@ class MemoryRouter:
     def describe(self):
         return {"kind": "memory"}
 
-    def finalize(self):
-        pass
-
 
 class ScriptedGates:
     """Answers verdicts from a script (the last one repeats) for two gates: `error_rate` always passes and

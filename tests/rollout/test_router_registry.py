@@ -90,9 +90,6 @@ class RecordingRouter:
     def describe(self):
         return {"kind": self.name, "target": self.target}
 
-    def finalize(self):
-        pass
-
 
 ROUTER = RouterKind(
     "recording",
