@@ -233,7 +233,8 @@ def test_monitors_relabel_the_arm(scenario):
             # Flagger's `-primary` copy of a Deployment renames the selector label app.kubernetes.io/name
             # to `<name>-primary` on its pods: they must still be scraped.
             primaries = [
-                t["metadata"]["labels"] | {"app.kubernetes.io/name": t["metadata"]["labels"]["app.kubernetes.io/name"] + "-primary"}
+                t["metadata"]["labels"]
+                | {"app.kubernetes.io/name": t["metadata"]["labels"]["app.kubernetes.io/name"] + "-primary"}
                 for t in targets
             ]
             assert all(selects(sel["matchLabels"], labels) for labels in primaries)
