@@ -20,7 +20,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,14 @@ from gates.config import GateConfig
 from gates.record import Evaluation, Verdict
 from gates.report import gate_table, to_junit
 from rollout.plan import get_profile
-from rollout.report import Panel, RunOutline, collect_timeline, loadtest_table, plot_timeline, report_html
+from rollout.report import (
+    PanelData,
+    RunOutline,
+    collect_timeline,
+    loadtest_table,
+    plot_timeline,
+    report_html,
+)
 from rollout.routers.base import RouterUnavailable, TrafficRouter, WeightCheck, Weights
 from rollout.run import new_run_id
 from rollout.sites.base import Site
@@ -209,10 +216,11 @@ def write_outputs(
     decision: CiGateDecision,
     run_dir: Path,
     options: GateOnceOptions,
-    timeline: dict[str, Any] | None,
-    panels: tuple[Panel, ...],
+    timeline: Sequence[PanelData] | None,
+    weights: tuple[tuple[float, Weights], ...] = (),
 ) -> Path:
-    """decision.json, summary.md, junit.xml, report.html (+ timeline.png); the summary also to GitHub's."""
+    """decision.json, summary.md, junit.xml, report.html (+ timeline.png); the summary also to GitHub's.
+    `weights`: when the split was set and the route restored, drawn under the gates' panels."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "decision.json").write_text(json.dumps(decision.to_dict(), indent=1, default=str) + "\n")
     summary = summary_markdown(decision)
@@ -228,8 +236,9 @@ def write_outputs(
         started_at=decision.started_at,
         finished_at=decision.finished_at,
         steps=((decision.window[0], decision.canary_weight),),
+        weights=weights,
     )
-    png = plot_timeline(outline, timeline or {}, panels)
+    png = plot_timeline(outline, timeline or ())
     (run_dir / "timeline.png").write_bytes(png)
     (run_dir / "report.html").write_text(report_html(outline, summary, png))
     if options.step_summary is not None:
@@ -319,7 +328,6 @@ def _gate_once(site: Site, options: GateOnceOptions, say: Say) -> CiGateOutcome:
         say=say,
     )
     gates = site.gates(config, offered_rps=offered_rps)  # the site's Prometheus: started just now locally
-    panels = site.observability.panels(config)
     if gates.variables:
         say(f"gate variables: {gates.variables}")
     window = (started_at, started_at)
@@ -327,9 +335,11 @@ def _gate_once(site: Site, options: GateOnceOptions, say: Say) -> CiGateOutcome:
         "not evaluated", start=started_at, end=started_at, weights=weights.as_dict(), at=started_at
     )
     reason = evaluation.reason
+    moved: list[tuple[float, Weights]] = []  # the traffic weights as this run set them, for the plot
     try:
         # The measurement starts only once the split is in effect (a gateway applies a patch a moment later).
         check = move_traffic(site.router, weights, "the gate's split")
+        moved.append((time.time(), weights))
         say(f"split {weights.baseline}/{weights.canary}: {check.as_text()}")
         if check.check is WeightCheck.DIFFERS:
             raise RouterUnavailable(f"split {weights.as_dict()} not in effect after 10 s: {check.reason}")
@@ -351,6 +361,8 @@ def _gate_once(site: Site, options: GateOnceOptions, say: Say) -> CiGateOutcome:
     finally:
         _ignore_sigterm()
         restore_error = restore_baseline(site.router, say)
+        if restore_error is None and moved:
+            moved.append((time.time(), BASELINE_ONLY))
         verdict = evaluation.verdict  # the placeholder (inconclusive) when the evaluation did not complete
         if restore_error is not None and verdict is not Verdict.FAIL:
             # Traffic left on the candidate is no pass: the job reports an error (2), a fail stays 1.
@@ -360,7 +372,8 @@ def _gate_once(site: Site, options: GateOnceOptions, say: Say) -> CiGateOutcome:
             )
         loadtest_summary = None if site.load is None else site.load.stop(say)
         finished_at = time.time()
-        timeline = collect_timeline(site.observability.prometheus_url, started_at, finished_at, panels)
+        prometheus_url = site.observability.prometheus_url
+        timeline = collect_timeline(prometheus_url, config, gates.variables, started_at, finished_at)
         decision = CiGateDecision(
             run_id=run_id,
             verdict=verdict,
@@ -379,7 +392,7 @@ def _gate_once(site: Site, options: GateOnceOptions, say: Say) -> CiGateOutcome:
             route_restore_error=restore_error,
             loadtest_summary=loadtest_summary,
         )
-        junit_path = write_outputs(decision, run_dir, options, timeline, panels)
+        junit_path = write_outputs(decision, run_dir, options, timeline, tuple(moved))
         site.serving.teardown(say)
         say(f"{decision.verdict}: {decision.reason}")
         say(f"report: {run_dir}/summary.md, junit: {junit_path}")

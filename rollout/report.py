@@ -1,7 +1,9 @@
 """The report directory `reports/<run-id>/`: decision.json, summary.md, report.html (plots), `latest`.
 
-The timeline plots come from Prometheus range queries taken before the stack stops; a series that
-Prometheus cannot provide is drawn as "no data" rather than left out silently.
+The timeline has a panel per gate, drawn by its kind from the gate's own queries (`GateKind.panel`), so the
+plot shows the series the gates judge, with their bounds; its range queries are taken before the stack
+stops, and a series that Prometheus cannot provide is drawn as "no data" rather than left out silently.
+The traffic weights come from the events that moved them, not from a metric.
 """
 
 from __future__ import annotations
@@ -10,125 +12,92 @@ import base64
 import html
 import io
 import json
+import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gates.kinds import KINDS
+from gates.kinds.base import Bound, Panel
+from gates.provider import ProviderError, UnreachableError, single_range
 from gates.record import Verdict
 from gates.report import arm_counts, gate_table
-from infra.prometheus_api import PrometheusAPI, ProviderError
-from rollout.events import HookRun, Rollback, StepPassed, StepStarted
+from gates.spec import ARMS, GateConfig
+from infra.prometheus_api import PrometheusAPI
+from rollout.events import Event, HookRun, Promotion, Rollback, StepPassed, StepStarted, WeightsSet
 from rollout.plan import Phase
+from rollout.routers.base import Weights
 from rollout.state import EvaluationEntry, RolloutState
 
 SCHEMA = "rollout-decision/v1"
 
 
-@dataclass(frozen=True)
-class Panel:
-    title: str
-    unit: str
-    query: str  # PromQL returning one series per `arm`
-    scale: float = 1.0  # multiplied into values for display (e.g. seconds -> ms)
+# Points per series across the run (the range queries' step follows from it).
+TIMELINE_POINTS = 400
+# The shortest window a panel's rate or increase reads, per query profile: locally every series is scraped
+# each second (ten scrapes in 10 s); in a cluster sglang and cAdvisor are scraped every 5 to 30 s, and a rate
+# needs two samples in its window (two at 30 s in 60 s).
+WINDOW_FLOOR_S = {"local": 10.0, "kubernetes": 60.0}
 
 
-LOCAL_PANELS = (
-    Panel(
-        "P99 end-to-end latency",
-        "ms",
-        "histogram_quantile(0.99, sum by (arm, le) (rate(sglang:e2e_request_latency_seconds_bucket[20s])))",
-        1000.0,
-    ),
-    Panel(
-        "P99 time to first token",
-        "ms",
-        "histogram_quantile(0.99, sum by (arm, le) (rate(sglang:time_to_first_token_seconds_bucket[20s])))",
-        1000.0,
-    ),
-    Panel(
-        "CPU utilisation of allotted cores",
-        "%",
-        "sum by (arm) (rate(backend_process_cpu_seconds_total[10s])) / max by (arm) (backend_cpu_allotted_cores)",
-        100.0,
-    ),
-    Panel("Resident memory", "MiB", "sum by (arm) (backend_process_resident_memory_bytes)", 1 / 2**20),
-    Panel("Requests per second (router)", "req/s", "sum by (arm) (rate(router_requests_total[10s]))"),
-    Panel(
-        "Error rate (router, non-2xx)",
-        "%",
-        'sum by (arm) (rate(router_requests_total{code!~"2.."}[10s]) or rate(router_requests_total[10s]) * 0)'
-        " / sum by (arm) (rate(router_requests_total[10s]))",
-        100.0,
-    ),
-    Panel("Traffic weight", "%", "max by (arm) (router_traffic_weight_percent)"),
-)
+def timeline_step(start: float, end: float) -> float:
+    return max(1.0, (end - start) / TIMELINE_POINTS)
 
 
-def kubernetes_panels(variables: Mapping[str, Any]) -> tuple[Panel, ...]:
-    """The cluster's panels, limited to one release: the gates' `namespace` and per-arm `pod_regex`.
+def panel_window_s(profile: str, step_s: float) -> float:
+    """The panels' rate window: one step, so that each point covers the step before it and the points tile
+    the run (no request between two points, none counted twice; the threshold kind judges its sub-windows
+    alike), but never shorter than the profile's floor, under which a point holds too few scrapes and a short
+    run's plot would have gaps. Whole seconds, as a PromQL duration."""
+    return float(math.ceil(max(step_s, WINDOW_FLOOR_S[profile])))
 
-    The arm comes from the pod label the chart's monitors relabel into `arm`; CPU and memory come from
-    cAdvisor (`container!=""` drops the pod-level aggregate), whose arm is read off the pod name.
-    """
-    namespace = variables["namespace"]
-    regex = variables["pod_regex"]
-    pods = "|".join(regex[arm] for arm in sorted(regex)) if isinstance(regex, Mapping) else regex
-    sglang = f'namespace="{namespace}"'
-    cadvisor = f'namespace="{namespace}",pod=~"{pods}",container!="",container!="POD"'
-    arm_from_pod = '"arm", "$1", "pod", ".*-(baseline|canary)-.*"'
 
-    def quantile(metric: str) -> str:
-        return f"histogram_quantile(0.99, sum by (arm, le) (rate({metric}_bucket{{{sglang}}}[1m])))"
-
-    return (
-        Panel("P99 end-to-end latency", "ms", quantile("sglang:e2e_request_latency_seconds"), 1000.0),
-        Panel("P99 time to first token", "ms", quantile("sglang:time_to_first_token_seconds"), 1000.0),
-        Panel(
-            "CPU used (cores)",
-            "cores",
-            f"sum by (arm) (label_replace(rate(container_cpu_usage_seconds_total{{{cadvisor}}}[1m]), {arm_from_pod}))",
-        ),
-        Panel(
-            "Working-set memory",
-            "MiB",
-            f"sum by (arm) (label_replace(container_memory_working_set_bytes{{{cadvisor}}}, {arm_from_pod}))",
-            1 / 2**20,
-        ),
-        Panel(
-            "Requests per second", "req/s", f"sum by (arm) (rate(sglang:num_requests_total{{{sglang}}}[1m]))"
-        ),
-        Panel(
-            "Aborted requests per second",
-            "req/s",
-            f"sum by (arm) (rate(sglang:num_aborted_requests_total{{{sglang}}}[1m]))",
-        ),
+def gate_panels(config: GateConfig, variables: Mapping[str, Any], window_s: float) -> tuple[Panel, ...]:
+    """Every gate's panels in the gate file's order (dry-run gates too), as its kind draws them."""
+    return tuple(
+        panel for gate in config.gates for panel in KINDS[gate.kind].panel(gate, variables, window_s)
     )
 
 
-def query_range(prometheus_url: str, query: str, start: float, end: float, step_s: float) -> dict[str, list]:
-    """arm -> [(t, value), ...]; raises ProviderError when Prometheus cannot answer."""
-    series: dict[str, list] = {}
-    for item in PrometheusAPI(prometheus_url, timeout_s=20).range(query, start, end, step_s):
-        series[item.labels.get("arm", "all")] = list(
-            zip(item.times.tolist(), item.values.tolist(), strict=True)
-        )
-    return series
+@dataclass(frozen=True)
+class PanelData:
+    """A panel as fetched: each arm's points (time, value before the panel's scale), or why it has none."""
+
+    panel: Panel
+    series: Mapping[str, tuple[tuple[float, float], ...]]
+    errors: Mapping[str, str]
 
 
 def collect_timeline(
-    prometheus_url: str, start: float, end: float, panels: tuple[Panel, ...] = LOCAL_PANELS
-) -> dict[str, Any]:
-    step_s = max(1.0, (end - start) / 400)
-    timeline: dict[str, Any] = {}
+    prometheus_url: str, config: GateConfig, variables: Mapping[str, Any], start: float, end: float
+) -> tuple[PanelData, ...]:
+    """The gates' panels over [start, end], one range query per arm; a query that gives no single series
+    (none, several, Prometheus not answering) leaves its arm's error to be drawn as "no data"."""
+    step_s = timeline_step(start, end)
+    panels = gate_panels(config, variables, panel_window_s(config.profile, step_s))
+    api = PrometheusAPI(prometheus_url, timeout_s=20)
+    unreachable: str | None = None  # asked once: every other query would wait for the same timeout
+    timeline = []
     for panel in panels:
-        try:
-            timeline[panel.title] = {"series": query_range(prometheus_url, panel.query, start, end, step_s)}
-        except ProviderError as exc:
-            timeline[panel.title] = {"series": {}, "error": str(exc)}
-    return timeline
+        series: dict[str, tuple[tuple[float, float], ...]] = {}
+        errors: dict[str, str] = {}
+        for arm, promql in panel.queries.items():
+            if unreachable is not None:
+                errors[arm] = unreachable
+                continue
+            try:
+                found = single_range(api, promql, start, end, step_s)
+            except ProviderError as exc:
+                errors[arm] = f"{exc.kind}: {exc}"
+                if isinstance(exc, UnreachableError):
+                    unreachable = errors[arm]
+                continue
+            series[arm] = tuple(zip(found.times.tolist(), found.values.tolist(), strict=True))
+        timeline.append(PanelData(panel, series, errors))
+    return tuple(timeline)
 
 
 @dataclass(frozen=True)
@@ -302,9 +271,24 @@ def loadtest_table(summary: Mapping[str, Any] | None, heading: str) -> list[str]
     return lines
 
 
+def weight_changes(events: Sequence[Event]) -> tuple[tuple[float, Weights], ...]:
+    """When traffic moved and to what, from the events that moved it: a step's weights set, a rollback (to
+    the baseline), a promotion by hand (to the canary)."""
+    changes = []
+    for event in events:
+        if isinstance(event, WeightsSet):
+            changes.append((event.at, event.weights))
+        elif isinstance(event, Rollback):
+            changes.append((event.at, Weights.for_canary(0)))
+        elif isinstance(event, Promotion):
+            changes.append((event.at, Weights.for_canary(100)))
+    return tuple(changes)
+
+
 @dataclass(frozen=True)
 class RunOutline:
-    """What the plot and the page show of a run: its id, outcome and reason, when each step began."""
+    """What the plot and the page show of a run: its id, outcome and reason, when each step began, and the
+    traffic weights over time (each from the time it was set; none: not drawn)."""
 
     run_id: str
     outcome: str
@@ -312,6 +296,7 @@ class RunOutline:
     started_at: float
     finished_at: float | None
     steps: tuple[tuple[float, int], ...]  # (started at, canary percent)
+    weights: tuple[tuple[float, Weights], ...] = ()
 
     @classmethod
     def of(cls, state: RolloutState) -> RunOutline:
@@ -322,45 +307,38 @@ class RunOutline:
             started_at=state.started_at,
             finished_at=state.finished_at,
             steps=tuple((span.started_at, span.canary_weight) for span in step_spans(state)),
+            weights=weight_changes(state.events),
         )
 
 
-def plot_timeline(outline: RunOutline, timeline: dict[str, Any], panels: tuple[Panel, ...]) -> bytes:
+ARM_COLORS = {"baseline": "#1f77b4", "canary": "#d62728"}
+OUTCOME_COLORS = {"promoted": "#2ca02c", "reverted": "#d62728", "aborted": "#ff7f0e"}
+MUTED = "#888888"
+
+
+def plot_timeline(outline: RunOutline, timeline: Sequence[PanelData]) -> bytes:
+    """One row per gate panel, then the traffic weights when the outline has them; every row marks the step
+    starts (dashed) and the decision (solid)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t0 = outline.started_at
-    colors = {"baseline": "#1f77b4", "canary": "#d62728", "all": "#555555"}
-    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 2.1 * len(panels)), sharex=True)
-    outcome_color = {"promoted": "#2ca02c", "reverted": "#d62728", "aborted": "#ff7f0e"}.get(
-        outline.outcome, "#555555"
-    )
-    for ax, panel in zip(axes, panels, strict=True):
-        entry = timeline.get(panel.title, {})
-        series = entry.get("series", {})
-        for arm, points in sorted(series.items()):
-            xs = [t - t0 for t, v in points if v == v]
-            ys = [v * panel.scale for t, v in points if v == v]
-            ax.plot(xs, ys, label=arm, color=colors.get(arm), linewidth=1.3)
-        if not series:
-            ax.text(
-                0.5,
-                0.5,
-                "no data" + (f": {entry['error'][:80]}" if entry.get("error") else ""),
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-                color="#888888",
-            )
-        if panel.unit != "MiB":
-            ax.set_ylim(bottom=0)
-        ax.set_ylabel(panel.unit)
-        ax.set_title(panel.title, fontsize=10, loc="left")
+    rows = max(len(timeline) + (1 if outline.weights else 0), 1)
+    fig, grid = plt.subplots(rows, 1, figsize=(11, 2.1 * rows), sharex=True, squeeze=False)
+    axes = list(grid[:, 0])
+    outcome_color = OUTCOME_COLORS.get(outline.outcome, "#555555")
+    for ax, data in zip(axes, timeline, strict=False):
+        _draw_panel(ax, data, t0)
+    if outline.weights:
+        _draw_weights(axes[len(timeline)], outline, t0)
+    elif not timeline:
+        _say(axes[0], "no panels: no gate draws a series and no weights were recorded")
+    for ax in axes:
         ax.grid(alpha=0.3)
         for started_at, _weight in outline.steps:
-            ax.axvline(started_at - t0, color="#888888", linestyle="--", linewidth=0.8)
+            ax.axvline(started_at - t0, color=MUTED, linestyle="--", linewidth=0.8)
         if outline.finished_at is not None:
             ax.axvline(outline.finished_at - t0, color=outcome_color, linewidth=2)
     top = axes[0]
@@ -386,15 +364,63 @@ def plot_timeline(outline: RunOutline, timeline: dict[str, Any], panels: tuple[P
             fontweight="bold",
             color=outcome_color,
         )
-    axes[-1].set_xlabel("seconds since rollout start (dashed: step starts; solid: final decision)")
+    axes[-1].set_xlabel(
+        "seconds since rollout start (dashed: step starts; solid: final decision; dotted: a gate's bound)"
+    )
     fig.suptitle(f"Rollout {outline.run_id}: {outline.outcome}", fontsize=12)
-    handles = [plt.Line2D([], [], color=colors[arm], label=arm) for arm in ("baseline", "canary")]
+    handles = [plt.Line2D([], [], color=color, label=arm) for arm, color in ARM_COLORS.items()]
     fig.legend(handles=handles, loc="upper right", ncol=2, fontsize=9, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _draw_panel(ax: Any, data: PanelData, t0: float) -> None:
+    """A gate's series per arm in the panel's unit, and its bounds as dotted lines (named at the right)."""
+    panel = data.panel
+    for arm, points in sorted(data.series.items()):
+        ys = [v * panel.scale for _, v in points]
+        ax.plot([t - t0 for t, _ in points], ys, label=arm, color=ARM_COLORS.get(arm), linewidth=1.3)
+    for bound in panel.bounds:
+        ax.axhline(bound.value * panel.scale, color="#444444", linestyle=":", linewidth=1.0)
+    if panel.bounds:
+        text = ", ".join(_bound_text(b, panel) for b in panel.bounds)
+        ax.set_title(text, fontsize=8, loc="right", color="#444444")
+    missing = [f"{arm}: {data.errors[arm][:80]}" for arm in sorted(data.errors)]
+    if missing and not data.series:
+        _say(ax, "no data\n" + "\n".join(missing))
+    elif missing:
+        ax.text(
+            0.01, 0.04, "no data for " + "; ".join(missing), transform=ax.transAxes, fontsize=7, color=MUTED
+        )
+    if panel.from_zero:
+        ax.set_ylim(bottom=0)
+    ax.set_ylabel(panel.unit)
+    ax.set_title(panel.title, fontsize=10, loc="left")
+
+
+def _bound_text(bound: Bound, panel: Panel) -> str:
+    """e.g. `canary max 600 ms` (no arm named when both are judged)."""
+    arms = "" if set(bound.arms) == set(ARMS) else "/".join(bound.arms) + " "
+    return f"{arms}{bound.label} {bound.value * panel.scale:g} {panel.unit}".rstrip()
+
+
+def _draw_weights(ax: Any, outline: RunOutline, t0: float) -> None:
+    """Each arm's weight from each change to the next, the last held until the run ended (or now)."""
+    end = outline.finished_at if outline.finished_at is not None else time.time()
+    times = [at - t0 for at, _ in outline.weights] + [max(end, outline.weights[-1][0]) - t0]
+    for arm, color in ARM_COLORS.items():
+        values = [weights.as_dict()[arm] for _, weights in outline.weights]
+        ax.step(times, [*values, values[-1]], where="post", color=color, linewidth=1.3)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("%")
+    ax.set_title("traffic weight (as the rollout set it)", fontsize=10, loc="left")
+
+
+def _say(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color=MUTED, fontsize=8)
 
 
 def report_html(outline: RunOutline, summary_md: str, png: bytes) -> str:
@@ -417,9 +443,8 @@ def write_report(
     state: RolloutState,
     reports_dir: Path,
     *,
-    timeline: dict[str, Any] | None,
+    timeline: Sequence[PanelData] | None,
     loadtest_summary: dict[str, Any] | None = None,
-    panels: tuple[Panel, ...] = LOCAL_PANELS,
 ) -> Path:
     """Write the three files and point `reports/latest` at this run; returns the run's directory."""
     run_dir = reports_dir / state.run_id
@@ -429,7 +454,7 @@ def write_report(
     summary = summary_markdown(state, loadtest_summary)
     outline = RunOutline.of(state)
     (run_dir / "summary.md").write_text(summary)
-    png = plot_timeline(outline, timeline or {}, panels)
+    png = plot_timeline(outline, timeline or ())
     (run_dir / "timeline.png").write_bytes(png)
     (run_dir / "report.html").write_text(report_html(outline, summary, png))
     latest = reports_dir / "latest"

@@ -299,10 +299,13 @@ def _stop_load(site: Site, say: Say) -> dict[str, Any] | None:
 def _report(
     site: Site, state: RolloutState, reports_dir: Path, config: GateConfig, summary: dict[str, Any] | None
 ) -> Path:
-    panels = site.observability.panels(config)
+    """The report with each gate's panel, its queries over this site's variables (a release's pods)."""
+    observability = site.observability
     end = state.finished_at or time.time()
-    timeline = collect_timeline(site.observability.prometheus_url, state.started_at, end, panels)
-    return write_report(state, reports_dir, timeline=timeline, loadtest_summary=summary, panels=panels)
+    timeline = collect_timeline(
+        observability.prometheus_url, config, observability.variables(config), state.started_at, end
+    )
+    return write_report(state, reports_dir, timeline=timeline, loadtest_summary=summary)
 
 
 def rollback(site: Site, *, reports_dir: Path, who: str, reason: str, say: Say = print) -> RolloutState:

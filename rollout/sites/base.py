@@ -4,8 +4,8 @@ A rollout (`rollout.run.run`) and a CI gate (`rollout.ci_gate.gate_once`) are ea
 `Site`; they ask the part they need:
 - `serving` (`Serving`): what serves the arms and the router between them; started (or found), reattached,
   the canary retired, taken down;
-- `observability` (`Observability`): Prometheus, the gate file in this site's query profile and its
-  variables, the report's panels;
+- `observability` (`Observability`): Prometheus, and the gate file in this site's query profile and its
+  variables (the report draws each gate's panel from them);
 - `state` (`SiteState`): where the rollout state lives, and the lock a run holds on it (None: a site that
   keeps no rollout state, e.g. a CI gate's);
 - `load` (`LoadDriver`): the load the site drives itself at the offered rate (None: whatever traffic
@@ -24,7 +24,6 @@ from typing import Any, Protocol
 
 from gates.config import GateConfig
 from rollout.gating import PrometheusGates
-from rollout.report import Panel
 from rollout.routers.base import TrafficRouter
 from rollout.state import StateStore
 
@@ -78,9 +77,6 @@ class Observability(Protocol):
 
     def variables(self, config: GateConfig) -> dict[str, Any]:
         """The gate queries' variables on this site (e.g. a release's namespace and pods)."""
-
-    def panels(self, config: GateConfig) -> tuple[Panel, ...]:
-        """The report's timeline panels, limited to what the gates judge."""
 
     def wait_for_data(self) -> None:
         """Block until Prometheus holds every arm's series (nothing is judged before)."""

@@ -20,7 +20,6 @@ from typing import Any
 from gates.config import GateConfig
 from gates.spec import traefik_backend_regex
 from rollout.gating import load_gate_config
-from rollout.report import Panel, kubernetes_panels
 from rollout.routers import cluster_router_kind
 from rollout.routers.base import ClusterRelease, TrafficRouter
 from rollout.sites.base import Say, Site, SiteKind, SiteState
@@ -216,9 +215,6 @@ class ClusterObservability:
             file_variables=config.variables,
             packaged_variables=load_gate_file(None, profile=GATE_PROFILE).variables,
         )
-
-    def panels(self, config: GateConfig) -> tuple[Panel, ...]:
-        return kubernetes_panels(self.variables(config))  # this release's pods only
 
     def wait_for_data(self) -> None:
         """The release's series are already being scraped."""

@@ -27,7 +27,6 @@ from rollout.local_stack import (
     wait_for_first_samples,
 )
 from rollout.processes import terminate
-from rollout.report import LOCAL_PANELS, Panel
 from rollout.routers import router_from_description
 from rollout.routers.local import LocalProxyRouter
 from rollout.sites.base import Say, Site, SiteKind, SiteState
@@ -128,9 +127,6 @@ class LocalObservability:
 
     def variables(self, config: GateConfig) -> dict[str, Any]:
         return {}  # the `local` profile's queries select the arms by the scrape config's `arm` label
-
-    def panels(self, config: GateConfig) -> tuple[Panel, ...]:
-        return LOCAL_PANELS
 
     def wait_for_data(self) -> None:
         wait_for_first_samples(self.serving.running())

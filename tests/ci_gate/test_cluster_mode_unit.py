@@ -79,6 +79,28 @@ def test_no_prometheus_data_is_no_pass_and_the_route_ends_at_baseline(tmp_path: 
     assert "Deployment ns/rel-sglang-vlm-canary-canary" in (tmp_path / "step-summary.md").read_text()
 
 
+def test_the_report_draws_each_gates_panel_and_the_split_it_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn = []
+    plot = ci_gate.plot_timeline
+
+    def recording_plot(outline, timeline):
+        drawn.append((outline, timeline))
+        return plot(outline, timeline)
+
+    monkeypatch.setattr(ci_gate, "plot_timeline", recording_plot)
+    gate_once(_site(RecordingRouter()), _options(tmp_path), say=lambda _: None)
+    ((outline, timeline),) = drawn
+    assert [w for _, w in outline.weights] == [Weights(50, 50), Weights(100, 0)]  # set, then restored
+    shipped = load_gate_config(None, gate_profile="kubernetes")
+    assert [d.panel.title.split(" ")[0].rstrip(":") for d in timeline] == [g.name for g in shipped.gates]
+    # the gates' own queries over this release's pods; Prometheus unreachable: every arm says so, asked once
+    assert 'pod=~"rel-sglang-vlm-canary-canary' in timeline[0].panel.queries["canary"]
+    assert all(not d.series and set(d.errors) == {"baseline", "canary"} for d in timeline)
+    assert all(e.startswith("unreachable: ") for d in timeline for e in d.errors.values())
+
+
 def test_a_route_not_restored_is_never_a_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ci_gate, "RESTORE_PAUSE_S", 0.0)
     router = RecordingRouter(fail_restore=True)

@@ -217,7 +217,7 @@ class StandInServing:
 
 
 class StandInObservability:
-    """A Prometheus nobody listens on; no gate file, variables or panels of its own."""
+    """A Prometheus nobody listens on; no gate file or variables of its own."""
 
     settle_s = 0.0
     prometheus_url = "http://127.0.0.1:9"
@@ -227,9 +227,6 @@ class StandInObservability:
 
     def variables(self, config):
         return {}
-
-    def panels(self, config):
-        return ()
 
     def wait_for_data(self):
         pass

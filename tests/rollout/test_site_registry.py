@@ -123,9 +123,6 @@ class NoObservability:
     def variables(self, config):
         return {}
 
-    def panels(self, config):
-        return ()
-
     def wait_for_data(self):
         pass
 
