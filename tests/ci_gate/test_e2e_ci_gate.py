@@ -1,7 +1,8 @@
-"""`canary-ci-gate` end to end on this machine, quick-sized: real backends, router, Prometheus, Locust.
+"""`canary-ci-gate` end to end on this machine: real backends, router, Prometheus, Locust.
 
-The exit code must be exactly what the gate record says, and an injected leak must fail the check with
-the failing gate named in the summary (and in the GitHub job summary file and the JUnit XML).
+The batched-broadcast candidate passes (exit 0) given a window its gates can decide in, an injected leak
+fails (exit 1) naming the failing gate in the summary (and in the GitHub job summary file and the JUnit
+XML), and a cancelled job has no verdict (exit 2).
 """
 
 from __future__ import annotations
@@ -16,22 +17,26 @@ from pathlib import Path
 
 import pytest
 
-from gates.record import Verdict
-
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-# 20 req/s at 50/50 for 40 s: ~400 requests per arm, over the latency gates' 300-sample P99 minimum.
+# 20 req/s at 50/50 for 40 s: ~400 requests per arm, over the latency gates' 300-sample P99 minimum; enough
+# for a leak to fail, too little for every gate to pass (a healthy candidate is inconclusive there).
 QUICK = ("--rate", "20", "--warmup", "10", "--duration", "40")
+# Enough for the sharded candidate to pass: `canary-ci-gate --dry-run --rate 30 --duration 200` gives every
+# gate 65 s at most for a candidate no slower than the baseline, and sharded is faster (P99 0.60x e2e, 0.86x
+# TTFT measured over 40 s). The throughput gate decides last on it: over 40 s at 20 req/s its interval was
+# 0.825-1.2, which at 200 s and 30 req/s excludes the 15% drop in all but about 1 window in 500.
+PASSING = ("--rate", "30", "--warmup", "10", "--duration", "200")
 
 
-def _ci_gate(tmp_path: Path, *args: str) -> tuple[int, dict, Path, str]:
+def _ci_gate(tmp_path: Path, *args: str, load: tuple[str, ...] = QUICK) -> tuple[int, dict, Path, str]:
     reports = tmp_path / "reports"
     step_summary = tmp_path / "step-summary.md"
     env = {**os.environ, "GITHUB_STEP_SUMMARY": str(step_summary)}
     env.pop("GITHUB_OUTPUT", None)
     # Its own session, so a timeout can stop the command and its stack; run_ci_gate stops the stack itself.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rollout", "ci-gate", *QUICK, "--reports-dir", str(reports), *args],
+        [sys.executable, "-m", "rollout", "ci-gate", *load, "--reports-dir", str(reports), *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -39,12 +44,13 @@ def _ci_gate(tmp_path: Path, *args: str) -> tuple[int, dict, Path, str]:
         text=True,
         start_new_session=True,
     )
+    timeout_s = float(load[load.index("--warmup") + 1]) + float(load[load.index("--duration") + 1]) + 150
     try:
-        out, _ = proc.communicate(timeout=200)
+        out, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 15)
         out, _ = proc.communicate(timeout=60)
-        pytest.fail(f"ci-gate did not finish in 200 s:\n{out[-3000:]}")
+        pytest.fail(f"ci-gate did not finish in {timeout_s:.0f} s:\n{out[-3000:]}")
     run_dirs = [d for d in reports.iterdir() if d.is_dir()]
     assert len(run_dirs) == 1, out[-3000:]
     decision = json.loads((run_dirs[0] / "decision.json").read_text())
@@ -74,7 +80,7 @@ DRY_RUN_GATE = """
 """
 
 
-def test_batched_broadcast_candidate_exits_as_the_gates_say(tmp_path: Path) -> None:
+def test_the_batched_broadcast_candidate_passes(tmp_path: Path) -> None:
     gate_file = tmp_path / "gates.yaml"
     gate_file.write_text((ROOT / "gates" / "defaults.yaml").read_text() + DRY_RUN_GATE)
     code, decision, run_dir, out = _ci_gate(
@@ -85,14 +91,14 @@ def test_batched_broadcast_candidate_exits_as_the_gates_say(tmp_path: Path) -> N
         "sharded",
         "--gate-file",
         str(gate_file),
+        load=PASSING,
     )
-    assert decision["verdict"] in {v.value for v in Verdict}, out[-3000:]
-    assert code == Verdict(decision["verdict"]).exit_code == decision["exit_code"], (
+    assert (code, decision["verdict"], decision["exit_code"]) == (0, "pass", 0), (
         _verdicts(decision) + out[-3000:]
     )
     assert decision["evaluation"]["gates"], "the gates were evaluated"
     window = decision["evaluation"]["window"]
-    assert window["seconds"] == pytest.approx(40.0)
+    assert window["seconds"] == pytest.approx(200.0)
     assert window["start"] >= decision["started_at"] + 10  # the warm-up is excluded
     assert decision["evaluation"]["weights"] == {"baseline": 50.0, "canary": 50.0}
     junit = ET.parse(run_dir / "junit.xml").getroot()
@@ -108,7 +114,7 @@ def test_batched_broadcast_candidate_exits_as_the_gates_say(tmp_path: Path) -> N
     assert "Dry-run gate(s), recorded, not deciding: cpu_trial fail" in out
     skipped = [c for c in junit.iter("testcase") if c.get("name") == "cpu_trial"]
     assert skipped[0].find("skipped") is not None
-    assert f"Canary CI gate: **{decision['verdict'].upper()}**" in out  # the job summary file got it
+    assert "Canary CI gate: **PASS**" in out  # the job summary file got it
     assert (run_dir / "report.html").exists() and (run_dir / "summary.md").exists()
 
 
