@@ -1,12 +1,12 @@
 """Traffic routers behind one interface (`base.TrafficRouter`), one module each, found by name.
 
 A router kind is the module `rollout/routers/<kind>.py` with a `ROUTER = RouterKind("<kind>", ...)`:
-a new router is that one file (and its test); nothing here lists the kinds (`rollout.registry` finds them).
+a new router is that one file (and its test); nothing here lists the kinds (`infra.registry` finds them).
 """
 
 from __future__ import annotations
 
-from rollout.registry import kind_names, load_kind
+from infra.registry import kind_names, load_kind
 from rollout.routers.base import RouterKind, TrafficRouter
 
 

@@ -1,7 +1,7 @@
 """Where a rollout or a CI gate runs (`base.Site`, a few parts), one module per place, found by name.
 
 A site kind is the module `rollout/sites/<kind>.py` with a `SITE = SiteKind("<kind>", ...)`: a new site
-is that one file (and its test); nothing here lists the kinds (`rollout.registry` finds them). The
+is that one file (and its test); nothing here lists the kinds (`infra.registry` finds them). The
 command's flags pick the kind: the one whose `applies(args)` holds, else the one without `applies` (local).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from rollout.registry import kind_names, load_kind
+from infra.registry import kind_names, load_kind
 from rollout.sites.base import Site, SiteKind
 
 

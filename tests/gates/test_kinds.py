@@ -1,11 +1,14 @@
 """The gate kinds' registry: each kind is one file, and a new kind needs nothing but its own file.
 
-The toy kind below (a ratio of two queries under a bound) is added the way docs/architecture.md says: one
-`GateKind` in the registry. The gate file loader, the evaluator and the exports then take it as they take
-the packaged kinds, without a change anywhere else.
+A kind is found by its file (`gates/kinds/<name>.py` defining `KIND`); the toy kind below (a ratio of two
+queries under a bound) is then put in the registry as that file would put it, and the gate file loader, the
+evaluator, the exports and the report take it as they take the packaged kinds, without a change anywhere
+else.
 """
 
 from __future__ import annotations
+
+import sys
 
 import jsonschema
 import pytest
@@ -113,6 +116,34 @@ class _Numbers:
 
     def range(self, promql, start, end, step_s):  # pragma: no cover - the toy kind reads instants only
         raise AssertionError("not used")
+
+
+KIND_FILE = """
+from gates.kinds.base import NUMBER, GateKind, kind_schema
+
+
+def evaluate(gate, ctx):
+    raise NotImplementedError
+
+
+KIND = GateKind("{name}", kind_schema(["part"], [], {{"max": NUMBER}}), defaults={{}}, evaluate=evaluate)
+"""
+
+
+@pytest.mark.parametrize(("module", "named"), [("share", "share"), ("misnamed", "share")])
+def test_a_kind_is_found_by_its_file_and_named_after_it(tmp_path, monkeypatch, module, named):
+    (tmp_path / f"{module}.py").write_text(KIND_FILE.format(name=named))
+    monkeypatch.setattr(kinds, "__path__", [*kinds.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, f"gates.kinds.{module}", raising=False)
+    try:
+        if module != named:
+            with pytest.raises(ValueError, match="a gate kind is named after its module"):
+                kinds._found()
+            return
+        found = kinds._found()
+        assert sorted(found) == sorted([*KINDS, "share"]) and found["share"].name == "share"
+    finally:
+        sys.modules.pop(f"gates.kinds.{module}", None)
 
 
 def test_a_new_kind_is_one_registry_entry(monkeypatch):

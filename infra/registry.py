@@ -1,7 +1,8 @@
-"""Kinds found by name: the module `<package>.<name>` and the one attribute it registers (`ROUTER`, `SITE`).
+"""Kinds found by name: the module `<package>.<name>` and the one attribute it registers (`KIND`, `ROUTER`,
+`SITE`).
 
-A package of kinds (`rollout/routers/`, `rollout/sites/`) lists nothing: a new kind is its module, and the
-registry object it defines is named after that module.
+A package of kinds (`gates/kinds/`, `rollout/routers/`, `rollout/sites/`) lists nothing: a new kind is its
+module, and the registry object it defines is named after that module.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def load_kind(package: str, name: object, attribute: str, kind_type: type[K], no
     """`<package>.<name>.<attribute>` when that module exists and defines one of `kind_type`, else None.
 
     A module that exists but fails to import (one of its own imports is missing) raises: it is a broken
-    kind, not an unknown one. `noun` names the kind in that error ("router", "site").
+    kind, not an unknown one. `noun` names the kind in that error ("gate", "router", "site").
     """
     if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
         return None
