@@ -28,7 +28,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -44,6 +44,8 @@ from gates.kinds import KINDS
 from gates.kinds import error_rate as error_kind
 from gates.kinds import memory_leak as memory_kind
 from gates.kinds import throughput as throughput_kind
+from gates.sequential import Looks, judge_held, pass_confidence
+from gates.spec import GateSpec
 from rollout.plan import PROFILES
 from testkit.synthetic_arms import FINE_BUCKETS, MIB, LatencyModel, MemoryModel, gc_sawtooth, tail_stretch
 
@@ -138,9 +140,10 @@ def judge_p99(
     *,
     max_seconds: float | None = None,
     relative: bool = True,
+    gate: GateSpec = P99,
 ) -> J.Judgement:
     """The `latency_e2e_p99` gate's judge on one window, relative and/or against `max_seconds`."""
-    q, confidence = float(P99.params["quantile"]), P99.confidence
+    q, confidence = float(gate.params["quantile"]), gate.confidence
     arms = (("baseline", baseline_s), ("canary", canary_s))
     shift, exceedance = None, None
     if source == "loadtest":
@@ -157,8 +160,8 @@ def judge_p99(
         quantile=q,
         arms=["canary"],
         max_seconds=max_seconds,
-        max_ratio=float(P99.params["max_ratio"]) if relative else None,
-        min_samples=int(P99.params["min_samples"]),
+        max_ratio=float(gate.params["max_ratio"]) if relative else None,
+        min_samples=int(gate.params["min_samples"]),
         confidence=confidence,
         shift=shift,
         exceedance=exceedance,
@@ -240,7 +243,7 @@ def counts_judgement(
         "canary": float(rng.binomial(int(arrivals["canary"]), served_fraction)),
     }
     errors = {a: float(rng.binomial(int(served[a]), error_rate)) for a in w}
-    return judge_counts(gate, served, errors, w, window_s, RATE)
+    return judge_counts(GATES[gate], served, errors, w, window_s, RATE)
 
 
 def counts_verdict(rng: np.random.Generator, **window) -> str:
@@ -248,11 +251,11 @@ def counts_verdict(rng: np.random.Generator, **window) -> str:
 
 
 def judge_counts(
-    gate: str, served: dict, errors: dict, weights: dict, window_s: float, rate: float
+    gate: GateSpec, served: dict, errors: dict, weights: dict, window_s: float, rate: float
 ) -> J.Judgement:
-    if gate == "error_rate":
-        return error_kind.judge(GATES[gate], errors, served)
-    return throughput_kind.judge(GATES[gate], served, window_s, weights, rate)
+    if gate.kind == "error_rate":
+        return error_kind.judge(gate, errors, served)
+    return throughput_kind.judge(gate, served, window_s, weights, rate)
 
 
 def count_cases(gate: str, share: float) -> list[tuple[str, dict]]:
@@ -313,11 +316,13 @@ def memory_times(window_s: float) -> np.ndarray:
     )
 
 
-def judge_memory_series(t: np.ndarray, values: dict[str, list[np.ndarray]]) -> J.Judgement:
+def judge_memory_series(
+    t: np.ndarray, values: dict[str, list[np.ndarray]], gate: GateSpec = GATES["memory_leak"]
+) -> J.Judgement:
     """Each arm's pods sampled at times `t` from the window's start; the warm-up left out."""
-    judged = t >= float(GATES["memory_leak"].params["warmup_seconds"])
+    judged = t >= float(gate.params["warmup_seconds"])
     pods = {arm: [(t[judged], y[judged]) for y in ys] for arm, ys in values.items()}
-    return memory_kind.judge(GATES["memory_leak"], pods["canary"], pods["baseline"])
+    return memory_kind.judge(gate, pods["canary"], pods["baseline"])
 
 
 def leak_mib_per_min() -> float:
@@ -373,7 +378,9 @@ def leak_cells(windows: int, seed: int) -> list[Cell]:
 
 
 # -- a step as it goes on: time to pass, and repeated looks ------------------------------------------------
-Look = Callable[[float], J.Judgement]  # the judgement of a window from the step's start to t seconds
+# The judgement of a window from the step's start to t seconds, by the gate given (its confidence may be
+# the held step's pass bound)
+Look = Callable[[float, GateSpec], J.Judgement]
 Stream = Callable[[np.random.Generator, float, float, float, bool], Look]  # (rng, rate, share, horizon, harm)
 
 
@@ -394,10 +401,14 @@ def latency_stream(sigma: float) -> Stream:
                 ratio * latency if harm and arm == "canary" else latency,
             )
 
-        def look(t: float) -> J.Judgement:
+        def look(t: float, gate: GateSpec) -> J.Judgement:
             seen = {a: x[: np.searchsorted(at, t)] for a, (at, x) in arms.items()}
             return judge_p99(
-                seen["baseline"], seen["canary"], "loadtest", max_seconds=float(P99.params["max_seconds"])
+                seen["baseline"],
+                seen["canary"],
+                "loadtest",
+                max_seconds=float(gate.params["max_seconds"]),
+                gate=gate,
             )
 
         return look
@@ -421,10 +432,10 @@ def counts_stream(gate: str) -> Stream:
         served_sum = {a: np.cumsum(x).astype(float) for a, x in served.items()}
         failed_sum = {a: np.cumsum(x).astype(float) for a, x in failed.items()}
 
-        def look(t: float) -> J.Judgement:
+        def look(t: float, spec: GateSpec) -> J.Judgement:
             i = min(max(int(round(t / LOOK_S)) - 1, 0), steps - 1)
             return judge_counts(
-                gate, {a: served_sum[a][i] for a in w}, {a: failed_sum[a][i] for a in w}, w, t, rate
+                spec, {a: served_sum[a][i] for a in w}, {a: failed_sum[a][i] for a in w}, w, t, rate
             )
 
         return look
@@ -447,10 +458,10 @@ def memory_stream(noise_mib: float) -> Stream:
             for a in slope
         }
 
-        def look(t: float) -> J.Judgement:
+        def look(t: float, gate: GateSpec) -> J.Judgement:
             times = memory_times(t)
             index = np.round(times).astype(int)
-            return judge_memory_series(times, {a: [y[index] for y in ys] for a, ys in series.items()})
+            return judge_memory_series(times, {a: [y[index] for y in ys] for a, ys in series.items()}, gate)
 
         return look
 
@@ -473,7 +484,26 @@ STREAM_ASSUMPTIONS = Assumptions(
 )
 
 
-def _first(look: Look, begin_s: float, end_s: float, decided: tuple[str, ...]) -> tuple[str, float]:
+# The default profile's first step: passes count from its bake to its maximum bake, a look every LOOK_S
+# (the profile evaluates every 15 s: looking more often is the harder case).
+FIRST_STEP = PROFILES["default"]
+HELD = Looks(FIRST_STEP.bake_s[0], FIRST_STEP.max_bake_s[0], LOOK_S)
+
+
+def held_spec(gate: GateSpec, looks: Looks | None) -> GateSpec:
+    """The gate with the confidence a pass rests on in a step of these looks (None: one look alone)."""
+    return replace(gate, confidence=pass_confidence(gate, looks, KINDS[gate.kind].information))
+
+
+def judged(look: Look, gate: GateSpec, looks: Looks | None) -> Callable[[float], J.Judgement]:
+    """A look as the step takes it: the gate's own verdict, a pass only on the bound across `looks`."""
+    bound = pass_confidence(gate, looks, KINDS[gate.kind].information)
+    return lambda t: judge_held(partial(look, t), gate, bound)
+
+
+def _first(
+    look: Callable[[float], J.Judgement], begin_s: float, end_s: float, decided: tuple[str, ...]
+) -> tuple[str, float]:
     """The first look from `begin_s` on, every LOOK_S up to `end_s`, whose verdict is in `decided`."""
     t = begin_s
     while t <= end_s + 1e-9:
@@ -485,10 +515,11 @@ def _first(look: Look, begin_s: float, end_s: float, decided: tuple[str, ...]) -
 
 
 def time_to_pass_rows(runs: int, seed: int, rates: tuple[float, ...]) -> list[dict]:
-    """Median first-pass time of a healthy canary per gate, rate and share, against the plan's."""
+    """Median first-pass time of a healthy canary per gate, rate and share, against the plan's; both judge
+    a pass on the bound of a step held like the default profile's first (HELD)."""
     rows = []
     for gate, stream in STREAMS.items():
-        spec = GATES[gate]
+        spec = held_spec(GATES[gate], HELD)
         for rate in rates if gate != "memory_leak" else rates[:1]:  # memory does not depend on the rate
             for share in SHARES:
                 weights = {"baseline": 100.0 - share, "canary": float(share)}
@@ -503,7 +534,8 @@ def time_to_pass_rows(runs: int, seed: int, rates: tuple[float, ...]) -> list[di
                 horizon = 4.0 * planned
                 rng = np.random.default_rng(seed)
                 # single looks are cheap: more runs, for a steadier crossing of one half
-                looks = [stream(rng, rate, share, horizon, False) for _ in range(SINGLE_LOOK_RUNS * runs)]
+                streams = [stream(rng, rate, share, horizon, False) for _ in range(SINGLE_LOOK_RUNS * runs)]
+                looks = [judged(s, GATES[gate], HELD) for s in streams]
                 first = [_first(look, LOOK_S, horizon, ("pass",))[1] for look in looks[:runs]]
                 # one look at a fixed time: the share of runs passing there, and where it reaches half
                 at = planned * SINGLE_LOOK_FACTORS
@@ -514,6 +546,7 @@ def time_to_pass_rows(runs: int, seed: int, rates: tuple[float, ...]) -> list[di
                         "gate": gate,
                         "rate_rps": rate,
                         "share": share,
+                        "pass_confidence": spec.confidence,
                         "plan_s": plan.seconds,
                         "single_look_median_s": half,
                         "ratio": half / plan.seconds if plan.seconds else math.nan,
@@ -544,29 +577,43 @@ def _crossing(x: np.ndarray, y: list[float], level: float) -> float:
 
 
 def repeated_look_rows(runs: int, seed: int) -> list[dict]:
-    """Harmful canaries at the default profile's first step: looks every LOOK_S from the bake to the
-    maximum bake (the controller promotes on a pass only once the bake is over); the first decided
-    verdict ends the step."""
-    profile = PROFILES["default"]
-    share, bake, most = profile.steps[0], profile.bake_s[0], profile.max_bake_s[0]
+    """Canaries through the default profile's first step: looks every LOOK_S from the bake to the maximum
+    bake (the controller promotes on a pass only once the bake is over); the first decided verdict ends
+    the step. Per gate, a pass judged on one look's bound (as before the held step's bound) and on the held
+    step's: how often a harmful canary passes, how often a healthy one fails, and when it passes."""
+    share, bake, most = FIRST_STEP.steps[0], HELD.first_s, HELD.last_s
     rows = []
     for gate, stream in STREAMS.items():
-        rng = np.random.default_rng(seed + 1)
-        firsts = [
-            _first(stream(rng, RATE, share, most, True), bake, most, ("pass", "fail"))[0] for _ in range(runs)
-        ]
-        rows.append(
-            {
-                "gate": gate,
-                "share": share,
-                "looks": f"{bake:g}..{most:g} s every {LOOK_S:g} s",
-                "runs": runs,
-                "passed_first": firsts.count("pass") / runs,
-                "failed_first": firsts.count("fail") / runs,
-                "undecided": firsts.count("inconclusive") / runs,
-            }
-        )
-    _progress("  repeated looks done")
+        spec = GATES[gate]
+        row: dict = {
+            "gate": gate,
+            "share": share,
+            "looks": f"{bake:g}..{most:g} s every {LOOK_S:g} s",
+            "runs": runs,
+        }
+        for bound, looks in (("one_look", None), ("held", HELD)):
+            row[f"{bound}_confidence"] = held_spec(spec, looks).confidence
+            for harm in (True, False):
+                rng = np.random.default_rng(seed + 1 + harm)
+                firsts = [
+                    _first(
+                        judged(stream(rng, RATE, share, most, harm), spec, looks),
+                        bake,
+                        most,
+                        ("pass", "fail"),
+                    )
+                    for _ in range(runs)
+                ]
+                verdicts = [v for v, _ in firsts]
+                if harm:
+                    row[f"{bound}_harm_passed"] = verdicts.count("pass") / runs
+                else:
+                    row[f"{bound}_healthy_failed"] = verdicts.count("fail") / runs
+                    passed = [t for v, t in firsts if v == "pass"]
+                    row[f"{bound}_healthy_passed"] = len(passed) / runs
+                    row[f"{bound}_healthy_pass_median_s"] = float(np.median(passed)) if passed else math.inf
+        rows.append(row)
+        _progress(f"  repeated looks: {gate} done")
     return rows
 
 
@@ -632,31 +679,41 @@ def to_markdown(params: dict, bars: list[dict], cells: list[Cell], ttp: list[dic
         f"Latency log-sd {STREAM_SIGMA} (the plan told tail_scale {STREAM_ASSUMPTIONS.tail_scale:.3f}), memory flat "
         f"with {STREAM_MEMORY_NOISE_MIB:g} MiB independent noise, {PODS_PER_ARM} pods per arm. Single look: the time "
         "at which one evaluation passes in half of the runs (what the plan predicts: when the expected data pass). "
-        f"First pass: a step evaluating every {LOOK_S:g} s passes at its first passing look, often earlier "
-        "(repeated looks, see below).",
+        f"First pass: a step evaluating every {LOOK_S:g} s passes at its first passing look, often earlier. "
+        f"Both judge a pass on the bound of a step held like the default profile's first ({HELD.first_s:g}.."
+        f"{HELD.last_s:g} s, a look every {LOOK_S:g} s), as `rollout plan` does.",
         "",
-        "| gate | rate req/s | share % | plan s | single look s | single / plan | within 25% | first pass median s (p10-p90) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| gate | rate req/s | share % | pass confidence | plan s | single look s | single / plan | within 25% | first pass median s (p10-p90) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in ttp:
         plan = "never" if r["plan_s"] is None else f"{r['plan_s']:.0f}"
         lines.append(
-            f"| {r['gate']} | {r['rate_rps']:g} | {r['share']} | {plan} | {r['single_look_median_s']:.0f} "
+            f"| {r['gate']} | {r['rate_rps']:g} | {r['share']} | {r['pass_confidence']:.4g} | {plan} "
+            f"| {r['single_look_median_s']:.0f} "
             f"| {r['ratio']:.2f} | {'yes' if r['within_25pct'] else 'NO'} | {r['first_pass_median_s']:.0f} "
             f"({r['first_pass_p10_s']:.0f}-{r['first_pass_p90_s']:.0f}) |"
         )
     lines += [
         "",
-        "## Repeated looks: a harmful canary through a step held for evidence",
+        "## Repeated looks: canaries through a step held for evidence",
         "",
-        "| gate | share % | looks | runs | first decision a pass | a fail | undecided at the maximum bake |",
-        "|---|---|---|---|---|---|---|",
+        f"A pass judged on one look's bound (the gate's confidence) and on the held step's (gates/sequential.py), "
+        f"looks every {LOOK_S:g} s. Harmful: the share of runs whose first decision is a pass (the held bound "
+        "keeps it under (1 - confidence) / 2). Healthy: the share whose first decision is a fail, the share "
+        "passed by the maximum bake, and the median time of the pass.",
+        "",
+        "| gate | share % | looks | runs | bound | confidence | harmful passed | healthy failed | healthy passed | healthy pass median s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in looks:
-        lines.append(
-            f"| {r['gate']} | {r['share']} | {r['looks']} | {r['runs']} | {r['passed_first']:.1%} "
-            f"| {r['failed_first']:.1%} | {r['undecided']:.1%} |"
-        )
+        for bound, name in (("one_look", "one look"), ("held", "held step")):
+            lines.append(
+                f"| {r['gate']} | {r['share']} | {r['looks']} | {r['runs']} | {name} "
+                f"| {r[f'{bound}_confidence']:.4g} | {r[f'{bound}_harm_passed']:.1%} "
+                f"| {r[f'{bound}_healthy_failed']:.1%} | {r[f'{bound}_healthy_passed']:.0%} "
+                f"| {r[f'{bound}_healthy_pass_median_s']:.0f} |"
+            )
     lines += [
         "",
         "## Every cell",

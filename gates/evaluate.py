@@ -10,36 +10,43 @@ from typing import Any
 
 from gates import judge as J
 from gates.kinds import KINDS
-from gates.kinds.base import Context
+from gates.kinds.base import Context, Outcome
 from gates.loadtest_samples import LoadtestSamples, read_loadtest_samples
 from gates.provider import MetricsProvider, RangeSeries, Sample, UnreachableError
 from gates.record import Evaluation, GateResult, Verdict, overall
+from gates.sequential import Looks, judge_held, pass_confidence
 from gates.spec import ARMS, GateConfig, GateConfigError, GateSpec
 from infra.prometheus_api import PrometheusAPI
 
 
-class _StopAfterUnreachable:
-    """Wraps a provider so that once Prometheus is unreachable, later queries fail at once (no timeouts
-    piling up across gates in the same evaluation)."""
+class _OneEvaluation:
+    """Wraps a provider for one evaluation: once Prometheus is unreachable, later queries fail at once (no
+    timeouts piling up across gates), and a query asked again is answered from memory (a held step judges
+    a pass twice on the same data: gates/sequential.py)."""
 
     def __init__(self, inner: MetricsProvider) -> None:
         self.inner = inner
         self.down: UnreachableError | None = None
+        self.answers: dict[tuple[Any, ...], Any] = {}
 
-    def _call(self, fn: Callable[[], Any]) -> Any:
+    def _call(self, key: tuple[Any, ...], fn: Callable[[], Any]) -> Any:
+        if key in self.answers:
+            return self.answers[key]
         if self.down is not None:
             raise UnreachableError(str(self.down))
         try:
-            return fn()
+            self.answers[key] = fn()
         except UnreachableError as exc:
             self.down = exc
             raise
+        return self.answers[key]
 
     def instant(self, promql: str, at: float) -> list[Sample]:
-        return self._call(lambda: self.inner.instant(promql, at))
+        return self._call(("instant", promql, at), lambda: self.inner.instant(promql, at))
 
     def range(self, promql: str, start: float, end: float, step_s: float) -> list[RangeSeries]:
-        return self._call(lambda: self.inner.range(promql, start, end, step_s))
+        key = ("range", promql, start, end, step_s)
+        return self._call(key, lambda: self.inner.range(promql, start, end, step_s))
 
 
 def _apply_hysteresis(gate: GateSpec, judgement: J.Judgement, streak_before: int) -> tuple[Verdict, str, int]:
@@ -52,6 +59,19 @@ def _apply_hysteresis(gate: GateSpec, judgement: J.Judgement, streak_before: int
         return Verdict.FAIL, judgement.reason, streak
     note = f"failing {streak} of {gate.consecutive_failures} consecutive evaluations needed to fail: "
     return Verdict.INCONCLUSIVE, note + judgement.reason, streak
+
+
+def _judge(gate: GateSpec, ctx: Context, looks: Looks | None) -> tuple[Outcome, J.Judgement]:
+    """The gate's kind evaluates it: its outcome (queries, errors) and the judgement of this look."""
+    kind = KINDS[gate.kind]
+    outcomes: list[Outcome] = []
+
+    def judge(spec: GateSpec) -> J.Judgement:
+        outcomes.append(kind.evaluate(spec, ctx))
+        return outcomes[-1].judgement
+
+    judgement = judge_held(judge, gate, pass_confidence(gate, looks, kind.information))
+    return outcomes[0], judgement
 
 
 def more_seconds(judgement: J.Judgement, span_s: float) -> float | None:
@@ -81,12 +101,16 @@ def evaluate(
     streaks: Mapping[str, int] | None = None,
     provider: MetricsProvider | None = None,
     timeout_s: float = 10.0,
+    looks: Looks | None = None,
 ) -> Evaluation:
     """Evaluate every gate over [start, end] (unix seconds), both arms over the same window.
 
     `weights` are percent of traffic per arm; `streaks` are each gate's failing evaluations in a row
-    before this one (`Evaluation.streaks()` of the previous evaluation; none: a fresh start), for hysteresis. Raises GateConfigError for bad inputs; everything that
-    goes wrong with the data makes the affected gate `inconclusive`.
+    before this one (`Evaluation.streaks()` of the previous evaluation; none: a fresh start), for
+    hysteresis. `looks`: the windows of the step this evaluation is one look of, where a step held for
+    evidence may pass (None: a single look); a pass then rests on the bound that holds across them all
+    (gates/sequential.py). Raises GateConfigError for bad inputs; everything that goes wrong with the data
+    makes the affected gate `inconclusive`.
     """
     if not end > start:
         raise GateConfigError(f"end ({end}) must be after start ({start})")
@@ -110,7 +134,7 @@ def evaluate(
         ) or ("e2e_ms",)
         samples = read_loadtest_samples(samples, start, end, fields)
     ctx = Context(
-        provider=_StopAfterUnreachable(provider or PrometheusAPI(prometheus_url, timeout_s)),
+        provider=_OneEvaluation(provider or PrometheusAPI(prometheus_url, timeout_s)),
         start=float(start),
         end=float(end),
         weights={a: float(weights[a]) for a in ARMS},
@@ -120,8 +144,7 @@ def evaluate(
     )
     results: list[GateResult] = []
     for gate in config.gates:
-        outcome = KINDS[gate.kind].evaluate(gate, ctx)
-        j = outcome.judgement
+        outcome, j = _judge(gate, ctx, looks)
         more_s = more_seconds(j, outcome.span_s if outcome.span_s is not None else ctx.window_s)
         if more_s is not None:
             j = dataclasses.replace(j, reason=f"{j.reason}; {describe_wait(more_s)}")

@@ -32,7 +32,7 @@ from rollout.gating import GateEvaluator
 from rollout.hooks import Hook, HookResult, run_hooks
 from rollout.notify.delivery import Notifier, announce
 from rollout.notify.notices import took_over
-from rollout.plan import Phase, Profile, max_bake
+from rollout.plan import Phase, Profile, max_bake, step_looks
 from rollout.routers.base import RouterUnavailable, TrafficRouter, Verification, WeightCheck, Weights
 from rollout.state import EvaluationEntry, Holder, RolloutState, StateConflict, StateStore
 from rollout.traffic import BASELINE_ONLY, move_traffic
@@ -510,7 +510,13 @@ class RolloutController:
             )
         try:
             # The step's failure streaks come from the persisted state: hysteresis survives a restart.
-            return self.gates.evaluate(start=start, end=now, weights=weights, streaks=state.gate_streaks)
+            return self.gates.evaluate(
+                start=start,
+                end=now,
+                weights=weights,
+                streaks=state.gate_streaks,
+                looks=step_looks(state.profile, state.step_index),
+            )
         except Exception as exc:  # an evaluator that cannot answer has no data: never a pass
             return Evaluation.unavailable(
                 f"{type(exc).__name__}: {exc}", start=start, end=now, weights=weights.as_dict(), at=now

@@ -12,12 +12,19 @@ from typing import Any, Protocol
 
 from gates.config import GateConfig
 from gates.record import Evaluation
+from gates.sequential import Looks
 from rollout.routers.base import Weights
 
 
 class GateEvaluator(Protocol):
     def evaluate(
-        self, *, start: float, end: float, weights: Weights, streaks: Mapping[str, int]
+        self,
+        *,
+        start: float,
+        end: float,
+        weights: Weights,
+        streaks: Mapping[str, int],
+        looks: Looks | None = None,
     ) -> Evaluation: ...
 
 
@@ -70,7 +77,13 @@ class PrometheusGates:
         self.loadtest_samples = loadtest_samples
 
     def evaluate(
-        self, *, start: float, end: float, weights: Weights, streaks: Mapping[str, int]
+        self,
+        *,
+        start: float,
+        end: float,
+        weights: Weights,
+        streaks: Mapping[str, int],
+        looks: Looks | None = None,
     ) -> Evaluation:
         from gates.evaluate import evaluate
 
@@ -85,4 +98,5 @@ class PrometheusGates:
             variables=self.variables,
             loadtest_samples=samples,
             streaks=streaks,
+            looks=looks,
         )

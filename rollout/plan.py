@@ -9,6 +9,7 @@ from typing import Any
 from gates.config import GateConfig
 from gates.evidence import Assumptions, GateEvidence, time_to_pass
 from gates.kinds import KINDS
+from gates.sequential import Looks, pass_confidence
 
 
 class Phase(enum.Enum):
@@ -93,6 +94,15 @@ def max_bake(profile: dict[str, Any], index: int) -> float:
     """Step `index`'s longest wait for a decision, from a profile as the state records it."""
     explicit = profile.get("max_bake_s") or ()
     return float(explicit[index]) if explicit else MAX_BAKE_FACTOR * float(profile["bake_s"][index])
+
+
+def step_looks(profile: dict[str, Any], index: int) -> Looks:
+    """The windows at which step `index` may pass (from its bake to its maximum bake, one per interval,
+    each from the step's start less its settling): a pass rests on the bound that holds across them all
+    (gates/sequential.py)."""
+    settle, every = float(profile["settle_s"]), float(profile["interval_s"])
+    first = max(float(profile["bake_s"][index]) - settle, every)
+    return Looks(first, max(max_bake(profile, index) - settle, first), every)
 
 
 # Sized for 2 CPU cores running two TP=2 backends, the router, Prometheus and Locust (measured: about
@@ -203,7 +213,8 @@ def default_assumptions(profile: Profile, gate_profile: str = "local") -> Assump
 
 def evidence_plan(profile: Profile, config: GateConfig, assumptions: Assumptions) -> list[StepEvidence]:
     """Per step: when each gate can pass a healthy canary at the profile's rate (the evaluation window
-    opens `settle_s` into the step), against the step's bake and maximum bake."""
+    opens `settle_s` into the step), against the step's bake and maximum bake. A pass is judged as the
+    step judges it: on the bound that holds across the step's looks (gates/sequential.py)."""
     steps = []
     shape = asdict(profile)
     for index, weight in enumerate(profile.steps):
@@ -212,9 +223,10 @@ def evidence_plan(profile: Profile, config: GateConfig, assumptions: Assumptions
         for gate in config.gates:
             if gate.dry_run:
                 continue
-            healthy = KINDS[gate.kind].healthy
+            kind = KINDS[gate.kind]
+            held = replace(gate, confidence=pass_confidence(gate, step_looks(shape, index), kind.information))
             e = time_to_pass(
-                gate, healthy, rate_rps=profile.request_rate, weights=weights, assumptions=assumptions
+                held, kind.healthy, rate_rps=profile.request_rate, weights=weights, assumptions=assumptions
             )
             gates.append(replace(e, seconds=None if e.seconds is None else e.seconds + profile.settle_s))
         steps.append(StepEvidence(index, weight, profile.bake_s[index], max_bake(shape, index), tuple(gates)))

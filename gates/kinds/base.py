@@ -3,9 +3,10 @@
 A kind (`GateKind`) is one file under `gates/kinds/`: the schema of its parameters and query roles, their
 defaults, `evaluate` (render its queries per arm, fetch, judge: an `Outcome`), `checks`, its export
 to controllers that compare one number with a fixed bound (Argo Rollouts, Flagger), `panel`, what it draws
-in the report's timeline (the series it judges, per arm, from its own queries), and `healthy`, its judge on
-the data a healthy canary gives after some time (the plan: gates/evidence.py). `gates.kinds.KINDS` maps kind
-names to them; the loader, the evaluator, the exports and the report look kinds up there and nowhere else.
+in the report's timeline (the series it judges, per arm, from its own queries), `healthy`, its judge on
+the data a healthy canary gives after some time (the plan: gates/evidence.py), and `information`, how its
+evidence grows with the window (the held step's pass bound: gates/sequential.py). `gates.kinds.KINDS` maps
+kind names to them; the loader, the evaluator, the exports and the report look kinds up there and nowhere else.
 """
 
 from __future__ import annotations
@@ -133,6 +134,11 @@ def guarded(expr: str, *conditions: str) -> str:
 def no_checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     """For a kind no fixed-bound check can express."""
     return []
+
+
+def window_information(gate: GateSpec, window_s: float) -> float:
+    """Evidence that grows as the window does: counts, means, quantiles of what arrives in it."""
+    return window_s
 
 
 def no_data_need(gate: GateSpec, arm_rps: Mapping[str, float]) -> float:
@@ -281,3 +287,6 @@ class GateKind:
     panel: Callable[[GateSpec, Mapping[str, Any], float], tuple[Panel, ...]] = no_panel
     # the judgement on a healthy canary's expected data (None: no model; judged as the data come)
     healthy: Callable[[GateSpec, Expectation], J.Judgement] | None = None
+    # how the evidence a window of this many seconds holds grows with its length (the inverse variance of
+    # what is judged, up to a constant): the held step's pass bound (gates/sequential.py) depends on it
+    information: Callable[[GateSpec, float], float] = window_information

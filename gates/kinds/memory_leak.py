@@ -156,6 +156,11 @@ def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
     return J.judge_memory_leak(estimate, leak_bytes_per_s=leak, **args)  # type: ignore[arg-type]
 
 
+def information(gate: GateSpec, window_s: float) -> float:
+    """A slope's variance falls as the cube of the span judged after the warm-up."""
+    return max(window_s - float(gate.params["warmup_seconds"]), 0.0) ** 3
+
+
 KIND = GateKind(
     name="memory_leak",
     schema=kind_schema(
@@ -183,4 +188,5 @@ KIND = GateKind(
     data_seconds=data_seconds,
     healthy=healthy,
     panel=panel,
+    information=information,
 )

@@ -72,8 +72,10 @@ class ScriptedGates:
         self.failing_gate = failing_gate
         self.table = table
 
-    def evaluate(self, *, start, end, weights, streaks):
-        self.calls.append({"start": start, "end": end, "weights": weights, "streaks": dict(streaks)})
+    def evaluate(self, *, start, end, weights, streaks, looks=None):
+        self.calls.append(
+            {"start": start, "end": end, "weights": weights, "streaks": dict(streaks), "looks": looks}
+        )
         verdict = self.verdicts.pop(0) if len(self.verdicts) > 1 else self.verdicts[0]
         if isinstance(verdict, Exception):
             raise verdict

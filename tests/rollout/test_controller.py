@@ -13,6 +13,7 @@ from rollout_fakes import (
     run_until_terminal,
 )
 
+from gates.sequential import Looks
 from rollout.controller import RolloutController, new_state, resume_locked
 from rollout.events import Pause, Rollback, StepPassed, WeightsSet
 from rollout.hooks import Hook
@@ -33,6 +34,20 @@ def test_passing_gates_promote_through_every_step_after_each_bake(tmp_path):
     first_step = [e for e in state.evaluations if e.step == 0]
     assert len(first_step) == 3
     assert first_step[0].window[0] == pytest.approx(first_step[0].at - PROFILE.interval_s + PROFILE.settle_s)
+
+
+def test_each_evaluation_is_told_the_looks_its_step_may_pass_at(tmp_path):
+    # A pass counts from the bake to the maximum bake (3x), one look per interval, each window from the
+    # step's start less its settling: the held step's pass bound is taken over those (gates/sequential.py).
+    gates = ScriptedGates("pass")
+    controller, _, clock = make_controller(tmp_path, gates)
+    run_until_terminal(controller, clock)
+    looks = {call["weights"].canary: call["looks"] for call in gates.calls}
+    assert looks == {
+        10: Looks(28.0, 88.0, 10.0),
+        50: Looks(18.0, 58.0, 10.0),
+        100: Looks(10.0, 28.0, 10.0),  # a bake shorter than its settling and one interval: one interval
+    }
 
 
 def test_a_failed_gate_reverts_at_once_and_names_the_gate(tmp_path):

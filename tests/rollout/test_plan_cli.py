@@ -22,8 +22,9 @@ def test_the_packaged_harms_at_a_demo_rate_warn_and_exit_1(capsys):
     assert rc == 1 and plan["rate_rps"] == 18.0
     first = plan["steps"][0]
     assert first["canary_weight"] == 10 and not first["reachable"]
-    # 0.1% errors at 1.8 req/s: ~5,300 requests, about 49 minutes (docs/gates.md)
-    assert 45 * 60 < first["gates"]["error_rate"] < 53 * 60
+    # 0.1% errors at 1.8 req/s on the held step's pass bound (99.85% across the step's 47 looks): no error in
+    # ~7,200 requests, about 67 minutes (docs/gates.md)
+    assert 63 * 60 < first["gates"]["error_rate"] < 71 * 60
     assert first["pass_after_s"] == max(first["gates"].values())
 
 
