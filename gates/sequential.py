@@ -4,7 +4,7 @@ A rollout step judges its growing window once per interval from the end of its b
 and promotes at the first look that passes. Each look alone passes a canary with the declared harm with
 probability (1 - confidence) / 2, but a step of many looks gives that canary many chances: measured by
 `make bench-gates`, a leak at the declared rate passed some look of the default profile's first step in
-25% of runs. So within a held step a pass rests on a stricter bound, chosen so that a statistic at the
+22.5% of 400 runs (3.0% on this bound). So within a held step a pass rests on a stricter bound, chosen so that a statistic at the
 harm crosses it at any of the step's looks with probability (1 - confidence) / 2 at most.
 
 The crossing probability is Siegmund's approximation for repeated significance tests (Sequential Analysis,

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,15 @@ from infra.cli import UsageErrorParser
 from rollout.events import Decision
 from rollout.hooks import load_hooks, load_notifications
 from rollout.local_stack import BASELINE_MODE
-from rollout.plan import MAX_BAKE_FACTOR, PROFILES, Phase, Profile, StepEvidence, get_profile
+from rollout.plan import (
+    MAX_BAKE_FACTOR,
+    PROFILES,
+    Phase,
+    Profile,
+    StepEvidence,
+    get_profile,
+    step_looks,
+)
 from rollout.sites import site_from_args, site_kind_for
 from rollout.state import RolloutState
 
@@ -362,11 +371,13 @@ def plan_lines(profile: Profile, source: str, assumptions: Any, steps: list[Step
         f"{assumptions.tail_scale:g}, memory noise {assumptions.memory_noise_mib:g} MiB per pod, "
         f"{assumptions.pods_per_arm} pods per arm (docs/gates.md: measuring yours)",
     ]
+    shape = asdict(profile)
     for step in steps:
         rate = profile.request_rate * step.canary_weight / 100
+        looks = step_looks(shape, step.index).count
         lines.append(
             f"step {step.index + 1}: {step.canary_weight}% canary ({rate:.3g} req/s), bake "
-            f"{step.bake_s:.0f}s, max bake {step.max_bake_s:.0f}s"
+            f"{step.bake_s:.0f}s, max bake {step.max_bake_s:.0f}s ({looks} looks: a pass holds across them)"
         )
         lines += _gate_lines(step)
         after = step.pass_after_s
@@ -383,8 +394,6 @@ def plan_lines(profile: Profile, source: str, assumptions: Any, steps: list[Step
 
 
 def plan_json(profile: Profile, source: str, assumptions: Any, steps: list[StepEvidence]) -> dict[str, Any]:
-    from dataclasses import asdict
-
     return {
         "profile": profile.name,
         "rate_rps": profile.request_rate,

@@ -10,7 +10,7 @@ from rollout.plan import default_assumptions, get_profile
 def test_the_demo_profile_reaches_its_evidence_within_every_maximum_bake(capsys):
     assert main(["plan", "--profile", "quick"]) == 0
     out = capsys.readouterr().out
-    assert "step 1: 25% canary (5 req/s), bake 70s, max bake 420s" in out
+    assert "step 1: 25% canary (5 req/s), bake 70s, max bake 420s (36 looks: a pass holds across them)" in out
     for gate in ("cpu_utilisation", "latency_e2e_p99", "throughput", "error_rate", "memory_leak"):
         assert f"  {gate} " in out
     assert "WARNING" not in out
