@@ -297,14 +297,18 @@ def count_cells(windows: int, seed: int) -> list[Cell]:
 def judge_memory(
     rng: np.random.Generator, canary: Iterable[MemoryModel], baseline: Iterable[MemoryModel], window_s: float
 ) -> J.Judgement:
-    """The default memory-leak gate's judge: every pod sampled at the gate's step (as `evaluate` picks it
-    for the window) from the window's start, the warm-up left out as the evaluator leaves it out."""
+    """The default memory-leak gate's judge as one evaluation judges it: every pod sampled at the gate's
+    step (as `evaluate` picks it for the window) from the window's start, the warm-up left out as the
+    evaluator leaves it out, a pass on either of its two intervals at half the budget each."""
     t = memory_times(window_s)
     pods = {
         arm: [model.sample(rng, t) for model in models]
         for arm, models in (("canary", canary), ("baseline", baseline))
     }
-    return judge_memory_series(t, pods)
+    gate = GATES["memory_leak"]
+    return judge_held(
+        partial(judge_memory_series, t, pods), gate, pass_confidence(gate, None, KINDS[gate.kind])
+    )
 
 
 def memory_times(window_s: float) -> np.ndarray:
@@ -492,12 +496,12 @@ HELD = Looks(FIRST_STEP.bake_s[0], FIRST_STEP.max_bake_s[0], LOOK_S)
 
 def held_spec(gate: GateSpec, looks: Looks | None) -> GateSpec:
     """The gate with the confidence a pass rests on in a step of these looks (None: one look alone)."""
-    return replace(gate, confidence=pass_confidence(gate, looks, KINDS[gate.kind].information))
+    return replace(gate, confidence=pass_confidence(gate, looks, KINDS[gate.kind]))
 
 
 def judged(look: Look, gate: GateSpec, looks: Looks | None) -> Callable[[float], J.Judgement]:
     """A look as the step takes it: the gate's own verdict, a pass only on the bound across `looks`."""
-    bound = pass_confidence(gate, looks, KINDS[gate.kind].information)
+    bound = pass_confidence(gate, looks, KINDS[gate.kind])
     return lambda t: judge_held(partial(look, t), gate, bound)
 
 

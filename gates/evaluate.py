@@ -70,7 +70,7 @@ def _judge(gate: GateSpec, ctx: Context, looks: Looks | None) -> tuple[Outcome, 
         outcomes.append(kind.evaluate(spec, ctx))
         return outcomes[-1].judgement
 
-    judgement = judge_held(judge, gate, pass_confidence(gate, looks, kind.information))
+    judgement = judge_held(judge, gate, pass_confidence(gate, looks, kind))
     return outcomes[0], judgement
 
 

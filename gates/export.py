@@ -12,10 +12,13 @@ the real controllers):
 - fail after `consecutive_failures` in a row: Argo's inline template stops at the first success
   (consecutiveSuccessLimit 1) and fails after `consecutive_failures` failures (failureLimit), which are
   then necessarily in a row; the background template and Flagger count failures in total, not in a row.
-- not expressible: intervals and significance (a check compares the point estimate), the leak gate's
-  warm-up, its collection floors (approximated by each pod's lower envelope, `min_over_time` over
-  `envelope_seconds`, whose `deriv` is averaged over the arm's pods) and its setting aside of a one-time
-  rise, throughput (needs the offered rate and the weights), `source: loadtest` gates. Gates with no
+- intervals: Argo reads the error rate's interval at the gate's confidence (its two ends as two series),
+  so it succeeds only when the interval lies within the bound and fails only when beyond: Inconclusive in
+  between, as ours. Flagger has no inconclusive result and compares the point estimate.
+- not expressible: the interval and significance of every other check (it compares the point estimate),
+  the leak gate's warm-up, its collection floors (approximated by each pod's lower envelope,
+  `min_over_time` over `envelope_seconds`, whose `deriv` is averaged over the arm's pods) and its setting
+  aside of a one-time rise, throughput (needs the offered rate and the weights), `source: loadtest` gates. Gates with no
   check at all are listed by `not_exported()`.
 
 Arm selection: the per-arm `pod_regex` (and `${arm}`, which the `kubernetes` profile does not use) are
@@ -135,11 +138,28 @@ def sized_timing(config: GateConfig, *, rate_rps: float, step_weights: Sequence[
 
 
 # -- Argo Rollouts -----------------------------------------------------------------------------------
-def _argo_condition(op: str, bound: float, *, success: bool) -> str:
-    # Exactly one finite value, then the bound: no data, NaN, +-Inf and several series are neither
-    # success nor failure, which Argo records as an Inconclusive measurement.
-    compare = op if success else {"<=": ">", ">=": "<"}[op]
-    return f"len(result) == 1 && !isNaN(result[0]) && !isInf(result[0]) && result[0] {compare} {bound!r}"
+def _argo_condition(check: Check, *, success: bool) -> str:
+    """Exactly the values the query should give, each finite, then the bound: no data, NaN, +-Inf and
+    other counts of series are neither success nor failure, which Argo records as an Inconclusive
+    measurement. With an interval (`_argo_query`: result[0] its lower end, result[1] its upper), success
+    needs all of it within the bound and failure all of it beyond; between is Inconclusive."""
+    compare = check.op if success else {"<=": ">", ">=": "<"}[check.op]
+    if check.interval is None:
+        return f"len(result) == 1 && !isNaN(result[0]) && !isInf(result[0]) && result[0] {compare} {check.bound!r}"
+    finite = " && ".join(f"!isNaN(result[{i}]) && !isInf(result[{i}])" for i in (0, 1))
+    end = int((check.op == "<=") == success)  # the end that must clear the bound
+    return f"len(result) == 2 && {finite} && result[{end}] {compare} {check.bound!r}"
+
+
+def _argo_query(check: Check) -> str:
+    """The check's point value, or its interval as two series sorted by value (lower end first)."""
+    if check.interval is None:
+        return check.query
+    low, high = (
+        f'label_replace({q}, "bound", "{name}", "", "")'
+        for q, name in zip(check.interval, ("lower", "upper"), strict=True)
+    )
+    return f"sort({low} or {high})"
 
 
 def argo_dialect(config: GateConfig) -> Dialect:
@@ -219,9 +239,11 @@ def to_argo(
                 "failureLimit": n - 1,
                 "inconclusiveLimit": 0,
                 "consecutiveErrorLimit": ARGO_CONSECUTIVE_ERROR_LIMIT,
-                "successCondition": _argo_condition(check.op, check.bound, success=True),
-                "failureCondition": _argo_condition(check.op, check.bound, success=False),
-                "provider": {"prometheus": {"address": "{{args.prometheus-address}}", "query": check.query}},
+                "successCondition": _argo_condition(check, success=True),
+                "failureCondition": _argo_condition(check, success=False),
+                "provider": {
+                    "prometheus": {"address": "{{args.prometheus-address}}", "query": _argo_query(check)}
+                },
             }
             metrics.append(metric)
         spec: dict[str, Any] = {"args": _argo_args(config, prometheus_address, window), "metrics": metrics}

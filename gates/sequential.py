@@ -15,8 +15,10 @@ information, which crosses a bound z at some look between information I_0 and I_
 
 where nu(x) ~ exp(-0.583 x) corrects for looking at discrete times. Information grows as the window does
 for counts and quantiles, and as its cube for a slope (`GateKind.information`): a slope's step sees a far
-wider range of evidence and pays more for it. Fails are unaffected: they keep their own confidence and the
-hysteresis of consecutive failures.
+wider range of evidence and pays more for it. A kind that passes on either of two intervals (the leak
+gate: the canary's own slope, or its excess over the baseline's) gives each half of the budget, in one
+look as in many. Fails are unaffected: they keep their own confidence and the hysteresis of consecutive
+failures.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass, replace
 from scipy import stats as sps
 
 from gates import judge as J
+from gates.kinds.base import GateKind
 from gates.spec import GateSpec
 
 DISCRETE_LOOKS = 0.583  # Siegmund's nu(x) ~ exp(-0.583 x): the overshoot of a bound between looks
@@ -64,19 +67,20 @@ def crossing_probability(z: float, information: list[float]) -> float:
     return p
 
 
-def pass_confidence(
-    gate: GateSpec, looks: Looks | None, information: Callable[[GateSpec, float], float]
-) -> float:
-    """The two-sided confidence of the interval a pass rests on in a step with these `looks`: the gate's
-    own for a single look; stricter for many, so that a canary at the harm passes at any of them with
-    probability (1 - gate.confidence) / 2 at most (`information`: the gate's evidence in a window)."""
-    alpha = (1.0 - gate.confidence) / 2.0
-    if looks is None or looks.count < 2:
-        return gate.confidence
-    levels = [information(gate, w) for w in looks.windows()]
+def pass_confidence(gate: GateSpec, looks: Looks | None, kind: GateKind) -> float:
+    """The two-sided confidence of the interval a pass rests on in a step with these `looks` (None: a
+    single look), so that a canary at the harm passes at any of them with probability
+    (1 - gate.confidence) / 2 at most: the gate's own for one look of a kind that passes on one interval;
+    stricter for many looks (by how the kind's evidence grows with the window, `kind.information`), and
+    for a kind that passes on any of several intervals (`kind.pass_intervals`), each of which gets an
+    equal share of that probability."""
+    alpha = (1.0 - gate.confidence) / 2.0 / kind.pass_intervals
     low, high = float(sps.norm.isf(alpha)), 12.0
+    if looks is None or looks.count < 2:
+        return 1.0 - 2.0 * alpha
+    levels = [kind.information(gate, w) for w in looks.windows()]
     if crossing_probability(low, levels) <= alpha:
-        return gate.confidence
+        return 1.0 - 2.0 * alpha
     while high - low > 1e-4:
         mid = (low + high) / 2.0
         low, high = (mid, high) if crossing_probability(mid, levels) > alpha else (low, mid)

@@ -224,7 +224,7 @@ def evidence_plan(profile: Profile, config: GateConfig, assumptions: Assumptions
             if gate.dry_run:
                 continue
             kind = KINDS[gate.kind]
-            held = replace(gate, confidence=pass_confidence(gate, step_looks(shape, index), kind.information))
+            held = replace(gate, confidence=pass_confidence(gate, step_looks(shape, index), kind))
             e = time_to_pass(
                 held, kind.healthy, rate_rps=profile.request_rate, weights=weights, assumptions=assumptions
             )

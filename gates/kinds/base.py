@@ -95,13 +95,17 @@ def errors_block(errors: Mapping[str, str], needed: Sequence[str]) -> J.Judgemen
 # -- export ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Check:
-    """One number compared with one bound; the query returns no value when the gate would lack samples."""
+    """One number compared with one bound; the query returns no value when the gate would lack samples.
+    `interval` (lower, upper queries, guarded alike), where PromQL can bound the number at the gate's
+    confidence: a controller that can say inconclusive (Argo) passes only when the interval lies within
+    the bound and fails only when it lies beyond, as our gate does."""
 
     gate: str
     suffix: str
     query: str
     op: str  # "<=" (bound is a maximum) or ">=" (a minimum)
     bound: float
+    interval: tuple[str, str] | None = None
 
     @property
     def name(self) -> str:
@@ -290,3 +294,6 @@ class GateKind:
     # how the evidence a window of this many seconds holds grows with its length (the inverse variance of
     # what is judged, up to a constant): the held step's pass bound (gates/sequential.py) depends on it
     information: Callable[[GateSpec, float], float] = window_information
+    # the intervals a pass may rest on, any one sufficing: each gets an equal share of the pass's error
+    # budget (gates/sequential.py), so that their union keeps it
+    pass_intervals: int = 1

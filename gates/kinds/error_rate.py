@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gates import judge as J
+from gates import stats
 from gates.evidence import Expectation
 from gates.kinds.base import (
     ARMS_SCHEMA,
@@ -52,13 +53,34 @@ def judge(
 
 
 def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
+    """Per judged arm: errors over requests, and its interval at the gate's confidence (`poisson_bounds`)."""
     out = []
+    z = stats.z_two_sided(gate.confidence)
     for arm in gate.arms:
         requests = dialect.query(gate, "requests", arm)
-        ratio = f"({dialect.query(gate, 'errors', arm)}) / ({requests})"
+        errors = dialect.query(gate, "errors", arm)
         enough_requests = f"{requests} >= {int(gate.params['min_samples'])}"
-        out.append(Check(gate.name, arm, guarded(ratio, enough_requests), "<=", float(gate.params["max"])))
+        low, high = poisson_bounds(f"({errors})", z)
+        interval = (
+            guarded(f"({low}) / ({requests})", enough_requests),
+            guarded(f"({high}) / ({requests})", enough_requests),
+        )
+        ratio = guarded(f"({errors}) / ({requests})", enough_requests)
+        out.append(Check(gate.name, arm, ratio, "<=", float(gate.params["max"]), interval))
     return out
+
+
+def poisson_bounds(count: str, z: float) -> tuple[str, str]:
+    """PromQL for the lower and upper confidence bounds of a Poisson mean with `count` events (z: the
+    normal quantile of each side): Wilson and Hilferty's cube-root approximation of the exact (Garwood)
+    bounds. The upper is within 1% of the exact one from 0 events on (0 events: 5.34 against 5.30 at z
+    2.576), the lower within 3% from 5 events on and below it under 5 (slower to fail, never faster). For
+    a rate of at most 1% the Poisson bound is the binomial one our gate takes (Clopper-Pearson) to within
+    another 1%: a value right at an interval's end may be judged differently by Argo and by our gate."""
+    k = count
+    upper = f"({k} + 1) * (1 - 1 / (9 * ({k} + 1)) + {z:.6g} / (3 * sqrt({k} + 1))) ^ 3"
+    lower = f"{k} * clamp_min(1 - 1 / (9 * {k}) - {z:.6g} / (3 * sqrt({k})), 0) ^ 3"
+    return lower, upper
 
 
 def panel(gate: GateSpec, variables: Mapping[str, Any], window_s: float) -> tuple[Panel, ...]:

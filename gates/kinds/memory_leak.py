@@ -189,4 +189,5 @@ KIND = GateKind(
     healthy=healthy,
     panel=panel,
     information=information,
+    pass_intervals=2,  # the canary's own slope, or its excess over the baseline's (gates/judge.py)
 )

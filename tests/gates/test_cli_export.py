@@ -132,6 +132,27 @@ def test_argo_export_guards_each_check_with_its_sample_count():
     assert leak.bound == 1572864 / 60
 
 
+def test_argo_judges_the_error_rate_by_its_interval_and_flagger_by_its_value():
+    """Argo can say Inconclusive: its error metric succeeds only when the rate's upper bound is within 0.1%
+    and fails only when its lower bound is beyond (docs/gates.md); Flagger compares the rate itself."""
+    config = load_gate_file(None, profile="kubernetes")
+    step, _ = to_argo(config, prometheus_address="http://p")
+    errors = {m["name"]: m for m in step["spec"]["metrics"]}["error-rate-canary"]
+    query = errors["provider"]["prometheus"]["query"]
+    assert query.startswith("sort(label_replace(") and query.count("label_replace(") == 2
+    assert '"bound", "lower", "", "")' in query and '"bound", "upper", "", "")' in query
+    assert "clamp_min(" in query and "2.57583" in query  # the bounds at the gate's 0.99, each side 0.5%
+    two = (
+        "len(result) == 2 && !isNaN(result[0]) && !isInf(result[0]) && !isNaN(result[1]) && !isInf(result[1])"
+    )
+    assert errors["successCondition"] == f"{two} && result[1] <= 0.001"
+    assert errors["failureCondition"] == f"{two} && result[0] > 0.001"
+    flagger = next(
+        d for d in to_flagger(config, prometheus_address="http://p") if "error-rate" in d["metadata"]["name"]
+    )
+    assert "clamp_min(" not in flagger["spec"]["query"] and "sort(" not in flagger["spec"]["query"]
+
+
 def test_flagger_export_uses_flagger_placeholders(tmp_path, capsys):
     config = load_gate_file(None, profile="kubernetes")
     docs = to_flagger(config, prometheus_address="http://prom:9090", namespace="flagger")

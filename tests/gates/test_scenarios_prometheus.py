@@ -220,6 +220,27 @@ def test_exported_leak_check_runs_on_real_prometheus(history):
     assert abs(values["aa"]) < 1.0, values
 
 
+def test_exported_error_interval_runs_on_real_prometheus_and_matches_our_gates(history):
+    """The Argo form of the error gate's interval (Poisson bounds in PromQL, lower and upper): valid PromQL
+    whose ends match the interval our gate judges (Clopper-Pearson), and no value without enough requests."""
+    server, windows = history
+    config = load_gate_file(None, profile="local")
+    gate = next(g for g in config.gates if g.name == "error_rate")
+    (check,) = gate_checks(gate, Dialect({a: a for a in ("baseline", "canary")}, {}, f"{WINDOW_S:.0f}s"))
+    api = PrometheusAPI(server.url)
+    assert check.interval is not None
+    for name in ("aa", "error_burst"):
+        ours = run(history, name).gate("error_rate").ci["canary"]
+        low, high = (api.instant(q, windows[name][1]) for q in check.interval)
+        assert len(low) == len(high) == 1, name
+        # the upper end within 1% of the exact bound; the lower within 3% (from 5 errors on; 0 at none)
+        assert high[0].value == pytest.approx(ours[1], rel=0.01), name
+        assert low[0].value == pytest.approx(ours[0], rel=0.03, abs=1e-9), name
+    assert api.instant(check.interval[1], windows["aa"][1])[0].value < 0.001  # Argo: Successful
+    assert api.instant(check.interval[0], windows["error_burst"][1])[0].value > 0.001  # Argo: Failed
+    assert [api.instant(q, windows["little_traffic"][1]) for q in check.interval] == [[], []]
+
+
 def test_error_burst_fails_error_rate(history):
     gate = run(history, "error_burst").gate("error_rate")
     assert gate.raw_verdict == "fail", gate.reason

@@ -43,7 +43,7 @@ def z_of(confidence):
 
 
 def bound(gate, looks):
-    return pass_confidence(gate, looks, KINDS[gate.kind].information)
+    return pass_confidence(gate, looks, KINDS[gate.kind])
 
 
 def simulated_crossing(z, information, paths, rng):
@@ -59,7 +59,7 @@ def simulated_crossing(z, information, paths, rng):
 def test_the_held_bound_keeps_a_canary_at_the_harm_within_its_budget_across_the_looks(gate):
     information = KINDS[gate.kind].information
     levels = [information(gate, w) for w in FIRST_STEP.windows()]
-    alpha = (1 - gate.confidence) / 2
+    alpha = (1 - gate.confidence) / 2 / KINDS[gate.kind].pass_intervals  # each interval's share
     held = z_of(bound(gate, FIRST_STEP))
     assert crossing_probability(held, levels) == pytest.approx(alpha, rel=1e-3)
     rng = np.random.default_rng(7)
@@ -70,9 +70,11 @@ def test_the_held_bound_keeps_a_canary_at_the_harm_within_its_budget_across_the_
     assert simulated_crossing(held, levels, 40_000, rng) <= 1.25 * alpha
 
 
-def test_one_look_keeps_the_gates_confidence_and_more_looks_or_a_slope_need_a_stricter_one():
+def test_one_look_keeps_the_gates_confidence_and_more_looks_a_slope_or_two_intervals_need_a_stricter_one():
     assert bound(ERRORS, None) == ERRORS.confidence
     assert bound(ERRORS, Looks(300.0, 300.0, 15.0)) == ERRORS.confidence
+    # the leak gate passes on either of two intervals: in one look too, each at half the budget
+    assert bound(MEMORY, None) == pytest.approx(1 - (1 - MEMORY.confidence) / 2)
     short, long = Looks(207.0, 447.0, 15.0), FIRST_STEP
     assert ERRORS.confidence < bound(ERRORS, short) < bound(ERRORS, long) < 1
     # the same looks span 5.7x the span a slope judges after its warm-up, and its evidence grows as the cube
