@@ -18,8 +18,8 @@ the real controllers):
 - not expressible: the interval and significance of every other check (it compares the point estimate),
   the leak gate's warm-up, its collection floors (approximated by each pod's lower envelope,
   `min_over_time` over `envelope_seconds`, whose `deriv` is averaged over the arm's pods) and its setting
-  aside of a one-time rise, throughput (needs the offered rate and the weights), `source: loadtest` gates. Gates with no
-  check at all are listed by `not_exported()`.
+  aside of a one-time rise, throughput (needs the offered rate and the weights), `source: loadtest`
+  gates. Gates with no check at all are listed by `not_exported()`.
 
 Arm selection: the per-arm `pod_regex` (and `${arm}`, which the `kubernetes` profile does not use) are
 filled from what the controller knows about its pods: Argo's `rollouts-pod-template-hash` (args filled by

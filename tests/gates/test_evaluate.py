@@ -47,7 +47,7 @@ def cpu(canary_value, baseline_value=0.3):
     )
 
 
-def run(provider, streaks=None, doc=CPU_DOC):
+def run(provider, streaks=None, doc=CPU_DOC, looks=None):
     return evaluate(
         parse_gate_document(doc, "local"),
         prometheus_url="http://unused",
@@ -56,6 +56,7 @@ def run(provider, streaks=None, doc=CPU_DOC):
         weights=WEIGHTS,
         provider=provider,
         streaks=streaks,
+        looks=looks,
     )
 
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from gates import evaluate, parse_gate_document
+from gates import parse_gate_document
 from gates.kinds import KINDS
 from gates.kinds import error_rate as error_kind
 from gates.provider import Sample
 from gates.record import Verdict
 from gates.sequential import Looks, crossing_probability, judge_held, pass_confidence
-from tests.gates.test_evaluate import FakeProvider
+from tests.gates.test_evaluate import FakeProvider, run
 
 # The default profile's first step: passes count from its bake (210 s) to its maximum bake (900 s), one
 # look every 15 s, each window from the step's start less 3 s of settling.
@@ -117,22 +117,13 @@ def test_evaluate_judges_a_pass_of_a_held_step_on_its_bound_and_fetches_each_que
         'requests{arm="baseline"}': [Sample({}, 6000.0)],
     }
 
-    def run(looks):
+    def judged(looks):
         provider = FakeProvider(answers)
-        ev = evaluate(
-            parse_gate_document(ERRORS_DOC, "local"),
-            prometheus_url="http://unused",
-            start=1000.0,
-            end=1600.0,
-            weights={"baseline": 50.0, "canary": 50.0},
-            provider=provider,
-            looks=looks,
-        )
-        return ev.gates[0], provider.queries
+        return run(provider, doc=ERRORS_DOC, looks=looks).gates[0], provider.queries
 
-    single, queries = run(None)
+    single, queries = judged(None)
     assert single.verdict == "pass" and len(queries) == 4
-    held, queries = run(FIRST_STEP)
+    held, queries = judged(FIRST_STEP)
     assert held.verdict == "inconclusive" and "held step's pass bound" in held.reason
     assert held.more_s == pytest.approx(600 * (7300 / 6000 - 1), rel=0.15)
     assert len(queries) == 4  # judged twice, fetched once
