@@ -11,7 +11,7 @@ Three parts, rates with 95% Wilson intervals:
   or the tail only) and a P99 at the absolute bound; error rate: the bound itself; throughput: a canary serving 5% less than its
   share (90% of offered when it takes all traffic); memory: 1.5 MiB/min per pod under garbage-collector
   sawtooths of 16-512 MiB with 1-10 minute cycles, over windows of 10-60 minutes; healthy includes a
-  one-time rise that then stays flat.
+  one-time rise that then stays flat, and a leak at 4x the rate shows the gate's power.
 - Time to pass: a healthy canary's data arrive as a step goes on; every gate is judged at each
   evaluation (every 10 s) and the first pass is timed. The median over runs, per gate, rate and share, is
   compared with `python -m rollout plan`'s prediction for the same model (gates/evidence.py).
@@ -333,15 +333,20 @@ def leak_mib_per_min() -> float:
     return float(GATES["memory_leak"].params["leak_bytes_per_minute"]) / MIB
 
 
-LEAK_CASES = ("healthy flat", "healthy one-time rise", "harm leak at the declared rate")
+LEAK_CASES = (
+    "healthy flat",
+    "healthy one-time rise",
+    "harm leak at the declared rate",
+    "harm leak at 4x the declared rate",  # bounded like the rest; its fails show the gate's power
+)
 
 
 def sawtooth_trial(
     rng: np.random.Generator, *, window_min: float, period_min: float, amplitude_mib: float, case: str
 ) -> str:
     """One window, PODS_PER_ARM pods per arm with their own phase; the canary's pods leak at the declared
-    rate, or rise once after the window opens (32-256 MiB over 1-5 min) and stay."""
-    leak = leak_mib_per_min() if case.startswith("harm") else 0.0
+    rate (or 4x), or rise once after the window opens (32-256 MiB over 1-5 min) and stay."""
+    leak = leak_mib_per_min() * (4.0 if "4x" in case else 1.0) if case.startswith("harm") else 0.0
     rises = case == "healthy one-time rise"
 
     def pod(leak: float, rises: bool) -> MemoryModel:
@@ -655,6 +660,34 @@ def _grid_text(grid: dict) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in grid.items())
 
 
+def _pooled_by_window(cells: list[Cell], gate: str) -> list[str]:
+    """One gate's cases per window length, pooled over the rest of the grid: pass / inconclusive / fail."""
+    group = [c for c in cells if c.gate == gate]
+    if not group:
+        return []
+    cases = list(dict.fromkeys(c.case for c in group))
+    lines = [
+        "",
+        f"## {gate} by window length, pooled over the rest of the grid (pass / inconclusive / fail)",
+        "",
+        "| window min | " + " | ".join(cases) + " |",
+        "|---" * (len(cases) + 1) + "|",
+    ]
+    for window in dict.fromkeys(c.grid["window_min"] for c in group):
+        row = []
+        for case in cases:
+            these = [c for c in group if c.case == case and c.grid["window_min"] == window]
+            n = sum(c.windows for c in these)
+            row.append(
+                " / ".join(
+                    f"{sum(getattr(c, k) for c in these) / n:.1%}"
+                    for k in ("passes", "inconclusive", "fails")
+                )
+            )
+        lines.append(f"| {window} | " + " | ".join(row) + " |")
+    return lines
+
+
 def to_markdown(params: dict, bars: list[dict], cells: list[Cell], ttp: list[dict], looks: list[dict]) -> str:
     lines = [
         "# Gate judges: statistical benchmark",
@@ -676,6 +709,7 @@ def to_markdown(params: dict, bars: list[dict], cells: list[Cell], ttp: list[dic
             f"| {b['cells_over']}/{b['cells']}, {b['cells_significantly_over']}/{b['cells']} "
             f"| {b['passes']:.1%}, {b['inconclusive']:.1%} | {'yes' if b['met'] else 'NO'} |"
         )
+    lines += _pooled_by_window(cells, "memory_leak")
     lines += [
         "",
         "## Time for a healthy canary to pass: measured vs `rollout plan`",

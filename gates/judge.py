@@ -486,8 +486,10 @@ def judge_memory_leak(
     origin: float = 0.0,
 ) -> Judgement:
     """Fail when the canary's memory grows significantly faster than the harmful rate (its interval
-    above it) and than the baseline's. Pass when the canary's growth, or its excess over the baseline's,
-    is shown to stay below the harmful rate (upper bound under it): slower growth does not matter. An
+    above it) and than the baseline's, and is still growing over the later half of the window (a leak
+    persists; growth that stopped, such as a one-time rise, is inconclusive). Pass when the canary's
+    growth, or its excess over the baseline's, is shown to stay below the harmful rate (upper bound under
+    it): slower growth does not matter. An
     interval across the harmful rate is inconclusive, which a growing window resolves: a warm-up that
     decelerates to nothing falls below it, a leak at twice the rate rises above it. Slopes are per pod
     (gates/memory_trend.py: the trend of the collection floors of an arm that saws, of every sample
@@ -552,10 +554,18 @@ def judge_memory_leak(
         text += (
             "; the canary's earliest points lay below its later trend (a one-time rise) and were set aside"
         )
-    if c.low > leak_bytes_per_s and estimate.low > 0:
+    later = c.later
+    if later is not None:
+        values["canary_later_half"] = later.slope * per_min
+        ci["canary_later_half"] = [later.low * per_min, later.high * per_min]
+    faster = c.low > leak_bytes_per_s and estimate.low > 0
+    still_growing = later is not None and later.low > 0  # a leak persists; a one-time rise stops
+    if faster and still_growing:
         return Judgement(
             FAIL,
-            f"memory leak: {text}; growing significantly faster than {harm} and than the baseline",
+            f"memory leak: {text}; growing significantly faster than {harm} and than the baseline, and "
+            f"still growing over the later half ({later.slope * per_min:.3g} MiB/min, "
+            f"CI {later.low * per_min:.3g}..{later.high * per_min:.3g})",
             values,
             threshold,
             ci,
@@ -571,10 +581,21 @@ def judge_memory_leak(
     more = [data_needed(shrinking(c.slope, c.high, 1.5), leak_bytes_per_s)]
     if estimate.method != memory_trend.MIXED:
         more.append(data_needed(shrinking(estimate.difference, estimate.high, 1.5), leak_bytes_per_s))
+    why = f"cannot yet exclude a leak of {harm}"
+    if faster:  # a longer window either shows the later half growing or brings the whole slope down
+        if later is not None and _finite(later.low):
+            more.append(data_needed(shrinking(later.slope, later.low, 1.5), 0.0, upper=False))
+            seen = f"{later.slope * per_min:.3g} MiB/min, CI {later.low * per_min:.3g}..{later.high * per_min:.3g}"
+        else:
+            seen = "too few points there"
+        why = (
+            f"grew faster than {harm} but not significantly over the later half ({seen}): growth that "
+            f"stopped, such as a one-time rise, is no leak; a longer window tells them apart"
+        )
     known = [m for m in more if m is not None]
     return Judgement(
         INCONCLUSIVE,
-        f"{text}: cannot yet exclude a leak of {harm}",
+        f"{text}: {why}",
         values,
         threshold,
         ci,

@@ -31,7 +31,13 @@ over each cycle and by nothing else. So:
    Then the arms' noise is not pooled (a floor's scatter and a sample's are different things), the
    difference's degrees of freedom follow Welch-Satterthwaite, and the judge does not pass on the
    difference, which compares a floor trend with a ramp that may be part of an unseen cycle.
-6. `use_floors=False` (a short local step; the "pods" are one server's processes, not replicas) gives
+6. A leak persists; a one-time rise stops. Each arm's slope is also fitted through its points in the
+   later half of its span alone (same noise, same degrees of freedom), and the judge fails a canary only
+   when that later slope, too, is significantly above zero: a rise that ended before the window's
+   middle, however steep, leaves the later half flat, so it fails there no more often than the gate's
+   own error rate, while a leak grows in both halves. The price is power: a leak must show in half the
+   window's floors, so short windows with long cycles hold (inconclusive) rather than fail.
+7. `use_floors=False` (a short local step; the "pods" are one server's processes, not replicas) gives
    every process its own slope and the arm's is their mean: a leak confined to one process (a scheduler
    rank, not the tokenizer) would otherwise stay in the residuals of a common line and widen both arms'
    intervals until it hides itself (seen in CI: 100 MiB/min, interval from 0).
@@ -68,6 +74,16 @@ class Floors:
 
 
 @dataclass(frozen=True)
+class LaterSlope:
+    """An arm's slope through its points in the later half of its span (bytes per second)."""
+
+    since: float  # the half's start (unix seconds)
+    slope: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
 class ArmTrend:
     slope: float  # bytes per second, common to the arm's pods
     low: float
@@ -78,6 +94,7 @@ class ArmTrend:
     cycles: int  # floor-to-floor intervals within pods: what a floor slope is made of
     settled_from: float | None  # points before this time were set aside as a one-time rise
     method: str  # FLOORS or SAMPLES: what the slope is fitted through
+    later: LaterSlope | None = None  # the slope over the later half of the span (point 6 above)
 
 
 @dataclass(frozen=True)
@@ -260,7 +277,7 @@ def memory_trends(
     Intervals are two-sided at `confidence`; NaN where the points leave no degrees of freedom.
     `use_floors=False` judges every sample even when the memory saws, each pod with its own slope: for
     windows much shorter than a collection cycle (a short demo step), where no floor trend can be had and
-    a stray trim is not a cycle, and the pods are one server's processes (point 6 above).
+    a stray trim is not a cycle, and the pods are one server's processes (point 7 above).
     """
     pods = {"canary": _clean(canary, min_points), "baseline": _clean(baseline, min_points)}
     if not pods["canary"] or not pods["baseline"]:
@@ -286,6 +303,7 @@ def memory_trends(
     fits = {arm: _fit(points[arm], own_slopes=not use_floors) for arm in pods}
     groups = [list(pods)] if not mixed else [[arm] for arm in pods]
     se: dict[str, float] = {}
+    s2_of: dict[str, float] = {}
     df_of: dict[str, float] = {}
     rho_all = _rho(list(fits.values()))
     for group in groups:
@@ -295,6 +313,7 @@ def memory_trends(
         ok = df >= 1 and all(f.sxx > 0 for f in group_fits)
         s2 = sum(f.rss for f in group_fits) / df * (1 + rho) / (1 - rho) if ok else math.nan
         for arm in group:
+            s2_of[arm] = s2
             se[arm] = math.sqrt(s2 / fits[arm].sxx) if ok else math.nan
             df_of[arm] = max(df * (1 - rho) / (1 + rho), 1.0) if ok else math.nan
     trend: dict[str, ArmTrend] = {}
@@ -311,6 +330,7 @@ def memory_trends(
             cycles=sum(max(k - 1, 0) for k in kept),
             settled_from=settled[arm],
             method=method[arm],
+            later=_later_slope(pods[arm], points[arm], s2_of[arm], df_of[arm], confidence, not use_floors),
         )
     diff = fits["canary"].slope - fits["baseline"].slope
     se_diff = math.hypot(se["canary"], se["baseline"])
@@ -332,6 +352,25 @@ def memory_trends(
         df_diff if math.isfinite(df_diff) else 0.0,
         rho_all,
     )
+
+
+def _later_slope(
+    series: Sequence[PodSeries],
+    points: Sequence[PodSeries],
+    s2: float,
+    df: float,
+    confidence: float,
+    own_slopes: bool,
+) -> LaterSlope:
+    """The slope through `points` from the middle of the span of `series` on, its interval from the whole
+    fit's noise `s2` and degrees of freedom (the later half alone has few of either). NaN when the later
+    half holds no two points of a pod to fit through."""
+    since = (min(float(t[0]) for t, _ in series) + max(float(t[-1]) for t, _ in series)) / 2
+    fit = _fit([(t[t >= since], y[t >= since]) for t, y in points], own_slopes)
+    if not (fit.sxx > 0 and math.isfinite(s2)):
+        return LaterSlope(since, math.nan, math.nan, math.nan)
+    half = _t(confidence, df) * math.sqrt(s2 / fit.sxx)
+    return LaterSlope(since, fit.slope, fit.slope - half, fit.slope + half)
 
 
 _NO_FIT = _Fit(0.0, 0.0, 0.0, 0, 0, 0, 0.0)  # contributes no noise to a pooled estimate
@@ -356,6 +395,7 @@ __all__ = [
     "FLOORS",
     "INITIAL_RISE_Z",
     "MIXED",
+    "LaterSlope",
     "SAMPLES",
     "ArmTrend",
     "Floors",

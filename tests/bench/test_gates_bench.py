@@ -37,3 +37,29 @@ def test_a_small_run_writes_the_report(tmp_path):
     assert gates == {"error_rate", "throughput"} and code in (0, 1)
     assert code == (0 if all(row["met"] for row in result["bar"]) else 1)
     assert "## The bar, per gate and case" in (tmp_path / "bench-gates.md").read_text()
+
+
+def test_a_gates_cases_are_pooled_per_window_length():
+    def at(window, case, passes, fails):
+        return B.Cell(
+            "memory_leak",
+            case,
+            {"window_min": window, "period_min": 1},
+            100,
+            passes,
+            100 - passes - fails,
+            fails,
+        )
+
+    cells = [
+        at(10, "healthy", 50, 0),
+        at(10, "healthy", 30, 2),
+        at(10, "harm", 0, 10),
+        at(25, "healthy", 90, 0),
+    ]
+    cells += [at(25, "harm", 1, 60), B.Cell("other", "healthy", {"window_min": 10}, 100, 0, 0, 100)]
+    lines = B._pooled_by_window(cells, "memory_leak")
+    assert "| window min | healthy | harm |" in lines
+    assert "| 10 | 40.0% / 59.0% / 1.0% | 0.0% / 90.0% / 10.0% |" in lines
+    assert "| 25 | 90.0% / 10.0% / 0.0% | 1.0% / 39.0% / 60.0% |" in lines
+    assert B._pooled_by_window(cells, "latency") == []

@@ -6,7 +6,7 @@ import pytest
 
 from gates import judge as J
 from gates import stats
-from gates.memory_trend import FLOORS, SAMPLES, ArmTrend, LeakEstimate
+from gates.memory_trend import FLOORS, SAMPLES, ArmTrend, LaterSlope, LeakEstimate
 from gates.record import Verdict
 
 MIB = 1024 * 1024
@@ -204,10 +204,14 @@ def test_error_rate_passes_only_below_the_bound_with_its_interval():
     assert J.judge_error_rate({"canary": None}, {"canary": 1000.0}, **args).verdict == "inconclusive"
 
 
-def trend(per_min_mib, half_width_mib=0.2, cycles=20, method=FLOORS):
+def trend(per_min_mib, half_width_mib=0.2, cycles=20, method=FLOORS, later_mib=None):
+    """An arm's slope; its later half's slope is `later_mib` (default the same, as a leak keeps growing)
+    with twice the half-width."""
     s = per_min_mib * MIB / 60
     h = half_width_mib * MIB / 60
-    return ArmTrend(s, s - h, s + h, cycles + 2, 2, cycles + 2, cycles, None, method)
+    ls = s if later_mib is None else later_mib * MIB / 60
+    later = LaterSlope(0.0, ls, ls - 2 * h, ls + 2 * h)
+    return ArmTrend(s, s - h, s + h, cycles + 2, 2, cycles + 2, cycles, None, method, later)
 
 
 def leak(canary, baseline, method=FLOORS):
@@ -222,6 +226,16 @@ def test_memory_leak_rules():
     failed = J.judge_memory_leak(leak(trend(2.0), trend(0.0)), **args)
     assert failed.verdict == "fail" and "collection floors: 20+20 cycles of 2+2 pods" in failed.reason
     assert failed.values["canary"] == pytest.approx(2.0) and failed.ci["canary_minus_baseline"][0] > 0
+    assert "still growing over the later half (2 MiB/min, CI 1.6..2.4)" in failed.reason
+    # Growth that stopped before the window's middle (a one-time rise) is not a leak however steep it was.
+    stopped = J.judge_memory_leak(leak(trend(2.0, later_mib=0.1), trend(0.0)), **args)
+    assert stopped.verdict == "inconclusive" and "not significantly over the later half" in stopped.reason
+    assert stopped.ci["canary_later_half"] == pytest.approx([-0.3, 0.5])
+    assert stopped.more_data == pytest.approx(
+        (0.4 / 0.1) ** (1 / 1.5), rel=0.03
+    )  # the later half showing growth
+    unknown = J.judge_memory_leak(leak(replace(trend(2.0), later=None), trend(0.0)), **args)
+    assert unknown.verdict == "inconclusive" and "too few points there" in unknown.reason
     # Growth whose interval only touches the harmful rate is no leak yet: a warm-up read over a short
     # window (1.72 MiB/min, 0.86..2.59, a healthy canary's 50% step in `make canary`) waits for more data.
     touching = J.judge_memory_leak(leak(trend(1.72 / 1.5, 0.87 / 1.5), trend(-0.42 / 1.5)), **args)

@@ -119,6 +119,43 @@ def test_a_one_time_rise_then_flat_is_set_aside_not_a_leak():
     assert judge(memory_trends(leaking, baseline, 0.98, 20)).verdict == "fail"
 
 
+def test_a_rise_over_the_first_half_is_not_read_as_a_leak_when_the_later_half_is_flat():
+    """The bench's hardest healthy cell: a 512 MiB sawtooth with 1-minute cycles, 9 judged minutes, each
+    canary pod rising 32-256 MiB over 1-5 minutes from the window's start, too unevenly between pods for
+    the set-aside. The whole window's floor slope fails ~9% of such windows; a fail must also see the
+    later half growing, which a rise that has stopped fails ~1% of the time (two-sided 0.98)."""
+    rng = np.random.default_rng(17)
+    t = window(10)
+    verdicts, later, steep = [], [], 0
+    for _ in range(100):
+        rises = [
+            gc_sawtooth(
+                512,
+                1,
+                rise_mib=rng.uniform(32, 256),
+                rise_delay_s=rng.uniform(0, 30),
+                rise_s=rng.uniform(60, 270),
+            )
+            for _ in range(2)
+        ]
+        est = memory_trends(
+            pods(rng, rises, t), pods(rng, [gc_sawtooth(512, 1) for _ in range(2)], t), 0.98, 20
+        )
+        verdicts.append(judge(est).verdict)
+        later.append(est.canary.later)
+        steep += est.canary.low > FLOOR and est.low > 0  # the whole window's slope alone would fail it
+    assert steep >= 8
+    assert verdicts.count("fail") <= 3, (steep, verdicts.count("fail"))  # about 1 expected
+    assert all(x.since == pytest.approx((t[0] + t[-1]) / 2) for x in later)
+    # a leak keeps growing in the later half, and still fails in the windows where it is clear
+    leaks = []
+    for _ in range(20):
+        canary = pods(rng, [gc_sawtooth(512, 1, 30.0) for _ in range(2)], t)
+        est = memory_trends(canary, pods(rng, [gc_sawtooth(512, 1) for _ in range(2)], t), 0.98, 20)
+        leaks.append((est.canary.later.low > 0, judge(est).verdict))
+    assert sum(grows for grows, _ in leaks) >= 15 and [v for _, v in leaks].count("fail") >= 15, leaks
+
+
 def test_too_few_cycles_is_inconclusive():
     rng = np.random.default_rng(2)
     t = window(10)  # 9 minutes judged, 10-minute cycles: at most one collection per pod
