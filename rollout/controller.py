@@ -515,7 +515,9 @@ class RolloutController:
                 end=now,
                 weights=weights,
                 streaks=state.gate_streaks,
-                looks=step_looks(state.profile, state.step_index),
+                looks=step_looks(
+                    state.profile, state.step_index, baking_since(state) - state.step_started_at
+                ),
             )
         except Exception as exc:  # an evaluator that cannot answer has no data: never a pass
             return Evaluation.unavailable(

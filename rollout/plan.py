@@ -96,13 +96,14 @@ def max_bake(profile: dict[str, Any], index: int) -> float:
     return float(explicit[index]) if explicit else MAX_BAKE_FACTOR * float(profile["bake_s"][index])
 
 
-def step_looks(profile: dict[str, Any], index: int) -> Looks:
+def step_looks(profile: dict[str, Any], index: int, resumed_after_s: float = 0.0) -> Looks:
     """The windows at which step `index` may pass (from its bake to its maximum bake, one per interval,
     each from the step's start less its settling): a pass rests on the bound that holds across them all
-    (gates/sequential.py)."""
+    (gates/sequential.py). A step resumed `resumed_after_s` after it began bakes a maximum bake more from
+    then, in the same growing window: its looks reach that far."""
     settle, every = float(profile["settle_s"]), float(profile["interval_s"])
     first = max(float(profile["bake_s"][index]) - settle, every)
-    return Looks(first, max(max_bake(profile, index) - settle, first), every)
+    return Looks(first, max(resumed_after_s + max_bake(profile, index) - settle, first), every)
 
 
 # Sized for 2 CPU cores running two TP=2 backends, the router, Prometheus and Locust (measured: about

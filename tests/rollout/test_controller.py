@@ -80,8 +80,12 @@ def test_inconclusive_holds_for_evidence_then_pauses_and_never_promotes(tmp_path
         controller.store.save(
             resume_locked(controller.store.load(), who="alice", reason="bake on", now=clock())
         )
+    resumed_at = clock() - state.step_started_at
     state = run_until_terminal(controller, clock)
     assert state.phase is Phase.PROMOTED and router.history == [(90, 10), (50, 50), (0, 100)]
+    # Its pass bound covers the looks the resume added: the step's window kept growing through them.
+    first_step = [call["looks"] for call in gates.calls if call["weights"].canary == 10]
+    assert first_step[0] == Looks(28.0, 88.0, 10.0) and first_step[-1] == Looks(28.0, resumed_at + 88.0, 10.0)
 
 
 def test_a_step_held_for_evidence_keeps_queries_and_bounds_on_its_latest_evaluation_only(tmp_path):
