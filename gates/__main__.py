@@ -24,13 +24,24 @@ import yaml
 
 from gates.config import ARMS, DEFAULT_GATE_FILE, PROFILES, GateConfigError, load_gate_file
 from gates.evaluate import evaluate
-from gates.export import EXPORT_FORMATS, flagger_analysis, not_exported, sized_timing, to_argo, to_flagger
+from gates.export import (
+    ARGO_ADDRESS_ENV,
+    EXPORT_FORMATS,
+    TOKEN_KEY,
+    PrometheusAccess,
+    flagger_analysis,
+    not_exported,
+    sized_timing,
+    to_argo,
+    to_flagger,
+)
 from gates.loadtest_samples import LoadtestSamplesError
 from gates.record import Evaluation
 from gates.report import to_junit, to_markdown
 from infra.cli import EXIT_USAGE, UsageErrorParser
 
 SUBCOMMANDS = ("evaluate", "export", "validate", "defaults")
+DEFAULT_PROMETHEUS_ADDRESS = "http://prometheus.monitoring:9090"
 
 
 class _UsageError(Exception):
@@ -141,7 +152,39 @@ def _parser() -> argparse.ArgumentParser:
         help="argo: step and background AnalysisTemplates; flagger: MetricTemplates; "
         "flagger-analysis: the Canary's spec.analysis using them",
     )
-    ex.add_argument("--prometheus-address", default="http://prometheus.monitoring:9090")
+    ex.add_argument(
+        "--prometheus-address", help=f"Prometheus base URL (default {DEFAULT_PROMETHEUS_ADDRESS})"
+    )
+    ex.add_argument(
+        "--prometheus-address-from-controller",
+        action="store_true",
+        help=f"Argo: no address in the templates; the controller's {ARGO_ADDRESS_ENV} gives it",
+    )
+    ex.add_argument(
+        "--prometheus-header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="an HTTP header sent with every query (repeatable)",
+    )
+    ex.add_argument(
+        "--prometheus-secret",
+        metavar="NAME",
+        help=f"a Secret in the analysis' namespace whose `{TOKEN_KEY}` is sent as a bearer token "
+        "(Flagger also takes `username` and `password`)",
+    )
+    ex.add_argument("--prometheus-insecure", action="store_true", help="skip TLS certificate verification")
+    ex.add_argument(
+        "--prometheus-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="Argo: per-query timeout (Flagger's provider always waits 5 s)",
+    )
+    ex.add_argument(
+        "--cluster-scope",
+        action="store_true",
+        help="Argo: ClusterAnalysisTemplates (reference them with clusterScope: true)",
+    )
     ex.add_argument("--name", default="canary-gates", help="template name (prefix for Flagger)")
     ex.add_argument(
         "--namespace", help="metadata.namespace of Flagger MetricTemplates (and their templateRef)"
@@ -222,6 +265,39 @@ def _evaluate(args: argparse.Namespace) -> int:
 _WIDE = 1 << 16  # one line per query: PromQL folded over lines is hard to read and to grep
 
 
+def _prometheus_access(args: argparse.Namespace) -> PrometheusAccess:
+    if args.format != "argo":
+        argo_only = [
+            f"--{n.replace('_', '-')}"
+            for n in ("prometheus_address_from_controller", "cluster_scope")
+            if getattr(args, n)
+        ]
+        if argo_only:
+            raise _UsageError(f"{' and '.join(argo_only)}: Argo only")
+    address = args.prometheus_address or DEFAULT_PROMETHEUS_ADDRESS
+    if args.prometheus_address_from_controller:
+        if args.prometheus_address:
+            raise _UsageError("--prometheus-address or --prometheus-address-from-controller, not both")
+        address = None
+    headers = []
+    for header in args.prometheus_header:
+        key, sep, value = header.partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", key.strip()) or not value.strip():
+            raise _UsageError(f"--prometheus-header {header!r}: give 'Name: value'")
+        headers.append((key.strip(), value.strip()))
+    if args.prometheus_timeout is not None and args.prometheus_timeout <= 0:
+        raise _UsageError(
+            f"--prometheus-timeout {args.prometheus_timeout}: give a positive number of seconds"
+        )
+    return PrometheusAccess(
+        address,
+        tuple(headers),
+        args.prometheus_secret,
+        args.prometheus_insecure,
+        args.prometheus_timeout,
+    )
+
+
 def _export(args: argparse.Namespace) -> int:
     config = load_gate_file(args.gate_file, profile=args.profile)
     if args.var:
@@ -247,21 +323,21 @@ def _export(args: argparse.Namespace) -> int:
         if value is not None and not re.fullmatch(pattern, value):
             example = "30s, 5m or 1h" if args.format == "argo" else "30s or 90m (Flagger takes no hours)"
             raise _UsageError(f"{value!r} is not a duration like {example}")
+    prometheus = _prometheus_access(args)
     if args.format == "argo":
         docs = to_argo(
             config,
             name=args.name,
-            prometheus_address=args.prometheus_address,
+            prometheus=prometheus,
             window=args.window,
             interval=args.interval,
             initial_delay=args.initial_delay,
             dry_run=args.dry_run,
+            cluster_scope=args.cluster_scope,
         )
         text = yaml.safe_dump_all(docs, sort_keys=False, width=_WIDE)
     elif args.format == "flagger":
-        docs = to_flagger(
-            config, name=args.name, prometheus_address=args.prometheus_address, namespace=args.namespace
-        )
+        docs = to_flagger(config, name=args.name, prometheus=prometheus, namespace=args.namespace)
         text = yaml.safe_dump_all(docs, sort_keys=False, width=_WIDE)
     else:
         block = flagger_analysis(

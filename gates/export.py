@@ -21,6 +21,9 @@ the real controllers):
   aside of a one-time rise, throughput (needs the offered rate and the weights), `source: loadtest`
   gates. Gates with no check at all are listed by `not_exported()`.
 
+Prometheus access (`PrometheusAccess`): address (or Argo's controller default), headers, a Secret's bearer
+token, TLS verification and Argo's timeout, each in its provider's own fields.
+
 Arm selection: the per-arm `pod_regex` (and `${arm}`, which the `kubernetes` profile does not use) are
 filled from what the controller knows about its pods: Argo's `rollouts-pod-template-hash` (args filled by
 `podTemplateHashValue: Stable|Latest`), Flagger's `<target>-primary` / `<target>` workloads. Every
@@ -49,6 +52,72 @@ FLAGGER_SERVICES = {
 # Argo: a Prometheus error (unreachable, rejected query) is neither success nor failure but Error, and
 # more than this many in a row end the run as Error, which aborts like Failed. Argo's own default.
 ARGO_CONSECUTIVE_ERROR_LIMIT = 4
+ARGO_ADDRESS_ENV = (
+    "ARGO_ROLLOUTS_PROMETHEUS_ADDRESS"  # Argo's controller reads it for a metric with no address
+)
+TOKEN_KEY = "token"  # the Secret's key both providers read a bearer token from
+
+
+@dataclass(frozen=True)
+class PrometheusAccess:
+    """How the controller reaches Prometheus, written into each provider's own fields.
+
+    `address` None leaves it to Argo's controller (its ARGO_ADDRESS_ENV); Flagger's MetricTemplates have
+    no default. `secret` names a Secret in the analysis' namespace: both providers send its `token` as a
+    bearer token; Flagger also takes `username` and `password` (basic auth, which Argo cannot build from a
+    Secret). `timeout_s` is Argo's per-query timeout; Flagger's provider always waits 5 s."""
+
+    address: str | None
+    headers: tuple[tuple[str, str], ...] = ()
+    secret: str | None = None
+    insecure: bool = False  # skip TLS certificate verification
+    timeout_s: int | None = None
+
+    def argo_args(self) -> list[dict[str, Any]]:
+        args: list[dict[str, Any]] = []
+        if self.address is not None:
+            args.append({"name": "prometheus-address", "value": self.address})
+        if self.secret:
+            args.append(
+                {
+                    "name": "prometheus-token",
+                    "valueFrom": {"secretKeyRef": {"name": self.secret, "key": TOKEN_KEY}},
+                }
+            )
+        return args
+
+    def argo_provider(self, query: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.address is not None:
+            out["address"] = "{{args.prometheus-address}}"
+        out["query"] = query
+        headers = [{"key": k, "value": v} for k, v in self.headers]
+        if self.secret:
+            headers.append({"key": "Authorization", "value": "Bearer {{args.prometheus-token}}"})
+        if headers:
+            out["headers"] = headers
+        if self.insecure:
+            out["insecure"] = True
+        if self.timeout_s is not None:
+            out["timeout"] = self.timeout_s
+        return out
+
+    def flagger_provider(self) -> dict[str, Any]:
+        if self.address is None:
+            raise GateConfigError("Flagger's MetricTemplates have no default Prometheus address: give one")
+        if self.timeout_s is not None:
+            raise GateConfigError("Flagger's Prometheus provider has a fixed 5 s query timeout: leave it out")
+        out: dict[str, Any] = {"type": "prometheus", "address": self.address}
+        if self.headers:
+            merged: dict[str, list[str]] = {}
+            for k, v in self.headers:
+                merged.setdefault(k, []).append(v)
+            out["headers"] = merged
+        if self.secret:
+            out["secretRef"] = {"name": self.secret}
+        if self.insecure:
+            out["insecureSkipVerify"] = True
+        return out
 
 
 def gate_checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
@@ -175,9 +244,9 @@ def argo_dialect(config: GateConfig) -> Dialect:
     return Dialect(hash_arg, variables, "{{args.window}}")
 
 
-def _argo_args(config: GateConfig, prometheus_address: str, window: str) -> list[dict[str, Any]]:
+def _argo_args(config: GateConfig, prometheus: PrometheusAccess, window: str) -> list[dict[str, Any]]:
     args: list[dict[str, Any]] = [
-        {"name": "prometheus-address", "value": prometheus_address},
+        *prometheus.argo_args(),
         {"name": "window", "value": window},
         # no default: the Rollout fills them with valueFrom.podTemplateHashValue Stable / Latest
         {"name": "baseline-hash"},
@@ -198,13 +267,15 @@ def to_argo(
     config: GateConfig,
     *,
     name: str = "canary-gates",
-    prometheus_address: str,
+    prometheus: PrometheusAccess,
     window: str = "5m",
     interval: str = "1m",
     initial_delay: str | None = None,
     dry_run: bool = False,
+    cluster_scope: bool = False,
 ) -> list[dict[str, Any]]:
-    """Two AnalysisTemplates: `name` for a canary step (`steps[].analysis`) and `name-background` for
+    """Two AnalysisTemplates (ClusterAnalysisTemplates with `cluster_scope`, referenced with
+    `clusterScope: true`): `name` for a canary step (`steps[].analysis`) and `name-background` for
     `strategy.canary.analysis`. Both wait `initial_delay` (default: the window, so the first measurement
     sees only this step's traffic); the step variant then measures up to `consecutive_failures` times,
     `interval` apart, and stops at the first success; the background variant measures every `interval`
@@ -241,18 +312,16 @@ def to_argo(
                 "consecutiveErrorLimit": ARGO_CONSECUTIVE_ERROR_LIMIT,
                 "successCondition": _argo_condition(check, success=True),
                 "failureCondition": _argo_condition(check, success=False),
-                "provider": {
-                    "prometheus": {"address": "{{args.prometheus-address}}", "query": _argo_query(check)}
-                },
+                "provider": {"prometheus": prometheus.argo_provider(_argo_query(check))},
             }
             metrics.append(metric)
-        spec: dict[str, Any] = {"args": _argo_args(config, prometheus_address, window), "metrics": metrics}
+        spec: dict[str, Any] = {"args": _argo_args(config, prometheus, window), "metrics": metrics}
         if dry:
             spec["dryRun"] = dry
         templates.append(
             {
                 "apiVersion": "argoproj.io/v1alpha1",
-                "kind": "AnalysisTemplate",
+                "kind": "ClusterAnalysisTemplate" if cluster_scope else "AnalysisTemplate",
                 "metadata": {
                     "name": name if variant == "step" else f"{name}-background",
                     "annotations": annotations | {"canary-gates/variant": variant},
@@ -293,9 +362,14 @@ def _flagger_query(check: Check) -> str:
 
 
 def to_flagger(
-    config: GateConfig, *, name: str = "canary-gates", prometheus_address: str, namespace: str | None = None
+    config: GateConfig,
+    *,
+    name: str = "canary-gates",
+    prometheus: PrometheusAccess,
+    namespace: str | None = None,
 ) -> list[dict[str, Any]]:
     """One MetricTemplate per check; `flagger_analysis` gives the Canary block that uses them."""
+    provider = prometheus.flagger_provider()
     dry_gates = {g.name for g in config.gates if g.dry_run}
     docs = []
     for check in _checks(config, flagger_dialect(config)):
@@ -313,7 +387,7 @@ def to_flagger(
                 "kind": "MetricTemplate",
                 "metadata": meta,
                 "spec": {
-                    "provider": {"type": "prometheus", "address": prometheus_address},
+                    "provider": provider,
                     "query": _flagger_query(check),
                 },
             }

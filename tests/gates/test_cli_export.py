@@ -6,7 +6,15 @@ import yaml
 
 from gates import load_gate_file
 from gates.__main__ import main
-from gates.export import argo_dialect, flagger_analysis, gate_checks, not_exported, to_argo, to_flagger
+from gates.export import (
+    PrometheusAccess,
+    argo_dialect,
+    flagger_analysis,
+    gate_checks,
+    not_exported,
+    to_argo,
+    to_flagger,
+)
 
 
 def test_usage_errors_exit_3(capsys):
@@ -66,7 +74,9 @@ def test_validate_and_defaults_print(capsys):
 
 def test_argo_export_renders_the_gate_files_promql():
     config = load_gate_file(None, profile="kubernetes")
-    step, background = to_argo(config, prometheus_address="http://prom:9090", window="5m", interval="1m")
+    step, background = to_argo(
+        config, prometheus=PrometheusAccess("http://prom:9090"), window="5m", interval="1m"
+    )
     assert all(
         t["apiVersion"] == "argoproj.io/v1alpha1" and t["kind"] == "AnalysisTemplate"
         for t in (step, background)
@@ -116,7 +126,7 @@ def test_argo_export_renders_the_gate_files_promql():
     )
     assert step["metadata"]["annotations"]["canary-gates/not-exported"] == "throughput"
     assert "dryRun" not in step["spec"]
-    shadow = to_argo(config, prometheus_address="http://p", dry_run=True)[0]
+    shadow = to_argo(config, prometheus=PrometheusAccess("http://p"), dry_run=True)[0]
     assert shadow["spec"]["dryRun"] == [{"metricName": ".*"}]
     yaml.safe_load(yaml.safe_dump(step))  # serialisable
 
@@ -136,7 +146,7 @@ def test_argo_judges_the_error_rate_by_its_interval_and_flagger_by_its_value():
     """Argo can say Inconclusive: its error metric succeeds only when the rate's upper bound is within 0.1%
     and fails only when its lower bound is beyond (docs/gates.md); Flagger compares the rate itself."""
     config = load_gate_file(None, profile="kubernetes")
-    step, _ = to_argo(config, prometheus_address="http://p")
+    step, _ = to_argo(config, prometheus=PrometheusAccess("http://p"))
     errors = {m["name"]: m for m in step["spec"]["metrics"]}["error-rate-canary"]
     query = errors["provider"]["prometheus"]["query"]
     assert query.startswith("sort(label_replace(") and query.count("label_replace(") == 2
@@ -148,14 +158,16 @@ def test_argo_judges_the_error_rate_by_its_interval_and_flagger_by_its_value():
     assert errors["successCondition"] == f"{two} && result[1] <= 0.001"
     assert errors["failureCondition"] == f"{two} && result[0] > 0.001"
     flagger = next(
-        d for d in to_flagger(config, prometheus_address="http://p") if "error-rate" in d["metadata"]["name"]
+        d
+        for d in to_flagger(config, prometheus=PrometheusAccess("http://p"))
+        if "error-rate" in d["metadata"]["name"]
     )
     assert "clamp_min(" not in flagger["spec"]["query"] and "sort(" not in flagger["spec"]["query"]
 
 
 def test_flagger_export_uses_flagger_placeholders(tmp_path, capsys):
     config = load_gate_file(None, profile="kubernetes")
-    docs = to_flagger(config, prometheus_address="http://prom:9090", namespace="flagger")
+    docs = to_flagger(config, prometheus=PrometheusAccess("http://prom:9090"), namespace="flagger")
     assert all(d["kind"] == "MetricTemplate" and d["apiVersion"] == "flagger.app/v1beta1" for d in docs)
     cpu = next(d for d in docs if d["metadata"]["name"] == "canary-gates-cpu-utilisation-canary-max")
     query = cpu["spec"]["query"]
@@ -180,7 +192,7 @@ def test_flagger_analysis_block_carries_bounds_windows_and_variables(tmp_path):
     block = flagger_analysis(config, template_namespace="flagger", interval="30s", window="5m")["analysis"]
     assert (block["interval"], block["threshold"], block["stepWeights"]) == ("30s", 2, [10, 50])
     metrics = {m["name"]: m for m in block["metrics"]}
-    assert len(metrics) == len(to_flagger(config, prometheus_address="http://p"))
+    assert len(metrics) == len(to_flagger(config, prometheus=PrometheusAccess("http://p")))
     cpu = metrics["cpu-utilisation-canary-max"]
     assert cpu["templateRef"] == {"name": "canary-gates-cpu-utilisation-canary-max", "namespace": "flagger"}
     assert cpu["thresholdRange"] == {"max": 0.6} and cpu["interval"] == "5m"
@@ -195,7 +207,7 @@ def test_flagger_analysis_block_carries_bounds_windows_and_variables(tmp_path):
     (metric,) = flagger_analysis(custom)["analysis"]["metrics"]
     assert metric["templateVariables"] == {"job_baseline": "a", "job_canary": "b", "limit": "4"}
     assert metric["thresholdRange"] == {"min": 1.0}
-    (template,) = to_flagger(custom, prometheus_address="http://p")
+    (template,) = to_flagger(custom, prometheus=PrometheusAccess("http://p"))
     assert (
         "{{ variables.job_canary }}" in template["spec"]["query"]
         and "{{ variables.limit }}" in template["spec"]["query"]
@@ -251,7 +263,7 @@ def test_dry_run_gates_are_argo_dry_run_metrics_and_left_out_of_flagger_analysis
         "  - {name: pretrial, kind: threshold, max: 2, queries: {value: 'errors'}}\n"
     )
     config = load_gate_file(path, profile="kubernetes")
-    step, background = to_argo(config, prometheus_address="http://p")
+    step, background = to_argo(config, prometheus=PrometheusAccess("http://p"))
     assert step["spec"]["dryRun"] == background["spec"]["dryRun"] == [{"metricName": "^trial-canary-max$"}]
     names = {m["name"] for m in step["spec"]["metrics"]}
     assert names == {"up-canary-min", "trial-canary-max", "pretrial-canary-max"}
@@ -259,7 +271,9 @@ def test_dry_run_gates_are_argo_dry_run_metrics_and_left_out_of_flagger_analysis
     assert [n for n in sorted(names) if re.search(step["spec"]["dryRun"][0]["metricName"], n)] == [
         "trial-canary-max"
     ]
-    templates = {t["metadata"]["name"]: t for t in to_flagger(config, prometheus_address="http://p")}
+    templates = {
+        t["metadata"]["name"]: t for t in to_flagger(config, prometheus=PrometheusAccess("http://p"))
+    }
     assert (
         templates["canary-gates-trial-canary-max"]["metadata"]["annotations"]["canary-gates/dry-run"]
         == "true"
@@ -311,3 +325,67 @@ def test_sized_timing_reaches_both_exports(tmp_path, capsys):
     # both variants wait a window before measuring: an earlier measurement would be Inconclusive
     for template in (step, background):
         assert {(m["initialDelay"], m["interval"]) for m in template["spec"]["metrics"]} == {("250s", "250s")}
+
+
+ACCESS = [
+    "--prometheus-header",
+    "X-Scope-OrgID: team-a",
+    "--prometheus-secret",
+    "prom-auth",
+    "--prometheus-insecure",
+]
+
+
+def _exported(tmp_path, fmt, *options):
+    out = tmp_path / f"{fmt}.yaml"
+    assert main(["export", "--format", fmt, "--profile", "kubernetes", *options, "-o", str(out)]) == 0
+    return [d for d in yaml.safe_load_all(out.read_text()) if d]
+
+
+def test_prometheus_access_reaches_each_providers_own_fields(tmp_path):
+    step, background = _exported(tmp_path, "argo", *ACCESS, "--prometheus-timeout", "20", "--cluster-scope")
+    assert step["kind"] == background["kind"] == "ClusterAnalysisTemplate"
+    args = {a["name"]: a for a in step["spec"]["args"]}
+    assert args["prometheus-address"]["value"] == "http://prometheus.monitoring:9090"
+    assert args["prometheus-token"]["valueFrom"] == {"secretKeyRef": {"name": "prom-auth", "key": "token"}}
+    for metric in step["spec"]["metrics"] + background["spec"]["metrics"]:
+        provider = metric["provider"]["prometheus"]
+        assert provider["address"] == "{{args.prometheus-address}}" and provider["query"]
+        assert provider["headers"] == [
+            {"key": "X-Scope-OrgID", "value": "team-a"},
+            {"key": "Authorization", "value": "Bearer {{args.prometheus-token}}"},
+        ]
+        assert provider["insecure"] is True and provider["timeout"] == 20
+    # the address left to Argo's controller (ARGO_ROLLOUTS_PROMETHEUS_ADDRESS): neither arg nor field
+    bare, _ = _exported(tmp_path, "argo", "--prometheus-address-from-controller")
+    assert "prometheus-address" not in {a["name"] for a in bare["spec"]["args"]}
+    assert all(set(m["provider"]["prometheus"]) == {"query"} for m in bare["spec"]["metrics"])
+    assert bare["kind"] == "AnalysisTemplate"
+
+    docs = _exported(tmp_path, "flagger", *ACCESS, "--prometheus-header", "X-Scope-OrgID: team-b")
+    assert all(
+        d["spec"]["provider"]
+        == {
+            "type": "prometheus",
+            "address": "http://prometheus.monitoring:9090",
+            "headers": {"X-Scope-OrgID": ["team-a", "team-b"]},
+            "secretRef": {"name": "prom-auth"},
+            "insecureSkipVerify": True,
+        }
+        for d in docs
+    )
+
+
+def test_prometheus_access_options_a_provider_cannot_take_are_refused(capsys):
+    refused = {
+        ("flagger", "--prometheus-timeout", "20"): "fixed 5 s query timeout",
+        ("flagger", "--prometheus-address-from-controller"): "Argo only",
+        ("flagger", "--cluster-scope"): "Argo only",
+        ("argo", "--prometheus-address-from-controller", "--prometheus-address", "http://p"): "not both",
+        ("argo", "--prometheus-header", "no colon"): "give 'Name: value'",
+        ("argo", "--prometheus-header", "Bad Name: v"): "give 'Name: value'",
+        ("argo", "--prometheus-timeout", "0"): "positive number of seconds",
+    }
+    for (fmt, *options), message in refused.items():
+        assert main(["export", "--format", fmt, "--profile", "kubernetes", *options]) == 3, options
+        assert message in capsys.readouterr().err, options

@@ -9,9 +9,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import http.server
 import json
 import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -231,3 +235,79 @@ def judge_like_export(
         offered_rps=None,
         variables={"namespace": arms.namespace, "pod_regex": dict(arms.pod_regex)},
     )
+
+
+# What both exports are given to reach Prometheus through TokenGateway: a Secret holding the token and a
+# tenant header (`python -m gates export --prometheus-secret --prometheus-header`).
+AUTH_SECRET, AUTH_TOKEN, TENANT = "prometheus-auth", "s3cret-token", ("X-Scope-OrgID", "canary-gates")
+AUTH_OPTIONS = ["--prometheus-secret", AUTH_SECRET, "--prometheus-header", f"{TENANT[0]}: {TENANT[1]}"]
+
+
+def auth_secret(namespace: str, token: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": AUTH_SECRET, "namespace": namespace},
+        "stringData": {"token": token},
+    }
+
+
+class TokenGateway(http.server.ThreadingHTTPServer):
+    """Stands in for what fronts a shared Prometheus in many clusters (kube-rbac-proxy, a managed
+    service's gateway): a query reaches `upstream` only with `Authorization: Bearer AUTH_TOKEN` and the
+    TENANT header; anything else is answered 401 and counted."""
+
+    def __init__(self, upstream: str) -> None:
+        self.accepted = self.refused = 0
+        gateway = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _relay(self, body: bytes | None) -> None:
+                if (
+                    self.headers.get("Authorization") != f"Bearer {AUTH_TOKEN}"
+                    or self.headers.get(TENANT[0]) != TENANT[1]
+                ):
+                    gateway.refused += 1
+                    self._answer(401, b"unauthorized", "text/plain")
+                    return
+                gateway.accepted += 1
+                request = urllib.request.Request(upstream + self.path, data=body, method=self.command)
+                if body is not None:
+                    request.add_header("Content-Type", self.headers.get("Content-Type", ""))
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        self._answer(
+                            response.status, response.read(), response.headers.get("Content-Type", "")
+                        )
+                except urllib.error.HTTPError as exc:
+                    self._answer(exc.code, exc.read(), exc.headers.get("Content-Type", ""))
+
+            def _answer(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self._relay(None)
+
+            def do_POST(self) -> None:  # noqa: N802 - Prometheus' Go client queries by POST first
+                self._relay(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@contextlib.contextmanager
+def token_gateway(upstream: str) -> Iterator[TokenGateway]:
+    gateway = TokenGateway(upstream)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    try:
+        yield gateway
+    finally:
+        gateway.shutdown()
+        gateway.server_close()

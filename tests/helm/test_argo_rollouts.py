@@ -5,8 +5,10 @@ AnalysisTemplate against a real Prometheus holding each scenario's series for th
 selected by pod-template hash (`podTemplateHashValue: Stable | Latest`): an A/A canary completes; a P99
 regression and a memory leak abort the Rollout (Degraded) naming the metric; a namespace without series
 leaves the AnalysisRun Inconclusive and the Rollout paused; the same P99 regression with the latency
-gates marked `dry_run` is measured as Failed but completes. Every metric's phase matches what our
-evaluator says on the window that measurement covered.
+gates marked `dry_run` is measured as Failed but completes; with Prometheus behind a token gateway, the
+templates exported with a Secret and a tenant header complete, and with the Secret's token wrong every
+measurement errs and the Rollout aborts. Every metric's phase matches what our evaluator says on the
+window that measurement covered.
 """
 
 from __future__ import annotations
@@ -18,16 +20,20 @@ from typing import Any
 import pytest
 import yaml
 from controllers import (
+    AUTH_OPTIONS,
+    AUTH_TOKEN,
     CONTAINER,
     Arms,
     apply,
     argo_rollouts,
+    auth_secret,
     get,
     get_all,
     judge_like_export,
     log_tail,
     new_candidate,
     scenario_prometheus,
+    token_gateway,
     wait_for,
 )
 from helm_chart_render import ROOT
@@ -48,7 +54,13 @@ SCENARIOS = {
     "argo-leak": ArmBehaviour(rps=20.0, memory=MemoryModel(leak_bytes_per_s=8 * MIB / 60)),
     "argo-nodata": None,  # no series at all
     "argo-leak-background": ArmBehaviour(rps=20.0, memory=MemoryModel(leak_bytes_per_s=8 * MIB / 60)),
+    "argo-auth": ArmBehaviour(rps=20.0),  # Prometheus behind a token gateway, the Secret's token right
+    "argo-auth-refused": ArmBehaviour(rps=20.0),  # ... and wrong
 }
+AUTH = {
+    "argo-auth": AUTH_TOKEN,
+    "argo-auth-refused": "not-the-token",
+}  # the token each namespace's Secret holds
 BACKGROUND = {"argo-leak-background"}  # strategy.canary.analysis with the background template
 DRY_RUN = {"argo-p99-dry-run"}  # exported from a gate file whose latency gates are dry-run
 PHASE = {"pass": "Successful", "fail": "Failed", "inconclusive": "Inconclusive"}
@@ -95,6 +107,8 @@ def exported_templates(tmp_path, namespace: str, prometheus: str) -> list[dict[s
     out = tmp_path / f"argo-{namespace}.yaml"
     argv = ["export", "--format", "argo", "--profile", "kubernetes", "--prometheus-address", prometheus]
     argv += ["--window", WINDOW, "--interval", "5s", "--initial-delay", "1s", "-o", str(out)]
+    if namespace in AUTH:
+        argv += AUTH_OPTIONS
     if namespace in DRY_RUN:
         document = yaml.safe_load((ROOT / "gates" / "defaults.yaml").read_text())
         for gate in document["gates"]:
@@ -137,6 +151,8 @@ def outcome(cluster, tmp_path_factory):
         arms: dict[str, Arms] = {}
         for namespace in SCENARIOS:
             cluster.create_namespace(namespace)
+            if namespace in AUTH:
+                apply(cluster, auth_secret(namespace, AUTH[namespace]))
             apply(cluster, *exported_templates(workdir, namespace, "http://127.0.0.1:9"), rollout(namespace))
             wait_for(
                 f"{namespace}: revision 1 healthy",
@@ -149,11 +165,15 @@ def outcome(cluster, tmp_path_factory):
         for namespace in SCENARIOS:
             arms[namespace] = paused_canary(cluster, namespace)
         with_data = {ns: (arms[ns], b) for ns, b in SCENARIOS.items() if b is not None}
-        with scenario_prometheus(
-            with_data, workdir / "tsdb", seed=4100, past_s=WINDOW_S + 600, future_s=600
-        ) as prometheus:
+        with (
+            scenario_prometheus(
+                with_data, workdir / "tsdb", seed=4100, past_s=WINDOW_S + 600, future_s=600
+            ) as prometheus,
+            token_gateway(prometheus.url) as gateway,
+        ):
             for namespace in SCENARIOS:
-                apply(cluster, *exported_templates(workdir, namespace, prometheus.url))
+                address = gateway.url if namespace in AUTH else prometheus.url
+                apply(cluster, *exported_templates(workdir, namespace, address))
                 cluster.kubectl(
                     "-n",
                     namespace,
@@ -193,7 +213,7 @@ def outcome(cluster, tmp_path_factory):
                 )
                 for ns, run in results.items()
             }
-            yield {ns: (final[ns], results[ns], arms[ns], prometheus.url) for ns in SCENARIOS}, log
+            yield {ns: (final[ns], results[ns], arms[ns], prometheus.url) for ns in SCENARIOS}, log, gateway
 
 
 def reacted(ro: dict[str, Any], run: dict[str, Any], arms: Arms) -> dict[str, Any] | None:
@@ -202,6 +222,7 @@ def reacted(ro: dict[str, Any], run: dict[str, Any], arms: Arms) -> dict[str, An
     done = {
         "Successful": status.get("phase") == "Healthy" and status.get("stableRS") == arms.label["canary"],
         "Failed": bool(status.get("abort")) and status.get("phase") == "Degraded",
+        "Error": bool(status.get("abort")) and status.get("phase") == "Degraded",
         "Inconclusive": any(
             c.get("reason") == "InconclusiveAnalysisRun" for c in status.get("pauseConditions") or []
         ),
@@ -214,7 +235,7 @@ def metric_phases(run: dict[str, Any]) -> dict[str, str]:
 
 
 def test_aa_canary_completes(outcome):
-    scenarios, log = outcome
+    scenarios, log, _ = outcome
     ro, run, arms, _ = scenarios["argo-aa"]
     assert run["status"]["phase"] == "Successful", (run["status"], log_tail(log))
     assert ro["status"]["phase"] == "Healthy" and ro["status"]["stableRS"] == arms.label["canary"]
@@ -226,7 +247,7 @@ def test_aa_canary_completes(outcome):
     [("argo-p99", "latency-e2e-p99-ratio"), ("argo-leak", "memory-leak-slope-vs-baseline")],
 )
 def test_regression_aborts_naming_the_metric(outcome, namespace, failing):
-    scenarios, log = outcome
+    scenarios, log, _ = outcome
     ro, run, arms, _ = scenarios[namespace]
     assert run["status"]["phase"] == "Failed", (run["status"], log_tail(log))
     phases = metric_phases(run)
@@ -243,7 +264,7 @@ def test_regression_aborts_naming_the_metric(outcome, namespace, failing):
 
 
 def test_dry_run_metrics_are_measured_failing_but_the_canary_completes(outcome):
-    scenarios, log = outcome
+    scenarios, log, _ = outcome
     ro, run, arms, _ = scenarios["argo-p99-dry-run"]
     assert run["status"]["phase"] == "Successful", (run["status"], log_tail(log))
     results = {m["name"]: m for m in run["status"]["metricResults"]}
@@ -256,7 +277,7 @@ def test_dry_run_metrics_are_measured_failing_but_the_canary_completes(outcome):
 
 
 def test_no_data_is_inconclusive_and_pauses(outcome):
-    scenarios, log = outcome
+    scenarios, log, _ = outcome
     ro, run, _, _ = scenarios["argo-nodata"]
     assert run["status"]["phase"] == "Inconclusive", (run["status"], log_tail(log))
     assert set(metric_phases(run).values()) == {"Inconclusive"}
@@ -268,7 +289,7 @@ def test_no_data_is_inconclusive_and_pauses(outcome):
 def test_background_analysis_aborts_on_the_leak(outcome):
     """The background template: measured every interval while the canary holds at 50%; the leak's two
     failed measurements fail the run and abort the Rollout."""
-    scenarios, log = outcome
+    scenarios, log, _ = outcome
     ro, run, arms, _ = scenarios["argo-leak-background"]
     assert run["status"]["phase"] == "Failed", (run["status"], log_tail(log))
     leak = next(m for m in run["status"]["metricResults"] if m["name"] == "memory-leak-slope-vs-baseline")
@@ -277,12 +298,29 @@ def test_background_analysis_aborts_on_the_leak(outcome):
     assert status["abort"] and status["phase"] == "Degraded" and status["stableRS"] == arms.label["baseline"]
 
 
-@pytest.mark.parametrize("namespace", [ns for ns in SCENARIOS if ns not in BACKGROUND])
+def test_prometheus_behind_a_token_gateway_is_read_with_the_exported_secret_and_header(outcome):
+    scenarios, log, gateway = outcome
+    ro, run, arms, _ = scenarios["argo-auth"]
+    assert run["status"]["phase"] == "Successful", (run["status"], log_tail(log))
+    assert ro["status"]["phase"] == "Healthy" and ro["status"]["stableRS"] == arms.label["canary"]
+    assert gateway.accepted >= len(run["status"]["metricResults"])  # every metric read through it
+    # the wrong token: each measurement errs (401), four in a row end the run as Error, which aborts
+    ro, run, arms, _ = scenarios["argo-auth-refused"]
+    assert run["status"]["phase"] == "Error", (run["status"], log_tail(log))
+    errors = [m for r in run["status"]["metricResults"] for m in r["measurements"] if m["phase"] == "Error"]
+    assert errors and all("401" in m.get("message", "") for m in errors), errors[:2]
+    assert gateway.refused >= len(errors)
+    assert ro["status"]["abort"] and ro["status"]["stableRS"] == arms.label["baseline"]
+
+
+@pytest.mark.parametrize(
+    "namespace", [ns for ns in SCENARIOS if ns not in BACKGROUND | {"argo-auth-refused"}]
+)
 def test_metric_phases_match_our_evaluator(outcome, namespace):
     """Per gate: the worst phase of its metrics, each at its last measurement, equals our evaluator's verdict
     on the window that measurement covered (no hysteresis on our side: the controller's last measurement
     is the one that decided)."""
-    scenarios, _ = outcome
+    scenarios, _, _ = outcome
     _, run, arms, prometheus_url = scenarios[namespace]
     config = load_gate_file(None, profile="kubernetes")
     compared = 0

@@ -6,8 +6,10 @@ A confirm-traffic-increase webhook holds each Canary at weight 0 once its canary
 can read their names and backfill Prometheus before the first check. Then: good data steps the
 HTTPRoute weights 10 -> 50 and promotes; a P99 regression halts at its first check and rolls back after
 the analysis threshold; no data halts too and rolls back (Flagger has no inconclusive: a missing value is
-a failed check). Each halt names the first failing metric in the analysis order, which is the first
-metric whose gate our evaluator fails on the same window.
+a failed check); with Prometheus behind a token gateway, MetricTemplates exported with a Secret and a
+tenant header promote a good canary, and with the Secret's token wrong every check fails and it rolls
+back. Each halt names the first failing metric in the analysis order, which is the first metric whose
+gate our evaluator fails on the same window.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from typing import Any
 import pytest
 import yaml
 from controllers import (
+    AUTH_OPTIONS,
+    AUTH_TOKEN,
     CONTAINER,
     Arms,
     apply,
+    auth_secret,
     flagger,
     flagger_canary,
     get,
@@ -33,6 +38,7 @@ from controllers import (
     log_tail,
     new_candidate,
     scenario_prometheus,
+    token_gateway,
     wait_for,
 )
 
@@ -50,7 +56,10 @@ SCENARIOS = {
     "flagger-good": ArmBehaviour(rps=20.0),
     "flagger-p99": ArmBehaviour(rps=20.0, p99_factor=1.6),
     "flagger-nodata": None,  # no series at all
+    "flagger-auth": ArmBehaviour(rps=20.0),  # Prometheus behind a token gateway, the Secret's token right
+    "flagger-auth-refused": ArmBehaviour(rps=20.0),  # ... and wrong
 }
+AUTH = {"flagger-auth": AUTH_TOKEN, "flagger-auth-refused": "not-the-token"}  # each namespace's Secret
 
 
 class Hold(http.server.ThreadingHTTPServer):
@@ -79,6 +88,8 @@ def export(tmp_path, fmt: str, namespace: str, prometheus: str) -> list[dict[str
     out = tmp_path / f"{fmt}-{namespace}.yaml"
     argv = ["export", "--format", fmt, "--profile", "kubernetes", "--prometheus-address", prometheus]
     argv += ["--namespace", namespace, "--window", WINDOW, "--interval", "10s", "-o", str(out)]
+    if namespace in AUTH and fmt == "flagger":
+        argv += AUTH_OPTIONS
     assert gates_main(argv) == 0
     return [d for d in yaml.safe_load_all(out.read_text()) if d]
 
@@ -185,6 +196,12 @@ def halts(cluster, namespace: str) -> list[tuple[float, str]]:
     return sorted(out)
 
 
+def query_errors(cluster, namespace: str) -> list[str]:
+    """Flagger's events for checks whose query itself failed (not a value out of bounds or missing)."""
+    events = get_all(cluster, "events", namespace, "--field-selector", "involvedObject.kind=Canary")
+    return [e["message"] for e in events if e.get("message", "").startswith("Metric query failed")]
+
+
 @pytest.fixture(scope="module")
 def outcome(cluster, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("flagger")
@@ -195,6 +212,8 @@ def outcome(cluster, tmp_path_factory):
         with flagger(cluster, workdir, metrics_server="http://127.0.0.1:9") as log:
             for namespace in SCENARIOS:
                 cluster.create_namespace(namespace)
+                if namespace in AUTH:
+                    apply(cluster, auth_secret(namespace, AUTH[namespace]))
                 apply(cluster, *manifests(workdir, namespace, hold_url))
             for namespace in SCENARIOS:
                 wait_for(
@@ -206,11 +225,15 @@ def outcome(cluster, tmp_path_factory):
                 new_candidate(cluster, "deployment", TARGET, namespace)
             arms = {ns: held_arms(cluster, ns, hold) for ns in SCENARIOS}
             with_data = {ns: (arms[ns], b) for ns, b in SCENARIOS.items() if b is not None}
-            with scenario_prometheus(
-                with_data, workdir / "tsdb", seed=5100, past_s=WINDOW_S + 600, future_s=600
-            ) as prometheus:
+            with (
+                scenario_prometheus(
+                    with_data, workdir / "tsdb", seed=5100, past_s=WINDOW_S + 600, future_s=600
+                ) as prometheus,
+                token_gateway(prometheus.url) as gateway,
+            ):
                 for namespace in SCENARIOS:
-                    apply(cluster, *export(workdir, "flagger", namespace, prometheus.url))
+                    address = gateway.url if namespace in AUTH else prometheus.url
+                    apply(cluster, *export(workdir, "flagger", namespace, address))
                 watcher = WeightWatcher(cluster, SCENARIOS)
                 watcher.start()
                 hold.released.set()
@@ -241,6 +264,7 @@ def outcome(cluster, tmp_path_factory):
                             "canary": get(cluster, "canary", TARGET, ns),
                             "weights": watcher.seen[ns],
                             "halts": halts(cluster, ns),
+                            "query_errors": query_errors(cluster, ns),
                             "arms": arms[ns],
                             "prometheus": prometheus.url,
                             "primary_image": get(cluster, "deployment", f"{TARGET}-primary", ns)["spec"][
@@ -250,6 +274,7 @@ def outcome(cluster, tmp_path_factory):
                         for ns in SCENARIOS
                     },
                     log,
+                    gateway,
                 )
     finally:
         hold.shutdown()
@@ -257,7 +282,7 @@ def outcome(cluster, tmp_path_factory):
 
 
 def test_good_canary_steps_the_route_and_promotes(outcome):
-    scenarios, log = outcome
+    scenarios, log, _ = outcome
     good = scenarios["flagger-good"]
     assert good["phase"] == "Succeeded", (good["canary"].get("status"), log_tail(log))
     canary_weights = [c for _, c in good["weights"]]
@@ -266,7 +291,7 @@ def test_good_canary_steps_the_route_and_promotes(outcome):
 
 
 def test_regression_rolls_back(outcome):
-    scenarios, log = outcome
+    scenarios, log, _ = outcome
     bad = scenarios["flagger-p99"]
     assert bad["phase"] == "Failed", (bad["canary"].get("status"), log_tail(log))
     assert max(c for _, c in bad["weights"]) <= 10 and bad["weights"][-1] == (100, 0), bad["weights"]
@@ -279,7 +304,7 @@ def test_regression_rolls_back(outcome):
 def test_no_data_halts_then_rolls_back(outcome):
     """Flagger cannot hold on missing data: each check without a value halts advancement and counts as a
     failed check, so the analysis threshold rolls the canary back (never promotes)."""
-    scenarios, log = outcome
+    scenarios, log, _ = outcome
     nodata = scenarios["flagger-nodata"]
     assert nodata["phase"] == "Failed", (nodata["canary"].get("status"), log_tail(log))
     assert nodata["primary_image"] == "sglang-vlm:baseline" and nodata["weights"][-1] == (100, 0)
@@ -288,11 +313,28 @@ def test_no_data_halts_then_rolls_back(outcome):
     ]
 
 
-@pytest.mark.parametrize("namespace", ["flagger-good", "flagger-p99"])
+def test_prometheus_behind_a_token_gateway_is_read_with_the_exported_secret_and_header(outcome):
+    scenarios, log, gateway = outcome
+    good = scenarios["flagger-auth"]
+    assert good["phase"] == "Succeeded", (good["canary"].get("status"), log_tail(log))
+    assert (
+        good["halts"] == [] and good["query_errors"] == [] and good["primary_image"] == "sglang-vlm:candidate"
+    )
+    assert gateway.accepted >= len(good["canary"]["spec"]["analysis"]["metrics"])
+    # the wrong token: every check's query fails (401), a failed check each, and the threshold rolls back
+    refused = scenarios["flagger-auth-refused"]
+    assert refused["phase"] == "Failed", (refused["canary"].get("status"), log_tail(log))
+    assert refused["query_errors"] and all("401" in m for m in refused["query_errors"]), refused[
+        "query_errors"
+    ]
+    assert refused["primary_image"] == "sglang-vlm:baseline" and gateway.refused >= 1
+
+
+@pytest.mark.parametrize("namespace", ["flagger-good", "flagger-p99", "flagger-auth"])
 def test_halts_match_our_evaluator(outcome, namespace):
     """Flagger stops a check at its first failing metric: at each halt, that metric's gate is the first in
     the analysis order that our evaluator fails on the same window; without halts, ours passes them all."""
-    scenarios, _ = outcome
+    scenarios, _, _ = outcome
     scenario = scenarios[namespace]
     config = load_gate_file(None, profile="kubernetes")
     order = [m["name"] for m in scenario["canary"]["spec"]["analysis"]["metrics"]]
