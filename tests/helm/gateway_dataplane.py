@@ -114,9 +114,17 @@ class DataPlane:
         return [json.loads(line) for line in lines if line.strip()]
 
 
-def _traefik_args(cluster, workdir: Path, ports: dict[str, int]) -> list[str]:
+def _traefik_args(cluster, workdir: Path, ports: dict[str, int], crd: bool = False) -> list[str]:
+    """Traefik against the local API server: its Gateway API provider, and with `crd` its CRD provider too
+    (TraefikServices, which an HTTPRoute can name as a backend: Argo Rollouts' Traefik router)."""
     token = workdir / "token"
     token.write_text(cluster.token)  # no trailing newline: Traefik sends the file's bytes as the token
+    api = {
+        "endpoint": cluster.server,
+        "token": token,
+        "certauthfilepath": cluster.workdir / "pki" / "apiserver.crt",
+    }
+    providers = ["kubernetesgateway", *(["kubernetescrd"] if crd else [])]
     return [
         str(TRAEFIK),
         *(f"--entrypoints.{name}.address=127.0.0.1:{port}" for name, port in ports.items()),
@@ -127,10 +135,8 @@ def _traefik_args(cluster, workdir: Path, ports: dict[str, int]) -> list[str]:
         # Writes each request whole before reading the response: Go's HTTP/1 proxy otherwise races the
         # server side's close of the request body and cuts some streams (docs/helm.md).
         "--experimental.fastProxy=true",
-        "--providers.kubernetesgateway=true",
-        f"--providers.kubernetesgateway.endpoint={cluster.server}",
-        f"--providers.kubernetesgateway.token={token}",
-        f"--providers.kubernetesgateway.certauthfilepath={cluster.workdir / 'pki' / 'apiserver.crt'}",
+        *(f"--providers.{p}=true" for p in providers),
+        *(f"--providers.{p}.{key}={value}" for p in providers for key, value in api.items()),
         "--providers.kubernetesgateway.statusaddress.ip=127.0.0.1",
         # Apply a route change as soon as it is seen (the default waits 2 s between provider events).
         "--providers.providersthrottleduration=0s",

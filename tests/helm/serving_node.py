@@ -19,12 +19,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cluster_series import gate_file_for_served_pods
 from gateway_dataplane import (
     FINE_LATENCY_BUCKETS,
     GATEWAY,
@@ -35,6 +36,7 @@ from gateway_dataplane import (
 from helm_chart_render import CHART, RELEASE, ROOT
 
 from backend.config import bucket_args
+from gates.__main__ import main as gates_main
 from infra.net import free_port, wait_http_ok
 from infra.prometheus import PrometheusServer, static_scrape_config
 from rollout.local_stack import LoadSpec, start_loadtest
@@ -176,10 +178,16 @@ def _wait_routed(release: ServingRelease, timeout_s: float = 60.0) -> None:
 
 @contextlib.contextmanager
 def serving_release(
-    workdir: Path, namespace: str, *sets: str, arms: tuple[str, ...] = ARMS, routed: bool = True
+    workdir: Path,
+    namespace: str,
+    *sets: str,
+    arms: tuple[str, ...] = ARMS,
+    routed: bool = True,
+    traefik_crds: bool = False,
 ) -> Iterator[ServingRelease]:
     """The chart installed in `namespace` on a real node, behind Traefik, scraped by a real Prometheus;
-    ready once the pods of `arms` are, and (`routed`) the chart's route serves through the gateway."""
+    ready once the pods of `arms` are, and (`routed`) the chart's route serves through the gateway.
+    `traefik_crds`: the traefik.io CRDs installed and Traefik's CRD provider on (TraefikServices)."""
     image = toolkit_image()
     workdir.mkdir(parents=True, exist_ok=True)
     traefik: ProcessRef | None = None
@@ -193,7 +201,12 @@ def serving_release(
             cluster.create_namespace(namespace)
             ports = {name: free_port() for name in ("web", "ping", "metrics")}
             cluster.kubectl("apply", "-f", "-", input_text=gateway_manifest(namespace, ports["web"]))
-            traefik = spawn_detached(_traefik_args(cluster, workdir, ports), log_path=workdir / "traefik.log")
+            if traefik_crds:
+                subprocess.run(["bash", str(ROOT / "tools" / "traefik" / "crds.sh")], check=True, timeout=600)
+                cluster.kubectl("apply", "--server-side", "-f", str(ROOT / ".cache" / "traefik" / "crds"))
+            traefik = spawn_detached(
+                _traefik_args(cluster, workdir, ports, crd=traefik_crds), log_path=workdir / "traefik.log"
+            )
             wait_http_ok(f"http://127.0.0.1:{ports['ping']}/ping", 60, alive=lambda: is_alive(traefik))
             values_file = workdir / "values.yaml"
             values_file.write_text(yaml.safe_dump(release_values(image)))
@@ -251,3 +264,52 @@ def serving_release(
             if network is not None:
                 network.stop()
             node.stop()
+
+
+SLOW_ARGS = ("--fault-extra-latency-ms", "300")  # a slow candidate: 300 ms more per request
+
+
+def exported_gates(
+    directory: Path, fmt: str, prometheus_url: str, namespace: str, rate: float
+) -> list[dict[str, Any]]:
+    """`python -m gates export --format fmt` as shipped, timing sized by `--rate`, for the served pods'
+    gate file (`gate_file_for_served_pods`)."""
+    out = directory / f"{fmt}.yaml"
+    gate_file = gate_file_for_served_pods(directory)
+    argv = ["export", "--format", fmt, "--profile", "kubernetes", "--gate-file", str(gate_file)]
+    argv += [
+        "--prometheus-address",
+        prometheus_url,
+        "--namespace",
+        namespace,
+        "--rate",
+        str(rate),
+        "-o",
+        str(out),
+    ]
+    assert gates_main(argv) == 0
+    return [d for d in yaml.safe_load_all(out.read_text()) if d]
+
+
+def new_revision(
+    cluster, namespace: str, deployment: str, revision: str, extra_args: Sequence[str] = ()
+) -> None:
+    """A new revision of a Deployment's server container: `CANARY_REVISION=revision`, `extra_args` added."""
+    template = json.loads(
+        cluster.kubectl("get", "deployment", deployment, "-n", namespace, "-o", "json").stdout
+    )
+    containers = template["spec"]["template"]["spec"]["containers"]
+    (index,) = [i for i, c in enumerate(containers) if c["name"] == "sglang"]
+    env = [e for e in containers[index].get("env", []) if e["name"] != "CANARY_REVISION"]
+    path = f"/spec/template/spec/containers/{index}"
+    patch = [
+        {"op": "replace", "path": f"{path}/args", "value": [*containers[index].get("args", []), *extra_args]},
+        {
+            "op": "replace",
+            "path": f"{path}/env",
+            "value": [*env, {"name": "CANARY_REVISION", "value": revision}],
+        },
+    ]
+    cluster.kubectl(
+        "patch", "deployment", deployment, "-n", namespace, "--type", "json", "-p", json.dumps(patch)
+    )

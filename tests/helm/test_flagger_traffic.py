@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from cluster_series import FULL, gate_file_for_served_pods
+from cluster_series import FULL
 from controllers import apply, flagger, flagger_canary, get, log_tail, wait_for
-from serving_node import serving_release
+from serving_node import SLOW_ARGS, exported_gates, new_revision, serving_release
 
-from gates.__main__ import main as gates_main
 from rollout.processes import ProcessRef, terminate
 
 pytestmark = [pytest.mark.k8s, pytest.mark.controllers]
@@ -32,7 +30,6 @@ pytestmark = [pytest.mark.k8s, pytest.mark.controllers]
 NAMESPACE = "flagger-traffic"
 TARGET = f"{FULL}-baseline"  # the chart's baseline Deployment, Flagger's target
 RATE = 16.0  # req/s through the gateway (Poisson)
-SLOW_ARGS = ["--fault-extra-latency-ms", "300"]
 
 
 @pytest.fixture(scope="module")
@@ -49,45 +46,6 @@ def plane(tmp_path_factory):
     ) as release:
         with flagger(release.cluster, workdir, release.prometheus.url) as log:
             yield release, log
-
-
-def exported(directory: Path, fmt: str, prometheus_url: str) -> list[dict[str, Any]]:
-    out = directory / f"{fmt}.yaml"
-    gate_file = gate_file_for_served_pods(directory)
-    argv = ["export", "--format", fmt, "--profile", "kubernetes", "--gate-file", str(gate_file)]
-    argv += [
-        "--prometheus-address",
-        prometheus_url,
-        "--namespace",
-        NAMESPACE,
-        "--rate",
-        str(RATE),
-        "-o",
-        str(out),
-    ]
-    assert gates_main(argv) == 0
-    return [d for d in yaml.safe_load_all(out.read_text()) if d]
-
-
-def new_revision(cluster, revision: str, extra_args: list[str]) -> None:
-    """A new revision of the target's server container: `CANARY_REVISION=revision`, `extra_args` added."""
-    deployment = get(cluster, "deployment", TARGET, NAMESPACE)
-    containers = deployment["spec"]["template"]["spec"]["containers"]
-    (index,) = [i for i, c in enumerate(containers) if c["name"] == "sglang"]
-    env = [e for e in containers[index].get("env", []) if e["name"] != "CANARY_REVISION"]
-    patch = [
-        {
-            "op": "replace",
-            "path": f"/spec/template/spec/containers/{index}/args",
-            "value": [*containers[index].get("args", []), *extra_args],
-        },
-        {
-            "op": "replace",
-            "path": f"/spec/template/spec/containers/{index}/env",
-            "value": [*env, {"name": "CANARY_REVISION", "value": revision}],
-        },
-    ]
-    cluster.kubectl("patch", "deployment", TARGET, "-n", NAMESPACE, "--type", "json", "-p", json.dumps(patch))
 
 
 def follow(cluster, log: Path, timeout_s: float) -> dict[str, Any]:
@@ -121,8 +79,8 @@ def follow(cluster, log: Path, timeout_s: float) -> dict[str, Any]:
 def test_flagger_promotes_a_good_candidate_and_rolls_back_a_slow_one(plane, tmp_path):
     release, log = plane
     cluster = release.cluster
-    apply(cluster, *exported(tmp_path, "flagger", release.prometheus.url))
-    (block,) = exported(tmp_path, "flagger-analysis", release.prometheus.url)
+    apply(cluster, *exported_gates(tmp_path, "flagger", release.prometheus.url, NAMESPACE, RATE))
+    (block,) = exported_gates(tmp_path, "flagger-analysis", release.prometheus.url, NAMESPACE, RATE)
     apply(cluster, flagger_canary(TARGET, NAMESPACE, "canary-gateway", block["analysis"], targetPort=30000))
     interval_s = int(block["analysis"]["interval"].rstrip("s"))
     wait_for(  # Flagger acts once per interval: the primary is created at one tick, found ready at the next
@@ -133,7 +91,7 @@ def test_flagger_promotes_a_good_candidate_and_rolls_back_a_slow_one(plane, tmp_
     )
     load = release.start_load("load", RATE)
     try:
-        new_revision(cluster, "2", [])
+        new_revision(cluster, NAMESPACE, TARGET, "2")
         good = follow(cluster, log, timeout_s=8 * interval_s + 300)
         print("good candidate:", json.dumps(good))
         assert good["decision"] == "Succeeded" and good["weights"][:2] == [10, 50], (good, log_tail(log))
@@ -141,7 +99,7 @@ def test_flagger_promotes_a_good_candidate_and_rolls_back_a_slow_one(plane, tmp_
         (server,) = [c for c in primary["spec"]["template"]["spec"]["containers"] if c["name"] == "sglang"]
         assert {"name": "CANARY_REVISION", "value": "2"} in server["env"]  # promoted: the primary runs it
 
-        new_revision(cluster, "3", SLOW_ARGS)
+        new_revision(cluster, NAMESPACE, TARGET, "3", SLOW_ARGS)
         slow = follow(cluster, log, timeout_s=8 * interval_s + 300)
         print("slow candidate:", json.dumps(slow))
         assert slow["decision"] == "Failed", (slow, log_tail(log))

@@ -1,0 +1,284 @@
+"""Argo Rollouts decides on the traffic it routes: the chart's server pods serve under a real kubelet
+(tests/helm/serving_node.py), Argo's Traefik router moves the weights of a TraefikService that the
+Gateway's HTTPRoute names as its backend (Traefik's CRD provider beside its Gateway API one), Locust sends
+through the gateway, and the exported AnalysisTemplate reads what real collectors scraped from the
+Rollout's own stable and canary pods, at the timing `gates export --rate` sizes for that load.
+
+The chart runs its baseline Deployment only, without its own route; a Rollout takes its pod template by
+`workloadRef` (scaling the Deployment down once the Rollout is healthy), so a new revision of that
+Deployment is the candidate: a good one changes only an environment variable, a slow one also adds 300 ms
+to every request. Printed per scenario: the decision, the time from the new revision to it, the
+measurements, the weights Argo set, and how our evaluator judged each measurement's window.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from cluster_series import FULL, gate_file_for_served_pods
+from controllers import Arms, apply, argo_rollouts, get, get_all, judge_like_export, log_tail, wait_for
+from serving_node import SLOW_ARGS, exported_gates, new_revision, serving_release
+
+from gates.config import ARMS, load_gate_file
+from rollout.processes import ProcessRef, terminate
+
+pytestmark = [pytest.mark.k8s, pytest.mark.controllers]
+
+NAMESPACE = "argo-traffic"
+DEPLOYMENT = f"{FULL}-baseline"  # the chart's baseline Deployment: the Rollout's pod template
+ROLLOUT = "sglang"
+WEIGHTED = f"{ROLLOUT}-weighted"  # the TraefikService Argo's router sets the weights of
+SERVICES = {"baseline": f"{ROLLOUT}-stable", "canary": f"{ROLLOUT}-canary"}
+PORT = 30000
+RATE = 16.0  # req/s through the gateway (Poisson)
+PHASE = {"pass": "Successful", "fail": "Failed", "inconclusive": "Inconclusive"}
+
+
+def routing(selector: dict[str, str]) -> list[dict[str, Any]]:
+    """The stable and canary Services (Argo adds each ReplicaSet's hash to their selectors), the weighted
+    TraefikService over them, and the HTTPRoute that sends the Gateway's traffic to it."""
+    services = [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"selector": selector, "ports": [{"name": "http", "port": PORT, "targetPort": PORT}]},
+        }
+        for name in SERVICES.values()
+    ]
+    weighted = {
+        "apiVersion": "traefik.io/v1alpha1",
+        "kind": "TraefikService",
+        "metadata": {"name": WEIGHTED, "namespace": NAMESPACE},
+        "spec": {
+            "weighted": {
+                "services": [
+                    {"name": SERVICES["baseline"], "port": PORT, "weight": 100},
+                    {"name": SERVICES["canary"], "port": PORT, "weight": 0},
+                ]
+            }
+        },
+    }
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": ROLLOUT, "namespace": NAMESPACE},
+        "spec": {
+            "parentRefs": [{"name": "canary-gateway"}],
+            "rules": [{"backendRefs": [{"group": "traefik.io", "kind": "TraefikService", "name": WEIGHTED}]}],
+        },
+    }
+    return [*services, weighted, route]
+
+
+def rollout(selector: dict[str, str], template: str) -> dict[str, Any]:
+    analysis = {
+        "templates": [{"templateName": template}],
+        "args": [
+            {"name": "namespace", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "baseline-hash", "valueFrom": {"podTemplateHashValue": "Stable"}},
+            {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
+        ],
+    }
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Rollout",
+        "metadata": {"name": ROLLOUT, "namespace": NAMESPACE},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "workloadRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": DEPLOYMENT,
+                "scaleDown": "onsuccess",
+            },
+            "strategy": {
+                "canary": {
+                    "stableService": SERVICES["baseline"],
+                    "canaryService": SERVICES["canary"],
+                    "trafficRouting": {"traefik": {"weightedTraefikServiceName": WEIGHTED}},
+                    "steps": [
+                        {"setWeight": 10},
+                        {"analysis": analysis},
+                        {"setWeight": 50},
+                        {"analysis": analysis},
+                    ],
+                }
+            },
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("argo-traffic")
+    with serving_release(
+        workdir,
+        NAMESPACE,
+        "arms.canary.enabled=false",
+        "route.enabled=false",
+        "server.resources.limits.cpu=2",
+        arms=("baseline",),
+        routed=False,
+        traefik_crds=True,
+    ) as release:
+        with argo_rollouts(release.cluster, workdir) as log:
+            yield release, log
+
+
+class WeightWatcher(threading.Thread):
+    """The (stable, canary) weights the TraefikService held, in order, polled once a second."""
+
+    def __init__(self, cluster) -> None:
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.seen: list[tuple[int, int]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            services = get(self.cluster, "traefikservice", WEIGHTED, NAMESPACE)["spec"]["weighted"][
+                "services"
+            ]
+            weight = {s["name"]: int(s.get("weight", 0)) for s in services}
+            now = (weight[SERVICES["baseline"]], weight[SERVICES["canary"]])
+            if not self.seen or self.seen[-1] != now:
+                self.seen.append(now)
+            self.stop.wait(1.0)
+
+
+def follow(cluster, log, revision_hash_before: str, timeout_s: float) -> dict[str, Any]:
+    """Poll the Rollout until the new revision is promoted (stable) or aborted; the decision and its time."""
+    began = time.monotonic()
+    deadline = began + timeout_s
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = get(cluster, "rollout", ROLLOUT, NAMESPACE).get("status", {})
+        candidate = status.get("currentPodHash")
+        if candidate and candidate != revision_hash_before:
+            if status.get("abort") and status.get("phase") == "Degraded":
+                return {"decision": "aborted", "seconds": round(time.monotonic() - began), "status": status}
+            if status.get("phase") == "Healthy" and status.get("stableRS") == candidate:
+                return {"decision": "promoted", "seconds": round(time.monotonic() - began), "status": status}
+        time.sleep(2)
+    raise AssertionError(f"no decision after {timeout_s:.0f}s: {status}\n{log_tail(log)}")
+
+
+WORST = ("Successful", "Inconclusive", "Failed")
+
+
+def rounds(cluster, config, canary_hash: str) -> list[dict[str, Any]]:
+    """Per AnalysisRun of the revision `canary_hash`, per measurement round (the k-th measurement of each
+    metric) and per gate: the worst phase of the gate's metrics and when the round was measured."""
+    out = []
+    for run in get_all(cluster, "analysisruns", NAMESPACE):
+        args = {a["name"]: a.get("value") for a in run["spec"].get("args", [])}
+        if args.get("canary-hash") != canary_hash:
+            continue
+        by_gate: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        for metric in run.get("status", {}).get("metricResults", []):
+            gate = next(
+                g.name for g in config.gates if metric["name"].startswith(g.name.replace("_", "-") + "-")
+            )
+            for k, m in enumerate(metric.get("measurements", [])):
+                by_gate.setdefault((k, gate), []).append(m | {"metric": metric["name"]})
+        for (k, gate), measured in sorted(by_gate.items()):
+            out.append(
+                {
+                    "run": run["metadata"]["name"],
+                    "round": k + 1,
+                    "gate": gate,
+                    "phase": max((m["phase"] for m in measured), key=WORST.index),
+                    "values": {m["metric"]: m.get("value") for m in measured},
+                    "at": max(
+                        calendar.timegm(time.strptime(m["startedAt"], "%Y-%m-%dT%H:%M:%SZ")) for m in measured
+                    ),
+                    "hashes": {"baseline": args["baseline-hash"], "canary": args["canary-hash"]},
+                }
+            )
+    return sorted(out, key=lambda r: (r["at"], r["gate"]))
+
+
+def agreement(release, config, window_s: float, measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Our evaluator on each round's window, reading the same series with the packaged queries (pod regexes
+    from the run's hashes), without hysteresis (Argo's own failureLimit applies it): our gate's verdict
+    beside Argo's worst phase of that gate's metrics."""
+    rows = []
+    for r in measured:
+        arms = Arms(NAMESPACE, r["hashes"], {}, {a: f".*-{r['hashes'][a]}-.*" for a in ARMS})
+        verdict = judge_like_export(config, release.prometheus.url, arms, float(r["at"]), window_s).gate(
+            r["gate"]
+        )
+        rows.append(r | {"ours": verdict.raw_verdict.value, "our_reason": verdict.reason})
+    return rows
+
+
+def contradictions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where Argo's phase and our verdict point opposite ways: a fail against a success. An inconclusive
+    verdict of ours where Argo compares a point estimate is the approximation docs/gates.md names."""
+    return [r for r in rows if {r["phase"], PHASE[r["ours"]]} == {"Successful", "Failed"}]
+
+
+@pytest.mark.timeout(3600)
+def test_argo_promotes_a_good_candidate_and_aborts_a_slow_one_on_the_traffic_it_routes(plane, tmp_path):
+    release, log = plane
+    cluster = release.cluster
+    templates = exported_gates(tmp_path, "argo", release.prometheus.url, NAMESPACE, RATE)
+    step = templates[0]
+    selector = get(cluster, "deployment", DEPLOYMENT, NAMESPACE)["spec"]["selector"]["matchLabels"]
+    apply(cluster, *[t | {"metadata": t["metadata"] | {"namespace": NAMESPACE}} for t in templates])
+    apply(cluster, *routing(selector), rollout(selector, step["metadata"]["name"]))
+    first = wait_for(
+        "revision 1 healthy behind the TraefikService",
+        lambda: (lambda s: s if s.get("phase") == "Healthy" and s.get("stableRS") else None)(
+            get(cluster, "rollout", ROLLOUT, NAMESPACE).get("status", {})
+        ),
+        300,
+        interval_s=2.0,
+        describe=lambda: (get(cluster, "rollout", ROLLOUT, NAMESPACE).get("status"), log_tail(log, 20)),
+    )
+    config = load_gate_file(gate_file_for_served_pods(tmp_path), profile="kubernetes")
+    window = next(a["value"] for a in step["spec"]["args"] if a["name"] == "window")  # "250s" or "5m"
+    window_s = float(window[:-1]) * (60.0 if window.endswith("m") else 1.0)
+    watcher = WeightWatcher(cluster)
+    watcher.start()
+    load = release.start_load("load", RATE)
+    results = {}
+    try:
+        stable = first["stableRS"]
+        for scenario, revision, args in (("good", "2", ()), ("slow", "3", SLOW_ARGS)):
+            new_revision(cluster, NAMESPACE, DEPLOYMENT, revision, args)
+            outcome = follow(cluster, log, stable, timeout_s=6 * window_s + 600)
+            measured = rounds(cluster, config, outcome["status"]["currentPodHash"])
+            rows = agreement(release, config, window_s, measured)
+            results[scenario] = outcome | {"weights": list(watcher.seen), "agreement": rows}
+            print(f"{scenario} candidate:", json.dumps({k: v for k, v in outcome.items() if k != "status"}))
+            for r in rows:
+                print(
+                    f"  {r['run']} #{r['round']} {r['gate']:18} Argo {r['phase']:12} ours {r['ours']:12} "
+                    f"{r['our_reason'][:110]}"
+                )
+            stable = outcome["status"]["stableRS"]
+    finally:
+        watcher.stop.set()
+        watcher.join(timeout=30)
+        terminate(ProcessRef.from_dict(load["process"]), timeout_s=30.0)
+    print("weights Argo set (stable, canary):", results["slow"]["weights"])
+    (tmp_path / "argo-traffic.json").write_text(json.dumps(results, indent=2, default=str))
+
+    good, slow = results["good"], results["slow"]
+    assert good["decision"] == "promoted", (good["status"], log_tail(log))
+    assert good["agreement"] and {r["phase"] for r in good["agreement"]} == {"Successful"}, good["agreement"]
+    weights = good["weights"]
+    assert (90, 10) in weights and (50, 50) in weights and weights.index((90, 10)) < weights.index((50, 50))
+    assert slow["decision"] == "aborted", (slow["status"], log_tail(log))
+    assert "latency-" in slow["status"].get("message", ""), slow["status"].get("message")
+    assert slow["weights"][-1] == (100, 0)  # all traffic back on the stable (the good candidate)
+    for scenario in (good, slow):
+        assert not contradictions(scenario["agreement"]), contradictions(scenario["agreement"])
