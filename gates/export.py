@@ -52,9 +52,8 @@ FLAGGER_SERVICES = {
 # Argo: a Prometheus error (unreachable, rejected query) is neither success nor failure but Error, and
 # more than this many in a row end the run as Error, which aborts like Failed. Argo's own default.
 ARGO_CONSECUTIVE_ERROR_LIMIT = 4
-ARGO_ADDRESS_ENV = (
-    "ARGO_ROLLOUTS_PROMETHEUS_ADDRESS"  # Argo's controller reads it for a metric with no address
-)
+# Argo's controller reads the address from this environment variable for a metric that gives none.
+ARGO_ADDRESS_ENV = "ARGO_ROLLOUTS_PROMETHEUS_ADDRESS"
 TOKEN_KEY = "token"  # the Secret's key both providers read a bearer token from
 
 

@@ -489,12 +489,12 @@ def judge_memory_leak(
     above it) and than the baseline's, and is still growing over the later half of the window (a leak
     persists; growth that stopped, such as a one-time rise, is inconclusive). Pass when the canary's
     growth, or its excess over the baseline's, is shown to stay below the harmful rate (upper bound under
-    it): slower growth does not matter. An
-    interval across the harmful rate is inconclusive, which a growing window resolves: a warm-up that
-    decelerates to nothing falls below it, a leak at twice the rate rises above it. Slopes are per pod
-    (gates/memory_trend.py: the trend of the collection floors of an arm that saws, of every sample
-    otherwise; when only one arm saws, only the canary's own slope can pass); a slope's interval narrows
-    as the window's length to the power 1.5, which `more_data` counts in window lengths."""
+    it): slower growth does not matter. An interval across the harmful rate is inconclusive, which a
+    growing window resolves: a warm-up that decelerates to nothing falls below it, a leak at twice the
+    rate rises above it. Slopes are per pod (gates/memory_trend.py: the trend of the collection floors of
+    an arm that saws, of every sample otherwise; when only one arm saws, only the canary's own slope can
+    pass); a slope's interval narrows as the window's length to the power 1.5, which `more_data` counts
+    in window lengths."""
     per_min = 60.0 / MIB
     harm = f"{leak_bytes_per_s * per_min:.3g} MiB/min"
     threshold = {
@@ -559,8 +559,7 @@ def judge_memory_leak(
         values["canary_later_half"] = later.slope * per_min
         ci["canary_later_half"] = [later.low * per_min, later.high * per_min]
     faster = c.low > leak_bytes_per_s and estimate.low > 0
-    still_growing = later is not None and later.low > 0  # a leak persists; a one-time rise stops
-    if faster and still_growing:
+    if faster and later is not None and later.low > 0:  # a leak persists; a one-time rise stops
         return Judgement(
             FAIL,
             f"memory leak: {text}; growing significantly faster than {harm} and than the baseline, and "
