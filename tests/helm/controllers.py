@@ -148,6 +148,21 @@ def flagger(cluster, workdir: Path, metrics_server: str) -> Iterator[Path]:
         yield log
 
 
+# The analysis args a Rollout gives the exported templates: its namespace and its arms' pod-template hashes.
+ARGO_ANALYSIS_ARGS = [
+    {"name": "namespace", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    {"name": "baseline-hash", "valueFrom": {"podTemplateHashValue": "Stable"}},
+    {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
+]
+ARGO_PHASE = {"pass": "Successful", "fail": "Failed", "inconclusive": "Inconclusive"}  # our verdict's phase
+ARGO_WORST = ("Successful", "Inconclusive", "Failed")  # phases, best first
+
+
+def gate_of(config: GateConfig, check: str) -> str:
+    """The gate an exported check (metric or template name suffix like `latency-e2e-p99-ratio`) belongs to."""
+    return next(g.name for g in config.gates if check.startswith(g.name.replace("_", "-") + "-"))
+
+
 # The target pods' one container (kwok runs no image), at the CPU limit the scenario series are sized to.
 CONTAINER: dict[str, Any] = {
     "name": "sglang",

@@ -266,6 +266,24 @@ def serving_release(
             node.stop()
 
 
+def controller_target(
+    workdir: Path, namespace: str, traefik_crds: bool = False
+) -> contextlib.AbstractContextManager[ServingRelease]:
+    """The chart as a progressive-delivery controller's target, as a user would install it: the baseline
+    Deployment only (the controller makes the candidate from a new revision of it), no route of its own
+    (the controller routes), two cores allowed per pod; not routed until the controller's routing exists."""
+    return serving_release(
+        workdir,
+        namespace,
+        "arms.canary.enabled=false",
+        "route.enabled=false",
+        "server.resources.limits.cpu=2",
+        arms=("baseline",),
+        routed=False,
+        traefik_crds=traefik_crds,
+    )
+
+
 SLOW_ARGS = ("--fault-extra-latency-ms", "300")  # a slow candidate: 300 ms more per request
 
 

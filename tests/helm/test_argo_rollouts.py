@@ -20,6 +20,9 @@ from typing import Any
 import pytest
 import yaml
 from controllers import (
+    ARGO_ANALYSIS_ARGS,
+    ARGO_PHASE,
+    ARGO_WORST,
     AUTH_OPTIONS,
     AUTH_TOKEN,
     CONTAINER,
@@ -27,6 +30,7 @@ from controllers import (
     apply,
     argo_rollouts,
     auth_secret,
+    gate_of,
     get,
     get_all,
     judge_like_export,
@@ -63,15 +67,6 @@ AUTH = {
 }  # the token each namespace's Secret holds
 BACKGROUND = {"argo-leak-background"}  # strategy.canary.analysis with the background template
 DRY_RUN = {"argo-p99-dry-run"}  # exported from a gate file whose latency gates are dry-run
-PHASE = {"pass": "Successful", "fail": "Failed", "inconclusive": "Inconclusive"}
-WORST = ("Successful", "Inconclusive", "Failed")
-
-
-ANALYSIS_ARGS = [
-    {"name": "namespace", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-    {"name": "baseline-hash", "valueFrom": {"podTemplateHashValue": "Stable"}},
-    {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
-]
 
 
 def rollout(namespace: str) -> dict[str, Any]:
@@ -82,11 +77,11 @@ def rollout(namespace: str) -> dict[str, Any]:
         canary["analysis"] = {
             "templates": [{"templateName": f"{TEMPLATE}-background"}],
             "startingStep": 2,
-            "args": ANALYSIS_ARGS,
+            "args": ARGO_ANALYSIS_ARGS,
         }
     else:
         canary["steps"] += [
-            {"analysis": {"templates": [{"templateName": TEMPLATE}], "args": ANALYSIS_ARGS}},
+            {"analysis": {"templates": [{"templateName": TEMPLATE}], "args": ARGO_ANALYSIS_ARGS}},
             {"setWeight": 100},
         ]
     return {
@@ -325,8 +320,7 @@ def test_metric_phases_match_our_evaluator(outcome, namespace):
     config = load_gate_file(None, profile="kubernetes")
     compared = 0
     for gate in config.gates:
-        prefix = gate.name.replace("_", "-") + "-"
-        mine = [m for m in run["status"]["metricResults"] if m["name"].startswith(prefix)]
+        mine = [m for m in run["status"]["metricResults"] if gate_of(config, m["name"]) == gate.name]
         if not mine:
             continue
         at = max(
@@ -334,8 +328,8 @@ def test_metric_phases_match_our_evaluator(outcome, namespace):
             for m in mine
         )
         ours = judge_like_export(config, prometheus_url, arms, float(at), WINDOW_S).gate(gate.name)
-        theirs = max((m["phase"] for m in mine), key=WORST.index)
-        assert PHASE[ours.raw_verdict.value] == theirs, (
+        theirs = max((m["phase"] for m in mine), key=ARGO_WORST.index)
+        assert ARGO_PHASE[ours.raw_verdict.value] == theirs, (
             gate.name,
             ours.reason,
             [(m["name"], m["measurements"]) for m in mine],

@@ -21,8 +21,21 @@ from typing import Any
 
 import pytest
 from cluster_series import FULL, gate_file_for_served_pods
-from controllers import Arms, apply, argo_rollouts, get, get_all, judge_like_export, log_tail, wait_for
-from serving_node import SLOW_ARGS, exported_gates, new_revision, serving_release
+from controllers import (
+    ARGO_ANALYSIS_ARGS,
+    ARGO_PHASE,
+    ARGO_WORST,
+    Arms,
+    apply,
+    argo_rollouts,
+    gate_of,
+    get,
+    get_all,
+    judge_like_export,
+    log_tail,
+    wait_for,
+)
+from serving_node import SLOW_ARGS, controller_target, exported_gates, new_revision
 
 from gates.config import ARMS, load_gate_file
 from rollout.processes import ProcessRef, terminate
@@ -36,7 +49,6 @@ WEIGHTED = f"{ROLLOUT}-weighted"  # the TraefikService Argo's router sets the we
 SERVICES = {"baseline": f"{ROLLOUT}-stable", "canary": f"{ROLLOUT}-canary"}
 PORT = 30000
 RATE = 16.0  # req/s through the gateway (Poisson)
-PHASE = {"pass": "Successful", "fail": "Failed", "inconclusive": "Inconclusive"}
 
 
 def routing(selector: dict[str, str]) -> list[dict[str, Any]]:
@@ -77,14 +89,7 @@ def routing(selector: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def rollout(selector: dict[str, str], template: str) -> dict[str, Any]:
-    analysis = {
-        "templates": [{"templateName": template}],
-        "args": [
-            {"name": "namespace", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-            {"name": "baseline-hash", "valueFrom": {"podTemplateHashValue": "Stable"}},
-            {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
-        ],
-    }
+    analysis = {"templates": [{"templateName": template}], "args": ARGO_ANALYSIS_ARGS}
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",
@@ -118,16 +123,7 @@ def rollout(selector: dict[str, str], template: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("argo-traffic")
-    with serving_release(
-        workdir,
-        NAMESPACE,
-        "arms.canary.enabled=false",
-        "route.enabled=false",
-        "server.resources.limits.cpu=2",
-        arms=("baseline",),
-        routed=False,
-        traefik_crds=True,
-    ) as release:
+    with controller_target(workdir, NAMESPACE, traefik_crds=True) as release:
         with argo_rollouts(release.cluster, workdir) as log:
             yield release, log
 
@@ -170,9 +166,6 @@ def follow(cluster, log, revision_hash_before: str, timeout_s: float) -> dict[st
     raise AssertionError(f"no decision after {timeout_s:.0f}s: {status}\n{log_tail(log)}")
 
 
-WORST = ("Successful", "Inconclusive", "Failed")
-
-
 def rounds(cluster, config, canary_hash: str) -> list[dict[str, Any]]:
     """Per AnalysisRun of the revision `canary_hash`, per measurement round (the k-th measurement of each
     metric) and per gate: the worst phase of the gate's metrics and when the round was measured."""
@@ -183,9 +176,7 @@ def rounds(cluster, config, canary_hash: str) -> list[dict[str, Any]]:
             continue
         by_gate: dict[tuple[int, str], list[dict[str, Any]]] = {}
         for metric in run.get("status", {}).get("metricResults", []):
-            gate = next(
-                g.name for g in config.gates if metric["name"].startswith(g.name.replace("_", "-") + "-")
-            )
+            gate = gate_of(config, metric["name"])
             for k, m in enumerate(metric.get("measurements", [])):
                 by_gate.setdefault((k, gate), []).append(m | {"metric": metric["name"]})
         for (k, gate), measured in sorted(by_gate.items()):
@@ -194,7 +185,7 @@ def rounds(cluster, config, canary_hash: str) -> list[dict[str, Any]]:
                     "run": run["metadata"]["name"],
                     "round": k + 1,
                     "gate": gate,
-                    "phase": max((m["phase"] for m in measured), key=WORST.index),
+                    "phase": max((m["phase"] for m in measured), key=ARGO_WORST.index),
                     "values": {m["metric"]: m.get("value") for m in measured},
                     "at": max(
                         calendar.timegm(time.strptime(m["startedAt"], "%Y-%m-%dT%H:%M:%SZ")) for m in measured
@@ -222,7 +213,7 @@ def agreement(release, config, window_s: float, measured: list[dict[str, Any]]) 
 def contradictions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Where Argo's phase and our verdict point opposite ways: a fail against a success. An inconclusive
     verdict of ours where Argo compares a point estimate is the approximation docs/gates.md names."""
-    return [r for r in rows if {r["phase"], PHASE[r["ours"]]} == {"Successful", "Failed"}]
+    return [r for r in rows if {r["phase"], ARGO_PHASE[r["ours"]]} == {"Successful", "Failed"}]
 
 
 @pytest.mark.timeout(3600)

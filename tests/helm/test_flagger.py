@@ -32,6 +32,7 @@ from controllers import (
     auth_secret,
     flagger,
     flagger_canary,
+    gate_of,
     get,
     get_all,
     judge_like_export,
@@ -338,14 +339,12 @@ def test_halts_match_our_evaluator(outcome, namespace):
     scenario = scenarios[namespace]
     config = load_gate_file(None, profile="kubernetes")
     order = [m["name"] for m in scenario["canary"]["spec"]["analysis"]["metrics"]]
-    gate_of = {
-        name: next(g.name for g in config.gates if name.startswith(g.name.replace("_", "-") + "-"))
-        for name in order
-    }
     checks = scenario["halts"] or [(time.time() - 5.0, "")]
     for at, message in checks:
         ours = judge_like_export(config, scenario["prometheus"], scenario["arms"], at, WINDOW_S)
-        first_failing = next((m for m in order if ours.gate(gate_of[m]).raw_verdict.value != "pass"), None)
+        first_failing = next(
+            (m for m in order if ours.gate(gate_of(config, m)).raw_verdict.value != "pass"), None
+        )
         halted = next((m for m in order if f" {m} " in message), None)
         assert halted == first_failing, (
             message,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cluster_series import FULL
 from controllers import apply, flagger, flagger_canary, get, log_tail, wait_for
-from serving_node import SLOW_ARGS, exported_gates, new_revision, serving_release
+from serving_node import SLOW_ARGS, controller_target, exported_gates, new_revision
 
 from rollout.processes import ProcessRef, terminate
 
@@ -35,15 +35,7 @@ RATE = 16.0  # req/s through the gateway (Poisson)
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("flagger-traffic")
-    with serving_release(
-        workdir,
-        NAMESPACE,
-        "arms.canary.enabled=false",
-        "route.enabled=false",
-        "server.resources.limits.cpu=2",
-        arms=("baseline",),
-        routed=False,
-    ) as release:
+    with controller_target(workdir, NAMESPACE) as release:
         with flagger(release.cluster, workdir, release.prometheus.url) as log:
             yield release, log
 
