@@ -155,7 +155,7 @@ ARGO_ANALYSIS_ARGS = [
     {"name": "canary-hash", "valueFrom": {"podTemplateHashValue": "Latest"}},
 ]
 ARGO_PHASE = {"pass": "Successful", "fail": "Failed", "inconclusive": "Inconclusive"}  # our verdict's phase
-ARGO_WORST = ("Successful", "Inconclusive", "Failed")  # phases, best first
+ARGO_WORST = ("Successful", "Inconclusive", "Error", "Failed")  # phases, best first (Error: no answer)
 
 
 def gate_of(config: GateConfig, check: str) -> str:
@@ -250,6 +250,37 @@ def judge_like_export(
         offered_rps=None,
         variables={"namespace": arms.namespace, "pod_regex": dict(arms.pod_regex)},
     )
+
+
+def duration_s(text: str) -> float:
+    """An exported duration (`gates.export`: whole minutes as "5m", else seconds as "250s") in seconds."""
+    return float(text[:-1]) * (60.0 if text.endswith("m") else 1.0)
+
+
+def agreement(
+    config: GateConfig,
+    prometheus_url: str,
+    window_s: float,
+    judged: list[dict[str, Any]],
+    arms_of: Callable[[dict[str, Any]], Arms],
+) -> list[dict[str, Any]]:
+    """Our evaluator beside each of a controller's judgements of a gate (`judged`: when, which gate, the
+    controller's phase in Argo's words): the packaged queries on the window the controller read, with the
+    pods it judged (`arms_of`), without hysteresis (the controller's own failure count applies it)."""
+    rows = []
+    for r in judged:
+        verdict = judge_like_export(config, prometheus_url, arms_of(r), float(r["at"]), window_s).gate(
+            r["gate"]
+        )
+        rows.append(r | {"ours": verdict.raw_verdict.value, "our_reason": verdict.reason})
+    return rows
+
+
+def contradictions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where the controller's phase and our verdict point opposite ways: a fail against a success. An
+    inconclusive verdict of ours where the controller compares a point estimate, or a controller's Error
+    (no answer), is no contradiction: docs/gates.md names the approximation."""
+    return [r for r in rows if {r["phase"], ARGO_PHASE[r["ours"]]} == {"Successful", "Failed"}]
 
 
 # What both exports are given to reach Prometheus through TokenGateway: a Secret holding the token and a

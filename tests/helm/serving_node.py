@@ -285,6 +285,9 @@ def controller_target(
 
 
 SLOW_ARGS = ("--fault-extra-latency-ms", "300")  # a slow candidate: 300 ms more per request
+# A leaking candidate: each request retains 512 KiB, ~48 MiB/min at 10% of 16 req/s, six times the demo's
+# harm (8 MiB/min per pod): far beyond the bound, yet hours from the pods' 3 GiB limit.
+LEAK_ARGS = ("--fault-leak-kib-per-request", "512")
 
 
 def exported_gates(
@@ -312,16 +315,20 @@ def exported_gates(
 def new_revision(
     cluster, namespace: str, deployment: str, revision: str, extra_args: Sequence[str] = ()
 ) -> None:
-    """A new revision of a Deployment's server container: `CANARY_REVISION=revision`, `extra_args` added."""
+    """A new revision of a Deployment's server container: `CANARY_REVISION=revision`, its rehearsal faults
+    `extra_args` in place of the previous revision's (each `--fault-*` option is followed by its value)."""
     template = json.loads(
         cluster.kubectl("get", "deployment", deployment, "-n", namespace, "-o", "json").stdout
     )
     containers = template["spec"]["template"]["spec"]["containers"]
     (index,) = [i for i, c in enumerate(containers) if c["name"] == "sglang"]
     env = [e for e in containers[index].get("env", []) if e["name"] != "CANARY_REVISION"]
+    args = list(containers[index].get("args", []))
+    faults = {i for i, a in enumerate(args) if a.startswith("--fault-")}
+    kept = [a for i, a in enumerate(args) if i not in faults and i - 1 not in faults]
     path = f"/spec/template/spec/containers/{index}"
     patch = [
-        {"op": "replace", "path": f"{path}/args", "value": [*containers[index].get("args", []), *extra_args]},
+        {"op": "replace", "path": f"{path}/args", "value": [*kept, *extra_args]},
         {
             "op": "replace",
             "path": f"{path}/env",

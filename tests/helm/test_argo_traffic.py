@@ -6,9 +6,11 @@ Rollout's own stable and canary pods, at the timing `gates export --rate` sizes 
 
 The chart runs its baseline Deployment only, without its own route; a Rollout takes its pod template by
 `workloadRef` (scaling the Deployment down once the Rollout is healthy), so a new revision of that
-Deployment is the candidate: a good one changes only an environment variable, a slow one also adds 300 ms
-to every request. Printed per scenario: the decision, the time from the new revision to it, the
-measurements, the weights Argo set, and how our evaluator judged each measurement's window.
+Deployment is the candidate. The scenarios, in order, each a revision of the last stable one: a good one
+changes only an environment variable; a slow one also adds 300 ms to every request; a leaking one retains
+memory with every request; a vanished one is good, but Prometheus stops once Argo has set 10%, so every
+measurement errs. Printed per scenario: the decision, the time from the new revision to it, the failed
+metrics, the weights Argo set, and how our evaluator judged each measurement's window.
 """
 
 from __future__ import annotations
@@ -23,19 +25,20 @@ import pytest
 from cluster_series import FULL, gate_file_for_served_pods
 from controllers import (
     ARGO_ANALYSIS_ARGS,
-    ARGO_PHASE,
     ARGO_WORST,
     Arms,
+    agreement,
     apply,
     argo_rollouts,
+    contradictions,
+    duration_s,
     gate_of,
     get,
     get_all,
-    judge_like_export,
     log_tail,
     wait_for,
 )
-from serving_node import SLOW_ARGS, controller_target, exported_gates, new_revision
+from serving_node import LEAK_ARGS, SLOW_ARGS, controller_target, exported_gates, new_revision
 
 from gates.config import ARMS, load_gate_file
 from rollout.processes import ProcessRef, terminate
@@ -49,6 +52,12 @@ WEIGHTED = f"{ROLLOUT}-weighted"  # the TraefikService Argo's router sets the we
 SERVICES = {"baseline": f"{ROLLOUT}-stable", "canary": f"{ROLLOUT}-canary"}
 PORT = 30000
 RATE = 16.0  # req/s through the gateway (Poisson)
+SCENARIOS = (  # name, revision, the candidate's rehearsal faults; each a revision of the last stable one
+    ("good", "2", ()),
+    ("slow", "3", SLOW_ARGS),
+    ("leaking", "4", LEAK_ARGS),
+    ("vanished", "5", ()),  # last: Prometheus stays stopped
+)
 
 
 def routing(selector: dict[str, str]) -> list[dict[str, Any]]:
@@ -149,8 +158,24 @@ class WeightWatcher(threading.Thread):
             self.stop.wait(1.0)
 
 
+def arms_of(measured: dict[str, Any]) -> Arms:
+    """The pods a measurement judged: those of the run's two pod-template hashes."""
+    hashes = measured["hashes"]
+    return Arms(NAMESPACE, hashes, {}, {a: f".*-{hashes[a]}-.*" for a in ARMS})
+
+
+def runs_of(cluster, canary_hash: str) -> list[dict[str, Any]]:
+    """The AnalysisRuns Argo ran for the revision `canary_hash`."""
+    return [
+        run
+        for run in get_all(cluster, "analysisruns", NAMESPACE)
+        if {a["name"]: a.get("value") for a in run["spec"].get("args", [])}.get("canary-hash") == canary_hash
+    ]
+
+
 def follow(cluster, log, revision_hash_before: str, timeout_s: float) -> dict[str, Any]:
-    """Poll the Rollout until the new revision is promoted (stable) or aborted; the decision and its time."""
+    """Poll the Rollout until the new revision is promoted (stable) or aborted by its own analysis (not the
+    previous revision's abort, still set until Argo takes the new one up); the decision and its time."""
     began = time.monotonic()
     deadline = began + timeout_s
     status: dict[str, Any] = {}
@@ -158,7 +183,10 @@ def follow(cluster, log, revision_hash_before: str, timeout_s: float) -> dict[st
         status = get(cluster, "rollout", ROLLOUT, NAMESPACE).get("status", {})
         candidate = status.get("currentPodHash")
         if candidate and candidate != revision_hash_before:
-            if status.get("abort") and status.get("phase") == "Degraded":
+            ended = {"Failed", "Error"} & {
+                r.get("status", {}).get("phase") for r in runs_of(cluster, candidate)
+            }
+            if status.get("abort") and status.get("phase") == "Degraded" and ended:
                 return {"decision": "aborted", "seconds": round(time.monotonic() - began), "status": status}
             if status.get("phase") == "Healthy" and status.get("stableRS") == candidate:
                 return {"decision": "promoted", "seconds": round(time.monotonic() - began), "status": status}
@@ -168,12 +196,11 @@ def follow(cluster, log, revision_hash_before: str, timeout_s: float) -> dict[st
 
 def rounds(cluster, config, canary_hash: str) -> list[dict[str, Any]]:
     """Per AnalysisRun of the revision `canary_hash`, per measurement round (the k-th measurement of each
-    metric) and per gate: the worst phase of the gate's metrics and when the round was measured."""
+    metric) and per gate: the worst phase of the gate's metrics, its failed metrics and when the round was
+    measured."""
     out = []
-    for run in get_all(cluster, "analysisruns", NAMESPACE):
+    for run in runs_of(cluster, canary_hash):
         args = {a["name"]: a.get("value") for a in run["spec"].get("args", [])}
-        if args.get("canary-hash") != canary_hash:
-            continue
         by_gate: dict[tuple[int, str], list[dict[str, Any]]] = {}
         for metric in run.get("status", {}).get("metricResults", []):
             gate = gate_of(config, metric["name"])
@@ -187,6 +214,7 @@ def rounds(cluster, config, canary_hash: str) -> list[dict[str, Any]]:
                     "gate": gate,
                     "phase": max((m["phase"] for m in measured), key=ARGO_WORST.index),
                     "values": {m["metric"]: m.get("value") for m in measured},
+                    "failed": [(m["metric"], m.get("value")) for m in measured if m["phase"] == "Failed"],
                     "at": max(
                         calendar.timegm(time.strptime(m["startedAt"], "%Y-%m-%dT%H:%M:%SZ")) for m in measured
                     ),
@@ -196,28 +224,10 @@ def rounds(cluster, config, canary_hash: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["at"], r["gate"]))
 
 
-def agreement(release, config, window_s: float, measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Our evaluator on each round's window, reading the same series with the packaged queries (pod regexes
-    from the run's hashes), without hysteresis (Argo's own failureLimit applies it): our gate's verdict
-    beside Argo's worst phase of that gate's metrics."""
-    rows = []
-    for r in measured:
-        arms = Arms(NAMESPACE, r["hashes"], {}, {a: f".*-{r['hashes'][a]}-.*" for a in ARMS})
-        verdict = judge_like_export(config, release.prometheus.url, arms, float(r["at"]), window_s).gate(
-            r["gate"]
-        )
-        rows.append(r | {"ours": verdict.raw_verdict.value, "our_reason": verdict.reason})
-    return rows
-
-
-def contradictions(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Where Argo's phase and our verdict point opposite ways: a fail against a success. An inconclusive
-    verdict of ours where Argo compares a point estimate is the approximation docs/gates.md names."""
-    return [r for r in rows if {r["phase"], ARGO_PHASE[r["ours"]]} == {"Successful", "Failed"}]
-
-
-@pytest.mark.timeout(3600)
-def test_argo_promotes_a_good_candidate_and_aborts_a_slow_one_on_the_traffic_it_routes(plane, tmp_path):
+@pytest.mark.timeout(4 * 3600)
+def test_argo_promotes_a_good_candidate_and_aborts_slow_leaking_and_unmeasured_ones_on_the_traffic_it_routes(
+    plane, tmp_path
+):
     release, log = plane
     cluster = release.cluster
     templates = exported_gates(tmp_path, "argo", release.prometheus.url, NAMESPACE, RATE)
@@ -235,21 +245,37 @@ def test_argo_promotes_a_good_candidate_and_aborts_a_slow_one_on_the_traffic_it_
         describe=lambda: (get(cluster, "rollout", ROLLOUT, NAMESPACE).get("status"), log_tail(log, 20)),
     )
     config = load_gate_file(gate_file_for_served_pods(tmp_path), profile="kubernetes")
-    window = next(a["value"] for a in step["spec"]["args"] if a["name"] == "window")  # "250s" or "5m"
-    window_s = float(window[:-1]) * (60.0 if window.endswith("m") else 1.0)
+    window_s = duration_s(next(a["value"] for a in step["spec"]["args"] if a["name"] == "window"))
     watcher = WeightWatcher(cluster)
     watcher.start()
     load = release.start_load("load", RATE)
     results = {}
     try:
         stable = first["stableRS"]
-        for scenario, revision, args in (("good", "2", ()), ("slow", "3", SLOW_ARGS)):
+        for scenario, revision, args in SCENARIOS:
+            seen_before = len(watcher.seen)
             new_revision(cluster, NAMESPACE, DEPLOYMENT, revision, args)
+            if scenario == "vanished":
+                wait_for(
+                    "Argo's 10% step",
+                    lambda since=seen_before: (90, 10) in watcher.seen[since:],
+                    window_s,
+                    describe=lambda: (watcher.seen, log_tail(log, 20)),
+                )
+                release.prometheus.stop()
             outcome = follow(cluster, log, stable, timeout_s=6 * window_s + 600)
             measured = rounds(cluster, config, outcome["status"]["currentPodHash"])
-            rows = agreement(release, config, window_s, measured)
-            results[scenario] = outcome | {"weights": list(watcher.seen), "agreement": rows}
-            print(f"{scenario} candidate:", json.dumps({k: v for k, v in outcome.items() if k != "status"}))
+            rows = agreement(config, release.prometheus.url, window_s, measured, arms_of)
+            failed = sorted({m for r in rows if r["phase"] == "Failed" for m, _ in r["failed"]})
+            results[scenario] = outcome | {
+                "weights": watcher.seen[seen_before:],
+                "failed_metrics": failed,
+                "agreement": rows,
+            }
+            print(
+                f"{scenario} candidate: {outcome['decision']} in {outcome['seconds']} s, weights "
+                f"{results[scenario]['weights']}, failed {failed}; {outcome['status'].get('message', '')}"
+            )
             for r in rows:
                 print(
                     f"  {r['run']} #{r['round']} {r['gate']:18} Argo {r['phase']:12} ours {r['ours']:12} "
@@ -260,16 +286,25 @@ def test_argo_promotes_a_good_candidate_and_aborts_a_slow_one_on_the_traffic_it_
         watcher.stop.set()
         watcher.join(timeout=30)
         terminate(ProcessRef.from_dict(load["process"]), timeout_s=30.0)
-    print("weights Argo set (stable, canary):", results["slow"]["weights"])
     (tmp_path / "argo-traffic.json").write_text(json.dumps(results, indent=2, default=str))
 
-    good, slow = results["good"], results["slow"]
+    good = results["good"]
     assert good["decision"] == "promoted", (good["status"], log_tail(log))
     assert good["agreement"] and {r["phase"] for r in good["agreement"]} == {"Successful"}, good["agreement"]
     weights = good["weights"]
     assert (90, 10) in weights and (50, 50) in weights and weights.index((90, 10)) < weights.index((50, 50))
-    assert slow["decision"] == "aborted", (slow["status"], log_tail(log))
-    assert "latency-" in slow["status"].get("message", ""), slow["status"].get("message")
-    assert slow["weights"][-1] == (100, 0)  # all traffic back on the stable (the good candidate)
-    for scenario in (good, slow):
+    for scenario, metric in (("slow", "latency-"), ("leaking", "memory-leak-")):
+        outcome = results[scenario]
+        assert outcome["decision"] == "aborted", (scenario, outcome["status"], log_tail(log))
+        assert metric in outcome["status"].get("message", ""), (scenario, outcome["status"].get("message"))
+        assert outcome["weights"][-1] == (100, 0)  # all traffic back on the stable (the good candidate)
+    # no answer is no pass: every measurement erred, the run ended in Error, the Rollout aborted
+    vanished = results["vanished"]
+    assert vanished["decision"] == "aborted", (vanished["status"], log_tail(log))
+    assert {r["phase"] for r in vanished["agreement"]} == {"Error"}, vanished["agreement"]
+    assert vanished["status"]["stableRS"] == good["status"]["stableRS"] and vanished["weights"][-1] == (
+        100,
+        0,
+    )
+    for scenario in results.values():
         assert not contradictions(scenario["agreement"]), contradictions(scenario["agreement"])

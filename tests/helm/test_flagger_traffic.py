@@ -5,24 +5,43 @@ the gateway, and the exported MetricTemplates read what real collectors scraped 
 
 The chart runs its baseline Deployment only, without its own route: that Deployment is Flagger's target
 (the chart's selector label app.kubernetes.io/name becomes `<name>-primary` on the primary's pods, which
-the chart's PodMonitor still selects). A new revision of the target is the candidate: a good one changes
-only an environment variable (the same build, restarted), a slow one also adds 300 ms to every request.
-Printed per scenario: the decision, the time from the new revision to it, the failed checks, and the
-weights Flagger set.
+the chart's PodMonitor still selects). A new revision of the target is the candidate. The scenarios, in
+order: a good one changes only an environment variable (the same build, restarted); a slow one also adds
+300 ms to every request; a leaking one retains memory with every request; a vanished one is good, but
+Prometheus stops once Flagger has set 10%, so every query fails. Printed per scenario: the decision, the
+time from the new revision to it, the failed checks, the weights Flagger set, and how our evaluator judged
+the window of each of Flagger's analyses.
 """
 
 from __future__ import annotations
 
+import calendar
 import json
+import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_series import FULL
-from controllers import apply, flagger, flagger_canary, get, log_tail, wait_for
-from serving_node import SLOW_ARGS, controller_target, exported_gates, new_revision
+from cluster_series import FULL, gate_file_for_served_pods
+from controllers import (
+    Arms,
+    agreement,
+    apply,
+    contradictions,
+    duration_s,
+    flagger,
+    flagger_canary,
+    gate_of,
+    get,
+    log_tail,
+    wait_for,
+)
+from serving_node import LEAK_ARGS, SLOW_ARGS, controller_target, exported_gates, new_revision
 
+from gates.config import load_gate_file
+from gates.export import flagger_dialect
 from rollout.processes import ProcessRef, terminate
 
 pytestmark = [pytest.mark.k8s, pytest.mark.controllers]
@@ -30,6 +49,14 @@ pytestmark = [pytest.mark.k8s, pytest.mark.controllers]
 NAMESPACE = "flagger-traffic"
 TARGET = f"{FULL}-baseline"  # the chart's baseline Deployment, Flagger's target
 RATE = 16.0  # req/s through the gateway (Poisson)
+SCENARIOS = (  # name, revision, the candidate's rehearsal faults; each a revision of the last promoted one
+    ("good", "2", ()),
+    ("slow", "3", SLOW_ARGS),
+    ("leaking", "4", LEAK_ARGS),
+    ("vanished", "5", ()),  # last: Prometheus stays stopped
+)
+# The metric a failed check names: a value beyond its bound, no value, or a query that failed.
+CHECK_FAILED = re.compile(r"(?:advancement |custom metric: |Metric query failed for )(?P<metric>[a-z0-9-]+)")
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +94,70 @@ def follow(cluster, log: Path, timeout_s: float) -> dict[str, Any]:
     )
 
 
-@pytest.mark.timeout(3000)
-def test_flagger_promotes_a_good_candidate_and_rolls_back_a_slow_one(plane, tmp_path):
+def analyses(log: Path, config, order: Sequence[str], since: float) -> list[dict[str, Any]]:
+    """Flagger's analyses of the Canary logged after `since`, per gate it checked, in Argo's words:
+    Successful for the gates of the metrics it passed, Failed (a value beyond its bound, or none) or Error
+    (the query failed) for the gate of the metric it halted on. Flagger checks the metrics in `order` and
+    stops at the first that fails; an analysis that passes them all is logged only by what follows it
+    (an advance from a weight above 0, or the promotion's copy to the primary)."""
+    canary = f"{TARGET}.{NAMESPACE}"
+    weight = 0  # traffic on the canary: Flagger analyses only from the first step on
+    out: list[dict[str, Any]] = []
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("canary") != canary:
+            continue
+        at = calendar.timegm(time.strptime(entry["ts"][:19], "%Y-%m-%dT%H:%M:%S")) + float(
+            entry["ts"][19:-1] or 0
+        )
+        message = entry.get("msg", "")
+        if at < since:
+            continue
+        failed = CHECK_FAILED.search(message) if message.startswith(("Halt", "Metric query failed")) else None
+        advanced = re.match(r"Advance \S+ canary weight (\d+)", message)
+        if failed and failed["metric"] in order:
+            checked = order[: order.index(failed["metric"]) + 1]
+            bad = "Error" if message.startswith("Metric query failed") else "Failed"
+        elif (advanced and weight > 0) or message.startswith("Copying"):
+            checked, bad = list(order), None
+        else:
+            checked = []
+        if advanced:
+            weight = int(advanced[1])
+        elif message.startswith(("Copying", "Rolling back")):
+            weight = 0
+        by_gate: dict[str, str] = {}
+        for metric in checked:
+            phase = bad if bad and metric == checked[-1] else "Successful"
+            gate = gate_of(config, metric)
+            by_gate[gate] = phase if by_gate.get(gate, "Successful") == "Successful" else by_gate[gate]
+        for gate, phase in by_gate.items():
+            failed_metrics = (
+                [failed["metric"]] if failed and gate == gate_of(config, failed["metric"]) else []
+            )
+            out.append({"at": at, "gate": gate, "phase": phase, "failed": failed_metrics, "message": message})
+    return out
+
+
+@pytest.mark.timeout(4 * 3600)
+def test_flagger_promotes_a_good_candidate_and_rolls_back_slow_leaking_and_unmeasured_ones(plane, tmp_path):
     release, log = plane
     cluster = release.cluster
     apply(cluster, *exported_gates(tmp_path, "flagger", release.prometheus.url, NAMESPACE, RATE))
     (block,) = exported_gates(tmp_path, "flagger-analysis", release.prometheus.url, NAMESPACE, RATE)
     apply(cluster, flagger_canary(TARGET, NAMESPACE, "canary-gateway", block["analysis"], targetPort=30000))
-    interval_s = int(block["analysis"]["interval"].rstrip("s"))
+    interval_s = duration_s(block["analysis"]["interval"])
+    window_s = duration_s(block["analysis"]["metrics"][0]["interval"])  # every check's query window
+    order = [m["name"] for m in block["analysis"]["metrics"]]
+    config = load_gate_file(gate_file_for_served_pods(tmp_path), profile="kubernetes")
+    dialect = flagger_dialect(config)
+    pods = {a: text.replace("{{ target }}", TARGET) for a, text in dialect.variables["pod_regex"].items()}
+    arms = Arms(
+        NAMESPACE, {a: text.replace("{{ target }}", TARGET) for a, text in dialect.arm.items()}, {}, pods
+    )
     wait_for(  # Flagger acts once per interval: the primary is created at one tick, found ready at the next
         "the Canary initialized (primary serving)",
         lambda: get(cluster, "canary", TARGET, NAMESPACE).get("status", {}).get("phase") == "Initialized",
@@ -82,20 +165,64 @@ def test_flagger_promotes_a_good_candidate_and_rolls_back_a_slow_one(plane, tmp_
         describe=lambda: log_tail(log),
     )
     load = release.start_load("load", RATE)
+    results: dict[str, dict[str, Any]] = {}
     try:
-        new_revision(cluster, NAMESPACE, TARGET, "2")
-        good = follow(cluster, log, timeout_s=8 * interval_s + 300)
-        print("good candidate:", json.dumps(good))
-        assert good["decision"] == "Succeeded" and good["weights"][:2] == [10, 50], (good, log_tail(log))
-        primary = get(cluster, "deployment", f"{TARGET}-primary", NAMESPACE)
-        (server,) = [c for c in primary["spec"]["template"]["spec"]["containers"] if c["name"] == "sglang"]
-        assert {"name": "CANARY_REVISION", "value": "2"} in server["env"]  # promoted: the primary runs it
-
-        new_revision(cluster, NAMESPACE, TARGET, "3", SLOW_ARGS)
-        slow = follow(cluster, log, timeout_s=8 * interval_s + 300)
-        print("slow candidate:", json.dumps(slow))
-        assert slow["decision"] == "Failed", (slow, log_tail(log))
-        halts = [line for line in log.read_text().splitlines() if "Halt advancement" in line]
-        assert any("latency-" in line for line in halts[-3:]), halts[-5:]
+        for scenario, revision, args in SCENARIOS:
+            since = time.time()
+            new_revision(cluster, NAMESPACE, TARGET, revision, args)
+            if scenario == "vanished":
+                wait_for(
+                    "Flagger's 10% step",
+                    lambda: (
+                        get(cluster, "canary", TARGET, NAMESPACE).get("status", {}).get("canaryWeight") == 10
+                    ),
+                    2 * interval_s + 120,
+                    describe=lambda: log_tail(log),
+                )
+                release.prometheus.stop()
+            outcome = follow(cluster, log, timeout_s=8 * interval_s + 300)
+            rows = agreement(
+                config, release.prometheus.url, window_s, analyses(log, config, order, since), lambda _: arms
+            )
+            primary = get(cluster, "deployment", f"{TARGET}-primary", NAMESPACE)
+            (server,) = [
+                c for c in primary["spec"]["template"]["spec"]["containers"] if c["name"] == "sglang"
+            ]
+            results[scenario] = outcome | {
+                "failed_metrics": sorted({m for r in rows for m in r["failed"]}),
+                "primary_revision": next(e["value"] for e in server["env"] if e["name"] == "CANARY_REVISION"),
+                "agreement": rows,
+            }
+            print(
+                f"{scenario} candidate: {outcome['decision']} in {outcome['seconds']} s, weights "
+                f"{outcome['weights']}, {outcome['failed_checks']} failed checks "
+                f"{results[scenario]['failed_metrics']}"
+            )
+            for r in rows:
+                print(
+                    f"  {r['at']:.0f} {r['gate']:18} Flagger {r['phase']:12} ours {r['ours']:12} {r['our_reason'][:110]}"
+                )
     finally:
         terminate(ProcessRef.from_dict(load["process"]), timeout_s=30.0)
+    (tmp_path / "flagger-traffic.json").write_text(json.dumps(results, indent=2, default=str))
+
+    good = results["good"]
+    assert good["decision"] == "Succeeded" and good["weights"][:2] == [10, 50], (good, log_tail(log))
+    assert good["primary_revision"] == "2"  # promoted: the primary runs it
+    assert good["agreement"] and {r["phase"] for r in good["agreement"]} == {"Successful"}, good["agreement"]
+    for scenario, metric in (("slow", "latency-"), ("leaking", "memory-leak-")):
+        outcome = results[scenario]
+        assert outcome["decision"] == "Failed", (scenario, outcome, log_tail(log))
+        assert any(m.startswith(metric) for m in outcome["failed_metrics"]), (
+            scenario,
+            outcome["failed_metrics"],
+        )
+        assert outcome["primary_revision"] == "2"  # rolled back: the good candidate still serves
+    # no answer is no pass: every query failed, each a failed check, and the threshold rolled back
+    vanished = results["vanished"]
+    assert vanished["decision"] == "Failed" and vanished["primary_revision"] == "2", (vanished, log_tail(log))
+    assert vanished["agreement"] and {r["phase"] for r in vanished["agreement"]} == {"Error"}, vanished[
+        "agreement"
+    ]
+    for scenario in results.values():
+        assert not contradictions(scenario["agreement"]), contradictions(scenario["agreement"])
