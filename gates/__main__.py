@@ -30,6 +30,7 @@ from gates.export import (
     TOKEN_KEY,
     PrometheusAccess,
     flagger_analysis,
+    flagger_interval,
     not_exported,
     sized_timing,
     to_argo,
@@ -198,8 +199,17 @@ def _parser() -> argparse.ArgumentParser:
         "without it the timing is 5m / 1m and may starve a 10%% step",
     )
     ex.add_argument("--window", help="PromQL window of every query (default 5m, or sized by --rate)")
-    ex.add_argument("--interval", help="time between measurements / checks (default 1m, or sized by --rate)")
-    ex.add_argument("--initial-delay", help="Argo: wait before the first measurement (default: --window)")
+    ex.add_argument(
+        "--interval",
+        help="time between measurements / checks (default 1m, or sized by --rate; unless given, Flagger's is "
+        "at least half the time the canary's pods must live before every check has its value, e.g. the "
+        "leak check's warm-up, envelope and points: its first check comes two intervals after their start)",
+    )
+    ex.add_argument(
+        "--initial-delay",
+        help="Argo: wait before the first measurement, for every metric (default: --window, and for a metric "
+        "that needs the pods' history, e.g. the leak check's warm-up, envelope and points, that long)",
+    )
     ex.add_argument(
         "--dry-run", action="store_true", help="Argo: record every metric without letting it decide"
     )
@@ -308,13 +318,13 @@ def _export(args: argparse.Namespace) -> int:
         weights = [int(w) for w in args.step_weights.split(",")]
     except ValueError as exc:
         raise _UsageError(f"--step-weights {args.step_weights!r}: {exc}") from exc
+    interval_given = args.interval is not None
     if args.rate is not None:
         given = [f"--{n}" for n in ("window", "interval") if getattr(args, n) is not None]
         if given:
             raise _UsageError(f"--rate sizes {' and '.join(given)}: give one or the other")
         timing = sized_timing(config, rate_rps=args.rate, step_weights=weights)
         args.window, args.interval = timing.window, timing.interval
-        args.initial_delay = args.initial_delay or timing.initial_delay
         print(f"timing {timing.window} window, {timing.interval} interval: {timing.basis}", file=sys.stderr)
     args.window, args.interval = args.window or "5m", args.interval or "1m"
     # Flagger's CRD takes minutes or seconds only (`^[0-9]+(m|s)`); Argo also takes ms and h.
@@ -323,6 +333,10 @@ def _export(args: argparse.Namespace) -> int:
         if value is not None and not re.fullmatch(pattern, value):
             example = "30s, 5m or 1h" if args.format == "argo" else "30s or 90m (Flagger takes no hours)"
             raise _UsageError(f"{value!r} is not a duration like {example}")
+    if args.format == "flagger-analysis" and not interval_given:
+        args.interval, why = flagger_interval(config, args.interval)
+        if why:
+            print(why, file=sys.stderr)
     prometheus = _prometheus_access(args)
     if args.format == "argo":
         docs = to_argo(

@@ -34,6 +34,7 @@ chart's monitors all label, so `python -m gates evaluate` with the same `pod_reg
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -159,18 +160,51 @@ SCRAPE_ALLOWANCE_S = 30.0
 
 @dataclass(frozen=True)
 class Timing:
-    """When a controller measures: every query's window, the time between measurements and Argo's wait
-    before the first (Flagger checks one interval after each weight change); `basis` says what it was
-    sized from."""
+    """When a controller measures: every query's window and the time between measurements (Argo waits a
+    window before the first, `to_argo`; Flagger checks one interval after each weight change); `basis`
+    says what it was sized from."""
 
     window: str
     interval: str
-    initial_delay: str
     basis: str
 
 
 def _duration(seconds: float) -> str:
     return f"{int(seconds) // 60}m" if seconds % 60 == 0 else f"{int(seconds)}s"
+
+
+def _seconds(duration: str) -> float:
+    """A controller duration ("90s", "5m", "1h", "500ms") in seconds."""
+    number, unit = re.fullmatch(r"([0-9]+)(ms|s|m|h)", duration).groups()  # type: ignore[union-attr]
+    return int(number) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+
+
+def pod_history_s(config: GateConfig, gates: Sequence[str] | None = None) -> float:
+    """How long after the controller starts the canary's pods a check of `gates` (default: every exported
+    one) can first have its value (`GateKind.history_seconds`, plus SCRAPE_ALLOWANCE_S), rounded up to
+    10 s; 0 when none of them reads history from before its window."""
+    skipped = set(not_exported(config))
+    need = max(
+        (
+            KINDS[g.kind].history_seconds(g)
+            for g in config.gates
+            if g.name not in skipped and (gates is None or g.name in gates)
+        ),
+        default=0.0,
+    )
+    return math.ceil((need + SCRAPE_ALLOWANCE_S) / 10.0) * 10.0 if need > 0 else 0.0
+
+
+def flagger_interval(config: GateConfig, interval: str) -> tuple[str, str]:
+    """Flagger checks first two intervals after it starts the canary's pods (one tick finds them ready and
+    sets the first weight, the next checks): `interval`, or the half of `pod_history_s` if longer, and why."""
+    half = math.ceil(pod_history_s(config) / 2.0 / 10.0) * 10.0
+    if half <= _seconds(interval):
+        return interval, ""
+    return _duration(half), (
+        f"interval {_duration(half)}: Flagger's first check comes two intervals after it starts the canary's "
+        f"pods, which must have lived {pod_history_s(config):.0f} s for every check to have its value"
+    )
 
 
 def sized_timing(config: GateConfig, *, rate_rps: float, step_weights: Sequence[int]) -> Timing:
@@ -179,7 +213,7 @@ def sized_timing(config: GateConfig, *, rate_rps: float, step_weights: Sequence[
     sample guards (`GateKind.data_seconds`: min_samples requests per arm with Poisson headroom, the leak
     gate's min_points), plus SCRAPE_ALLOWANCE_S, rounded up to 10 s, at least a minute. The window and
     the interval are that long, and so is Argo's initial delay, so each measurement reads only traffic
-    sent at the step's weight."""
+    sent at the step's weight (a check that needs the pods' history waits longer: `pod_history_s`)."""
     if rate_rps <= 0:
         raise GateConfigError(f"--rate must be positive, got {rate_rps:g}")
     skipped = set(not_exported(config))
@@ -202,7 +236,7 @@ def sized_timing(config: GateConfig, *, rate_rps: float, step_weights: Sequence[
         "of scrape delay"
     )
     d = _duration(seconds)
-    return Timing(d, d, d, basis)
+    return Timing(d, d, basis)
 
 
 # -- Argo Rollouts -----------------------------------------------------------------------------------
@@ -276,9 +310,9 @@ def to_argo(
     """Two AnalysisTemplates (ClusterAnalysisTemplates with `cluster_scope`, referenced with
     `clusterScope: true`): `name` for a canary step (`steps[].analysis`) and `name-background` for
     `strategy.canary.analysis`. Both wait `initial_delay` (default: the window, so the first measurement
-    sees only this step's traffic); the step variant then measures up to `consecutive_failures` times,
-    `interval` apart, and stops at the first success; the background variant measures every `interval`
-    until the rollout ends. Argo's spec.dryRun records a metric without letting it decide: the gate
+    sees only this step's traffic, or longer for a check that needs the pods' history, `pod_history_s`);
+    the step variant then measures up to `consecutive_failures` times, `interval` apart, and stops at the
+    first success; the background variant measures every `interval` until the rollout ends. Argo's spec.dryRun records a metric without letting it decide: the gate
     file's dry-run gates' metrics, or every metric with `dry_run`."""
     checks = _checks(config, argo_dialect(config))
     dry_gates = {g.name for g in config.gates if g.dry_run}
@@ -289,6 +323,7 @@ def to_argo(
         else [{"metricName": f"^{c.name}$"} for c in checks if c.gate in dry_gates]
     )
     failures = {g.name: g.consecutive_failures for g in config.gates}
+    history = {g.name: pod_history_s(config, [g.name]) for g in config.gates}
     annotations = {
         "canary-gates/source": config.source,
         "canary-gates/profile": config.profile,
@@ -301,8 +336,9 @@ def to_argo(
             n = failures[check.gate]
             metric: dict[str, Any] = {"name": check.name, "interval": interval}
             # Both variants wait a window first: an earlier measurement would lack the step's samples and
-            # be Inconclusive, which pauses the Rollout.
-            metric["initialDelay"] = initial_delay or window
+            # be Inconclusive, which pauses the Rollout. A check that reads the pods' history (the leak's
+            # envelope) waits until the canary's pods, started with the step, have lived that long.
+            metric["initialDelay"] = initial_delay or _duration(max(_seconds(window), history[check.gate]))
             if variant == "step":
                 metric |= {"count": n, "consecutiveSuccessLimit": 1}
             metric |= {

@@ -150,6 +150,11 @@ def no_data_need(gate: GateSpec, arm_rps: Mapping[str, float]) -> float:
     return 0.0
 
 
+def no_history_need(gate: GateSpec) -> float:
+    """For checks that read a pod's samples in the window only."""
+    return 0.0
+
+
 def requests_needed(min_samples: int) -> float:
     """Requests an arm must be offered on average so that a window holds `min_samples` of them: three
     standard deviations of Poisson arrivals above the count, which falls short in about 3 windows in 1,000
@@ -284,6 +289,9 @@ class GateKind:
     # seconds of traffic at these per-arm request rates before every exported check has a value (its
     # sample guards hold): what the exports size their timing by
     data_seconds: Callable[[GateSpec, Mapping[str, float]], float] = no_data_need
+    # seconds a pod must have lived before its exported check has a value (0: none): a controller's first
+    # measurement after it starts the canary's pods must wait that long
+    history_seconds: Callable[[GateSpec], float] = no_history_need
     # a rule the schema cannot say: the message (its key first, e.g. "queries.buckets: ...") or None
     rules: Callable[[Mapping[str, Any]], str | None] = no_rules
     # the report's timeline: the series it judges per arm, from its queries rendered with the variables and

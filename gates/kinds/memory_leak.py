@@ -102,19 +102,25 @@ def judge(
 
 def checks(gate: GateSpec, dialect: Dialect) -> list[Check]:
     """Per pod: the lower envelope (minimum over the last envelope_seconds, at least one collection cycle)
-    and its deriv over the window, averaged over the arm's pods. No interval, no setting aside of a
-    one-time rise (docs/gates.md says what that costs)."""
+    and its deriv over the window, averaged over the arm's pods. With `started`, a pod's envelope counts
+    only once the pod has lived warmup_seconds + envelope_seconds: before that it is the running minimum
+    since the pod began, flat under any growth, so a young leaking pod read as no leak at all (found with
+    the real Argo Rollouts: tests/helm/test_argo_traffic.py). No interval, no setting aside of a one-time
+    rise (docs/gates.md says what that costs)."""
     gate = with_warm_pods(gate)
     p = gate.params
     step = f"{int(p['step_seconds'])}s"
-    envelope = f"{int(p['envelope_seconds'])}s"
-    memory = {a: dialect.query(gate, "memory", a) for a in ARMS}
-    slope = {
-        a: f"avg(deriv(min_over_time(({memory[a]})[{envelope}:{step}])[{dialect.window}:{step}]))"
-        for a in ARMS
-    }
+    span = f"{int(p['envelope_seconds'])}s"
+    envelope = {a: f"min_over_time(({dialect.query(gate, 'memory', a)})[{span}:{step}])" for a in ARMS}
+    if "started" in gate.queries:
+        lived = float(p["warmup_seconds"]) + float(p["envelope_seconds"])
+        envelope = {
+            a: f"{envelope[a]} unless ((time() - ({dialect.query(gate, 'started', a)})) < {lived:g})"
+            for a in ARMS
+        }
+    slope = {a: f"avg(deriv(({envelope[a]})[{dialect.window}:{step}]))" for a in ARMS}
     points = [
-        f"min(count_over_time(({memory[a]})[{dialect.window}:{step}])) >= {int(p['min_points'])}"
+        f"min(count_over_time(({envelope[a]})[{dialect.window}:{step}])) >= {int(p['min_points'])}"
         for a in ARMS
     ]
     difference = guarded(f"{slope['canary']} - {slope['baseline']}", *points)
@@ -133,6 +139,17 @@ def data_seconds(gate: GateSpec, arm_rps: Mapping[str, float]) -> float:
     """The check's guard: min_points samples a step apart in the window, from pods that lived through
     it (a canary pod younger than the window counts fewer)."""
     return float(gate.params["min_points"]) * float(gate.params["step_seconds"])
+
+
+def history_seconds(gate: GateSpec) -> float:
+    """How long a pod lives before the exported check has its points: the warm-up, one envelope span and
+    min_points steps of the envelope (`checks`)."""
+    p = gate.params
+    return (
+        float(p["warmup_seconds"])
+        + float(p["envelope_seconds"])
+        + int(p["min_points"]) * float(p["step_seconds"])
+    )
 
 
 def healthy(gate: GateSpec, expect: Expectation) -> J.Judgement:
@@ -186,6 +203,7 @@ KIND = GateKind(
     evaluate=evaluate,
     checks=checks,
     data_seconds=data_seconds,
+    history_seconds=history_seconds,
     healthy=healthy,
     panel=panel,
     information=information,

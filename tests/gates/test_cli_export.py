@@ -291,7 +291,7 @@ def test_rate_sizes_the_timing_by_the_binding_gate_at_the_hardest_step():
     config = load_gate_file(None, profile="kubernetes")
     # 16 req/s, 10% to the canary: 1.6 req/s must bring 300 latency samples in all but ~2 in 1,000 windows
     timing = sized_timing(config, rate_rps=16.0, step_weights=[10, 50])
-    assert timing.window == timing.interval == timing.initial_delay == "250s"
+    assert timing.window == timing.interval == "250s"
     assert "latency_e2e_p99 at 10%" in timing.basis
     traffic_s = 250 - SCRAPE_ALLOWANCE_S
     assert poisson.cdf(299, 1.6 * traffic_s) < 0.0025  # the window really holds the samples
@@ -316,15 +316,40 @@ def test_sized_timing_reaches_both_exports(tmp_path, capsys):
     out = tmp_path / "analysis.yaml"
     assert main(["export", "--format", "flagger-analysis", "--rate", "16", "-o", str(out)]) == 0
     block = yaml.safe_load(out.read_text())["analysis"]
-    assert block["interval"] == "250s" and {m["interval"] for m in block["metrics"]} == {"250s"}
-    assert "sized for 16 req/s" in capsys.readouterr().err
+    # the query window as sized; the interval half the 590 s the leak check's pods must live (60 s warm-up,
+    # 300 s envelope, 20 points at 10 s, 30 s of scrape delay): Flagger checks first two intervals after it
+    # starts them
+    assert block["interval"] == "5m" and {m["interval"] for m in block["metrics"]} == {"250s"}
+    err = capsys.readouterr().err
+    assert "sized for 16 req/s" in err and "two intervals" in err and "590 s" in err
     out = tmp_path / "argo.yaml"
     assert main(["export", "--format", "argo", "--rate", "16", "-o", str(out)]) == 0
     step, background = yaml.safe_load_all(out.read_text())
     assert {a["value"] for a in step["spec"]["args"] if a["name"] == "window"} == {"250s"}
-    # both variants wait a window before measuring: an earlier measurement would be Inconclusive
+    # both variants wait a window before measuring (an earlier measurement would be Inconclusive), the
+    # leak check until the pods started with the step have lived 590 s
     for template in (step, background):
-        assert {(m["initialDelay"], m["interval"]) for m in template["spec"]["metrics"]} == {("250s", "250s")}
+        delays = {m["name"]: (m["initialDelay"], m["interval"]) for m in template["spec"]["metrics"]}
+        assert delays.pop("memory-leak-slope-vs-baseline") == ("590s", "250s")
+        assert set(delays.values()) == {("250s", "250s")}
+
+
+def test_timing_given_by_hand_is_kept_for_every_check(tmp_path, capsys):
+    out = tmp_path / "analysis.yaml"
+    assert main(["export", "--format", "flagger-analysis", "--interval", "1m", "-o", str(out)]) == 0
+    assert yaml.safe_load(out.read_text())["analysis"]["interval"] == "1m"
+    assert "two intervals" not in capsys.readouterr().err
+    # the defaults (5m window, 1m interval) are not given: Flagger's interval still covers the history
+    assert main(["export", "--format", "flagger-analysis", "-o", str(out)]) == 0
+    assert yaml.safe_load(out.read_text())["analysis"]["interval"] == "5m"
+    out = tmp_path / "argo.yaml"
+    assert main(["export", "--format", "argo", "--initial-delay", "1s", "-o", str(out)]) == 0
+    for template in yaml.safe_load_all(out.read_text()):
+        assert {m["initialDelay"] for m in template["spec"]["metrics"]} == {"1s"}
+    assert main(["export", "--format", "argo", "-o", str(out)]) == 0
+    step, _ = yaml.safe_load_all(out.read_text())
+    delays = {m["name"]: m["initialDelay"] for m in step["spec"]["metrics"]}
+    assert delays.pop("memory-leak-slope-vs-baseline") == "590s" and set(delays.values()) == {"5m"}
 
 
 ACCESS = [

@@ -1,7 +1,12 @@
 """A canary pod younger than the window: its start-up ramp (a fresh container's working set climbing to
 its level in seconds) must not read as a leak, in our gate or in the exported check. Found running the
 real Flagger at its exported timing: its canary pods start one interval before the first check, and the
-check's lower envelope reaches back to their first samples (tests/helm/test_flagger_traffic.py).
+check's lower envelope reaches back to their first samples (tests/helm/test_flagger_traffic.py). Nor may
+a young pod's leak read as none: the envelope of a pod younger than its span is the running minimum since
+the pod began, flat under any growth. Found running the real Argo Rollouts, whose first measurement at
+10% read 0 for a canary leaking 48 MiB/min (tests/helm/test_argo_traffic.py): the exported check now
+counts a pod's envelope only once the pod has lived its warm-up and envelope span, and the exports wait
+for that (`gates.export.pod_history_s`).
 
 A real Prometheus holds cAdvisor-named series (working set and container start time per pod); the
 packaged `kubernetes` memory gate judges them with its `started` query, and without it.
@@ -18,14 +23,15 @@ import yaml
 
 from gates import evaluate, load_gate_file
 from gates.config import DEFAULT_GATE_FILE
-from gates.export import Dialect, gate_checks
+from gates.export import Dialect, gate_checks, pod_history_s
 from infra.prometheus import PrometheusServer, backfill, openmetrics_text
 from infra.prometheus_api import PrometheusAPI
 from testkit.synthetic_arms import MIB
 
 pytestmark = pytest.mark.integration
 
-NAMESPACE = "young"
+NAMESPACE, LEAKING = "young", "young-leaking"
+LEAK_MIB_PER_MIN = 48.0
 WINDOW_S = 600.0
 SCRAPE_S = 10.0
 PODS = {"baseline": "app-primary-5d4f8b6c9-x7k2p", "canary": "app-7c9d5f6b8-q4w2z"}
@@ -38,13 +44,21 @@ def prometheus(tmp_path_factory):
     start = end - WINDOW_S
     rng = np.random.default_rng(7)
     series = []
-    # baseline: up for an hour, flat at 630 MiB; canary: started 60 s into the window, its working set
-    # climbing from 20 to 650 MiB in its first 15 s, then flat; both with 2 MiB of noise
-    for arm, began, level in (("baseline", start - 3600.0, 630.0), ("canary", start + 60.0, 650.0)):
+    # baseline: up for an hour, flat at 630 MiB; canary: started 30 s into the window, its working set
+    # climbing from 20 to 650 MiB in its first 15 s, then flat (in LEAKING: started at the window's start,
+    # then growing LEAK_MIB_PER_MIN); all with 2 MiB of noise
+    for namespace, arm, began, level, growth in (
+        (NAMESPACE, "baseline", start - 3600.0, 630.0, 0.0),
+        (NAMESPACE, "canary", start + 30.0, 650.0, 0.0),
+        (LEAKING, "baseline", start - 3600.0, 630.0, 0.0),
+        (LEAKING, "canary", start, 650.0, LEAK_MIB_PER_MIN),
+    ):
         times = np.arange(max(began, start - 900.0), end + 1, SCRAPE_S)
         ramp = np.clip((times - began) / 15.0, 0.0, 1.0)
-        mib = 20.0 + (level - 20.0) * ramp + rng.normal(0.0, 2.0, times.size)
-        labels = {"namespace": NAMESPACE, "pod": PODS[arm], "container": "sglang"}
+        mib = (
+            20.0 + (level - 20.0) * ramp + growth * (times - began) / 60.0 + rng.normal(0.0, 2.0, times.size)
+        )
+        labels = {"namespace": namespace, "pod": PODS[arm], "container": "sglang"}
         series.append(
             ("container_memory_working_set_bytes", labels, list(zip(times, mib * MIB, strict=True)))
         )
@@ -107,3 +121,36 @@ def test_the_exported_check_leaves_the_ramp_out_only_with_the_start_times(promet
         prometheus, tmp_path, started='max by (pod) (no_such_start_time{namespace="${namespace}"})'
     )
     assert unknown == pytest.approx(without)
+
+
+def exported_value(prometheus, tmp_path, at: float, window_s: float, started: str | None = "packaged"):
+    """The exported leak check's value for LEAKING's pods at `at` over `window_s`, and its bound."""
+    server, _, _ = prometheus
+    path = tmp_path / "gates.yaml"
+    path.write_text(yaml.safe_dump(memory_gate(started)))
+    config = load_gate_file(path, profile="kubernetes")
+    dialect = Dialect({a: a for a in REGEX}, {"namespace": LEAKING, "pod_regex": REGEX}, f"{int(window_s)}s")
+    (check,) = gate_checks(config.gates[0], dialect)
+    samples = PrometheusAPI(server.url).instant(check.query, at)
+    return (samples[0].value if samples else None), check.bound
+
+
+def test_a_young_pods_leak_is_never_read_as_none(prometheus, tmp_path):
+    _, start, end = prometheus
+    # Argo's first measurement at 10% of 16 req/s before the fix: the pod 270 s old, a 250 s window
+    early = start + 270.0
+    # the defect, kept by a gate without start times: the envelope is the running minimum since the pod
+    # began, flat, so the check passes a leak 32 times its bound
+    flat, bound = exported_value(prometheus, tmp_path, early, 250.0, started=None)
+    assert flat is not None and flat <= bound, (flat, bound)
+    # with them, the young pod has no envelope yet: no value (never a pass), until it has lived
+    # pod_history_s, when the export's first measurement comes
+    value, _ = exported_value(prometheus, tmp_path, early, 250.0)
+    assert value is None, value
+    path = tmp_path / "gates.yaml"
+    path.write_text(yaml.safe_dump(memory_gate("packaged")))
+    history = pod_history_s(load_gate_file(path, profile="kubernetes"))
+    assert history <= end - start
+    value, bound = exported_value(prometheus, tmp_path, start + history, 250.0)
+    assert value is not None and value / (LEAK_MIB_PER_MIN * MIB / 60.0) == pytest.approx(1.0, abs=0.15)
+    assert value > bound
