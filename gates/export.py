@@ -312,8 +312,9 @@ def to_argo(
     `strategy.canary.analysis`. Both wait `initial_delay` (default: the window, so the first measurement
     sees only this step's traffic, or longer for a check that needs the pods' history, `pod_history_s`);
     the step variant then measures up to `consecutive_failures` times, `interval` apart, and stops at the
-    first success; the background variant measures every `interval` until the rollout ends. Argo's spec.dryRun records a metric without letting it decide: the gate
-    file's dry-run gates' metrics, or every metric with `dry_run`."""
+    first success; the background variant measures every `interval` until the rollout ends. Argo's
+    spec.dryRun records a metric without letting it decide: the gate file's dry-run gates' metrics, or
+    every metric with `dry_run`."""
     checks = _checks(config, argo_dialect(config))
     dry_gates = {g.name for g in config.gates if g.dry_run}
     dry = (
