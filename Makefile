@@ -25,7 +25,7 @@ help:
 	@echo "make promote [FORCE=1]       skip the remaining steps: 100% canary (refused while a gate fails)"
 	@echo "make status                  show the current rollout state"
 	@echo "make test [MARK=expr]        run the test suite (all tiers, or one: MARK=integration)"
-	@echo "make test-controllers        Argo Rollouts / Flagger on real traffic at default timing (tens of minutes)"
+	@echo "make test-controllers        Argo Rollouts / Flagger on real traffic at default timing (hours)"
 	@echo "make lint                    ruff and mypy"
 	@echo "make images                  container images with podman, no Docker engine (docs/images.md)"
 	@echo "make bench-mm|bench-plugin|bench-gates|bench-loadtest|bench-backend|bench-rollout|bench-serving|bench-gateway   benchmarks (BENCH_ARGS=...)"
@@ -100,7 +100,7 @@ test-e2e: MARK = e2e
 test-e2e: test
 test-k8s: MARK = k8s and not controllers
 test-k8s: test
-# Argo Rollouts / Flagger deciding on real traffic at their exported timing: tens of minutes, so not part
+# Argo Rollouts / Flagger deciding on real traffic at their exported timing: hours on 2 cores, so not part
 # of `make test` (docs/helm.md has the latest figures).
 test-controllers: MARK = controllers
 test-controllers: test

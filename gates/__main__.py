@@ -202,8 +202,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--interval",
         help="time between measurements / checks (default 1m, or sized by --rate; unless given, Flagger's is "
-        "at least half the time the canary's pods must live before every check has its value, e.g. the "
-        "leak check's warm-up, envelope and points: its first check comes two intervals after their start)",
+        "at least the time a check must read of a step's traffic and of the canary pods' life, e.g. the "
+        "leak check's warm-up, envelope and points: Flagger checks one interval after each weight change)",
     )
     ex.add_argument(
         "--initial-delay",

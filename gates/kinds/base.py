@@ -289,8 +289,8 @@ class GateKind:
     # seconds of traffic at these per-arm request rates before every exported check has a value (its
     # sample guards hold): what the exports size their timing by
     data_seconds: Callable[[GateSpec, Mapping[str, float]], float] = no_data_need
-    # seconds a pod must have lived before its exported check has a value (0: none): a controller's first
-    # measurement after it starts the canary's pods must wait that long
+    # seconds of a pod's life and of a step's traffic its exported check reads before its value is the
+    # step's (0: its window only): a controller's first measurement after a weight change waits that long
     history_seconds: Callable[[GateSpec], float] = no_history_need
     # a rule the schema cannot say: the message (its key first, e.g. "queries.buckets: ...") or None
     rules: Callable[[Mapping[str, Any]], str | None] = no_rules

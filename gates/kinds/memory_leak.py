@@ -142,8 +142,9 @@ def data_seconds(gate: GateSpec, arm_rps: Mapping[str, float]) -> float:
 
 
 def history_seconds(gate: GateSpec) -> float:
-    """How long a pod lives before the exported check has its points: the warm-up, one envelope span and
-    min_points steps of the envelope (`checks`)."""
+    """How long the exported check must read of a pod's life, and of a step's traffic, before its value
+    is the step's: the warm-up, one envelope span (the envelope reaches that far back) and min_points
+    steps of the envelope (`checks`)."""
     p = gate.params
     return (
         float(p["warmup_seconds"])

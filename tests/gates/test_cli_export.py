@@ -316,12 +316,12 @@ def test_sized_timing_reaches_both_exports(tmp_path, capsys):
     out = tmp_path / "analysis.yaml"
     assert main(["export", "--format", "flagger-analysis", "--rate", "16", "-o", str(out)]) == 0
     block = yaml.safe_load(out.read_text())["analysis"]
-    # the query window as sized; the interval half the 590 s the leak check's pods must live (60 s warm-up,
-    # 300 s envelope, 20 points at 10 s, 30 s of scrape delay): Flagger checks first two intervals after it
-    # starts them
-    assert block["interval"] == "5m" and {m["interval"] for m in block["metrics"]} == {"250s"}
+    # the query window as sized; the interval the 590 s the leak check must read of the step's traffic and
+    # the pods' life (60 s warm-up, 300 s envelope, 20 points at 10 s, 30 s of scrape delay): Flagger checks
+    # one interval after each weight change
+    assert block["interval"] == "590s" and {m["interval"] for m in block["metrics"]} == {"250s"}
     err = capsys.readouterr().err
-    assert "sized for 16 req/s" in err and "two intervals" in err and "590 s" in err
+    assert "sized for 16 req/s" in err and "interval 590s: Flagger checks one interval" in err
     out = tmp_path / "argo.yaml"
     assert main(["export", "--format", "argo", "--rate", "16", "-o", str(out)]) == 0
     step, background = yaml.safe_load_all(out.read_text())
@@ -338,10 +338,10 @@ def test_timing_given_by_hand_is_kept_for_every_check(tmp_path, capsys):
     out = tmp_path / "analysis.yaml"
     assert main(["export", "--format", "flagger-analysis", "--interval", "1m", "-o", str(out)]) == 0
     assert yaml.safe_load(out.read_text())["analysis"]["interval"] == "1m"
-    assert "two intervals" not in capsys.readouterr().err
+    assert "Flagger checks one interval" not in capsys.readouterr().err
     # the defaults (5m window, 1m interval) are not given: Flagger's interval still covers the history
     assert main(["export", "--format", "flagger-analysis", "-o", str(out)]) == 0
-    assert yaml.safe_load(out.read_text())["analysis"]["interval"] == "5m"
+    assert yaml.safe_load(out.read_text())["analysis"]["interval"] == "590s"
     out = tmp_path / "argo.yaml"
     assert main(["export", "--format", "argo", "--initial-delay", "1s", "-o", str(out)]) == 0
     for template in yaml.safe_load_all(out.read_text()):

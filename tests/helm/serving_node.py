@@ -286,7 +286,8 @@ def controller_target(
 
 SLOW_ARGS = ("--fault-extra-latency-ms", "300")  # a slow candidate: 300 ms more per request
 # A leaking candidate: each request retains 512 KiB, ~48 MiB/min at 10% of 16 req/s, six times the demo's
-# harm (8 MiB/min per pod): far beyond the bound, yet hours from the pods' 3 GiB limit.
+# harm (8 MiB/min per pod), ~240 MiB/min at 50%: a candidate that reaches 50% meets the pods' 3 GiB limit
+# within about ten minutes there (a restart, whose young pod the leak check then waits for).
 LEAK_ARGS = ("--fault-leak-kib-per-request", "512")
 
 
