@@ -30,7 +30,8 @@ from testkit.synthetic_arms import MIB
 
 pytestmark = pytest.mark.integration
 
-NAMESPACE, LEAKING = "young", "young-leaking"
+NAMESPACE, LEAKING, STEPPED = "young", "young-leaking", "stepped"
+STEP_AT_S = 60.0  # STEPPED: an old canary pod that starts leaking when its traffic starts, this far in
 LEAK_MIB_PER_MIN = 48.0
 WINDOW_S = 600.0
 SCRAPE_S = 10.0
@@ -46,18 +47,20 @@ def prometheus(tmp_path_factory):
     series = []
     # baseline: up for an hour, flat at 630 MiB; canary: started 30 s into the window, its working set
     # climbing from 20 to 650 MiB in its first 15 s, then flat (in LEAKING: started at the window's start,
-    # then growing LEAK_MIB_PER_MIN); all with 2 MiB of noise
-    for namespace, arm, began, level, growth in (
-        (NAMESPACE, "baseline", start - 3600.0, 630.0, 0.0),
-        (NAMESPACE, "canary", start + 30.0, 650.0, 0.0),
-        (LEAKING, "baseline", start - 3600.0, 630.0, 0.0),
-        (LEAKING, "canary", start, 650.0, LEAK_MIB_PER_MIN),
+    # then growing LEAK_MIB_PER_MIN; in STEPPED: up for an hour, growing from STEP_AT_S into the window, as
+    # when a weight change first sends it traffic); all with 2 MiB of noise
+    for namespace, arm, began, level, growth, leak_from in (
+        (NAMESPACE, "baseline", start - 3600.0, 630.0, 0.0, start),
+        (NAMESPACE, "canary", start + 30.0, 650.0, 0.0, start),
+        (LEAKING, "baseline", start - 3600.0, 630.0, 0.0, start),
+        (LEAKING, "canary", start, 650.0, LEAK_MIB_PER_MIN, start),
+        (STEPPED, "baseline", start - 3600.0, 630.0, 0.0, start),
+        (STEPPED, "canary", start - 3600.0, 650.0, LEAK_MIB_PER_MIN, start + STEP_AT_S),
     ):
         times = np.arange(max(began, start - 900.0), end + 1, SCRAPE_S)
         ramp = np.clip((times - began) / 15.0, 0.0, 1.0)
-        mib = (
-            20.0 + (level - 20.0) * ramp + growth * (times - began) / 60.0 + rng.normal(0.0, 2.0, times.size)
-        )
+        leaked = growth * np.clip(times - leak_from, 0.0, None) / 60.0
+        mib = 20.0 + (level - 20.0) * ramp + leaked + rng.normal(0.0, 2.0, times.size)
         labels = {"namespace": namespace, "pod": PODS[arm], "container": "sglang"}
         series.append(
             ("container_memory_working_set_bytes", labels, list(zip(times, mib * MIB, strict=True)))
@@ -123,13 +126,22 @@ def test_the_exported_check_leaves_the_ramp_out_only_with_the_start_times(promet
     assert unknown == pytest.approx(without)
 
 
-def exported_value(prometheus, tmp_path, at: float, window_s: float, started: str | None = "packaged"):
-    """The exported leak check's value for LEAKING's pods at `at` over `window_s`, and its bound."""
+def exported_value(
+    prometheus,
+    tmp_path,
+    at: float,
+    window_s: float,
+    started: str | None = "packaged",
+    namespace: str = LEAKING,
+):
+    """The exported leak check's value for `namespace`'s pods at `at` over `window_s`, and its bound."""
     server, _, _ = prometheus
     path = tmp_path / "gates.yaml"
     path.write_text(yaml.safe_dump(memory_gate(started)))
     config = load_gate_file(path, profile="kubernetes")
-    dialect = Dialect({a: a for a in REGEX}, {"namespace": LEAKING, "pod_regex": REGEX}, f"{int(window_s)}s")
+    dialect = Dialect(
+        {a: a for a in REGEX}, {"namespace": namespace, "pod_regex": REGEX}, f"{int(window_s)}s"
+    )
     (check,) = gate_checks(config.gates[0], dialect)
     samples = PrometheusAPI(server.url).instant(check.query, at)
     return (samples[0].value if samples else None), check.bound
@@ -154,3 +166,16 @@ def test_a_young_pods_leak_is_never_read_as_none(prometheus, tmp_path):
     value, bound = exported_value(prometheus, tmp_path, start + history, 250.0)
     assert value is not None and value / (LEAK_MIB_PER_MIN * MIB / 60.0) == pytest.approx(1.0, abs=0.15)
     assert value > bound
+
+
+def test_a_check_reads_a_step_only_once_the_envelope_has_reached_into_it(prometheus, tmp_path):
+    """An old pod that leaks from its step's start: the envelope reaches envelope_seconds back, so a check
+    one 300 s interval after the step (Flagger's tick before the fix) reads the minutes before it and
+    passes the leak; one after the envelope's whole reach and the check's points reads the leak."""
+    _, start, end = prometheus
+    step = start + STEP_AT_S
+    early, bound = exported_value(prometheus, tmp_path, step + 300.0, 250.0, namespace=STEPPED)
+    assert early is not None and early <= bound, (early, bound)
+    late, bound = exported_value(prometheus, tmp_path, end, 250.0, namespace=STEPPED)
+    assert end - step >= 300.0 + 20 * 10.0  # the envelope's span and the check's 20 points at 10 s
+    assert late is not None and late / (LEAK_MIB_PER_MIN * MIB / 60.0) == pytest.approx(1.0, abs=0.15)
