@@ -141,7 +141,7 @@ def analyses(log: Path, config, order: Sequence[str], since: float) -> list[dict
     return out
 
 
-@pytest.mark.timeout(4 * 3600)
+@pytest.mark.timeout(6 * 3600)  # about 23 ticks of 590 s (docs/helm.md)
 def test_flagger_promotes_a_good_candidate_and_rolls_back_slow_leaking_and_unmeasured_ones(plane, tmp_path):
     release, log = plane
     cluster = release.cluster
