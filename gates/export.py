@@ -173,7 +173,7 @@ def _duration(seconds: float) -> str:
     return f"{int(seconds) // 60}m" if seconds % 60 == 0 else f"{int(seconds)}s"
 
 
-def _seconds(duration: str) -> float:
+def duration_seconds(duration: str) -> float:
     """A controller duration ("90s", "5m", "1h", "500ms") in seconds."""
     number, unit = re.fullmatch(r"([0-9]+)(ms|s|m|h)", duration).groups()  # type: ignore[union-attr]
     return int(number) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
@@ -202,7 +202,7 @@ def flagger_interval(config: GateConfig, interval: str) -> tuple[str, str]:
     shorter interval judges the first step's leak on the traffic-free minutes before it (the real Flagger
     passed a 48 MiB/min leak at 10% so, with 300 s ticks)."""
     history = pod_history_s(config)
-    if history <= _seconds(interval):
+    if history <= duration_seconds(interval):
         return interval, ""
     return _duration(history), (
         f"interval {_duration(history)}: Flagger checks one interval after each weight change, and every "
@@ -342,7 +342,9 @@ def to_argo(
             # Both variants wait a window first: an earlier measurement would lack the step's samples and
             # be Inconclusive, which pauses the Rollout. A check that reads further back (the leak's
             # envelope) waits until the step's traffic, and the canary's pods started with it, reach that far.
-            metric["initialDelay"] = initial_delay or _duration(max(_seconds(window), history[check.gate]))
+            metric["initialDelay"] = initial_delay or _duration(
+                max(duration_seconds(window), history[check.gate])
+            )
             if variant == "step":
                 metric |= {"count": n, "consecutiveSuccessLimit": 1}
             metric |= {

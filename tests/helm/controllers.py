@@ -252,11 +252,6 @@ def judge_like_export(
     )
 
 
-def duration_s(text: str) -> float:
-    """An exported duration (`gates.export`: whole minutes as "5m", else seconds as "250s") in seconds."""
-    return float(text[:-1]) * (60.0 if text.endswith("m") else 1.0)
-
-
 def agreement(
     config: GateConfig,
     prometheus_url: str,
@@ -267,11 +262,14 @@ def agreement(
     """Our evaluator beside each of a controller's judgements of a gate (`judged`: when, which gate, the
     controller's phase in Argo's words): the packaged queries on the window the controller read, with the
     pods it judged (`arms_of`), without hysteresis (the controller's own failure count applies it)."""
+    evaluations: dict[tuple[float, tuple[Any, ...]], Evaluation] = {}  # one per judged window, not per gate
     rows = []
     for r in judged:
-        verdict = judge_like_export(config, prometheus_url, arms_of(r), float(r["at"]), window_s).gate(
-            r["gate"]
-        )
+        arms = arms_of(r)
+        key = (float(r["at"]), (arms.namespace, *sorted(arms.pod_regex.items())))
+        if key not in evaluations:
+            evaluations[key] = judge_like_export(config, prometheus_url, arms, float(r["at"]), window_s)
+        verdict = evaluations[key].gate(r["gate"])
         rows.append(r | {"ours": verdict.raw_verdict.value, "our_reason": verdict.reason})
     return rows
 

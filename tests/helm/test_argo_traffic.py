@@ -31,7 +31,6 @@ from controllers import (
     apply,
     argo_rollouts,
     contradictions,
-    duration_s,
     gate_of,
     get,
     get_all,
@@ -40,6 +39,7 @@ from controllers import (
 )
 from serving_node import LEAK_ARGS, SLOW_ARGS, controller_target, exported_gates, new_revision
 
+from gates.export import duration_seconds
 from gates.config import ARMS, load_gate_file
 from rollout.processes import ProcessRef, terminate
 
@@ -245,7 +245,7 @@ def test_argo_promotes_a_good_candidate_and_aborts_slow_leaking_and_unmeasured_o
         describe=lambda: (get(cluster, "rollout", ROLLOUT, NAMESPACE).get("status"), log_tail(log, 20)),
     )
     config = load_gate_file(gate_file_for_served_pods(tmp_path), profile="kubernetes")
-    window_s = duration_s(next(a["value"] for a in step["spec"]["args"] if a["name"] == "window"))
+    window_s = duration_seconds(next(a["value"] for a in step["spec"]["args"] if a["name"] == "window"))
     watcher = WeightWatcher(cluster)
     watcher.start()
     load = release.start_load("load", RATE)

@@ -30,7 +30,6 @@ from controllers import (
     agreement,
     apply,
     contradictions,
-    duration_s,
     flagger,
     flagger_canary,
     gate_of,
@@ -41,7 +40,7 @@ from controllers import (
 from serving_node import LEAK_ARGS, SLOW_ARGS, controller_target, exported_gates, new_revision
 
 from gates.config import load_gate_file
-from gates.export import flagger_dialect
+from gates.export import duration_seconds, flagger_dialect
 from rollout.processes import ProcessRef, terminate
 
 pytestmark = [pytest.mark.k8s, pytest.mark.controllers]
@@ -148,8 +147,8 @@ def test_flagger_promotes_a_good_candidate_and_rolls_back_slow_leaking_and_unmea
     apply(cluster, *exported_gates(tmp_path, "flagger", release.prometheus.url, NAMESPACE, RATE))
     (block,) = exported_gates(tmp_path, "flagger-analysis", release.prometheus.url, NAMESPACE, RATE)
     apply(cluster, flagger_canary(TARGET, NAMESPACE, "canary-gateway", block["analysis"], targetPort=30000))
-    interval_s = duration_s(block["analysis"]["interval"])
-    window_s = duration_s(block["analysis"]["metrics"][0]["interval"])  # every check's query window
+    interval_s = duration_seconds(block["analysis"]["interval"])
+    window_s = duration_seconds(block["analysis"]["metrics"][0]["interval"])  # every check's query window
     order = [m["name"] for m in block["analysis"]["metrics"]]
     config = load_gate_file(gate_file_for_served_pods(tmp_path), profile="kubernetes")
     dialect = flagger_dialect(config)
