@@ -208,7 +208,9 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--initial-delay",
         help="Argo: wait before the first measurement, for every metric (default: --window, and for a metric "
-        "that needs the pods' history, e.g. the leak check's warm-up, envelope and points, that long)",
+        "that needs the pods' history, e.g. the leak check's warm-up, envelope and points, the template's "
+        "arg history-delay, that long unless a step passes less: a step after the first, whose canary pods "
+        "lived through the first, may pass the window)",
     )
     ex.add_argument(
         "--dry-run", action="store_true", help="Argo: record every metric without letting it decide"

@@ -53,6 +53,9 @@ FLAGGER_SERVICES = {
 # Argo: a Prometheus error (unreachable, rejected query) is neither success nor failure but Error, and
 # more than this many in a row end the run as Error, which aborts like Failed. Argo's own default.
 ARGO_CONSECUTIVE_ERROR_LIMIT = 4
+# The Argo arg that delays a check needing the pods' history (default `pod_history_s`); a step after the
+# first may pass the window, its canary pods having lived through the first.
+HISTORY_DELAY = "history-delay"
 # Argo's controller reads the address from this environment variable for a metric that gives none.
 ARGO_ADDRESS_ENV = "ARGO_ROLLOUTS_PROMETHEUS_ADDRESS"
 TOKEN_KEY = "token"  # the Secret's key both providers read a bearer token from
@@ -313,7 +316,8 @@ def to_argo(
     """Two AnalysisTemplates (ClusterAnalysisTemplates with `cluster_scope`, referenced with
     `clusterScope: true`): `name` for a canary step (`steps[].analysis`) and `name-background` for
     `strategy.canary.analysis`. Both wait `initial_delay` (default: the window, so the first measurement
-    sees only this step's traffic, or longer for a check that needs the pods' history, `pod_history_s`);
+    sees only this step's traffic; for a check that needs the pods' history, the arg HISTORY_DELAY,
+    `pod_history_s` unless the step passes less);
     the step variant then measures up to `consecutive_failures` times, `interval` apart, and stops at the
     first success; the background variant measures every `interval` until the rollout ends. Argo's
     spec.dryRun records a metric without letting it decide: the gate file's dry-run gates' metrics, or
@@ -327,7 +331,14 @@ def to_argo(
         else [{"metricName": f"^{c.name}$"} for c in checks if c.gate in dry_gates]
     )
     failures = {g.name: g.consecutive_failures for g in config.gates}
-    history = {g.name: pod_history_s(config, [g.name]) for g in config.gates}
+    # A check that reads further back than the window (the leak's envelope) waits, after each weight
+    # change, until the step's traffic and the canary's pods started with it reach that far: an arg, so
+    # that a later step, whose pods lived through the first, can pass the window instead.
+    window_s = duration_seconds(window)
+    history = {g.name: pod_history_s(config, [g.name]) > window_s for g in config.gates}
+    args = _argo_args(config, prometheus, window)
+    if initial_delay is None and any(history.values()):
+        args.append({"name": HISTORY_DELAY, "value": _duration(pod_history_s(config))})
     annotations = {
         "canary-gates/source": config.source,
         "canary-gates/profile": config.profile,
@@ -340,11 +351,13 @@ def to_argo(
             n = failures[check.gate]
             metric: dict[str, Any] = {"name": check.name, "interval": interval}
             # Both variants wait a window first: an earlier measurement would lack the step's samples and
-            # be Inconclusive, which pauses the Rollout. A check that reads further back (the leak's
-            # envelope) waits until the step's traffic, and the canary's pods started with it, reach that far.
-            metric["initialDelay"] = initial_delay or _duration(
-                max(duration_seconds(window), history[check.gate])
-            )
+            # be Inconclusive, which pauses the Rollout.
+            if initial_delay is not None:
+                metric["initialDelay"] = initial_delay
+            elif history[check.gate]:
+                metric["initialDelay"] = f"{{{{args.{HISTORY_DELAY}}}}}"
+            else:
+                metric["initialDelay"] = window
             if variant == "step":
                 metric |= {"count": n, "consecutiveSuccessLimit": 1}
             metric |= {
@@ -356,7 +369,7 @@ def to_argo(
                 "provider": {"prometheus": prometheus.argo_provider(_argo_query(check))},
             }
             metrics.append(metric)
-        spec: dict[str, Any] = {"args": _argo_args(config, prometheus, window), "metrics": metrics}
+        spec: dict[str, Any] = {"args": args, "metrics": metrics}
         if dry:
             spec["dryRun"] = dry
         templates.append(

@@ -327,10 +327,12 @@ def test_sized_timing_reaches_both_exports(tmp_path, capsys):
     step, background = yaml.safe_load_all(out.read_text())
     assert {a["value"] for a in step["spec"]["args"] if a["name"] == "window"} == {"250s"}
     # both variants wait a window before measuring (an earlier measurement would be Inconclusive), the
-    # leak check until the pods started with the step have lived 590 s
+    # leak check until the pods started with the step have lived 590 s: an arg a later step can shorten
     for template in (step, background):
+        args = {a["name"]: a.get("value") for a in template["spec"]["args"]}
+        assert args["history-delay"] == "590s"
         delays = {m["name"]: (m["initialDelay"], m["interval"]) for m in template["spec"]["metrics"]}
-        assert delays.pop("memory-leak-slope-vs-baseline") == ("590s", "250s")
+        assert delays.pop("memory-leak-slope-vs-baseline") == ("{{args.history-delay}}", "250s")
         assert set(delays.values()) == {("250s", "250s")}
 
 
@@ -346,10 +348,13 @@ def test_timing_given_by_hand_is_kept_for_every_check(tmp_path, capsys):
     assert main(["export", "--format", "argo", "--initial-delay", "1s", "-o", str(out)]) == 0
     for template in yaml.safe_load_all(out.read_text()):
         assert {m["initialDelay"] for m in template["spec"]["metrics"]} == {"1s"}
+        assert "history-delay" not in {a["name"] for a in template["spec"]["args"]}
     assert main(["export", "--format", "argo", "-o", str(out)]) == 0
     step, _ = yaml.safe_load_all(out.read_text())
+    assert {a["name"]: a.get("value") for a in step["spec"]["args"]}["history-delay"] == "590s"
     delays = {m["name"]: m["initialDelay"] for m in step["spec"]["metrics"]}
-    assert delays.pop("memory-leak-slope-vs-baseline") == "590s" and set(delays.values()) == {"5m"}
+    assert delays.pop("memory-leak-slope-vs-baseline") == "{{args.history-delay}}"
+    assert set(delays.values()) == {"5m"}
 
 
 ACCESS = [
