@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -289,6 +290,20 @@ SLOW_ARGS = ("--fault-extra-latency-ms", "300")  # a slow candidate: 300 ms more
 # harm (8 MiB/min per pod), ~240 MiB/min at 50%: a candidate that reaches 50% meets the pods' 3 GiB limit
 # within about ten minutes there (a restart, whose young pod the leak check then waits for).
 LEAK_ARGS = ("--fault-leak-kib-per-request", "512")
+# The controller traffic tests' candidates, in this order, each a new revision of the last promoted one:
+# its name, its revision and its rehearsal faults; vanished last (Prometheus stays stopped).
+SCENARIOS = (("good", "2", ()), ("slow", "3", SLOW_ARGS), ("leaking", "4", LEAK_ARGS), ("vanished", "5", ()))
+SCENARIOS_ENV = "CONTROLLER_SCENARIOS"
+
+
+def chosen_scenarios() -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """SCENARIOS, or those named in $CONTROLLER_SCENARIOS (comma-separated, run in SCENARIOS' order): one
+    Flagger scenario alone takes well under an hour, the four hours."""
+    names = [n.strip() for n in os.environ.get(SCENARIOS_ENV, "").split(",") if n.strip()]
+    unknown = set(names) - {name for name, _, _ in SCENARIOS}
+    if unknown:
+        raise ValueError(f"{SCENARIOS_ENV}: unknown {sorted(unknown)}; known: {[s[0] for s in SCENARIOS]}")
+    return tuple(s for s in SCENARIOS if not names or s[0] in names)
 
 
 def exported_gates(

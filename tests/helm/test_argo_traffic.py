@@ -37,7 +37,7 @@ from controllers import (
     log_tail,
     wait_for,
 )
-from serving_node import LEAK_ARGS, SLOW_ARGS, controller_target, exported_gates, new_revision
+from serving_node import chosen_scenarios, controller_target, exported_gates, new_revision
 
 from gates.config import ARMS, load_gate_file
 from gates.export import HISTORY_DELAY, duration_seconds
@@ -52,12 +52,6 @@ WEIGHTED = f"{ROLLOUT}-weighted"  # the TraefikService Argo's router sets the we
 SERVICES = {"baseline": f"{ROLLOUT}-stable", "canary": f"{ROLLOUT}-canary"}
 PORT = 30000
 RATE = 16.0  # req/s through the gateway (Poisson)
-SCENARIOS = (  # name, revision, the candidate's rehearsal faults; each a revision of the last stable one
-    ("good", "2", ()),
-    ("slow", "3", SLOW_ARGS),
-    ("leaking", "4", LEAK_ARGS),
-    ("vanished", "5", ()),  # last: Prometheus stays stopped
-)
 
 
 def routing(selector: dict[str, str]) -> list[dict[str, Any]]:
@@ -256,7 +250,7 @@ def test_argo_promotes_a_good_candidate_and_aborts_slow_leaking_and_unmeasured_o
     results = {}
     try:
         stable = first["stableRS"]
-        for scenario, revision, args in SCENARIOS:
+        for scenario, revision, args in chosen_scenarios():
             seen_before = len(watcher.seen)
             new_revision(cluster, NAMESPACE, DEPLOYMENT, revision, args)
             if scenario == "vanished":
@@ -272,6 +266,7 @@ def test_argo_promotes_a_good_candidate_and_aborts_slow_leaking_and_unmeasured_o
             rows = agreement(config, release.prometheus.url, window_s, measured, arms_of)
             failed = sorted({m for r in rows if r["phase"] == "Failed" for m, _ in r["failed"]})
             results[scenario] = outcome | {
+                "stable_before": stable,
                 "weights": watcher.seen[seen_before:],
                 "failed_metrics": failed,
                 "agreement": rows,
@@ -292,25 +287,32 @@ def test_argo_promotes_a_good_candidate_and_aborts_slow_leaking_and_unmeasured_o
         terminate(ProcessRef.from_dict(load["process"]), timeout_s=30.0)
     (tmp_path / "argo-traffic.json").write_text(json.dumps(results, indent=2, default=str))
 
-    good = results["good"]
-    assert good["decision"] == "promoted", (good["status"], log_tail(log))
-    assert good["agreement"] and {r["phase"] for r in good["agreement"]} == {"Successful"}, good["agreement"]
-    weights = good["weights"]
-    assert (90, 10) in weights and (50, 50) in weights and weights.index((90, 10)) < weights.index((50, 50))
+    if "good" in results:
+        good = results["good"]
+        assert good["decision"] == "promoted", (good["status"], log_tail(log))
+        assert good["agreement"] and {r["phase"] for r in good["agreement"]} == {"Successful"}, good[
+            "agreement"
+        ]
+        weights = good["weights"]
+        assert (
+            (90, 10) in weights and (50, 50) in weights and weights.index((90, 10)) < weights.index((50, 50))
+        )
     for scenario, metric in (("slow", "latency-"), ("leaking", "memory-leak-")):
+        if scenario not in results:
+            continue
         outcome = results[scenario]
         assert outcome["decision"] == "aborted", (scenario, outcome["status"], log_tail(log))
         assert metric in outcome["status"].get("message", ""), (scenario, outcome["status"].get("message"))
-        assert outcome["weights"][-1] == (100, 0)  # all traffic back on the stable (the good candidate)
+        assert outcome["status"]["stableRS"] == outcome["stable_before"]
+        assert outcome["weights"][-1] == (100, 0)  # all traffic back on the stable
         # caught at the first step: a young leaking pod once read as no leak there (gates/kinds/memory_leak)
         assert (50, 50) not in outcome["weights"], (scenario, outcome["weights"])
     # no answer is no pass: every measurement erred, the run ended in Error, the Rollout aborted
-    vanished = results["vanished"]
-    assert vanished["decision"] == "aborted", (vanished["status"], log_tail(log))
-    assert {r["phase"] for r in vanished["agreement"]} == {"Error"}, vanished["agreement"]
-    assert vanished["status"]["stableRS"] == good["status"]["stableRS"] and vanished["weights"][-1] == (
-        100,
-        0,
-    )
+    if "vanished" in results:
+        vanished = results["vanished"]
+        assert vanished["decision"] == "aborted", (vanished["status"], log_tail(log))
+        assert {r["phase"] for r in vanished["agreement"]} == {"Error"}, vanished["agreement"]
+        assert vanished["status"]["stableRS"] == vanished["stable_before"]
+        assert vanished["weights"][-1] == (100, 0)
     for scenario in results.values():
         assert not contradictions(scenario["agreement"]), contradictions(scenario["agreement"])
