@@ -27,6 +27,7 @@ from gates.evaluate import evaluate
 from gates.export import (
     ARGO_ADDRESS_ENV,
     EXPORT_FORMATS,
+    HISTORY_DELAY,
     TOKEN_KEY,
     PrometheusAccess,
     flagger_analysis,
@@ -352,6 +353,15 @@ def _export(args: argparse.Namespace) -> int:
             cluster_scope=args.cluster_scope,
         )
         text = yaml.safe_dump_all(docs, sort_keys=False, width=_WIDE)
+        waiting = [m["name"] for m in docs[0]["spec"]["metrics"] if HISTORY_DELAY in m["initialDelay"]]
+        if waiting:
+            delay = next(a["value"] for a in docs[0]["spec"]["args"] if a["name"] == HISTORY_DELAY)
+            print(
+                f"{HISTORY_DELAY} {delay}: {', '.join(waiting)} must read that long of the step's traffic and "
+                f"the canary pods' life; a step after the first, whose pods lived through it, may pass the "
+                f"window ({args.window}) as the arg",
+                file=sys.stderr,
+            )
     elif args.format == "flagger":
         docs = to_flagger(config, name=args.name, prometheus=prometheus, namespace=args.namespace)
         text = yaml.safe_dump_all(docs, sort_keys=False, width=_WIDE)

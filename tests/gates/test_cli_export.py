@@ -324,6 +324,7 @@ def test_sized_timing_reaches_both_exports(tmp_path, capsys):
     assert "sized for 16 req/s" in err and "interval 590s: Flagger checks one interval" in err
     out = tmp_path / "argo.yaml"
     assert main(["export", "--format", "argo", "--rate", "16", "-o", str(out)]) == 0
+    assert "history-delay 590s: memory-leak-slope-vs-baseline must read" in capsys.readouterr().err
     step, background = yaml.safe_load_all(out.read_text())
     assert {a["value"] for a in step["spec"]["args"] if a["name"] == "window"} == {"250s"}
     # both variants wait a window before measuring (an earlier measurement would be Inconclusive), the
@@ -346,6 +347,7 @@ def test_timing_given_by_hand_is_kept_for_every_check(tmp_path, capsys):
     assert yaml.safe_load(out.read_text())["analysis"]["interval"] == "590s"
     out = tmp_path / "argo.yaml"
     assert main(["export", "--format", "argo", "--initial-delay", "1s", "-o", str(out)]) == 0
+    assert "history-delay" not in capsys.readouterr().err
     for template in yaml.safe_load_all(out.read_text()):
         assert {m["initialDelay"] for m in template["spec"]["metrics"]} == {"1s"}
         assert "history-delay" not in {a["name"] for a in template["spec"]["args"]}
